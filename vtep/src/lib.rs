@@ -1,1 +1,35 @@
-//! vtep
+//! Wire formats of the gateway: zero-copy, typed views of Ethernet/802.1Q, IPv4, IPv6, UDP, VXLAN(-GBP)
+//! and ARP headers, the overlay/inner frame parsers, and in-place re-encapsulation with checksums.
+//!
+//! Every view is built with a checked constructor (`new_checked`) that validates lengths once; its
+//! accessors are then infallible. Nothing here allocates or copies a frame.
+
+pub mod checksum;
+pub mod encap;
+pub mod parse;
+pub mod wire;
+
+pub use encap::{encapsulate, set_inner_vlan, EncapError, Underlay, OUTER_LEN_V4, OUTER_LEN_V6};
+pub use parse::{parse_inner, parse_overlay, ArpRequest, Flow, Inner, InnerKind, Overlay, OverlayError};
+pub use wire::{
+    ArpPacket, EthernetFrame, Ipv4Packet, Ipv6Packet, Mac, UdpPacket, VxlanHeader, WireError,
+};
+
+/// Ethertypes the gateway understands.
+pub mod ethertype {
+    pub const IPV4: u16 = 0x0800;
+    pub const ARP: u16 = 0x0806;
+    pub const VLAN: u16 = 0x8100;
+    pub const IPV6: u16 = 0x86dd;
+}
+
+/// IP protocol numbers the policy can name.
+pub mod ipproto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// The IANA VXLAN port (RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
