@@ -1,0 +1,646 @@
+//! The policy document as users write it — the TOML config of DESIGN.md, or the same keys in JSON —
+//! and its validation, which names every problem with its path and, for files, its line.
+
+use crate::error::{ConfigError, Issue};
+use hashbrown::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use vtep::Mac;
+
+/// A whole policy: the gateway's own settings, segments, tenants, endpoints and rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    pub gateway: Gateway,
+    #[serde(default, rename = "segment", skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+    #[serde(default, rename = "tenant", skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<Tenant>,
+    #[serde(default, rename = "endpoint", skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+}
+
+fn default_udp_port() -> u16 {
+    vtep::VXLAN_PORT
+}
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// `[gateway]`: the gateway's underlay identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// Source of re-encapsulated frames over the IPv4 underlay.
+    pub underlay_ip: Ipv4Addr,
+    /// Source of re-encapsulated frames over the IPv6 underlay (needed for IPv6 VTEPs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_ip6: Option<Ipv6Addr>,
+    #[serde(default = "default_udp_port")]
+    pub udp_port: u16,
+    /// Underlay MTU: the largest outer IP packet the gateway sends.
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+/// How a segment says which tenant a frame belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityMode {
+    /// The whole VNI is one tenant (the legacy per-tenant model).
+    Vni,
+    /// The VXLAN-GBP group policy id is the tenant id.
+    Gbp,
+    /// The inner 802.1Q VLAN id is the tenant id.
+    Vlan,
+}
+
+impl IdentityMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IdentityMode::Vni => "vni",
+            IdentityMode::Gbp => "gbp",
+            IdentityMode::Vlan => "vlan",
+        }
+    }
+}
+
+/// `[[segment]]`: an ingress VNI and how identity is read on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    pub vni: u32,
+    pub identity: IdentityMode,
+    /// The tenant of a `vni` segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// `[[tenant]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub name: String,
+    /// GBP group id (≤ 65535) / VLAN id (1–4094) on shared segments; unique.
+    pub id: u32,
+    /// VTEPs allowed to send on the tenant's behalf; omitted = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vteps: Option<Vec<IpAddr>>,
+    /// Tenants with overlapping inner addresses use different spaces. Default "default".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_space: Option<String>,
+}
+
+impl Tenant {
+    pub fn space(&self) -> &str {
+        self.address_space.as_deref().unwrap_or("default")
+    }
+}
+
+/// `[[endpoint]]`: (tenant, inner IP) → VTEP, inner MAC, egress VNI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub tenant: String,
+    pub ip: IpAddr,
+    #[serde(with = "mac_str")]
+    pub mac: Mac,
+    pub vtep: IpAddr,
+    pub vni: u32,
+}
+
+/// Inner protocols a rule can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    /// ICMP or ICMPv6.
+    Icmp,
+    Any,
+}
+
+impl Proto {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+            Proto::Any => "any",
+        }
+    }
+    /// Whether an IP protocol number is this protocol.
+    #[inline]
+    pub fn matches(&self, ipproto: u8) -> bool {
+        match self {
+            Proto::Tcp => ipproto == vtep::ipproto::TCP,
+            Proto::Udp => ipproto == vtep::ipproto::UDP,
+            Proto::Icmp => ipproto == vtep::ipproto::ICMP || ipproto == vtep::ipproto::ICMPV6,
+            Proto::Any => true,
+        }
+    }
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+/// `[[rule]]`: from tenant (or `*`) to tenant (or `*`), optional match fields, action, priority, window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Proto>,
+    /// Destination ports: "443" or "8000-8080" (tcp and udp only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<String>,
+    /// Inner source address must be in this CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_cidr: Option<String>,
+    /// Inner destination address must be in this CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_cidr: Option<String>,
+    pub action: Action,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+}
+
+/// The wildcard tenant of rules.
+pub const ANY_TENANT: &str = "*";
+
+mod mac_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use vtep::Mac;
+    pub fn serialize<S: Serializer>(m: &Mac, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(m)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e: &str| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+/// A CIDR prefix, e.g. `198.19.0.0/24` or `2001:2:0:1::/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| format!("{s:?}: not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0–{max}"))?,
+            None => max,
+        };
+        let c = Cidr { addr, len };
+        if c.network() != addr {
+            return Err(format!("{s:?}: host bits set (did you mean {}/{len}?)", c.network()));
+        }
+        Ok(c)
+    }
+    fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let m = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
+            }
+            IpAddr::V6(a) => {
+                let m = if self.len == 0 { 0 } else { u128::MAX << (128 - self.len) };
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
+            }
+        }
+    }
+    #[inline]
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
+                u32::from(*a) & m == u32::from(n)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = if self.len == 0 { 0 } else { u128::MAX << (128 - self.len) };
+                u128::from(*a) & m == u128::from(n)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Parses a port range: "443" or "8000-8080".
+pub fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    let p = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?}: ports are \"443\" or \"8000-8080\" with numbers 0–65535"))
+    };
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (p(a)?, p(b)?),
+        None => {
+            let v = p(s)?;
+            (v, v)
+        }
+    };
+    if lo > hi {
+        return Err(format!("{s:?}: range start above its end"));
+    }
+    Ok((lo, hi))
+}
+
+impl Document {
+    /// Reads and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Document, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &file)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Document, ConfigError> {
+        let doc: Document = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            ConfigError::Syntax {
+                file: file.to_string(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let mut issues = doc.validate();
+        if issues.is_empty() {
+            return Ok(doc);
+        }
+        for i in &mut issues {
+            i.line = locate(text, &i.path);
+        }
+        Err(ConfigError::Invalid {
+            file: file.to_string(),
+            issues,
+        })
+    }
+
+    /// Parses and validates a JSON document (the management socket's form).
+    pub fn from_json(text: &str) -> Result<Document, ConfigError> {
+        let doc: Document = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: "<json>".into(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        doc.check()?;
+        Ok(doc)
+    }
+
+    /// Validates, as an error naming every problem.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let issues = self.validate();
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                file: "<document>".into(),
+                issues,
+            })
+        }
+    }
+
+    /// Every problem in the document, in document order. Empty means valid.
+    pub fn validate(&self) -> Vec<Issue> {
+        let mut out = Vec::new();
+        let mut err = |path: String, message: String| {
+            out.push(Issue {
+                path,
+                line: None,
+                message,
+            })
+        };
+        let g = &self.gateway;
+        if g.udp_port == 0 {
+            err("gateway.udp_port".into(), "must not be 0".into());
+        }
+        if !(576..=9216).contains(&g.mtu) {
+            err("gateway.mtu".into(), format!("{} is outside 576–9216", g.mtu));
+        }
+
+        let mut tenants: HashMap<&str, &Tenant> = HashMap::new();
+        let mut ids: HashMap<u32, &str> = HashMap::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let p = |f: &str| format!("tenant[{i}].{f}");
+            if t.name.is_empty() || t.name == ANY_TENANT || t.name.chars().any(|c| c.is_control()) {
+                err(p("name"), format!("{:?} is not a usable tenant name", t.name));
+            }
+            if tenants.insert(t.name.as_str(), t).is_some() {
+                err(p("name"), format!("tenant {:?} is defined twice", t.name));
+            }
+            if t.id == 0 {
+                err(p("id"), "0 is reserved (GBP's unknown group)".into());
+            } else if let Some(other) = ids.insert(t.id, t.name.as_str()) {
+                err(p("id"), format!("id {} is already tenant {other:?}'s", t.id));
+            }
+            if let Some(v) = &t.vteps {
+                let mut seen = HashSet::new();
+                for (j, ip) in v.iter().enumerate() {
+                    if !seen.insert(ip) {
+                        err(format!("tenant[{i}].vteps[{j}]"), format!("{ip} is listed twice"));
+                    }
+                }
+            }
+        }
+
+        let mut segs: HashMap<u32, &Segment> = HashMap::new();
+        let has_vlan = self.segments.iter().any(|s| s.identity == IdentityMode::Vlan);
+        let has_gbp = self.segments.iter().any(|s| s.identity == IdentityMode::Gbp);
+        for (i, s) in self.segments.iter().enumerate() {
+            let p = |f: &str| format!("segment[{i}].{f}");
+            if s.vni > 0x00ff_ffff {
+                err(p("vni"), format!("{} does not fit in 24 bits", s.vni));
+            }
+            if segs.insert(s.vni, s).is_some() {
+                err(p("vni"), format!("VNI {} is on two segments", s.vni));
+            }
+            match (s.identity, &s.tenant) {
+                (IdentityMode::Vni, None) => {
+                    err(p("tenant"), "a segment with identity \"vni\" needs a tenant".into())
+                }
+                (IdentityMode::Vni, Some(t)) if !tenants.contains_key(t.as_str()) => {
+                    err(p("tenant"), format!("unknown tenant {t:?}"))
+                }
+                (IdentityMode::Gbp | IdentityMode::Vlan, Some(_)) => err(
+                    p("tenant"),
+                    format!(
+                        "a segment with identity {:?} reads the tenant from each frame; remove tenant",
+                        s.identity.as_str()
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        if has_gbp || has_vlan {
+            for (i, t) in self.tenants.iter().enumerate() {
+                if has_gbp && t.id > 0xffff && !has_vlan {
+                    err(format!("tenant[{i}].id"), format!("{} does not fit a GBP group id (16 bits)", t.id));
+                }
+            }
+        }
+
+        let mut eps: HashSet<(&str, IpAddr)> = HashSet::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let p = |f: &str| format!("endpoint[{i}].{f}");
+            let tenant = tenants.get(e.tenant.as_str());
+            match tenant {
+                None => err(p("tenant"), format!("unknown tenant {:?}", e.tenant)),
+                Some(t) => {
+                    if !eps.insert((t.space(), e.ip)) {
+                        err(
+                            p("ip"),
+                            format!("{} is already an endpoint in address space {:?}", e.ip, t.space()),
+                        );
+                    }
+                }
+            }
+            if e.mac.is_group() {
+                err(p("mac"), format!("{} is a group (multicast) address", e.mac));
+            }
+            match segs.get(&e.vni) {
+                None => err(p("vni"), format!("VNI {} is not a configured segment", e.vni)),
+                Some(s) => match s.identity {
+                    IdentityMode::Vni if s.tenant.as_deref() != Some(e.tenant.as_str()) => err(
+                        p("vni"),
+                        format!(
+                            "VNI {} is tenant {:?}'s segment, not {:?}'s",
+                            e.vni,
+                            s.tenant.as_deref().unwrap_or(""),
+                            e.tenant
+                        ),
+                    ),
+                    IdentityMode::Gbp => {
+                        if let Some(t) = tenant.filter(|t| t.id > 0xffff) {
+                            err(p("vni"), format!("tenant id {} does not fit a GBP group id", t.id));
+                        }
+                    }
+                    IdentityMode::Vlan => {
+                        if let Some(t) = tenant.filter(|t| !(1..=4094).contains(&t.id)) {
+                            err(p("vni"), format!("tenant id {} is not a VLAN id (1–4094)", t.id));
+                        }
+                    }
+                    _ => {}
+                },
+            }
+            match e.vtep {
+                IpAddr::V6(_) if g.underlay_ip6.is_none() => err(
+                    p("vtep"),
+                    "an IPv6 VTEP needs gateway.underlay_ip6".into(),
+                ),
+                ip if ip.is_unspecified() || ip.is_multicast() => {
+                    err(p("vtep"), format!("{ip} is not a unicast VTEP address"))
+                }
+                _ => {}
+            }
+        }
+
+        for (i, r) in self.rules.iter().enumerate() {
+            let p = |f: &str| format!("rule[{i}].{f}");
+            for (f, t) in [("from", &r.from), ("to", &r.to)] {
+                if t != ANY_TENANT && !tenants.contains_key(t.as_str()) {
+                    err(p(f), format!("unknown tenant {t:?}"));
+                }
+            }
+            if let Some(ports) = &r.ports {
+                if let Err(e) = parse_ports(ports) {
+                    err(p("ports"), e);
+                }
+                if !matches!(r.proto, Some(Proto::Tcp | Proto::Udp)) {
+                    err(p("ports"), "ports need proto \"tcp\" or \"udp\"".into());
+                }
+            }
+            let mut fam = None;
+            for (f, c) in [("from_cidr", &r.from_cidr), ("to_cidr", &r.to_cidr)] {
+                if let Some(c) = c {
+                    match Cidr::parse(c) {
+                        Err(e) => err(p(f), e),
+                        Ok(c) => {
+                            if fam.is_some_and(|v4| v4 != c.addr.is_ipv4()) {
+                                err(p(f), "from_cidr and to_cidr are of different IP families".into());
+                            }
+                            fam = Some(c.addr.is_ipv4());
+                        }
+                    }
+                }
+            }
+            let mut window = [None, None];
+            for (k, (f, t)) in [("not_before", &r.not_before), ("not_after", &r.not_after)]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(t) = t {
+                    match crate::time::parse_rfc3339(t) {
+                        Ok(v) => window[k] = Some(v),
+                        Err(e) => err(p(f), e),
+                    }
+                }
+            }
+            if let [Some(a), Some(b)] = window {
+                if a > b {
+                    err(p("not_after"), "not_after is before not_before".into());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Finds the line of `section[idx].field` (or `section.field`) in TOML text: the `field =` line inside
+/// the idx-th `[[section]]` table, or the table's header line.
+fn locate(text: &str, path: &str) -> Option<usize> {
+    let (head, field) = path.split_once('.').unwrap_or((path, ""));
+    let field = field.split('[').next().unwrap_or("");
+    let (section, idx) = match head.split_once('[') {
+        Some((s, rest)) => (s, rest.trim_end_matches(']').parse::<usize>().ok()?),
+        None => (head, 0),
+    };
+    let header_aot = format!("[[{section}]]");
+    let header_tbl = format!("[{section}]");
+    let mut seen = 0usize;
+    let mut in_table = false;
+    let mut header_line = None;
+    for (n, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if l.starts_with('[') {
+            if in_table {
+                break;
+            }
+            let hit = l.starts_with(&header_aot) || (l.starts_with(&header_tbl) && !l.starts_with("[["));
+            if hit {
+                if seen == idx {
+                    in_table = true;
+                    header_line = Some(n + 1);
+                }
+                seen += 1;
+            }
+            continue;
+        }
+        if in_table && !field.is_empty() {
+            if let Some((k, _)) = l.split_once('=') {
+                if k.trim() == field {
+                    return Some(n + 1);
+                }
+            }
+        }
+    }
+    header_line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[gateway]
+underlay_ip = "198.18.0.254"
+
+[[segment]]
+vni = 100
+identity = "vni"
+tenant = "acme"
+
+[[tenant]]
+name = "acme"
+id = 10
+
+[[endpoint]]
+tenant = "acme"
+ip = "198.19.0.1"
+mac = "02:00:00:00:0a:01"
+vtep = "198.18.0.1"
+vni = 100
+"#;
+
+    #[test]
+    fn defaults() {
+        let d = Document::from_toml(GOOD, "t.toml").unwrap();
+        assert_eq!(d.gateway.udp_port, 4789);
+        assert_eq!(d.gateway.mtu, 1500);
+        assert_eq!(d.tenants[0].space(), "default");
+    }
+
+    #[test]
+    fn syntax_error_names_file_line_and_field() {
+        let bad = GOOD.replace("vni = 100\nidentity", "vni = \"x\"\nidentity");
+        let e = Document::from_toml(&bad, "t.toml").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:6:"), "{e}");
+        let bad = GOOD.replace("id = 10", "id = 10\ncolour = \"red\"");
+        let e = Document::from_toml(&bad, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml:13:") && e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_path_and_line() {
+        let bad = GOOD.replace("tenant = \"acme\"\nip", "tenant = \"nobody\"\nip");
+        let e = Document::from_toml(&bad, "t.toml").unwrap_err();
+        let ConfigError::Invalid { issues, .. } = e else {
+            panic!("{e}")
+        };
+        assert!(issues
+            .iter()
+            .any(|i| i.path == "endpoint[0].tenant" && i.line == Some(15) && i.message.contains("nobody")));
+    }
+
+    #[test]
+    fn parse_helpers() {
+        assert_eq!(parse_ports("443").unwrap(), (443, 443));
+        assert_eq!(parse_ports("8000-8080").unwrap(), (8000, 8080));
+        assert!(parse_ports("8080-8000").is_err());
+        assert!(parse_ports("70000").is_err());
+        assert!(parse_ports("").is_err());
+        let c = Cidr::parse("198.19.0.0/24").unwrap();
+        assert!(c.contains(&"198.19.0.9".parse().unwrap()));
+        assert!(!c.contains(&"198.19.1.9".parse().unwrap()));
+        assert!(!c.contains(&"2001:2::1".parse().unwrap()));
+        assert!(Cidr::parse("198.19.0.1/24").is_err());
+        assert!(Cidr::parse("198.19.0.0/33").is_err());
+        assert!(Cidr::parse("2001:2::/48").unwrap().contains(&"2001:2:0:1::5".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&"198.18.0.1".parse().unwrap()));
+    }
+}
