@@ -49,7 +49,10 @@ impl Class {
     fn matched_by(self, p: Proto) -> bool {
         matches!(
             (p, self),
-            (Proto::Any, _) | (Proto::Tcp, Class::Tcp) | (Proto::Udp, Class::Udp) | (Proto::Icmp, Class::Icmp)
+            (Proto::Any, _)
+                | (Proto::Tcp, Class::Tcp)
+                | (Proto::Udp, Class::Udp)
+                | (Proto::Icmp, Class::Icmp)
         )
     }
 }
@@ -65,7 +68,11 @@ fn ports_str((lo, hi): (u16, u16)) -> String {
 /// Computes the reachability of every tenant pair that any rule (or the intra-tenant default) connects.
 /// With wildcard rules every pair of live tenants is examined.
 pub fn reachability(t: &Table, now: i64) -> Reachability {
-    let live: Vec<TenantIdx> = t.tenants().filter(|(_, e)| e.live).map(|(i, _)| i).collect();
+    let live: Vec<TenantIdx> = t
+        .tenants()
+        .filter(|(_, e)| e.live)
+        .map(|(i, _)| i)
+        .collect();
     let mut pairs: Vec<(TenantIdx, TenantIdx)> = live.iter().map(|&i| (i, i)).collect();
     if t.has_wildcards() {
         for &a in &live {
@@ -157,10 +164,16 @@ fn audit_pair(t: &Table, s: TenantIdx, d: TenantIdx, now: i64, out: &mut Vec<Rea
         }
     }
     // Everything allowed by one decision: say "any".
-    let full = |p: &str| found.iter().any(|r| r.proto == p && r.ports.as_deref().is_none_or(|x| x == "0-65535"));
+    let full = |p: &str| {
+        found
+            .iter()
+            .any(|r| r.proto == p && r.ports.as_deref().is_none_or(|x| x == "0-65535"))
+    };
     if found.len() == 4
         && ["tcp", "udp", "icmp", "other"].iter().all(|p| full(p))
-        && found.iter().all(|r| r.rule == found[0].rule && r.conditional == found[0].conditional)
+        && found
+            .iter()
+            .all(|r| r.rule == found[0].rule && r.conditional == found[0].conditional)
     {
         let mut any = found[0].clone();
         any.proto = "any".into();
@@ -170,7 +183,14 @@ fn audit_pair(t: &Table, s: TenantIdx, d: TenantIdx, now: i64, out: &mut Vec<Rea
     out.extend(found);
 }
 
-fn reach(from: &str, to: &str, proto: &str, ports: Option<(u16, u16)>, rule: Option<u32>, conditional: bool) -> Reach {
+fn reach(
+    from: &str,
+    to: &str,
+    proto: &str,
+    ports: Option<(u16, u16)>,
+    rule: Option<u32>,
+    conditional: bool,
+) -> Reach {
     Reach {
         from: from.to_string(),
         to: to.to_string(),

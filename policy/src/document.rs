@@ -189,7 +189,8 @@ mod mac_str {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e: &str| serde::de::Error::custom(format!("{s:?}: {e}")))
+        s.parse()
+            .map_err(|e: &str| serde::de::Error::custom(format!("{s:?}: {e}")))
     }
 }
 
@@ -218,18 +219,29 @@ impl Cidr {
         };
         let c = Cidr { addr, len };
         if c.network() != addr {
-            return Err(format!("{s:?}: host bits set (did you mean {}/{len}?)", c.network()));
+            return Err(format!(
+                "{s:?}: host bits set (did you mean {}/{len}?)",
+                c.network()
+            ));
         }
         Ok(c)
     }
     fn network(&self) -> IpAddr {
         match self.addr {
             IpAddr::V4(a) => {
-                let m = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
+                let m = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.len)
+                };
                 IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
             }
             IpAddr::V6(a) => {
-                let m = if self.len == 0 { 0 } else { u128::MAX << (128 - self.len) };
+                let m = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len)
+                };
                 IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
             }
         }
@@ -238,11 +250,19 @@ impl Cidr {
     pub fn contains(&self, ip: &IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let m = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) };
+                let m = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.len)
+                };
                 u32::from(*a) & m == u32::from(n)
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let m = if self.len == 0 { 0 } else { u128::MAX << (128 - self.len) };
+                let m = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len)
+                };
                 u128::from(*a) & m == u128::from(n)
             }
             _ => false,
@@ -290,10 +310,7 @@ impl Document {
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Document, ConfigError> {
         let doc: Document = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             ConfigError::Syntax {
                 file: file.to_string(),
                 line,
@@ -354,7 +371,10 @@ impl Document {
             err("gateway.udp_port".into(), "must not be 0".into());
         }
         if !(576..=9216).contains(&g.mtu) {
-            err("gateway.mtu".into(), format!("{} is outside 576–9216", g.mtu));
+            err(
+                "gateway.mtu".into(),
+                format!("{} is outside 576–9216", g.mtu),
+            );
         }
 
         let mut tenants: HashMap<&str, &Tenant> = HashMap::new();
@@ -362,7 +382,10 @@ impl Document {
         for (i, t) in self.tenants.iter().enumerate() {
             let p = |f: &str| format!("tenant[{i}].{f}");
             if t.name.is_empty() || t.name == ANY_TENANT || t.name.chars().any(|c| c.is_control()) {
-                err(p("name"), format!("{:?} is not a usable tenant name", t.name));
+                err(
+                    p("name"),
+                    format!("{:?} is not a usable tenant name", t.name),
+                );
             }
             if tenants.insert(t.name.as_str(), t).is_some() {
                 err(p("name"), format!("tenant {:?} is defined twice", t.name));
@@ -370,21 +393,33 @@ impl Document {
             if t.id == 0 {
                 err(p("id"), "0 is reserved (GBP's unknown group)".into());
             } else if let Some(other) = ids.insert(t.id, t.name.as_str()) {
-                err(p("id"), format!("id {} is already tenant {other:?}'s", t.id));
+                err(
+                    p("id"),
+                    format!("id {} is already tenant {other:?}'s", t.id),
+                );
             }
             if let Some(v) = &t.vteps {
                 let mut seen = HashSet::new();
                 for (j, ip) in v.iter().enumerate() {
                     if !seen.insert(ip) {
-                        err(format!("tenant[{i}].vteps[{j}]"), format!("{ip} is listed twice"));
+                        err(
+                            format!("tenant[{i}].vteps[{j}]"),
+                            format!("{ip} is listed twice"),
+                        );
                     }
                 }
             }
         }
 
         let mut segs: HashMap<u32, &Segment> = HashMap::new();
-        let has_vlan = self.segments.iter().any(|s| s.identity == IdentityMode::Vlan);
-        let has_gbp = self.segments.iter().any(|s| s.identity == IdentityMode::Gbp);
+        let has_vlan = self
+            .segments
+            .iter()
+            .any(|s| s.identity == IdentityMode::Vlan);
+        let has_gbp = self
+            .segments
+            .iter()
+            .any(|s| s.identity == IdentityMode::Gbp);
         for (i, s) in self.segments.iter().enumerate() {
             let p = |f: &str| format!("segment[{i}].{f}");
             if s.vni > 0x00ff_ffff {
@@ -413,7 +448,10 @@ impl Document {
         if has_gbp || has_vlan {
             for (i, t) in self.tenants.iter().enumerate() {
                 if has_gbp && t.id > 0xffff && !has_vlan {
-                    err(format!("tenant[{i}].id"), format!("{} does not fit a GBP group id (16 bits)", t.id));
+                    err(
+                        format!("tenant[{i}].id"),
+                        format!("{} does not fit a GBP group id (16 bits)", t.id),
+                    );
                 }
             }
         }
@@ -428,16 +466,26 @@ impl Document {
                     if !eps.insert((t.space(), e.ip)) {
                         err(
                             p("ip"),
-                            format!("{} is already an endpoint in address space {:?}", e.ip, t.space()),
+                            format!(
+                                "{} is already an endpoint in address space {:?}",
+                                e.ip,
+                                t.space()
+                            ),
                         );
                     }
                 }
             }
             if e.mac.is_group() {
-                err(p("mac"), format!("{} is a group (multicast) address", e.mac));
+                err(
+                    p("mac"),
+                    format!("{} is a group (multicast) address", e.mac),
+                );
             }
             match segs.get(&e.vni) {
-                None => err(p("vni"), format!("VNI {} is not a configured segment", e.vni)),
+                None => err(
+                    p("vni"),
+                    format!("VNI {} is not a configured segment", e.vni),
+                ),
                 Some(s) => match s.identity {
                     IdentityMode::Vni if s.tenant.as_deref() != Some(e.tenant.as_str()) => err(
                         p("vni"),
@@ -450,22 +498,27 @@ impl Document {
                     ),
                     IdentityMode::Gbp => {
                         if let Some(t) = tenant.filter(|t| t.id > 0xffff) {
-                            err(p("vni"), format!("tenant id {} does not fit a GBP group id", t.id));
+                            err(
+                                p("vni"),
+                                format!("tenant id {} does not fit a GBP group id", t.id),
+                            );
                         }
                     }
                     IdentityMode::Vlan => {
                         if let Some(t) = tenant.filter(|t| !(1..=4094).contains(&t.id)) {
-                            err(p("vni"), format!("tenant id {} is not a VLAN id (1–4094)", t.id));
+                            err(
+                                p("vni"),
+                                format!("tenant id {} is not a VLAN id (1–4094)", t.id),
+                            );
                         }
                     }
                     _ => {}
                 },
             }
             match e.vtep {
-                IpAddr::V6(_) if g.underlay_ip6.is_none() => err(
-                    p("vtep"),
-                    "an IPv6 VTEP needs gateway.underlay_ip6".into(),
-                ),
+                IpAddr::V6(_) if g.underlay_ip6.is_none() => {
+                    err(p("vtep"), "an IPv6 VTEP needs gateway.underlay_ip6".into())
+                }
                 ip if ip.is_unspecified() || ip.is_multicast() => {
                     err(p("vtep"), format!("{ip} is not a unicast VTEP address"))
                 }
@@ -495,7 +548,10 @@ impl Document {
                         Err(e) => err(p(f), e),
                         Ok(c) => {
                             if fam.is_some_and(|v4| v4 != c.addr.is_ipv4()) {
-                                err(p(f), "from_cidr and to_cidr are of different IP families".into());
+                                err(
+                                    p(f),
+                                    "from_cidr and to_cidr are of different IP families".into(),
+                                );
                             }
                             fam = Some(c.addr.is_ipv4());
                         }
@@ -551,7 +607,8 @@ fn locate(text: &str, path: &str) -> Option<usize> {
             if in_table {
                 break;
             }
-            let hit = l.starts_with(&header_aot) || (l.starts_with(&header_tbl) && !l.starts_with("[["));
+            let hit =
+                l.starts_with(&header_aot) || (l.starts_with(&header_tbl) && !l.starts_with("[["));
             if hit {
                 if seen == idx {
                     in_table = true;
@@ -622,9 +679,9 @@ vni = 100
         let ConfigError::Invalid { issues, .. } = e else {
             panic!("{e}")
         };
-        assert!(issues
-            .iter()
-            .any(|i| i.path == "endpoint[0].tenant" && i.line == Some(15) && i.message.contains("nobody")));
+        assert!(issues.iter().any(|i| i.path == "endpoint[0].tenant"
+            && i.line == Some(15)
+            && i.message.contains("nobody")));
     }
 
     #[test]
@@ -640,7 +697,11 @@ vni = 100
         assert!(!c.contains(&"2001:2::1".parse().unwrap()));
         assert!(Cidr::parse("198.19.0.1/24").is_err());
         assert!(Cidr::parse("198.19.0.0/33").is_err());
-        assert!(Cidr::parse("2001:2::/48").unwrap().contains(&"2001:2:0:1::5".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&"198.18.0.1".parse().unwrap()));
+        assert!(Cidr::parse("2001:2::/48")
+            .unwrap()
+            .contains(&"2001:2:0:1::5".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains(&"198.18.0.1".parse().unwrap()));
     }
 }

@@ -132,7 +132,11 @@ pub fn digest(doc: &Document) -> u64 {
 
 impl Table {
     /// Validates and compiles `doc` as `version`. With `prev`, tenants keep their slots from it.
-    pub fn compile(doc: Arc<Document>, version: u64, prev: Option<&Table>) -> Result<Table, ConfigError> {
+    pub fn compile(
+        doc: Arc<Document>,
+        version: u64,
+        prev: Option<&Table>,
+    ) -> Result<Table, ConfigError> {
         doc.check()?;
         let keep = Arc::clone(&doc);
         let mut tenants: Vec<TenantEntry> = Vec::new();
@@ -140,7 +144,10 @@ impl Table {
         if let Some(p) = prev {
             for t in &p.tenants {
                 names.insert(t.name.clone(), tenants.len() as TenantIdx);
-                tenants.push(TenantEntry { live: false, ..t.clone() });
+                tenants.push(TenantEntry {
+                    live: false,
+                    ..t.clone()
+                });
             }
         }
         let mut spaces: HashMap<&str, u32> = HashMap::new();
@@ -236,8 +243,14 @@ impl Table {
                     .as_deref()
                     .map(|p| crate::document::parse_ports(p).expect("validated"))
                     .unwrap_or((0, u16::MAX)),
-                from_cidr: r.from_cidr.as_deref().map(|c| Cidr::parse(c).expect("validated")),
-                to_cidr: r.to_cidr.as_deref().map(|c| Cidr::parse(c).expect("validated")),
+                from_cidr: r
+                    .from_cidr
+                    .as_deref()
+                    .map(|c| Cidr::parse(c).expect("validated")),
+                to_cidr: r
+                    .to_cidr
+                    .as_deref()
+                    .map(|c| Cidr::parse(c).expect("validated")),
                 not_before: time(&r.not_before, i64::MIN),
                 not_after: time(&r.not_after, i64::MAX),
             });
@@ -330,10 +343,16 @@ impl Table {
         &self.tenants[t as usize]
     }
     pub fn tenants(&self) -> impl Iterator<Item = (TenantIdx, &TenantEntry)> {
-        self.tenants.iter().enumerate().map(|(i, t)| (i as TenantIdx, t))
+        self.tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i as TenantIdx, t))
     }
     pub fn tenant_by_name(&self, name: &str) -> Option<TenantIdx> {
-        self.names.get(name).copied().filter(|&i| self.tenants[i as usize].live)
+        self.names
+            .get(name)
+            .copied()
+            .filter(|&i| self.tenants[i as usize].live)
     }
 
     /// The segment of an ingress VNI.
@@ -386,7 +405,11 @@ impl Table {
         // best = (priority, is_deny, rule index)
         let mut best: Option<(i32, bool, u32)> = None;
         for mirrored in [false, true] {
-            let spans = if mirrored { self.spans(d, s) } else { self.spans(s, d) };
+            let spans = if mirrored {
+                self.spans(d, s)
+            } else {
+                self.spans(s, d)
+            };
             for span in spans {
                 for r in self.bucket(span) {
                     if let Some((p, deny, _)) = best {
@@ -456,6 +479,10 @@ impl Table {
     }
     /// Whether any wildcard rule exists (then every pair must be audited).
     pub(crate) fn has_wildcards(&self) -> bool {
-        self.any_any.len > 0 || self.tenants.iter().any(|t| t.from_any.len > 0 || t.to_any.len > 0)
+        self.any_any.len > 0
+            || self
+                .tenants
+                .iter()
+                .any(|t| t.from_any.len > 0 || t.to_any.len > 0)
     }
 }

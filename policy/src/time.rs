@@ -4,8 +4,12 @@
 pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     let b = s.as_bytes();
     let bad = || format!("{s:?} is not an RFC 3339 timestamp like 2026-01-01T00:00:00Z");
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-        || b[13] != b':' || b[16] != b':'
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return Err(bad());
     }
@@ -17,8 +21,16 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
             Err(bad())
         }
     };
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60 {
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60
+    {
         return Err(bad());
     }
     let mut i = 19;
@@ -98,7 +110,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 #[cfg(test)]
@@ -108,15 +128,31 @@ mod tests {
     #[test]
     fn known_instants() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap(), 0);
-        assert_eq!(parse_rfc3339("2026-01-01T00:00:00Z").unwrap(), 1_767_225_600);
-        assert_eq!(parse_rfc3339("2026-01-01T01:00:00+01:00").unwrap(), 1_767_225_600);
-        assert_eq!(parse_rfc3339("2024-02-29T12:00:00.250Z").unwrap(), 1_709_208_000);
+        assert_eq!(
+            parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
+            1_767_225_600
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-01T01:00:00+01:00").unwrap(),
+            1_767_225_600
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:00:00.250Z").unwrap(),
+            1_709_208_000
+        );
         assert_eq!(format_rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
     }
 
     #[test]
     fn rejects_nonsense() {
-        for s in ["2026-13-01T00:00:00Z", "2025-02-29T00:00:00Z", "2026-01-01", "2026-01-01T00:00:00", "yesterday", "2026-01-01T00:00:00+1:00"] {
+        for s in [
+            "2026-13-01T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-01-01",
+            "2026-01-01T00:00:00",
+            "yesterday",
+            "2026-01-01T00:00:00+1:00",
+        ] {
             assert!(parse_rfc3339(s).is_err(), "{s}");
         }
     }

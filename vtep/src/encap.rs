@@ -77,13 +77,28 @@ pub fn encapsulate(
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let total = u16::try_from(20 + udp_len).map_err(|_| EncapError::TooLong)?;
             f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-            Ipv4Packet::emit(&mut f[14..34], s.octets(), d.octets(), ipproto::UDP, u.ttl, total);
+            Ipv4Packet::emit(
+                &mut f[14..34],
+                s.octets(),
+                d.octets(),
+                ipproto::UDP,
+                u.ttl,
+                total,
+            );
             34
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let pl = u16::try_from(udp_len).map_err(|_| EncapError::TooLong)?;
             f[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
-            Ipv6Packet::emit(&mut f[14..54], s.octets(), d.octets(), ipproto::UDP, u.ttl, pl, 0);
+            Ipv6Packet::emit(
+                &mut f[14..54],
+                s.octets(),
+                d.octets(),
+                ipproto::UDP,
+                u.ttl,
+                pl,
+                0,
+            );
             54
         }
         _ => return Err(EncapError::FamilyMismatch),

@@ -10,7 +10,9 @@ pub mod parse;
 pub mod wire;
 
 pub use encap::{encapsulate, set_inner_vlan, EncapError, Underlay, OUTER_LEN_V4, OUTER_LEN_V6};
-pub use parse::{parse_inner, parse_overlay, ArpRequest, Flow, Inner, InnerKind, Overlay, OverlayError};
+pub use parse::{
+    parse_inner, parse_overlay, ArpRequest, Flow, Inner, InnerKind, Overlay, OverlayError,
+};
 pub use wire::{
     ArpPacket, EthernetFrame, Ipv4Packet, Ipv6Packet, Mac, UdpPacket, VxlanHeader, WireError,
 };

@@ -144,7 +144,9 @@ impl Flow {
         }
         let mut h = ip_word(&self.src).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h ^= ip_word(&self.dst).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-        h ^= (u64::from(self.src_port) << 24) | (u64::from(self.dst_port) << 8) | u64::from(self.proto);
+        h ^= (u64::from(self.src_port) << 24)
+            | (u64::from(self.dst_port) << 8)
+            | u64::from(self.proto);
         h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         h ^= h >> 32;
         h as u32
@@ -321,10 +323,31 @@ mod tests {
             dst_port: 443,
         };
         let h = f.hash();
-        assert_ne!(h, Flow { src_port: 1001, ..f }.hash());
+        assert_ne!(
+            h,
+            Flow {
+                src_port: 1001,
+                ..f
+            }
+            .hash()
+        );
         assert_ne!(h, Flow { dst_port: 444, ..f }.hash());
         assert_ne!(h, Flow { proto: 17, ..f }.hash());
-        assert_ne!(h, Flow { src: "198.19.0.3".parse().unwrap(), ..f }.hash());
-        assert_ne!(h, Flow { dst: "198.19.0.3".parse().unwrap(), ..f }.hash());
+        assert_ne!(
+            h,
+            Flow {
+                src: "198.19.0.3".parse().unwrap(),
+                ..f
+            }
+            .hash()
+        );
+        assert_ne!(
+            h,
+            Flow {
+                dst: "198.19.0.3".parse().unwrap(),
+                ..f
+            }
+            .hash()
+        );
     }
 }

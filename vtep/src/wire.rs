@@ -29,7 +29,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -180,7 +184,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         }
         let tl = usize::from(be16(b, 2));
         if tl < hl {
-            return Err(WireError::Inconsistent("ipv4", "total length below header length"));
+            return Err(WireError::Inconsistent(
+                "ipv4",
+                "total length below header length",
+            ));
         }
         if tl > b.len() {
             return Err(WireError::Truncated("ipv4"));
@@ -287,7 +294,10 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         }
         let pl = usize::from(be16(b, 4));
         if pl == 0 {
-            return Err(WireError::Inconsistent("ipv6", "zero payload length (jumbogram)"));
+            return Err(WireError::Inconsistent(
+                "ipv6",
+                "zero payload length (jumbogram)",
+            ));
         }
         if 40 + pl > b.len() {
             return Err(WireError::Truncated("ipv6"));
@@ -563,7 +573,10 @@ mod tests {
         assert!(Ipv4Packet::new_checked(&b[..]).is_err());
         b[0] = 0x45;
         b[3] = 29;
-        assert_eq!(Ipv4Packet::new_checked(&b[..]).unwrap_err(), WireError::Truncated("ipv4"));
+        assert_eq!(
+            Ipv4Packet::new_checked(&b[..]).unwrap_err(),
+            WireError::Truncated("ipv4")
+        );
         b[3] = 19;
         assert!(Ipv4Packet::new_checked(&b[..]).is_err());
     }

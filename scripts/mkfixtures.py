@@ -1,0 +1,1107 @@
+#!/usr/bin/env python3
+"""Generate joypath's pcap fixtures: pcap-fixtures/*.pcap, *.pcapng, *.expect.tsv, fixtures.toml.
+
+Pure Python 3.11 standard library, deterministic (fixed timestamps, no randomness): running it twice
+writes byte-identical files.
+
+    python3 scripts/mkfixtures.py [OUTDIR]      # default OUTDIR: <repo>/pcap-fixtures
+
+Every frame's expected outcome is written by hand next to the frame (from the contract in
+DESIGN.md and the fixture brief), never from running the gateway. As a guard against slips in those
+hand annotations, the script also carries a small, separate reference model of the contract
+(`Model` below) and refuses to write anything if the model and the hand annotation disagree.
+"""
+
+from __future__ import annotations
+
+import calendar
+import ipaddress
+import struct
+import sys
+from pathlib import Path
+
+# --------------------------------------------------------------------------------------------
+# The policy every fixture is replayed against
+# --------------------------------------------------------------------------------------------
+
+GATEWAY = {
+    "underlay_ip": "198.18.0.254",
+    "underlay_ip6": "2001:2::fe",
+    "udp_port": 4789,
+    "mtu": 1500,
+}
+GW_MAC = "02:00:00:00:00:fe"  # outer destination MAC of every frame arriving at the gateway
+
+# (vni, identity, tenant-or-None)
+SEGMENTS = [
+    (100, "vni", "acme"),
+    (200, "vni", "globex"),
+    (300, "vni", "hooli"),
+    (400, "vni", "shared"),
+    (500, "vni", "umbrella"),
+    (1, "gbp", None),
+    (2, "vlan", None),
+    (3, "vlan", None),
+]
+
+# name -> (id, vteps or None, address_space or None)
+TENANTS = {
+    "acme": (10, ["198.18.0.1"], None),
+    "globex": (20, ["198.18.0.2", "2001:2::2"], None),
+    "initech": (30, None, None),
+    "shared": (40, ["198.18.0.4"], "default"),
+    "umbrella": (50, ["198.18.0.5"], "umbrella"),
+    "wayne": (60, None, "umbrella"),
+    "hooli": (70, ["2001:2::1", "198.18.0.7"], None),
+    "contractor": (80, None, None),
+}
+
+# (tenant, ip, mac, vtep, egress vni)
+ENDPOINTS = [
+    ("acme", "198.19.0.1", "02:00:00:00:0a:01", "198.18.0.1", 100),
+    ("acme", "198.19.0.2", "02:00:00:00:0a:02", "198.18.0.1", 1),
+    ("acme", "198.19.0.3", "02:00:00:00:0a:03", "198.18.0.1", 2),
+    ("acme", "198.19.0.4", "02:00:00:00:0a:04", "198.18.0.1", 3),
+    ("acme", "198.19.0.17", "02:00:00:00:0a:11", "198.18.0.1", 100),
+    ("acme", "2001:2:0:2::1", "02:00:00:00:0a:21", "198.18.0.1", 100),
+    ("globex", "198.19.1.1", "02:00:00:00:14:01", "198.18.0.2", 200),
+    ("globex", "198.19.1.2", "02:00:00:00:14:02", "198.18.0.2", 1),
+    ("globex", "198.19.1.3", "02:00:00:00:14:03", "198.18.0.2", 2),
+    ("globex", "2001:2:0:4::1", "02:00:00:00:14:21", "2001:2::2", 1),
+    ("initech", "198.19.2.1", "02:00:00:00:1e:01", "198.18.0.9", 1),
+    ("initech", "198.19.2.129", "02:00:00:00:1e:81", "198.18.0.9", 2),
+    ("initech", "2001:2:0:3::1", "02:00:00:00:1e:21", "198.18.0.9", 1),
+    ("shared", "198.19.3.1", "02:00:00:00:28:01", "198.18.0.4", 400),
+    ("umbrella", "198.19.0.1", "02:00:00:00:32:01", "198.18.0.5", 500),
+    ("umbrella", "198.19.5.1", "02:00:00:00:32:51", "198.18.0.5", 1),
+    ("wayne", "198.19.0.3", "02:00:00:00:3c:03", "198.18.0.6", 2),
+    ("hooli", "2001:2:0:1::1", "02:00:00:00:46:01", "2001:2::1", 300),
+    ("hooli", "2001:2:0:1::2", "02:00:00:00:46:02", "198.18.0.7", 1),
+    ("hooli", "198.19.7.1", "02:00:00:00:46:71", "2001:2::1", 2),
+    ("contractor", "198.19.8.1", "02:00:00:00:50:01", "198.18.0.8", 1),
+]
+
+# Each rule: dict with the TOML keys (only those present are written). "id" is a label for comments.
+RULES = [
+    dict(id="R1", frm="acme", to="globex", proto="tcp", ports="443", action="allow", priority=100),
+    dict(id="R2", frm="acme", to="globex", proto="tcp", ports="8000-8080", action="allow", priority=10),
+    dict(id="R3", frm="acme", to="globex", proto="tcp", ports="8050", action="deny", priority=10),
+    dict(id="R4", frm="acme", to="globex", proto="udp", action="deny", priority=50),
+    dict(id="R5", frm="acme", to="globex", proto="udp", ports="5000", action="allow", priority=60),
+    dict(id="R6", frm="acme", to="globex", proto="udp", ports="6000", action="allow", priority=40),
+    dict(id="R7", frm="*", to="shared", proto="udp", ports="53", action="allow", priority=0),
+    dict(id="R8", frm="*", to="*", proto="tcp", ports="23", action="deny", priority=0),
+    dict(id="R9", frm="initech", to="*", proto="icmp", action="allow", priority=0),
+    # R10: proto omitted on purpose (= any); no priority key on purpose (= 0)
+    dict(id="R10", frm="globex", to="initech", to_cidr="198.19.2.128/25", action="allow"),
+    dict(id="R11", frm="acme", to="globex", proto="tcp", ports="22", from_cidr="198.19.0.16/28",
+         action="allow", priority=0),
+    dict(id="R12", frm="acme", to="hooli", proto="tcp", ports="443", to_cidr="2001:2:0:1::/64",
+         action="allow", priority=0),
+    dict(id="R13", frm="acme", to="globex", proto="tcp", ports="9000", action="allow", priority=0,
+         not_before="2026-07-01T00:00:00Z"),
+    dict(id="R14", frm="acme", to="globex", proto="tcp", ports="9001", action="allow", priority=0,
+         not_after="2026-05-01T00:00:00Z"),
+    dict(id="R15", frm="acme", to="globex", proto="tcp", ports="9002", action="allow", priority=0,
+         not_before="2026-05-01T00:00:00Z", not_after="2026-07-01T00:00:00Z"),
+    dict(id="R16", frm="acme", to="acme", proto="tcp", ports="25", action="deny", priority=0,
+         not_after="2026-01-01T00:00:00Z"),
+    dict(id="R17", frm="acme", to="acme", proto="tcp", ports="26", action="deny", priority=0,
+         not_before="2026-07-01T00:00:00Z"),
+    dict(id="R18", frm="acme", to="contractor", proto="tcp", ports="443", action="allow", priority=0,
+         not_after="2026-03-01T00:00:00Z"),
+    dict(id="R19", frm="globex", to="contractor", proto="tcp", ports="443", action="allow", priority=0,
+         not_before="2026-09-01T00:00:00Z"),
+    dict(id="R20", frm="umbrella", to="wayne", proto="tcp", ports="443", action="allow", priority=0),
+    dict(id="R21", frm="umbrella", to="acme", proto="any", action="allow", priority=0),
+]
+
+RULE_COMMENTS = {
+    "R1": "allow with mirrored replies (globex -> acme, source port 443)",
+    "R2": "port range",
+    "R3": "same priority as R2: deny wins the tie on 8050",
+    "R4": "all acme -> globex UDP denied at priority 50 ...",
+    "R5": "... except 5000, whose higher priority wins",
+    "R6": "... but not 6000, whose lower priority loses",
+    "R7": "wildcard source: everyone may reach the shared DNS",
+    "R8": "wildcard both sides: telnet denied everywhere, even inside a tenant",
+    "R9": "wildcard destination: initech may ping anyone (ICMPv4 and ICMPv6)",
+    "R10": "destination CIDR; proto omitted = any; priority omitted = 0",
+    "R11": "source CIDR",
+    "R12": "IPv6 destination CIDR",
+    "R13": "not yet valid on 2026-06-01, valid from 2026-07-01",
+    "R14": "expired on 2026-05-01",
+    "R15": "valid 2026-05-01 .. 2026-07-01 only",
+    "R16": "an expired deny: acme's own SMTP is allowed again",
+    "R17": "a deny that starts on 2026-07-01",
+    "R18": "expired allow (ARP to contractor denied too)",
+    "R19": "allow starting 2026-09-01",
+    "R20": "inside the umbrella address space",
+    "R21": "cross-address-space rule: allowed, but umbrella can never resolve acme's addresses",
+}
+
+
+def toml_config() -> str:
+    out = ["# joypath policy used by every capture in pcap-fixtures/ (generated by scripts/mkfixtures.py)",
+           "", "[gateway]"]
+    out.append(f'underlay_ip = "{GATEWAY["underlay_ip"]}"')
+    out.append(f'underlay_ip6 = "{GATEWAY["underlay_ip6"]}"')
+    out.append(f'udp_port = {GATEWAY["udp_port"]}')
+    out.append(f'mtu = {GATEWAY["mtu"]}')
+    for vni, ident, tenant in SEGMENTS:
+        out += ["", "[[segment]]", f"vni = {vni}", f'identity = "{ident}"']
+        if tenant:
+            out.append(f'tenant = "{tenant}"')
+    for name, (tid, vteps, space) in TENANTS.items():
+        out += ["", "[[tenant]]", f'name = "{name}"', f"id = {tid}"]
+        if vteps is not None:
+            out.append("vteps = [" + ", ".join(f'"{v}"' for v in vteps) + "]")
+        if space is not None:
+            out.append(f'address_space = "{space}"')
+    for tenant, ip, mac, vtep, vni in ENDPOINTS:
+        out += ["", "[[endpoint]]", f'tenant = "{tenant}"', f'ip = "{ip}"', f'mac = "{mac}"',
+                f'vtep = "{vtep}"', f"vni = {vni}"]
+    for r in RULES:
+        out += ["", f"[[rule]]          # {r['id']}: {RULE_COMMENTS[r['id']]}",
+                f'from = "{r["frm"]}"', f'to = "{r["to"]}"']
+        for k in ("proto", "ports", "from_cidr", "to_cidr", "action"):
+            if k in r:
+                out.append(f'{k} = "{r[k]}"')
+        if "priority" in r:
+            out.append(f"priority = {r['priority']}")
+        for k in ("not_before", "not_after"):
+            if k in r:
+                out.append(f'{k} = "{r[k]}"')
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Packet building
+# --------------------------------------------------------------------------------------------
+
+def mac(s: str) -> bytes:
+    return bytes(int(x, 16) for x in s.split(":"))
+
+
+def ipb(s: str) -> bytes:
+    return ipaddress.ip_address(s).packed
+
+
+def is6(s: str) -> bool:
+    return ipaddress.ip_address(s).version == 6
+
+
+def csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def l4_csum(src: str, dst: str, proto: int, seg: bytes) -> int:
+    if is6(src):
+        pseudo = ipb(src) + ipb(dst) + struct.pack("!IxxxB", len(seg), proto)
+    else:
+        pseudo = ipb(src) + ipb(dst) + struct.pack("!xBH", proto, len(seg))
+    c = csum(pseudo + seg)
+    return c if c else 0xFFFF
+
+
+def with_csum(seg: bytes, off: int, c: int) -> bytes:
+    return seg[:off] + struct.pack("!H", c) + seg[off + 2:]
+
+
+def ipv4(src, dst, proto, payload, *, ident=0, df=True, mf=False, frag=0, ttl=64, options=b"",
+         version=4, ihl=None, total_length=None, bad_csum=False) -> bytes:
+    hl = 20 + len(options)
+    ihl = hl // 4 if ihl is None else ihl
+    tl = hl + len(payload) if total_length is None else total_length
+    ff = (0x4000 if df else 0) | (0x2000 if mf else 0) | frag
+    h = struct.pack("!BBHHHBBH4s4s", (version << 4) | ihl, 0, tl, ident & 0xFFFF, ff, ttl, proto, 0,
+                    ipb(src), ipb(dst)) + options
+    c = csum(h)
+    if bad_csum:
+        c ^= 0x0101
+    return with_csum(h, 10, c) + payload
+
+
+def ipv6(src, dst, nh, payload, *, plen=None, hlim=64) -> bytes:
+    pl = len(payload) if plen is None else plen
+    return struct.pack("!IHBB16s16s", 0x60000000, pl, nh, hlim, ipb(src), ipb(dst)) + payload
+
+
+def ip_packet(src, dst, proto, l4, **kw) -> bytes:
+    return ipv6(src, dst, proto, l4) if is6(src) else ipv4(src, dst, proto, l4, **kw)
+
+
+def tcp(src, dst, sport, dport, payload_len=0) -> bytes:
+    payload = bytes((i * 7 + 3) & 0xFF for i in range(payload_len))
+    seg = struct.pack("!HHIIBBHHH", sport, dport, 1000, 0, 5 << 4, 0x02, 64240, 0, 0) + payload
+    return ip_packet(src, dst, 6, with_csum(seg, 16, l4_csum(src, dst, 6, seg)))
+
+
+def udp_l4(src, dst, sport, dport, payload, *, checksum=True, length=None) -> bytes:
+    ln = 8 + len(payload) if length is None else length
+    seg = struct.pack("!HHHH", sport, dport, ln, 0) + payload
+    if checksum:
+        seg = with_csum(seg, 6, l4_csum(src, dst, 17, seg))
+    return seg
+
+
+def udp(src, dst, sport, dport, payload_len=8) -> bytes:
+    payload = bytes((i * 5 + 1) & 0xFF for i in range(payload_len))
+    return ip_packet(src, dst, 17, udp_l4(src, dst, sport, dport, payload))
+
+
+def icmp(src, dst, *, reply=False, ident=1, seq=1) -> bytes:
+    data = b"joypath-fixture!"
+    if is6(src):
+        t = 129 if reply else 128
+        msg = struct.pack("!BBHHH", t, 0, 0, ident, seq) + data
+        return ip_packet(src, dst, 58, with_csum(msg, 2, l4_csum(src, dst, 58, msg)))
+    t = 0 if reply else 8
+    msg = struct.pack("!BBHHH", t, 0, 0, ident, seq) + data
+    return ip_packet(src, dst, 1, with_csum(msg, 2, csum(msg)))
+
+
+def neighbor_solicit(src, target) -> bytes:
+    t = ipaddress.ip_address(target).packed
+    dst = str(ipaddress.IPv6Address(b"\xff\x02" + b"\0" * 9 + b"\x01\xff" + t[-3:]))
+    msg = struct.pack("!BBHI", 135, 0, 0, 0) + t
+    return ipv6(src, dst, 58, with_csum(msg, 2, l4_csum(src, dst, 58, msg)), hlim=255)
+
+
+def eth(dst, src, etype, payload, *, vid=None, pcp=0, tpid=0x8100) -> bytes:
+    h = mac(dst) + mac(src)
+    if vid is not None:
+        h += struct.pack("!HH", tpid, (pcp << 13) | vid)
+    return h + struct.pack("!H", etype) + payload
+
+
+def arp(op, sha, spa, tha, tpa, *, htype=1, ptype=0x0800, hlen=6, plen=4) -> bytes:
+    return (struct.pack("!HHBBH", htype, ptype, hlen, plen, op) + mac(sha) + ipb(spa) + mac(tha)
+            + ipb(tpa))
+
+
+def vxlan(vni, inner, *, flags=None, group=None, b1=0, b7=0) -> bytes:
+    if flags is None:
+        flags = 0x88 if group is not None else 0x08
+    g = group or 0
+    return struct.pack("!BBH", flags, b1, g) + struct.pack("!I", vni << 8 | b7) + inner
+
+
+VTEP_MAC = {}
+
+
+def vtep_mac(ip: str) -> str:
+    if ip not in VTEP_MAC:
+        n = len(VTEP_MAC) + 1
+        VTEP_MAC[ip] = f"02:00:00:00:01:{n:02x}"
+    return VTEP_MAC[ip]
+
+
+def outer(src_vtep, vx: bytes, *, sport=49400, dport=4789, udp_length=None, ip_kw=None,
+          nh=17, plen=None, etype=None) -> bytes:
+    """Wrap a VXLAN header+inner frame (vx) into outer Eth / IPv4|IPv6 / UDP toward the gateway."""
+    ip_kw = ip_kw or {}
+    if is6(src_vtep):
+        dst = GATEWAY["underlay_ip6"]
+        seg = udp_l4(src_vtep, dst, sport, dport, vx, length=udp_length)
+        pkt = ipv6(src_vtep, dst, nh, seg, plen=plen)
+        et = 0x86DD
+    else:
+        dst = GATEWAY["underlay_ip"]
+        seg = udp_l4(src_vtep, dst, sport, dport, vx, checksum=False, length=udp_length)
+        pkt = ipv4(src_vtep, dst, ip_kw.pop("proto", 17), seg, **ip_kw)
+        et = 0x0800
+    return eth(GW_MAC, vtep_mac(src_vtep), et if etype is None else etype, pkt)
+
+
+EP_MAC = {ip: m for _, ip, m, _, _ in ENDPOINTS}
+UNKNOWN_MAC = "02:00:00:00:99:99"
+BCAST = "ff:ff:ff:ff:ff:ff"
+
+
+def src_mac_for(ip: str) -> str:
+    return EP_MAC.get(ip, "02:00:00:00:77:" + f"{ipaddress.ip_address(ip).packed[-1]:02x}")
+
+
+def inner_frame(pkt: bytes, *, dst_mac=None, src_mac=None, vid=None, pcp=0, tpid=0x8100) -> bytes:
+    v = pkt[0] >> 4
+    src = pkt[12:16] if v == 4 else pkt[8:24]
+    dst = pkt[16:20] if v == 4 else pkt[24:40]
+    src_s, dst_s = str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst))
+    dm = dst_mac or EP_MAC.get(dst_s, UNKNOWN_MAC)
+    sm = src_mac or src_mac_for(src_s)
+    return eth(dm, sm, 0x86DD if v == 6 else 0x0800, pkt, vid=vid, pcp=pcp, tpid=tpid)
+
+
+# How a tenant's frames enter: (kind, value, default vtep). kind: vni segment / gbp group / vlan VID.
+def via(tenant, mode="vni"):
+    tid = TENANTS[tenant][0]
+    vteps = TENANTS[tenant][1]
+    default_vtep = {"initech": "198.18.0.9", "wayne": "198.18.0.6",
+                    "contractor": "198.18.0.8"}.get(tenant) or vteps[0]
+    if mode == "vni":
+        vni = next(v for v, i, t in SEGMENTS if i == "vni" and t == tenant)
+        return ("vni", vni, default_vtep)
+    if mode == "gbp":
+        return ("gbp", tid, default_vtep)
+    if mode == "vlan":
+        return ("vlan", tid, default_vtep)
+    raise ValueError(mode)
+
+
+def send(v, frame_or_pkt, *, vtep=None, vni=None, pcp=0, dst_mac=None, src_mac=None, is_frame=False,
+         **vxkw) -> bytes:
+    """Encapsulate an inner packet (or a ready inner frame when is_frame) as tenant ingress `v`."""
+    kind, val, default_vtep = v
+    vtep = vtep or default_vtep
+    if is_frame:
+        inner = frame_or_pkt
+        if kind == "vlan":  # insert a tag after the MACs
+            inner = inner[:12] + struct.pack("!HH", 0x8100, (pcp << 13) | val) + inner[12:]
+    else:
+        inner = inner_frame(frame_or_pkt, dst_mac=dst_mac, src_mac=src_mac,
+                            vid=val if kind == "vlan" else None, pcp=pcp)
+    if kind == "vni":
+        vx = vxlan(vni or val, inner, **vxkw)
+    elif kind == "gbp":
+        vx = vxlan(vni or 1, inner, group=val, **vxkw)
+    else:
+        vx = vxlan(vni or 2, inner, **vxkw)
+    return outer(vtep, vx)
+
+
+def tcp_sized(src, dst, sport, dport, inner_len, tagged=False) -> bytes:
+    """A TCP packet whose inner Ethernet frame (untagged, or tagged) is exactly inner_len bytes."""
+    hdr = 14 + (4 if tagged else 0) + (40 if is6(src) else 20) + 20
+    return tcp(src, dst, sport, dport, inner_len - hdr)
+
+
+def arp_req(spa, tpa, *, sha=None, dst=BCAST, pad=True, op=1, **kw) -> bytes:
+    sha = sha or src_mac_for(spa) if spa != "0.0.0.0" else (sha or "02:00:00:00:77:00")
+    body = arp(op, sha, spa, "00:00:00:00:00:00" if op == 1 else EP_MAC.get(tpa, UNKNOWN_MAC), tpa, **kw)
+    if pad:
+        body += b"\0" * (46 - len(body))
+    return eth(dst, sha, 0x0806, body)
+
+
+# --------------------------------------------------------------------------------------------
+# Captures
+# --------------------------------------------------------------------------------------------
+
+def ts_of(iso: str) -> int:
+    """RFC 3339 'YYYY-MM-DDTHH:MM:SSZ' -> microseconds since the epoch."""
+    y, mo, d = int(iso[0:4]), int(iso[5:7]), int(iso[8:10])
+    h, mi, s = int(iso[11:13]), int(iso[14:16]), int(iso[17:19])
+    return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) * 1_000_000
+
+
+BASE = ts_of("2026-06-01T00:00:00Z")
+
+
+class Capture:
+    def __init__(self, name: str, pcapng=False):
+        self.name, self.pcapng = name, pcapng
+        self.frames = []  # (ts_us, bytes, disposition, reason, tenant, comment)
+        self.epoch = BASE
+
+    def at(self, iso: str):
+        """Following frames are stamped from this instant on (+1 ms each)."""
+        self.epoch = ts_of(iso) - len(self.frames) * 1000
+        return self
+
+    def add(self, frame: bytes, expect: str, tenant: str, comment: str):
+        if expect in ("forward", "arp_reply"):
+            disp, reason = expect, "-"
+        else:
+            disp, reason = "drop", expect
+        assert "\t" not in comment and "\n" not in comment
+        ts = self.epoch + len(self.frames) * 1000
+        if self.frames:
+            assert ts > self.frames[-1][0]
+        self.frames.append((ts, frame, disp, reason, tenant, comment))
+
+
+def build_identity() -> Capture:
+    c = Capture("identity")
+    A, G = "198.19.0.1", "198.19.1.1"
+    acme, globex, initech = via("acme"), via("globex"), via("initech", "gbp")
+    c.add(send(acme, tcp(A, "198.19.0.2", 40000, 80)), "forward", "acme",
+          "vni identity (segment 100 = acme); egress gbp segment 1")
+    c.add(send(via("acme", "gbp"), tcp("198.19.0.2", A, 40001, 80)), "forward", "acme",
+          "gbp identity (group 10 = acme); egress legacy vni 100")
+    c.add(send(via("acme", "vlan"), tcp("198.19.0.3", A, 40002, 80)), "forward", "acme",
+          "vlan identity (VID 10 = acme) on segment 2; tag popped for vni egress")
+    c.add(send(globex, tcp(G, "198.19.1.2", 40003, 80)), "forward", "globex",
+          "vni identity (segment 200 = globex); egress gbp")
+    c.add(send(via("globex", "gbp"), tcp("198.19.1.2", G, 40004, 80)), "forward", "globex",
+          "gbp identity (group 20 = globex); egress vni 200")
+    c.add(send(via("globex", "vlan"), tcp("198.19.1.3", "198.19.1.3", 40005, 80)), "forward", "globex",
+          "vlan identity (VID 20 = globex); vlan egress: tag rewritten in place")
+    c.add(send(initech, tcp("198.19.2.129", "198.19.2.1", 40006, 80)), "forward", "initech",
+          "gbp identity (group 30 = initech), tenant without vteps")
+    c.add(send(initech, tcp("198.19.2.129", "198.19.2.1", 40007, 80), vtep="198.18.0.200"), "forward",
+          "initech", "tenant without vteps list accepts any source VTEP (198.18.0.200)")
+    c.add(send(via("initech", "vlan"), tcp("198.19.2.1", "198.19.2.129", 40008, 80)), "forward", "initech",
+          "vlan identity (VID 30 = initech); vlan egress")
+    c.add(send(acme, tcp(A, "198.19.0.2", 40009, 80), group=20), "forward", "acme",
+          "G bit + group 20 (globex) on a vni segment are ignored: identity is still acme")
+    c.add(send(via("acme", "vlan"), tcp("198.19.0.3", A, 40010, 80), pcp=5), "forward", "acme",
+          "vlan identity with PCP 5 in the tag: VID is the low 12 bits (10 = acme)")
+    c.add(send(via("acme", "gbp"), tcp("198.19.0.2", A, 40011, 80), b1=0x48), "forward", "acme",
+          "gbp ingress with D and A bits set in byte 1: not checked, identity acme")
+    c.add(send(via("acme", "gbp"), tcp("198.19.0.2", "198.19.0.3", 40012, 80)), "forward", "acme",
+          "gbp ingress to an endpoint on vlan segment 2: tag pushed")
+    c.add(send(via("acme", "vlan"), tcp("198.19.0.4", "198.19.0.3", 40013, 80), vni=3), "forward", "acme",
+          "vlan identity on a second vlan segment (3) toward vlan segment 2: tag rewritten")
+    c.add(send(acme, tcp(A, "198.19.0.4", 40014, 80)), "forward", "acme",
+          "vni ingress to an endpoint on vlan segment 3: tag pushed")
+    # MTU arithmetic with tag push / pop (mtu 1500, IPv4 underlay: 20+8+8 = 36 bytes of overhead)
+    c.add(send(via("acme", "gbp"), tcp_sized("198.19.0.2", "198.19.0.3", 40015, 80, 1460)), "forward",
+          "acme", "push: 1460-byte untagged inner + 4-byte tag = 1464, outer IP 1500 = mtu")
+    c.add(send(via("acme", "gbp"), tcp_sized("198.19.0.2", "198.19.0.3", 40016, 80, 1461)), "too_big",
+          "acme", "push: 1461-byte untagged inner + 4-byte tag = 1465, outer IP 1501 > mtu")
+    c.add(send(via("acme", "vlan"), tcp_sized("198.19.0.3", "198.19.0.2", 40017, 80, 1468, True)),
+          "forward", "acme", "pop: 1468-byte tagged inner - 4 = 1464, outer IP 1500 = mtu")
+    c.add(send(via("acme", "vlan"), tcp_sized("198.19.0.3", "198.19.0.2", 40018, 80, 1469, True)),
+          "too_big", "acme", "pop: 1469-byte tagged inner - 4 = 1465, outer IP 1501 > mtu")
+    c.add(send(via("acme", "vlan"), tcp_sized("198.19.0.2", "198.19.0.3", 40019, 80, 1464, True)),
+          "forward", "acme", "vlan to vlan: 1464-byte tagged inner stays 1464, outer IP 1500 = mtu")
+    c.add(send(via("acme", "vlan"), tcp_sized("198.19.0.2", "198.19.0.3", 40020, 80, 1465, True)),
+          "too_big", "acme", "vlan to vlan: 1465-byte tagged inner stays 1465, outer IP 1501 > mtu")
+    c.add(send(acme, tcp_sized("198.19.0.2", A, 40021, 80, 1464)), "forward", "acme",
+          "vni to vni: 1464-byte inner, outer IP 1500 = mtu")
+    c.add(send(acme, tcp_sized("198.19.0.2", A, 40022, 80, 1465)), "too_big", "acme",
+          "vni to vni: 1465-byte inner, outer IP 1501 > mtu")
+    # identity failures
+    c.add(send(via("acme", "gbp"), tcp("198.19.0.2", A, 40023, 80), flags=0x08), "no_identity", "-",
+          "gbp segment, G bit unset (group bytes still say 10)")
+    c.add(send(("gbp", 999, "198.18.0.1"), tcp("198.19.0.2", A, 40024, 80)), "no_identity", "-",
+          "gbp group 999 is no tenant id")
+    c.add(send(("gbp", 0, "198.18.0.1"), tcp("198.19.0.2", A, 40025, 80)), "no_identity", "-",
+          "gbp group 0 with G bit set is no tenant id")
+    c.add(send(("vni", 2, "198.18.0.1"), tcp("198.19.0.3", A, 40026, 80)), "no_identity", "-",
+          "vlan segment, inner frame untagged")
+    c.add(send(("vlan", 999, "198.18.0.1"), tcp("198.19.0.3", A, 40027, 80)), "no_identity", "-",
+          "vlan segment, VID 999 is no tenant id")
+    c.add(send(("vlan", 0, "198.18.0.1"), tcp("198.19.0.3", A, 40028, 80), pcp=3), "no_identity", "-",
+          "vlan segment, priority-tagged frame (VID 0)")
+    fr = inner_frame(tcp("198.19.0.3", A, 40029, 80), vid=10, tpid=0x88A8)
+    c.add(outer("198.18.0.1", vxlan(2, fr)), "no_identity", "-",
+          "vlan segment, inner 802.1ad S-tag (0x88a8) VID 10 is not an 802.1Q tag")
+    c.add(send(via("globex", "gbp"), tcp(G, "198.19.1.2", 40030, 80), vtep="198.18.0.1"),
+          "spoofed_identity", "globex", "gbp group 20 (globex) sent from acme's VTEP 198.18.0.1")
+    c.add(send(via("acme", "vlan"), tcp("198.19.0.3", A, 40031, 80), vtep="198.18.0.2"),
+          "spoofed_identity", "acme", "vlan VID 10 (acme) sent from globex's VTEP 198.18.0.2")
+    c.add(send(acme, tcp(A, "198.19.0.2", 40032, 80), vtep="198.18.0.9"), "spoofed_identity", "acme",
+          "vni segment 100 (acme) sent from 198.18.0.9, not in acme's vteps")
+    c.add(send(globex, tcp(G, "198.19.1.2", 40033, 80), vtep="198.18.0.1"), "spoofed_identity", "globex",
+          "vni segment 200 (globex) sent from acme's VTEP")
+    c.add(send(("vni", 7777, "198.18.0.1"), tcp(A, "198.19.0.2", 40034, 80)), "unknown_segment", "-",
+          "VNI 7777 is not a configured segment")
+    c.add(send(("vni", 0, "198.18.0.1"), tcp(A, "198.19.0.2", 40035, 80)), "unknown_segment", "-",
+          "VNI 0 is not a configured segment")
+    return c
+
+
+def build_verdicts() -> Capture:
+    c = Capture("verdicts")
+    A, A17, G, I, I129, S = "198.19.0.1", "198.19.0.17", "198.19.1.1", "198.19.2.1", "198.19.2.129", "198.19.3.1"
+    acme, globex, initech, shared = via("acme"), via("globex"), via("initech", "gbp"), via("shared")
+    t = lambda *a: tcp(*a)  # noqa: E731
+    c.add(send(acme, t(A, "198.19.0.2", 40000, 80)), "forward", "acme", "intra-tenant, no rule: default allow")
+    c.add(send(acme, udp(A, "198.19.0.2", 40001, 9999)), "forward", "acme", "intra-tenant UDP: default allow")
+    c.add(send(acme, t(A, I, 40002, 80)), "policy_denied", "acme", "cross-tenant acme -> initech tcp/80, no rule: default deny")
+    c.add(send(acme, t(A, G, 40003, 443)), "forward", "acme", "R1 allow acme -> globex tcp/443")
+    c.add(send(acme, t(A, G, 40004, 80)), "policy_denied", "acme", "acme -> globex tcp/80: port mismatch, default deny")
+    c.add(send(acme, udp(A, G, 40005, 443)), "policy_denied", "acme", "acme -> globex udp/443: R1 is tcp only; R4 denies all udp")
+    c.add(send(acme, icmp(A, G)), "policy_denied", "acme", "acme -> globex icmp: no rule matches the protocol, default deny")
+    c.add(send(globex, t(G, A, 443, 40006)), "forward", "globex", "globex -> acme tcp from port 443: stateless reply admitted by mirrored R1")
+    c.add(send(globex, t(G, A, 40007, 443)), "policy_denied", "globex", "globex -> acme tcp/443: new connection B -> A not admitted by R1")
+    c.add(send(globex, udp(G, A, 443, 40008)), "policy_denied", "globex", "globex -> acme udp from port 443: mirror of R1 needs tcp")
+    c.add(send(acme, t(A, G, 40009, 7999)), "policy_denied", "acme", "tcp/7999 just below R2 range 8000-8080")
+    c.add(send(acme, t(A, G, 40010, 8000)), "forward", "acme", "tcp/8000 R2 range lower bound (inclusive)")
+    c.add(send(acme, t(A, G, 40011, 8080)), "forward", "acme", "tcp/8080 R2 range upper bound (inclusive)")
+    c.add(send(acme, t(A, G, 40012, 8081)), "policy_denied", "acme", "tcp/8081 just above R2 range")
+    c.add(send(acme, t(A, G, 40013, 8050)), "policy_denied", "acme", "tcp/8050: R2 allow and R3 deny both priority 10, deny wins the tie")
+    c.add(send(acme, t(A, G, 40014, 8049)), "forward", "acme", "tcp/8049: only R2 matches")
+    c.add(send(globex, t(G, A, 8050, 40015)), "forward", "globex", "reply from port 8050: mirrored R2 admits it, deny R3 is never mirrored")
+    c.add(send(globex, t(G, A, 8080, 40016)), "forward", "globex", "reply from port 8080: mirrored R2 range")
+    c.add(send(acme, udp(A, G, 40017, 5000)), "forward", "acme", "udp/5000: R5 allow prio 60 beats R4 deny prio 50 (passes only by priority)")
+    c.add(send(acme, udp(A, G, 40018, 6000)), "policy_denied", "acme", "udp/6000: R4 deny prio 50 beats R6 allow prio 40")
+    c.add(send(acme, udp(A, G, 40019, 7000)), "policy_denied", "acme", "udp/7000: only R4 deny")
+    c.add(send(globex, udp(G, A, 5000, 40020)), "forward", "globex", "udp reply from 5000: mirrored R5")
+    c.add(send(globex, udp(G, A, 6000, 40021)), "forward", "globex", "udp reply from 6000: mirrored R6; R4 (deny, acme -> globex) is not a candidate for globex -> acme")
+    c.add(send(acme, udp(A, S, 40022, 53)), "forward", "acme", "R7 * -> shared udp/53 (wildcard source)")
+    c.add(send(globex, udp(G, S, 40023, 53)), "forward", "globex", "R7 * -> shared udp/53 for another tenant")
+    c.add(send(acme, t(A, S, 40024, 53)), "policy_denied", "acme", "acme -> shared tcp/53: R7 is udp only")
+    c.add(send(shared, udp(S, A, 53, 40025)), "forward", "shared", "shared -> acme udp from port 53: mirrored R7 (from * matches acme)")
+    c.add(send(shared, udp(S, A, 40026, 53)), "policy_denied", "shared", "shared -> acme udp/53 (new, not a reply): default deny")
+    c.add(send(acme, t(A, "198.19.0.2", 40027, 23)), "policy_denied", "acme", "acme -> acme tcp/23: R8 * -> * deny overrides the intra-tenant default")
+    c.add(send(globex, t(G, "198.19.1.2", 40028, 23)), "policy_denied", "globex", "globex -> globex tcp/23: R8")
+    c.add(send(initech, icmp(I, G)), "forward", "initech", "initech -> globex icmp: R9 initech -> * (wildcard destination)")
+    c.add(send(globex, icmp(G, I, reply=True)), "forward", "globex", "globex -> initech icmp: mirrored R9 (no ports)")
+    c.add(send(acme, icmp(A, I)), "forward", "acme", "acme -> initech icmp: also admitted by mirrored R9 (stateless: even an echo request)")
+    c.add(send(initech, t(I, G, 40029, 80)), "policy_denied", "initech", "initech -> globex tcp: R9 is icmp; mirrored R10 needs inner src in 198.19.2.128/25")
+    c.add(send(initech, t(I129, G, 40030, 80)), "forward", "initech", "initech 198.19.2.129 -> globex tcp: mirrored R10 (proto any, to_cidr holds the src)")
+    c.add(send(globex, t(G, I129, 40031, 80)), "forward", "globex", "globex -> initech 198.19.2.129 tcp: R10 to_cidr match")
+    c.add(send(globex, udp(G, I129, 40032, 123)), "forward", "globex", "globex -> initech 198.19.2.129 udp: R10 proto omitted = any")
+    c.add(send(globex, t(G, I, 40033, 80)), "policy_denied", "globex", "globex -> initech 198.19.2.1 tcp: R10 to_cidr mismatch")
+    c.add(send(acme, t(A17, G, 40034, 22)), "forward", "acme", "acme 198.19.0.17 -> globex tcp/22: R11 from_cidr match")
+    c.add(send(acme, t(A, G, 40035, 22)), "policy_denied", "acme", "acme 198.19.0.1 -> globex tcp/22: R11 from_cidr mismatch")
+    c.add(send(globex, t(G, A17, 22, 40036)), "forward", "globex", "reply from 22 to 198.19.0.17: mirrored R11 (from_cidr holds inner dst)")
+    c.add(send(globex, t(G, A, 22, 40037)), "policy_denied", "globex", "reply from 22 to 198.19.0.1: mirrored R11 from_cidr mismatch")
+    c.add(send(acme, t(A, G, 40038, 9000)), "policy_denied", "acme", "tcp/9000 on 2026-06-01: R13 not yet valid")
+    c.add(send(acme, t(A, G, 40039, 9001)), "policy_denied", "acme", "tcp/9001: R14 expired 2026-05-01")
+    c.add(send(acme, t(A, G, 40040, 9002)), "forward", "acme", "tcp/9002: R15 window 2026-05-01..2026-07-01 holds")
+    c.add(send(acme, t(A, "198.19.0.2", 40041, 25)), "forward", "acme", "acme -> acme tcp/25: deny R16 expired, intra default allow")
+    c.add(send(acme, t(A, "198.19.0.2", 40042, 26)), "forward", "acme", "acme -> acme tcp/26: deny R17 not yet valid")
+    c.add(send(globex, t(G, A, 9000, 40043)), "policy_denied", "globex", "reply from 9000: mirrored R13 not yet valid either")
+    c.add(send(acme, t(A, "198.19.8.1", 40044, 443)), "policy_denied", "acme", "acme -> contractor tcp/443: R18 expired")
+    c.add(send(globex, t(G, "198.19.8.1", 40045, 443)), "policy_denied", "globex", "globex -> contractor tcp/443: R19 not yet valid")
+    c.at("2026-08-01T00:00:00Z")
+    c.add(send(acme, t(A, G, 40046, 9000)), "forward", "acme", "stamped 2026-08-01: R13 now valid")
+    c.add(send(acme, t(A, G, 40047, 9002)), "policy_denied", "acme", "stamped 2026-08-01: R15 window over")
+    c.add(send(acme, t(A, "198.19.0.2", 40048, 26)), "policy_denied", "acme", "stamped 2026-08-01: deny R17 now valid inside acme")
+    c.add(send(globex, t(G, A, 9000, 40049)), "forward", "globex", "stamped 2026-08-01: reply from 9000 admitted by mirrored R13")
+    c.at("2026-10-01T00:00:00Z")
+    c.add(send(globex, t(G, "198.19.8.1", 40050, 443)), "forward", "globex", "stamped 2026-10-01: R19 valid")
+    c.add(send(acme, t(A, "198.19.8.1", 40051, 443)), "policy_denied", "acme", "stamped 2026-10-01: R18 still expired")
+    return c
+
+
+def build_drops() -> Capture:
+    c = Capture("drops")
+    A = "198.19.0.1"
+    acme = via("acme")
+    ok_vx = lambda n: vxlan(100, inner_frame(tcp(A, "198.19.0.2", 41000 + n, 80)))  # noqa: E731
+    V = "198.18.0.1"
+    c.add(bytes.fromhex("020000000000fe0200000001"[:20]), "malformed", "-", "10-byte frame, shorter than Ethernet")
+    c.add(eth(BCAST, vtep_mac(V), 0x0806, arp(1, vtep_mac(V), V, "00:00:00:00:00:00", "198.18.0.254")),
+          "not_overlay", "-", "outer ARP request for the gateway")
+    f = outer(V, ok_vx(2))
+    c.add(f[:12] + struct.pack("!HH", 0x8100, 5) + f[12:], "not_overlay", "-",
+          "outer 802.1Q-tagged VXLAN (outer ethertype 0x8100)")
+    c.add(eth(GW_MAC, vtep_mac(V), 0x88B5, b"\0" * 46), "not_overlay", "-", "outer ethertype 0x88b5")
+    f = outer(V, ok_vx(4))
+    c.add(f[:14 + 12], "malformed", "-", "outer IPv4 truncated to 12 bytes")
+    c.add(outer(V, ok_vx(5), ip_kw=dict(version=6)), "malformed", "-", "outer ethertype IPv4 but version 6")
+    c.add(outer(V, ok_vx(6), ip_kw=dict(ihl=4)), "malformed", "-", "outer IPv4 IHL 4")
+    n = len(ok_vx(7)) + 8 + 20
+    c.add(outer(V, ok_vx(7), ip_kw=dict(total_length=n + 10)), "malformed", "-",
+          "outer IPv4 total_length 10 bytes more than captured")
+    c.add(outer(V, ok_vx(8), ip_kw=dict(total_length=16)), "malformed", "-",
+          "outer IPv4 total_length 16 < header length 20")
+    c.add(outer(V, ok_vx(9), ip_kw=dict(bad_csum=True)), "malformed", "-", "outer IPv4 bad header checksum")
+    c.add(outer(V, ok_vx(10), ip_kw=dict(options=b"\x01\x01\x01\x01")), "forward", "acme",
+          "control: outer IPv4 with 4 bytes of options (IHL 6) parses fine")
+    c.add(outer(V, ok_vx(11), ip_kw=dict(mf=True, df=False)), "not_overlay", "-", "outer IPv4 first fragment (MF set)")
+    c.add(outer(V, ok_vx(12), ip_kw=dict(frag=185, df=False)), "not_overlay", "-", "outer IPv4 later fragment (offset 185)")
+    c.add(outer(V, ok_vx(13), ip_kw=dict(proto=6)), "not_overlay", "-", "outer IPv4 protocol 6 (TCP)")
+    c.add(eth(GW_MAC, vtep_mac(V), 0x0800, icmp(V, "198.18.0.254")), "not_overlay", "-",
+          "outer ICMP echo to the gateway")
+    c.add(eth(GW_MAC, vtep_mac(V), 0x0800, ipv4(V, "198.18.0.254", 17, b"\x12\xb5\x12\xb5\0\x10")),
+          "malformed", "-", "outer UDP header truncated to 6 bytes")
+    c.add(outer(V, ok_vx(16), dport=53), "not_overlay", "-", "outer UDP to port 53")
+    c.add(outer(V, ok_vx(17), dport=4790), "not_overlay", "-", "outer UDP to port 4790 (VXLAN-GPE)")
+    c.add(outer(V, ok_vx(18), sport=4789, dport=12345), "not_overlay", "-", "outer UDP from port 4789 to 12345")
+    c.add(outer(V, ok_vx(19), dport=53, udp_length=9), "not_overlay", "-",
+          "outer UDP to port 53 with bogus length 9: port is checked before length")
+    c.add(outer(V, ok_vx(20)[:8], udp_length=12), "malformed", "-", "UDP length 12 < 16")
+    c.add(outer(V, ok_vx(21), udp_length=8 + len(ok_vx(21)) + 20), "malformed", "-",
+          "UDP length 20 more than the IP payload")
+    c.add(outer(V, b""), "malformed", "-", "UDP to 4789 with no VXLAN header (length 8)")
+    c.add(outer(V, vxlan(100, inner_frame(tcp(A, "198.19.0.2", 41023, 80)), flags=0x00)), "not_overlay", "-",
+          "VXLAN flags 0x00: I flag unset")
+    c.add(outer(V, vxlan(1, inner_frame(tcp(A, "198.19.0.2", 41024, 80)), flags=0x80, group=10)),
+          "not_overlay", "-", "VXLAN flags 0x80 (G without I) on the gbp segment: I flag unset")
+    c.add(outer(V, vxlan(100, inner_frame(tcp(A, "198.19.0.2", 41025, 80)), flags=0x0C)), "malformed", "-",
+          "VXLAN flags 0x0c: I set plus reserved bit 0x04")
+    c.add(outer(V, vxlan(100, inner_frame(tcp(A, "198.19.0.2", 41026, 80)), flags=0x04)), "not_overlay", "-",
+          "VXLAN flags 0x04: reserved bit but I unset, I flag is checked first")
+    c.add(outer(V, vxlan(100, inner_frame(tcp(A, "198.19.0.2", 41027, 80)), b7=1)), "malformed", "-",
+          "VXLAN reserved byte 7 = 1")
+    c.add(outer(V, vxlan(1, inner_frame(tcp(A, "198.19.0.2", 41028, 80)), flags=0x89, group=10)),
+          "malformed", "-", "VXLAN flags 0x89: I, G plus reserved bit 0x01")
+    c.add(send(("vni", 4242, V), tcp(A, "198.19.0.2", 41029, 80)), "unknown_segment", "-", "VNI 4242 unknown")
+    c.add(outer(V, vxlan(4242, b"")), "unknown_segment", "-", "VNI 4242 with an empty inner frame: VNI checked first")
+    c.add(outer(V, vxlan(100, mac("02:00:00:00:0a:02") + b"\x02\0\0\0")), "malformed", "-",
+          "vni segment 100, 10-byte inner frame (checked before identity, so no tenant)")
+    c.add(outer(V, vxlan(100, b"")), "malformed", "-", "vni segment 100, empty inner frame")
+    c.add(send(via("acme", "gbp"), tcp(A, "198.19.0.2", 41033, 80), flags=0x08), "no_identity", "-",
+          "gbp segment, G bit unset")
+    c.add(send(("vni", 2, V), tcp(A, "198.19.0.3", 41034, 80)), "no_identity", "-", "vlan segment, untagged inner")
+    c.add(send(acme, tcp(A, "198.19.0.2", 41035, 80), vtep="198.18.0.4"), "spoofed_identity", "acme",
+          "acme's segment from shared's VTEP 198.18.0.4")
+    c.add(send(acme, udp(A, "198.19.0.255", 68, 67), dst_mac=BCAST, vtep="198.18.0.4"), "spoofed_identity",
+          "acme", "spoofed VTEP and a broadcast inner frame: anti-spoofing comes first")
+    c.add(send(acme, udp("0.0.0.0", "255.255.255.255", 68, 67), dst_mac=BCAST), "unsupported", "acme",
+          "inner broadcast IPv4 (DHCP discover)")
+    c.add(send(acme, udp(A, "224.0.0.251", 5353, 5353), dst_mac="01:00:5e:00:00:fb"), "unsupported", "acme",
+          "inner multicast IPv4 (mDNS)")
+    c.add(send(acme, eth("02:00:00:00:0a:02", "02:00:00:00:0a:01", 0x88B5, b"\0" * 46), is_frame=True),
+          "unsupported", "acme", "inner unicast ethertype 0x88b5 (neither IPv4 nor IPv6)")
+    c.add(send(via("acme", "vlan"), inner_frame(tcp(A, "198.19.0.3", 41040, 80), vid=10), is_frame=True),
+          "unsupported", "acme", "vlan segment, double-tagged inner: ethertype after one tag is 0x8100")
+    p = tcp(A, "198.19.0.2", 41041, 80)
+    c.add(send(acme, eth("02:00:00:00:0a:02", "02:00:00:00:0a:01", 0x0800, p[:12]), is_frame=True),
+          "malformed", "acme", "inner IPv4 truncated to 12 bytes")
+    p = tcp(A, "198.19.0.2", 41042, 80)
+    p = with_csum(p[:2] + struct.pack("!H", len(p) + 20) + p[4:10] + b"\0\0" + p[12:], 10, 0)
+    p = with_csum(p, 10, csum(p[:20]))
+    c.add(send(acme, p), "malformed", "acme", "inner IPv4 total_length 20 bytes more than the frame")
+    p = tcp(A, "198.19.0.2", 41043, 80)
+    p = bytes([0x43]) + p[1:10] + b"\0\0" + p[12:]
+    p = with_csum(p, 10, csum(p[:20]))
+    c.add(send(acme, p), "malformed", "acme", "inner IPv4 IHL 3")
+    p = tcp(A, "198.19.0.2", 41044, 80)
+    c.add(send(acme, eth("02:00:00:00:0a:02", "02:00:00:00:0a:01", 0x0800, bytes([0x65]) + p[1:]),
+               is_frame=True), "malformed", "acme", "inner ethertype IPv4 but version nibble 6")
+    p = tcp(A, "198.19.0.255", 41045, 80)
+    c.add(send(acme, eth(BCAST, "02:00:00:00:0a:01", 0x0800, p[:12]), is_frame=True), "unsupported", "acme",
+          "inner broadcast with a truncated IPv4 header: broadcast check comes first")
+    c.add(send(acme, tcp(A, "198.19.99.99", 41046, 80)), "no_endpoint", "acme", "inner destination 198.19.99.99 unknown")
+    c.add(send(acme, tcp(A, "198.19.2.1", 41047, 80)), "policy_denied", "acme", "acme -> initech tcp/80, default cross-tenant deny")
+    c.add(send(acme, tcp_sized("198.19.0.2", A, 41048, 80, 1465)), "too_big", "acme",
+          "1465-byte inner frame: outer IPv4 20+8+8+1465 = 1501 > mtu 1500")
+    c.add(send(acme, tcp_sized("198.19.0.2", A, 41049, 80, 1464)), "forward", "acme",
+          "1464-byte inner frame: outer IPv4 1500 = mtu")
+    c.add(send(acme, tcp_sized(A, "198.19.2.1", 41050, 80, 1500)), "policy_denied", "acme",
+          "big cross-tenant frame: policy verdict comes before the size check")
+    c.add(send(acme, tcp_sized(A, "198.19.99.99", 41051, 80, 1500)), "no_endpoint", "acme",
+          "big frame to an unknown destination: endpoint lookup comes before the size check")
+    c.add(send(acme, arp_req(A, "198.19.0.2", op=2), is_frame=True), "unsupported", "acme", "inner ARP reply (op 2)")
+    c.add(send(acme, arp_req(A, "198.19.0.2", htype=6), is_frame=True), "malformed", "acme", "inner ARP with htype 6")
+    return c
+
+
+def build_arp() -> Capture:
+    c = Capture("arp")
+    acme, globex, initech = via("acme"), via("globex"), via("initech", "gbp")
+    A, G = "198.19.0.1", "198.19.1.1"
+    c.add(send(acme, arp_req(A, "198.19.0.2"), is_frame=True), "arp_reply", "acme", "acme asks for its own 198.19.0.2")
+    c.add(send(acme, arp_req(A, G), is_frame=True), "arp_reply", "acme", "acme asks for globex 198.19.1.1: R1 allows acme -> globex")
+    c.add(send(globex, arp_req(G, A), is_frame=True), "policy_denied", "globex",
+          "globex asks for acme 198.19.0.1: no allow globex|* -> acme|* (mirrored replies do not count)")
+    c.add(send(acme, arp_req(A, "198.19.3.1"), is_frame=True), "arp_reply", "acme", "acme asks for shared 198.19.3.1: R7 * -> shared")
+    c.add(send(initech, arp_req("198.19.2.1", G), is_frame=True), "arp_reply", "initech",
+          "initech asks for globex: R9 initech -> *")
+    c.add(send(acme, arp_req(A, "198.19.2.1"), is_frame=True), "policy_denied", "acme",
+          "acme asks for initech: no allow acme|* -> initech|*")
+    c.add(send(globex, arp_req(G, "198.19.2.1"), is_frame=True), "arp_reply", "globex",
+          "globex asks for initech 198.19.2.1: R10 exists (its to_cidr is not considered for ARP)")
+    c.add(send(acme, arp_req(A, "198.19.7.1"), is_frame=True), "arp_reply", "acme",
+          "acme asks for hooli 198.19.7.1: R12 exists (proto, ports, IPv6 to_cidr not considered for ARP)")
+    c.add(send(acme, arp_req(A, "198.19.8.1"), is_frame=True), "policy_denied", "acme",
+          "acme asks for contractor: its only allow R18 expired")
+    c.add(send(globex, arp_req(G, "198.19.8.1"), is_frame=True), "policy_denied", "globex",
+          "globex asks for contractor on 2026-06-01: R19 not yet valid")
+    c.add(send(acme, arp_req(A, "198.19.99.1"), is_frame=True), "no_endpoint", "acme", "acme asks for unknown 198.19.99.1")
+    c.add(send(acme, arp_req(A, "198.19.5.1"), is_frame=True), "no_endpoint", "acme",
+          "acme asks for 198.19.5.1, which exists only in the umbrella address space")
+    c.add(send(via("acme", "gbp"), arp_req("198.19.0.2", A), is_frame=True), "arp_reply", "acme", "ARP on the gbp segment")
+    c.add(send(via("acme", "vlan"), arp_req("198.19.0.3", A), is_frame=True), "arp_reply", "acme",
+          "ARP on the vlan segment (802.1Q-tagged ARP)")
+    c.add(send(acme, arp_req(A, "198.19.0.2", dst="02:00:00:00:0a:02"), is_frame=True), "arp_reply", "acme",
+          "unicast ARP request (cache refresh)")
+    c.add(send(acme, arp_req(A, "198.19.0.2", pad=False), is_frame=True), "arp_reply", "acme",
+          "unpadded 42-byte ARP request")
+    c.add(send(acme, arp_req("0.0.0.0", "198.19.0.2"), is_frame=True), "arp_reply", "acme",
+          "ARP probe (sender IP 0.0.0.0) for a known address")
+    c.add(send(acme, arp_req(A, A), is_frame=True), "unsupported", "acme", "gratuitous ARP request (sender IP = target IP)")
+    c.add(send(acme, arp_req(A, "198.19.0.2", op=2), is_frame=True), "unsupported", "acme", "ARP reply (op 2)")
+    c.add(send(acme, arp_req("198.19.99.2", "198.19.99.2", op=2), is_frame=True), "unsupported", "acme",
+          "gratuitous ARP reply for an unknown address: op is checked before the target")
+    c.add(send(acme, eth(BCAST, "02:00:00:00:0a:01", 0x8035, arp(3, "02:00:00:00:0a:01", "0.0.0.0",
+                                                               "02:00:00:00:0a:01", "0.0.0.0")), is_frame=True),
+          "unsupported", "acme", "RARP (ethertype 0x8035) broadcast")
+    c.add(send(acme, arp_req(A, "198.19.0.2", htype=6), is_frame=True), "malformed", "acme", "ARP htype 6")
+    c.add(send(acme, arp_req(A, "198.19.0.2", ptype=0x86DD), is_frame=True), "malformed", "acme", "ARP ptype 0x86dd")
+    c.add(send(acme, arp_req(A, "198.19.0.2", hlen=8), is_frame=True), "malformed", "acme", "ARP hlen 8")
+    c.add(send(acme, arp_req(A, "198.19.0.2", pad=False)[:14 + 20], is_frame=True), "malformed", "acme",
+          "ARP truncated to 20 bytes")
+    c.add(send(acme, arp_req(A, "198.19.0.2"), is_frame=True, vtep="198.18.0.2"), "spoofed_identity", "acme",
+          "ARP on acme's segment from globex's VTEP")
+    c.add(send(via("acme", "gbp"), arp_req(A, "198.19.0.2"), is_frame=True, flags=0x08), "no_identity", "-",
+          "ARP on the gbp segment without the G bit")
+    c.add(send(("vni", 4242, "198.18.0.1"), arp_req(A, "198.19.0.2"), is_frame=True), "unknown_segment", "-",
+          "ARP on unknown VNI 4242")
+    c.add(send(acme, udp(A, "198.19.0.255", 137, 137), dst_mac=BCAST), "unsupported", "acme",
+          "non-ARP broadcast (NetBIOS to 198.19.0.255)")
+    c.add(send(via("umbrella"), arp_req("198.19.0.5", A), is_frame=True), "arp_reply", "umbrella",
+          "umbrella asks for 198.19.0.1: its own endpoint in the umbrella space")
+    c.at("2026-10-01T00:00:00Z")
+    c.add(send(globex, arp_req(G, "198.19.8.1"), is_frame=True), "arp_reply", "globex",
+          "stamped 2026-10-01: globex asks for contractor, R19 now valid")
+    c.add(send(acme, arp_req(A, "198.19.8.1"), is_frame=True), "policy_denied", "acme",
+          "stamped 2026-10-01: acme asks for contractor, R18 still expired")
+    return c
+
+
+def build_overlap() -> Capture:
+    c = Capture("overlap")
+    acme, globex, umb, wayne = via("acme"), via("globex"), via("umbrella"), via("wayne", "gbp")
+    U = "198.19.0.5"
+    c.add(send(acme, tcp(U, "198.19.0.1", 42000, 80)), "forward", "acme",
+          "acme 198.19.0.5 -> 198.19.0.1: acme's endpoint (default space, VTEP 198.18.0.1)")
+    c.add(send(umb, tcp(U, "198.19.0.1", 42000, 80)), "forward", "umbrella",
+          "same inner addresses from umbrella: umbrella's endpoint (umbrella space, VTEP 198.18.0.5)")
+    c.add(send(via("umbrella", "gbp"), tcp(U, "198.19.0.1", 42001, 80)), "forward", "umbrella",
+          "umbrella via gbp group 50")
+    c.add(send(via("umbrella", "vlan"), tcp(U, "198.19.0.1", 42002, 80)), "forward", "umbrella",
+          "umbrella via vlan VID 50")
+    c.add(send(umb, tcp(U, "198.19.0.3", 42003, 443)), "forward", "umbrella",
+          "umbrella -> 198.19.0.3 is wayne in the umbrella space: R20 tcp/443")
+    c.add(send(umb, tcp(U, "198.19.0.3", 42004, 80)), "policy_denied", "umbrella",
+          "umbrella -> 198.19.0.3 tcp/80 is wayne: denied (in the default space it would be acme, allowed by R21)")
+    c.add(send(acme, tcp(U, "198.19.0.3", 42005, 80)), "forward", "acme", "acme -> 198.19.0.3 is acme's own endpoint")
+    c.add(send(globex, tcp("198.19.1.1", "198.19.0.3", 42006, 80)), "policy_denied", "globex",
+          "globex -> 198.19.0.3 is acme (default space): default deny")
+    c.add(send(umb, tcp(U, "198.19.0.2", 42007, 80)), "no_endpoint", "umbrella",
+          "umbrella -> 198.19.0.2 (acme's, default space): not in umbrella's space even though R21 allows umbrella -> acme")
+    c.add(send(umb, tcp(U, "198.19.1.1", 42008, 80)), "no_endpoint", "umbrella", "umbrella -> globex's 198.19.1.1: other space")
+    c.add(send(acme, tcp("198.19.0.1", "198.19.5.1", 42009, 80)), "no_endpoint", "acme",
+          "acme -> 198.19.5.1 (umbrella space only)")
+    c.add(send(wayne, tcp("198.19.0.3", "198.19.0.1", 443, 42010)), "forward", "wayne",
+          "wayne -> umbrella from port 443: mirrored R20")
+    c.add(send(wayne, tcp("198.19.0.3", "198.19.0.1", 42011, 80)), "policy_denied", "wayne",
+          "wayne -> umbrella tcp/80: default deny")
+    c.add(send(umb, arp_req(U, "198.19.0.1"), is_frame=True), "arp_reply", "umbrella", "umbrella asks for 198.19.0.1 (its own)")
+    c.add(send(acme, arp_req(U, "198.19.0.3"), is_frame=True), "arp_reply", "acme", "acme asks for 198.19.0.3 (its own)")
+    c.add(send(umb, arp_req(U, "198.19.0.3"), is_frame=True), "arp_reply", "umbrella", "umbrella asks for 198.19.0.3 (wayne, R20)")
+    c.add(send(wayne, arp_req("198.19.0.3", "198.19.0.1"), is_frame=True), "policy_denied", "wayne",
+          "wayne asks for 198.19.0.1 (umbrella): no allow wayne|* -> umbrella|*")
+    c.add(send(umb, arp_req(U, "198.19.0.2"), is_frame=True), "no_endpoint", "umbrella",
+          "umbrella asks for 198.19.0.2 (acme's address, default space)")
+    c.add(send(umb, tcp(U, "198.19.0.1", 42012, 80), vtep="198.18.0.1"), "spoofed_identity", "umbrella",
+          "umbrella's segment from acme's VTEP")
+    c.add(send(acme, tcp(U, "198.19.0.1", 42013, 80), vtep="198.18.0.5"), "spoofed_identity", "acme",
+          "acme's segment from umbrella's VTEP")
+    return c
+
+
+def build_ipv6() -> Capture:
+    c = Capture("ipv6", pcapng=True)
+    H1, H2, H4, HA = "2001:2:0:1::1", "2001:2:0:1::2", "198.19.7.1", "2001:2:0:1::5"
+    A6, I6, G6 = "2001:2:0:2::1", "2001:2:0:3::1", "2001:2:0:4::1"
+    hooli = via("hooli")  # vni 300 from 2001:2::1
+    hooli4 = ("gbp", 70, "198.18.0.7")
+    acme, initech = via("acme"), via("initech", "gbp")
+    c.add(send(hooli, tcp(HA, H1, 43000, 80)), "forward", "hooli", "IPv6 inner, IPv6 underlay in and out (v6 -> v6)")
+    c.add(send(hooli, tcp(HA, H2, 43001, 80)), "forward", "hooli", "IPv6 underlay in, endpoint VTEP 198.18.0.7: IPv4 underlay out (v6 -> v4)")
+    c.add(send(hooli4, tcp(H2, H1, 43002, 80)), "forward", "hooli", "IPv4 underlay in (gbp group 70), endpoint VTEP 2001:2::1: IPv6 out (v4 -> v6)")
+    c.add(send(hooli, tcp("198.19.7.2", H4, 43003, 80)), "forward", "hooli",
+          "IPv4 inner over IPv6 underlay in and out, tag pushed for vlan egress")
+    c.add(send(via("hooli", "vlan"), tcp(HA, H1, 43004, 80), vtep="2001:2::1"), "forward", "hooli",
+          "vlan identity over IPv6 underlay")
+    c.add(send(("gbp", 20, "2001:2::2"), tcp("2001:2:0:4::5", G6, 43005, 80)), "forward", "globex",
+          "gbp identity over IPv6 underlay; globex's IPv6 VTEP is in its vteps")
+    c.add(send(acme, tcp(A6, H1, 43006, 443)), "forward", "acme", "acme IPv6 -> hooli tcp/443: R12 IPv6 to_cidr match")
+    c.add(send(acme, tcp(A6, H1, 43007, 80)), "policy_denied", "acme", "acme IPv6 -> hooli tcp/80: default deny")
+    c.add(send(acme, tcp("198.19.0.1", H4, 43008, 443)), "policy_denied", "acme",
+          "acme IPv4 -> hooli 198.19.7.1 tcp/443: R12's IPv6 to_cidr never holds an IPv4 address")
+    c.add(send(hooli, tcp(H1, A6, 443, 43009)), "forward", "hooli",
+          "hooli -> acme from port 443: mirrored R12 (to_cidr holds the inner src), v6 underlay in, v4 out")
+    c.add(send(hooli, tcp(H1, A6, 43010, 443)), "policy_denied", "hooli", "hooli -> acme tcp/443: new connection, denied")
+    c.add(send(initech, icmp(I6, H1)), "forward", "initech", "initech ICMPv6 echo -> hooli: R9 icmp covers ICMPv6")
+    c.add(send(hooli, icmp(H1, I6, reply=True)), "forward", "hooli", "hooli ICMPv6 echo reply -> initech: mirrored R9")
+    c.add(send(acme, icmp(A6, H1)), "policy_denied", "acme", "acme ICMPv6 -> hooli: no rule")
+    c.add(send(hooli, udp(HA, "2001:2:0:1::99", 43011, 53)), "no_endpoint", "hooli", "unknown IPv6 destination")
+    c.add(send(hooli, neighbor_solicit(HA, H1), dst_mac="33:33:ff:00:00:01"), "unsupported", "hooli",
+          "IPv6 neighbor solicitation to a multicast MAC (no ND proxy)")
+    c.add(send(hooli, tcp(HA, H1, 43012, 80), vtep="2001:2::99"), "spoofed_identity", "hooli",
+          "hooli's segment from 2001:2::99, not in its vteps")
+    c.add(send(("vni", 300, "198.18.0.1"), tcp(HA, H1, 43013, 80)), "spoofed_identity", "hooli",
+          "hooli's segment from 198.18.0.1 (IPv4), not in its vteps")
+    # MTU with IPv6 egress: 40+8+8 = 56 bytes of overhead
+    c.add(send(hooli, tcp_sized(HA, H1, 43014, 80, 1444)), "forward", "hooli", "1444-byte inner, IPv6 egress: 40+8+8+1444 = 1500")
+    c.add(send(hooli, tcp_sized(HA, H1, 43015, 80, 1445)), "too_big", "hooli", "1445-byte inner, IPv6 egress: 1501 > mtu")
+    c.add(send(hooli, tcp_sized(HA, H2, 43016, 80, 1445)), "forward", "hooli",
+          "same 1445-byte inner toward an IPv4-underlay endpoint: 20+8+8+1445 = 1481")
+    c.add(send(hooli, tcp_sized("198.19.7.2", H4, 43017, 80, 1440)), "forward", "hooli",
+          "1440-byte inner + pushed tag = 1444, IPv6 egress: 1500")
+    c.add(send(hooli, tcp_sized("198.19.7.2", H4, 43018, 80, 1441)), "too_big", "hooli",
+          "1441-byte inner + pushed tag = 1445, IPv6 egress: 1501 > mtu")
+    p = tcp(HA, H1, 43019, 80)
+    c.add(send(hooli, eth("02:00:00:00:46:01", "02:00:00:00:46:05", 0x86DD, p[:30]), is_frame=True),
+          "malformed", "hooli", "inner IPv6 header truncated to 30 bytes")
+    c.add(send(hooli, eth("02:00:00:00:46:01", "02:00:00:00:46:05", 0x86DD,
+                          p[:4] + struct.pack("!H", len(p) - 40 + 8) + p[6:]), is_frame=True),
+          "malformed", "hooli", "inner IPv6 payload_length 8 more than the frame")
+    # outer IPv6 parsing
+    vx = vxlan(300, inner_frame(tcp(HA, H1, 43021, 80)))
+    f = outer("2001:2::1", vx)
+    c.add(f[:14 + 30], "malformed", "-", "outer IPv6 header truncated to 30 bytes")
+    c.add(outer("2001:2::1", vx, plen=0), "malformed", "-", "outer IPv6 payload_length 0")
+    c.add(outer("2001:2::1", vx, plen=len(vx) + 8 + 16), "malformed", "-",
+          "outer IPv6 payload_length 16 more than captured")
+    c.add(outer("2001:2::1", vx, nh=6), "not_overlay", "-", "outer IPv6 next header 6 (TCP)")
+    c.add(outer("2001:2::1", vx, nh=0), "not_overlay", "-",
+          "outer IPv6 next header 0 (hop-by-hop): extension headers are not walked")
+    c.add(outer("2001:2::1", vx, dport=4790), "not_overlay", "-", "outer IPv6 UDP to port 4790")
+    c.add(outer("2001:2::1", vxlan(300, inner_frame(tcp(HA, H1, 43022, 80)), flags=0)), "not_overlay", "-",
+          "outer IPv6, VXLAN I flag unset")
+    c.add(outer("2001:2::1", vxlan(3000, inner_frame(tcp(HA, H1, 43023, 80)))), "unknown_segment", "-",
+          "outer IPv6, unknown VNI 3000")
+    c.add(outer("2001:2::1", vx, udp_length=12), "malformed", "-", "outer IPv6, UDP length 12 < 16")
+    return c
+
+
+# --------------------------------------------------------------------------------------------
+# Reference model of the contract (a cross-check of the hand annotations)
+# --------------------------------------------------------------------------------------------
+
+class Model:
+    def __init__(self):
+        self.segments = {v: (i, t) for v, i, t in SEGMENTS}
+        self.by_id = {tid: n for n, (tid, _, _) in TENANTS.items()}
+        self.space = {n: (s or "default") for n, (_, _, s) in TENANTS.items()}
+        self.vteps = {n: (None if v is None else {ipaddress.ip_address(x) for x in v})
+                      for n, (_, v, _) in TENANTS.items()}
+        self.eps = {(self.space[t], ipaddress.ip_address(ip)): (t, ipaddress.ip_address(vt), vni)
+                    for t, ip, _, vt, vni in ENDPOINTS}
+        self.rules = []
+        for r in RULES:
+            pr = r.get("ports")
+            ports = None if pr is None else tuple(int(x) for x in (pr.split("-") * 2)[:2]) if "-" in pr \
+                else (int(pr), int(pr))
+            self.rules.append(dict(
+                frm=r["frm"], to=r["to"], proto=r.get("proto", "any"), ports=ports,
+                fc=ipaddress.ip_network(r["from_cidr"]) if "from_cidr" in r else None,
+                tc=ipaddress.ip_network(r["to_cidr"]) if "to_cidr" in r else None,
+                allow=r["action"] == "allow", prio=r.get("priority", 0),
+                nb=ts_of(r["not_before"]) if "not_before" in r else None,
+                na=ts_of(r["not_after"]) if "not_after" in r else None))
+
+    @staticmethod
+    def valid(r, now):
+        return (r["nb"] is None or now >= r["nb"]) and (r["na"] is None or now <= r["na"])
+
+    @staticmethod
+    def proto_ok(r, proto):
+        return {"any": True, "tcp": proto == 6, "udp": proto == 17, "icmp": proto in (1, 58)}[r["proto"]]
+
+    def verdict(self, S, D, proto, sport, dport, src, dst, now):
+        cands = []
+        for r in self.rules:
+            if not self.valid(r, now) or not self.proto_ok(r, proto):
+                continue
+            if (r["frm"] in ("*", S) and r["to"] in ("*", D)
+                    and (r["ports"] is None or (dport is not None and r["ports"][0] <= dport <= r["ports"][1]))
+                    and (r["fc"] is None or src in r["fc"]) and (r["tc"] is None or dst in r["tc"])):
+                cands.append((r["prio"], r["allow"]))
+            if (r["allow"] and r["frm"] in ("*", D) and r["to"] in ("*", S)
+                    and (r["ports"] is None or (sport is not None and r["ports"][0] <= sport <= r["ports"][1]))
+                    and (r["fc"] is None or dst in r["fc"]) and (r["tc"] is None or src in r["tc"])):
+                cands.append((r["prio"], True))
+        if not cands:
+            return S == D
+        top = max(p for p, _ in cands)
+        return all(a for p, a in cands if p == top)
+
+    def run(self, f: bytes, now: int):
+        D = lambda reason, t="-": ("drop", reason, t)  # noqa: E731
+        if len(f) < 14:
+            return D("malformed")
+        et = struct.unpack_from("!H", f, 12)[0]
+        p = f[14:]
+        if et == 0x0800:
+            if len(p) < 20:
+                return D("malformed")
+            v, ihl = p[0] >> 4, p[0] & 15
+            if v != 4 or ihl < 5 or len(p) < ihl * 4:
+                return D("malformed")
+            tl = struct.unpack_from("!H", p, 2)[0]
+            if tl < ihl * 4 or tl > len(p) or csum(p[:ihl * 4]) != 0:
+                return D("malformed")
+            fo = struct.unpack_from("!H", p, 6)[0]
+            if fo & 0x3FFF:
+                return D("not_overlay")
+            if p[9] != 17:
+                return D("not_overlay")
+            osrc = ipaddress.ip_address(p[12:16])
+            l4 = p[ihl * 4:tl]
+        elif et == 0x86DD:
+            if len(p) < 40:
+                return D("malformed")
+            pl = struct.unpack_from("!H", p, 4)[0]
+            if pl == 0 or pl > len(p) - 40:
+                return D("malformed")
+            if p[6] != 17:
+                return D("not_overlay")
+            osrc = ipaddress.ip_address(p[8:24])
+            l4 = p[40:40 + pl]
+        else:
+            return D("not_overlay")
+        if len(l4) < 8:
+            return D("malformed")
+        _, dp, ul = struct.unpack_from("!HHH", l4, 0)
+        if dp != GATEWAY["udp_port"]:
+            return D("not_overlay")
+        if ul < 16 or ul > len(l4):
+            return D("malformed")
+        vx, inner = l4[8:16], l4[16:ul]
+        if not vx[0] & 0x08:
+            return D("not_overlay")
+        if vx[0] & ~0x88 & 0xFF or vx[7]:
+            return D("malformed")
+        vni = int.from_bytes(vx[4:7], "big")
+        if vni not in self.segments:
+            return D("unknown_segment")
+        if len(inner) < 14:
+            return D("malformed")
+        mode, seg_tenant = self.segments[vni]
+        off = 14
+        tagged = False
+        if mode == "vni":
+            T = seg_tenant
+        elif mode == "gbp":
+            gid = struct.unpack_from("!H", vx, 2)[0]
+            if not vx[0] & 0x80 or gid not in self.by_id:
+                return D("no_identity")
+            T = self.by_id[gid]
+        else:
+            if struct.unpack_from("!H", inner, 12)[0] != 0x8100 or len(inner) < 18:
+                return D("no_identity")
+            vid = struct.unpack_from("!H", inner, 14)[0] & 0xFFF
+            if vid not in self.by_id or not 1 <= vid <= 4094:
+                return D("no_identity")
+            T = self.by_id[vid]
+            off, tagged = 18, True
+        if self.vteps[T] is not None and osrc not in self.vteps[T]:
+            return D("spoofed_identity", T)
+        iet = struct.unpack_from("!H", inner, off - 2)[0]
+        body = inner[off:]
+        space = self.space[T]
+        if iet == 0x0806:
+            if len(body) < 28:
+                return D("malformed", T)
+            ht, pt, hl, pln, op = struct.unpack_from("!HHBBH", body, 0)
+            if (ht, pt, hl, pln) != (1, 0x0800, 6, 4):
+                return D("malformed", T)
+            spa, tpa = body[14:18], body[24:28]
+            if op != 1 or spa == tpa:
+                return D("unsupported", T)
+            ep = self.eps.get((space, ipaddress.ip_address(tpa)))
+            if ep is None:
+                return D("no_endpoint", T)
+            if ep[0] == T or any(r["allow"] and self.valid(r, now) and r["frm"] in ("*", T)
+                                 and r["to"] in ("*", ep[0]) for r in self.rules):
+                return ("arp_reply", "-", T)
+            return D("policy_denied", T)
+        if inner[0] & 1:
+            return D("unsupported", T)
+        if iet == 0x0800:
+            if len(body) < 20 or body[0] >> 4 != 4 or body[0] & 15 < 5:
+                return D("malformed", T)
+            hl = (body[0] & 15) * 4
+            tl = struct.unpack_from("!H", body, 2)[0]
+            if len(body) < hl or tl < hl or tl > len(body):
+                return D("malformed", T)
+            proto, src, dst, l4o = body[9], body[12:16], body[16:20], hl
+        elif iet == 0x86DD:
+            if len(body) < 40 or body[0] >> 4 != 6:
+                return D("malformed", T)
+            if struct.unpack_from("!H", body, 4)[0] > len(body) - 40:
+                return D("malformed", T)
+            proto, src, dst, l4o = body[6], body[8:24], body[24:40], 40
+        else:
+            return D("unsupported", T)
+        src, dst = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+        ep = self.eps.get((space, dst))
+        if ep is None:
+            return D("no_endpoint", T)
+        sport = dport = None
+        if proto in (6, 17) and len(body) >= l4o + 4:
+            sport, dport = struct.unpack_from("!HH", body, l4o)
+        if not self.verdict(T, ep[0], proto, sport, dport, src, dst, now):
+            return D("policy_denied", T)
+        egress_tagged = self.segments[ep[2]][0] == "vlan"
+        n = len(inner) - (4 if tagged else 0) + (4 if egress_tagged else 0)
+        if (40 if ep[1].version == 6 else 20) + 16 + n > GATEWAY["mtu"]:
+            return D("too_big", T)
+        return ("forward", "-", T)
+
+
+# --------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------
+
+def pcap_bytes(frames) -> bytes:
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for ts, data, *_ in frames:
+        out.append(struct.pack("<IIII", ts // 1_000_000, ts % 1_000_000, len(data), len(data)) + data)
+    return b"".join(out)
+
+
+def pad4(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 4)
+
+
+def opt(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + pad4(value)
+
+
+def block(btype: int, body: bytes) -> bytes:
+    total = 12 + len(body)
+    return struct.pack("<II", btype, total) + body + struct.pack("<I", total)
+
+
+def pcapng_bytes(frames) -> bytes:
+    shb = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+                + opt(4, b"joypath scripts/mkfixtures.py") + opt(0, b""))
+    idb = block(0x00000001, struct.pack("<HHI", 1, 0, 65535)
+                + opt(2, b"fixture0") + opt(9, b"\x06") + opt(0, b""))
+    out = [shb, idb]
+    for i, (ts, data, disp, reason, tenant, comment) in enumerate(frames):
+        body = struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(data), len(data)) + pad4(data)
+        body += opt(1, f"#{i} {disp} {reason} {tenant}: {comment}".encode()) + opt(0, b"")
+        out.append(block(0x00000006, body))
+    return b"".join(out)
+
+
+def tsv(frames) -> str:
+    return "".join(f"{i}\t{d}\t{r}\t{t}\t{c}\n" for i, (_, _, d, r, t, c) in enumerate(frames))
+
+
+def main(argv):
+    root = Path(__file__).resolve().parent.parent
+    out = Path(argv[1]) if len(argv) > 1 else root / "pcap-fixtures"
+    out.mkdir(parents=True, exist_ok=True)
+    caps = [build_identity(), build_verdicts(), build_drops(), build_arp(), build_overlap(), build_ipv6()]
+    model = Model()
+    bad = 0
+    seen_reasons, seen_disp = set(), set()
+    for cap in caps:
+        for i, (ts, data, disp, reason, tenant, comment) in enumerate(cap.frames):
+            got = model.run(data, ts)
+            if got != (disp, reason, tenant):
+                bad += 1
+                print(f"{cap.name}[{i}]: hand says {(disp, reason, tenant)}, model says {got}: {comment}",
+                      file=sys.stderr)
+            seen_reasons.add(reason)
+            seen_disp.add(disp)
+    all_reasons = {"malformed", "not_overlay", "unknown_segment", "no_identity", "spoofed_identity",
+                   "no_endpoint", "policy_denied", "too_big", "unsupported"}
+    if not all_reasons <= seen_reasons or not {"forward", "arp_reply", "drop"} <= seen_disp:
+        print("missing coverage:", all_reasons - seen_reasons, file=sys.stderr)
+        bad += 1
+    if bad:
+        print(f"{bad} disagreement(s); nothing written", file=sys.stderr)
+        return 1
+    (out / "fixtures.toml").write_text(toml_config())
+    for cap in caps:
+        ext = "pcapng" if cap.pcapng else "pcap"
+        data = pcapng_bytes(cap.frames) if cap.pcapng else pcap_bytes(cap.frames)
+        (out / f"{cap.name}.{ext}").write_bytes(data)
+        (out / f"{cap.name}.expect.tsv").write_text(tsv(cap.frames))
+        print(f"{cap.name}.{ext}: {len(cap.frames)} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
