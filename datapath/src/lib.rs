@@ -7,6 +7,7 @@ pub mod capture;
 pub mod counters;
 pub mod pipeline;
 pub mod replay;
+pub mod synth;
 
 pub use counters::{Counters, DropReason, TenantCounters};
 pub use pipeline::{null_forward, Disposition, Frame, Neighbors, Outcome, Worker, HEADROOM};
