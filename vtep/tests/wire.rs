@@ -1196,24 +1196,41 @@ fn inner_ipv6_hop_by_hop_then_tcp() {
 
 #[test]
 fn inner_ipv6_fragment_header() {
-    let frag = |off: u16, mf: bool| ep::Ipv6Extensions {
-        fragment: Some(ep::Ipv6FragmentHeader::new(
-            ep::IpNumber::TCP,
-            ep::IpFragOffset::try_new(off).unwrap(),
-            mf,
-            0xdead_beef,
-        )),
-        ..Default::default()
+    // etherparse 0.16.0's Ipv6FragmentHeader::to_bytes puts the M flag at 0x80 of byte 3 and the low
+    // offset bits in bits 0..4 (RFC 8200: offset in the top 13 bits, M in bit 0), so the header is
+    // built by etherparse with offset 0 and its offset/M word is then written here by hand.
+    let frag = |off: u16, mf: bool| {
+        let exts = ep::Ipv6Extensions {
+            fragment: Some(ep::Ipv6FragmentHeader::new(
+                ep::IpNumber::TCP,
+                ep::IpFragOffset::ZERO,
+                false,
+                0xdead_beef,
+            )),
+            ..Default::default()
+        };
+        let mut f = ipv6_with_exts(exts, (2222, 80));
+        assert_eq!(f[14 + 6], 44);
+        assert_eq!(f[14 + 40], 6);
+        let word = (off << 3) | u16::from(mf);
+        f[14 + 40 + 2..14 + 40 + 4].copy_from_slice(&word.to_be_bytes());
+        f
     };
-    // First fragment: ports are there.
-    let f = ipv6_with_exts(frag(0, true), (2222, 80));
-    assert_eq!(f[14 + 6], 44);
-    assert_eq!(ip_inner(&f).1, flow("2001:2::a", "2001:2::b", 6, 2222, 80));
-    // Later fragment: the bytes after the fragment header are not a TCP header.
-    let f = ipv6_with_exts(frag(0x1fff, false), (2222, 80));
-    assert_eq!(ip_inner(&f).1, flow("2001:2::a", "2001:2::b", 6, 0, 0));
-    let f = ipv6_with_exts(frag(1, true), (2222, 80));
-    assert_eq!(ip_inner(&f).1, flow("2001:2::a", "2001:2::b", 6, 0, 0));
+    // First fragment (or an atomic fragment): the TCP header and its ports are there.
+    for mf in [true, false] {
+        assert_eq!(
+            ip_inner(&frag(0, mf)).1,
+            flow("2001:2::a", "2001:2::b", 6, 2222, 80)
+        );
+    }
+    // Later fragments: the bytes after the fragment header are not a TCP header.
+    for (off, mf) in [(1u16, true), (1, false), (0x1fff, false), (0x100, true)] {
+        assert_eq!(
+            ip_inner(&frag(off, mf)).1,
+            flow("2001:2::a", "2001:2::b", 6, 0, 0),
+            "offset {off} M {mf}"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,227 @@
+//! Property tests: the compiled table's verdicts and ARP reachability equal a plain reference model
+//! written straight from DESIGN.md's policy semantics (a linear scan of the document's rules).
+
+use policy::document::{parse_ports, Cidr};
+use policy::{Action, Document, Gateway, IdentityMode, Proto, Rule, Segment, Table, Tenant};
+use proptest::prelude::*;
+use std::net::IpAddr;
+use std::sync::Arc;
+use vtep::Flow;
+
+const TENANTS: [&str; 4] = ["a", "b", "c", "d"];
+const CIDRS: [&str; 4] = ["198.19.0.0/24", "198.19.0.0/25", "198.19.1.0/24", "198.19.0.128/25"];
+const T0: i64 = 1_780_000_000;
+
+fn time(t: i64) -> String {
+    policy::time::format_rfc3339(t)
+}
+
+fn arb_rule() -> impl Strategy<Value = Rule> {
+    let tenant = prop_oneof![Just("*".to_string()), (0..4usize).prop_map(|i| TENANTS[i].to_string())];
+    let proto = prop_oneof![
+        Just(None),
+        Just(Some(Proto::Tcp)),
+        Just(Some(Proto::Udp)),
+        Just(Some(Proto::Icmp)),
+        Just(Some(Proto::Any))
+    ];
+    let ports = prop_oneof![Just(None), (0u16..6, 0u16..4).prop_map(|(lo, w)| Some((lo, lo + w)))];
+    let cidr = prop_oneof![3 => Just(None), 1 => (0..4usize).prop_map(|i| Some(CIDRS[i].to_string()))];
+    let window = prop_oneof![
+        3 => Just((None, None)),
+        1 => (-2i64..3, 0i64..3).prop_map(|(a, w)| (Some(time(T0 + a * 100)), Some(time(T0 + (a + w) * 100)))),
+        1 => (-2i64..3).prop_map(|a| (Some(time(T0 + a * 100)), None)),
+        1 => (-2i64..3).prop_map(|a| (None, Some(time(T0 + a * 100)))),
+    ];
+    (tenant.clone(), tenant, proto, ports, cidr.clone(), cidr, any::<bool>(), -2i32..3, window).prop_map(
+        |(from, to, proto, ports, from_cidr, to_cidr, allow, priority, (nb, na))| {
+            // Ports only with tcp/udp (the validator insists).
+            let ports = match proto {
+                Some(Proto::Tcp | Proto::Udp) => ports.map(|(a, b): (u16, u16)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                }),
+                _ => None,
+            };
+            Rule {
+                from,
+                to,
+                proto,
+                ports,
+                from_cidr,
+                to_cidr,
+                action: if allow { Action::Allow } else { Action::Deny },
+                priority,
+                not_before: nb,
+                not_after: na,
+            }
+        },
+    )
+}
+
+fn doc(rules: Vec<Rule>) -> Document {
+    Document {
+        gateway: Gateway {
+            underlay_ip: "198.18.0.254".parse().unwrap(),
+            underlay_ip6: None,
+            udp_port: 4789,
+            mtu: 1500,
+        },
+        segments: vec![Segment {
+            vni: 1,
+            identity: IdentityMode::Gbp,
+            tenant: None,
+        }],
+        tenants: TENANTS
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Tenant {
+                name: n.to_string(),
+                id: i as u32 + 1,
+                vteps: None,
+                address_space: None,
+            })
+            .collect(),
+        endpoints: vec![],
+        rules,
+    }
+}
+
+/// The reference: a linear scan, straight from the contract.
+fn model(d: &Document, s: &str, t: &str, f: &Flow, now: i64) -> bool {
+    let name_ok = |pat: &str, n: &str| pat == "*" || pat == n;
+    let mut best: Option<(i32, bool)> = None; // (priority, deny)
+    for r in &d.rules {
+        let proto = r.proto.unwrap_or(Proto::Any);
+        let (lo, hi) = r.ports.as_deref().map(|p| parse_ports(p).unwrap()).unwrap_or((0, 65535));
+        let nb = r.not_before.as_deref().map(|x| policy::time::parse_rfc3339(x).unwrap()).unwrap_or(i64::MIN);
+        let na = r.not_after.as_deref().map(|x| policy::time::parse_rfc3339(x).unwrap()).unwrap_or(i64::MAX);
+        let in_cidr = |c: &Option<String>, ip: &IpAddr| c.as_deref().is_none_or(|c| Cidr::parse(c).unwrap().contains(ip));
+        let active = nb <= now && now <= na;
+        let proto_ok = proto.matches(f.proto);
+        let fwd = name_ok(&r.from, s)
+            && name_ok(&r.to, t)
+            && proto_ok
+            && (lo..=hi).contains(&f.dst_port)
+            && in_cidr(&r.from_cidr, &f.src)
+            && in_cidr(&r.to_cidr, &f.dst)
+            && active;
+        let rev = r.action == Action::Allow
+            && name_ok(&r.from, t)
+            && name_ok(&r.to, s)
+            && proto_ok
+            && (lo..=hi).contains(&f.src_port)
+            && in_cidr(&r.from_cidr, &f.dst)
+            && in_cidr(&r.to_cidr, &f.src)
+            && active;
+        if fwd || rev {
+            let cand = (r.priority, r.action == Action::Deny);
+            if best.is_none_or(|b| cand > b) {
+                best = Some(cand);
+            }
+        }
+    }
+    match best {
+        Some((_, deny)) => !deny,
+        None => s == t,
+    }
+}
+
+fn model_reach(d: &Document, s: &str, t: &str, now: i64) -> bool {
+    s == t
+        || d.rules.iter().any(|r| {
+            let nb = r.not_before.as_deref().map(|x| policy::time::parse_rfc3339(x).unwrap()).unwrap_or(i64::MIN);
+            let na = r.not_after.as_deref().map(|x| policy::time::parse_rfc3339(x).unwrap()).unwrap_or(i64::MAX);
+            r.action == Action::Allow
+                && (r.from == "*" || r.from == s)
+                && (r.to == "*" || r.to == t)
+                && nb <= now
+                && now <= na
+        })
+}
+
+fn arb_flow() -> impl Strategy<Value = Flow> {
+    (0u8..3, 0u8..3, prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), Just(47u8)], 0u16..8, 0u16..8)
+        .prop_map(|(a, b, proto, sp, dp)| {
+            let ip = |k: u8| -> IpAddr { ["198.19.0.5", "198.19.0.200", "198.19.1.7"][k as usize].parse().unwrap() };
+            Flow {
+                src: ip(a),
+                dst: ip(b),
+                proto,
+                src_port: sp,
+                dst_port: dp,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn compiled_verdict_equals_reference(
+        rules in prop::collection::vec(arb_rule(), 0..12),
+        probes in prop::collection::vec((0..4usize, 0..4usize, arb_flow(), -3i64..4), 1..40),
+    ) {
+        let d = doc(rules);
+        let table = Table::compile(Arc::new(d.clone()), 1, None).unwrap();
+        for (s, t, flow, dt) in probes {
+            let now = T0 + dt * 100;
+            let si = table.tenant_by_name(TENANTS[s]).unwrap();
+            let ti = table.tenant_by_name(TENANTS[t]).unwrap();
+            let got = table.verdict(si, ti, &flow, now);
+            let want = model(&d, TENANTS[s], TENANTS[t], &flow, now);
+            prop_assert_eq!(got.allow, want, "{} -> {} {:?} at {}", TENANTS[s], TENANTS[t], flow, now);
+            if let Some(i) = got.rule {
+                // The deciding rule is one whose action is the verdict.
+                prop_assert_eq!(d.rules[i as usize].action == Action::Allow, got.allow);
+            }
+            prop_assert_eq!(table.may_reach(si, ti, now), model_reach(&d, TENANTS[s], TENANTS[t], now));
+        }
+    }
+
+    /// Recompiling with the previous table keeps every tenant's slot.
+    #[test]
+    fn slots_survive_recompilation(rules in prop::collection::vec(arb_rule(), 0..4), drop_one in 0..4usize) {
+        let d = doc(rules);
+        let t1 = Table::compile(Arc::new(d.clone()), 1, None).unwrap();
+        let mut d2 = d.clone();
+        d2.tenants.remove(drop_one);
+        d2.rules.retain(|r| r.from != TENANTS[drop_one] && r.to != TENANTS[drop_one]);
+        d2.tenants.push(Tenant { name: "e".into(), id: 99, vteps: None, address_space: None });
+        let t2 = Table::compile(Arc::new(d2), 2, Some(&t1)).unwrap();
+        for (i, n) in TENANTS.iter().enumerate() {
+            let a = t1.tenant_by_name(n).unwrap();
+            if i == drop_one {
+                prop_assert!(t2.tenant_by_name(n).is_none());
+                prop_assert!(!t2.tenant(a).live);
+            } else {
+                prop_assert_eq!(t2.tenant_by_name(n), Some(a));
+            }
+        }
+        prop_assert_eq!(t2.tenant_by_name("e"), Some(4));
+    }
+}
+
+#[test]
+fn deny_wins_ties_and_priority_beats_it() {
+    let mut rules = vec![
+        Rule { from: "a".into(), to: "b".into(), proto: None, ports: None, from_cidr: None, to_cidr: None, action: Action::Allow, priority: 5, not_before: None, not_after: None },
+        Rule { from: "*".into(), to: "b".into(), proto: None, ports: None, from_cidr: None, to_cidr: None, action: Action::Deny, priority: 5, not_before: None, not_after: None },
+    ];
+    let f = Flow { src: "198.19.0.1".parse().unwrap(), dst: "198.19.0.2".parse().unwrap(), proto: 6, src_port: 1, dst_port: 2 };
+    let t = Table::compile(Arc::new(doc(rules.clone())), 1, None).unwrap();
+    let (a, b) = (t.tenant_by_name("a").unwrap(), t.tenant_by_name("b").unwrap());
+    let v = t.verdict(a, b, &f, T0);
+    assert!(!v.allow);
+    assert_eq!(v.rule, Some(1));
+    rules[0].priority = 6;
+    let t = Table::compile(Arc::new(doc(rules)), 1, None).unwrap();
+    assert_eq!(t.verdict(a, b, &f, T0), policy::Decision { allow: true, rule: Some(0) });
+    // Default: intra allowed, cross denied.
+    let t = Table::compile(Arc::new(doc(vec![])), 1, None).unwrap();
+    assert!(t.verdict(a, a, &f, T0).allow);
+    assert!(!t.verdict(a, b, &f, T0).allow);
+}
