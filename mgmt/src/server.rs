@@ -1,0 +1,664 @@
+//! The management server: a Unix socket speaking JSON lines, one thread per client (never on a worker's
+//! core), peer credentials deciding access, every change validated, compiled off the hot path,
+//! persisted, then handed to the dataplane to publish with one `ArcSwap::store`.
+
+use crate::edit;
+use crate::protocol::{ErrorCode, OpError, Request, Response};
+use crate::store::{Store, StoreError, VersionRecord};
+use arc_swap::ArcSwap;
+use policy::{Document, Table};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the binary's dataplane offers the management plane. mgmt never sees frames or workers
+/// directly: it hands over compiled tables and reads back status, counters and traces.
+pub trait Dataplane: Send + Sync + 'static {
+    /// Publishes a new table to every worker (one `ArcSwap::store`); workers take it at their next batch.
+    fn publish(&self, table: Arc<Table>);
+    /// Each worker's state.
+    fn workers(&self) -> Vec<WorkerStatus>;
+    /// Counters summed over workers: the JSON of the replay summary (`frames`, `forwarded`,
+    /// `arp_replied`, `dropped`, `tenants`).
+    fn stats(&self) -> Value;
+    /// Captures the next frames matching the request into a pcapng file; returns what was written.
+    fn trace(&self, req: &TraceRequest) -> Result<Value, String>;
+}
+
+/// A worker's state as the dataplane reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerStatus {
+    pub id: usize,
+    /// Policy version of the worker's last batch (0 before its first).
+    pub active_version: u64,
+    /// Digest of that version's document (hex).
+    pub active_digest: String,
+    pub frames: u64,
+    /// Frames per second over the last interval the dataplane measured.
+    pub pps: f64,
+}
+
+/// `trace` arguments.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+pub struct TraceRequest {
+    /// Only frames of this (source) tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Only frames with this outcome: `forward`, `arp_reply`, or a drop reason name.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// How many frames to capture.
+    pub count: usize,
+    /// Where to write the pcapng (on the gateway host).
+    pub path: PathBuf,
+    /// Give up after this long (default 10 s).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// What a peer may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
+    None,
+}
+
+/// Socket and access settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub socket: PathBuf,
+    /// Socket file mode (default 0o660).
+    pub mode: u32,
+    /// Owner and group of the socket file (default: the process's).
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    /// Members of this group may read (status, get, audit, stats, history).
+    pub readonly_gid: Option<u32>,
+    /// Largest request line accepted.
+    pub max_request: usize,
+}
+
+impl ServerConfig {
+    pub fn new(socket: PathBuf) -> Self {
+        ServerConfig {
+            socket,
+            mode: 0o660,
+            owner: None,
+            group: None,
+            readonly_gid: None,
+            max_request: 64 << 20,
+        }
+    }
+}
+
+struct Inner {
+    cfg: ServerConfig,
+    store: Mutex<Store>,
+    table: ArcSwap<Table>,
+    dataplane: Arc<dyn Dataplane>,
+    started: Instant,
+    owner_uid: u32,
+}
+
+/// The server; cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+/// Keeps the accept thread; dropping it stops accepting and removes the socket file.
+pub struct ServerHandle {
+    stop: Arc<AtomicBool>,
+    socket: PathBuf,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.socket); // wake accept()
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The credentials of the process at the other end of a Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Reads SO_PEERCRED of a connected Unix socket.
+pub fn peer_credentials(s: &UnixStream) -> std::io::Result<Peer> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a live, properly sized and aligned ucred and `len` holds its size, as
+    // getsockopt(SO_PEERCRED) requires; the fd is valid for the lifetime of `s`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Peer {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+/// The supplementary groups of a process, from /proc.
+fn groups_of(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        })
+        .unwrap_or_default()
+}
+
+fn current_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+const READ_OPS: &[&str] = &[
+    "status",
+    "policy.get",
+    "policy.validate",
+    "history",
+    "audit.reachability",
+    "audit.verify",
+    "stats",
+];
+
+fn storage(e: StoreError) -> OpError {
+    match e {
+        StoreError::NotFound(v) => OpError::new(ErrorCode::NotFound, format!("version {v} is not kept")),
+        e => OpError::new(ErrorCode::Storage, e.to_string()),
+    }
+}
+
+fn invalid(e: policy::ConfigError) -> OpError {
+    match e {
+        policy::ConfigError::Invalid { issues, .. } => OpError::new(
+            ErrorCode::InvalidPolicy,
+            format!(
+                "the policy would be invalid: {}",
+                issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; ")
+            ),
+        )
+        .with_details(json!({ "issues": issues })),
+        e => OpError::new(ErrorCode::InvalidPolicy, e.to_string()),
+    }
+}
+
+fn doc_arg(args: &Value) -> Result<Document, OpError> {
+    let v = args
+        .get("document")
+        .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"document\""))?;
+    serde_json::from_value(v.clone()).map_err(|e| OpError::new(ErrorCode::BadArgs, format!("document: {e}")))
+}
+
+fn opt_u64(args: &Value, key: &str) -> Result<Option<u64>, OpError> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| OpError::new(ErrorCode::BadArgs, format!("{key} must be a non-negative integer"))),
+    }
+}
+
+fn meta_json(r: &VersionRecord) -> Value {
+    serde_json::to_value(&r.meta).unwrap_or(Value::Null)
+}
+
+impl Server {
+    /// A server over `store`, whose current version `table` was compiled from, feeding `dataplane`.
+    pub fn new(cfg: ServerConfig, store: Store, table: Arc<Table>, dataplane: Arc<dyn Dataplane>) -> Server {
+        let owner_uid = cfg.owner.unwrap_or_else(current_euid);
+        Server {
+            inner: Arc::new(Inner {
+                cfg,
+                store: Mutex::new(store),
+                table: ArcSwap::new(table),
+                dataplane,
+                started: Instant::now(),
+                owner_uid,
+            }),
+        }
+    }
+
+    /// The table of the store's current version.
+    pub fn table(&self) -> Arc<Table> {
+        self.inner.table.load_full()
+    }
+
+    /// What a peer may do: root and the owner change, the read-only group reads, others nothing.
+    pub fn access(&self, peer: &Peer) -> Access {
+        if peer.uid == 0 || peer.uid == self.inner.owner_uid {
+            return Access::ReadWrite;
+        }
+        if let Some(g) = self.inner.cfg.readonly_gid {
+            if peer.gid == g || groups_of(peer.pid).contains(&g) {
+                return Access::ReadOnly;
+            }
+        }
+        Access::None
+    }
+
+    /// Binds the socket (mode and ownership as configured) and serves it from a `mgmt` thread.
+    pub fn spawn(&self) -> std::io::Result<ServerHandle> {
+        let path = &self.inner.cfg.socket;
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{}: another process is serving this socket", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(self.inner.cfg.mode))?;
+        if self.inner.cfg.owner.is_some() || self.inner.cfg.group.is_some() {
+            std::os::unix::fs::chown(path, self.inner.cfg.owner, self.inner.cfg.group)?;
+        }
+        tracing::info!(socket = %path.display(), mode = format!("{:o}", self.inner.cfg.mode), "management socket listening");
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = self.clone();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new().name("mgmt".into()).spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                match conn {
+                    Ok(s) => {
+                        let server = server.clone();
+                        let _ = std::thread::Builder::new()
+                            .name("mgmt-conn".into())
+                            .spawn(move || server.serve_connection(s));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                }
+            }
+        })?;
+        Ok(ServerHandle {
+            stop,
+            socket: path.clone(),
+            thread: Some(thread),
+        })
+    }
+
+    fn serve_connection(&self, stream: UnixStream) {
+        let peer = match peer_credentials(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials; closing");
+                return;
+            }
+        };
+        // A client that stops reading cannot hold this thread forever.
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+        let access = self.access(&peer);
+        let mut writer = match stream.try_clone() {
+            Ok(w) => std::io::BufWriter::new(w),
+            Err(_) => return,
+        };
+        if access == Access::None {
+            tracing::warn!(uid = peer.uid, pid = peer.pid, "management connection refused");
+            let r = Response::err(
+                Value::Null,
+                OpError::new(
+                    ErrorCode::Forbidden,
+                    format!("uid {} may not use this socket (root, the owner or the read-only group only)", peer.uid),
+                ),
+            );
+            let _ = write_response(&mut writer, &r);
+            return;
+        }
+        let max = self.inner.cfg.max_request;
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = match reader.by_ref().take(max as u64 + 1).read_until(b'\n', &mut line) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            let resp = if n > max && line.last() != Some(&b'\n') {
+                // Oversized: answer, then skip the rest of the line; the connection stays usable.
+                let mut sink = Vec::new();
+                loop {
+                    sink.clear();
+                    match reader.by_ref().take(1 << 20).read_until(b'\n', &mut sink) {
+                        Ok(0) => return,
+                        Ok(_) if sink.last() == Some(&b'\n') => break,
+                        Ok(_) => continue,
+                        Err(_) => return,
+                    }
+                }
+                Response::err(
+                    Value::Null,
+                    OpError::new(ErrorCode::TooLarge, format!("request longer than {max} bytes")),
+                )
+            } else {
+                let text = String::from_utf8_lossy(&line);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                self.handle_line(&text, peer.uid, access)
+            };
+            if write_response(&mut writer, &resp).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Handles one request line from a peer with `uid` and `access`.
+    pub fn handle_line(&self, line: &str, uid: u32, access: Access) -> Response {
+        let req: Request = match serde_json::from_str(line) {
+            Ok(r) => r,
+            Err(e) => {
+                let id = serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .unwrap_or(Value::Null);
+                return Response::err(
+                    id,
+                    OpError::new(ErrorCode::BadRequest, format!("not a request object: {e}")),
+                );
+            }
+        };
+        let id = req.id.clone();
+        match self.dispatch(&req, uid, access) {
+            Ok(v) => Response::ok(id, v),
+            Err(e) => Response::err(id, e),
+        }
+    }
+
+    fn dispatch(&self, req: &Request, uid: u32, access: Access) -> Result<Value, OpError> {
+        let op = req.op.as_str();
+        let args = &req.args;
+        let known = READ_OPS.contains(&op)
+            || edit::EDIT_OPS.contains(&op)
+            || matches!(op, "policy.apply" | "rollback" | "trace");
+        if !known {
+            return Err(OpError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}")));
+        }
+        if access != Access::ReadWrite && !READ_OPS.contains(&op) {
+            return Err(OpError::new(
+                ErrorCode::Forbidden,
+                format!("uid {uid} has read-only access; {op:?} changes the gateway"),
+            ));
+        }
+        let expected = opt_u64(args, "expected_version")?;
+        let comment = args.get("comment").and_then(Value::as_str).map(str::to_string);
+        match op {
+            "status" => Ok(self.status()),
+            "policy.get" => {
+                let store = self.inner.store.lock().expect("store lock");
+                let r = match opt_u64(args, "version")? {
+                    Some(v) => store.read(v).map_err(storage)?,
+                    None => store.current().cloned().ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?,
+                };
+                Ok(json!({"version": r.meta.version, "meta": meta_json(&r), "document": &*r.document}))
+            }
+            "policy.validate" => {
+                let doc = doc_arg(args)?;
+                let issues = doc.validate();
+                if !issues.is_empty() {
+                    return Ok(json!({"valid": false, "issues": issues}));
+                }
+                let cur = self.table();
+                Ok(json!({"valid": true, "diff": edit::diff(cur.document(), &doc)}))
+            }
+            "policy.apply" => {
+                let doc = doc_arg(args)?;
+                self.commit(uid, op, comment, expected, move |_| Ok(doc))
+            }
+            "rollback" => {
+                let v = opt_u64(args, "version")?
+                    .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"version\""))?;
+                let old = self.inner.store.lock().expect("store lock").read(v).map_err(storage)?;
+                let comment = comment.or_else(|| Some(format!("rollback to version {v}")));
+                self.commit(uid, op, comment, expected, move |_| Ok((*old.document).clone()))
+            }
+            "history" => {
+                let limit = opt_u64(args, "limit")?.unwrap_or(20) as usize;
+                Ok(json!(self.inner.store.lock().expect("store lock").history(limit)))
+            }
+            "audit.reachability" => {
+                let t = self.table();
+                let now = match args.get("at").and_then(Value::as_str) {
+                    Some(s) => policy::time::parse_rfc3339(s).map_err(|e| OpError::new(ErrorCode::BadArgs, e))?,
+                    None => unix_now(),
+                };
+                let r = policy::reachability(&t, now);
+                match args.get("format").and_then(Value::as_str).unwrap_or("json") {
+                    "json" => Ok(json!(r)),
+                    "dot" => Ok(json!({"version": r.version, "dot": r.to_dot()})),
+                    f => Err(OpError::new(ErrorCode::BadArgs, format!("format {f:?}: json or dot"))),
+                }
+            }
+            "audit.verify" => Ok(self.verify()),
+            "stats" => {
+                let stats = self.inner.dataplane.stats();
+                match args.get("format").and_then(Value::as_str).unwrap_or("json") {
+                    "json" => Ok(stats),
+                    "prometheus" => Ok(json!({"text": prometheus(&stats, &self.inner.dataplane.workers(), self.table().version())})),
+                    f => Err(OpError::new(ErrorCode::BadArgs, format!("format {f:?}: json or prometheus"))),
+                }
+            }
+            "trace" => {
+                let req: TraceRequest = serde_json::from_value(args.clone())
+                    .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("trace: {e}")))?;
+                if req.count == 0 {
+                    return Err(OpError::new(ErrorCode::BadArgs, "count must be at least 1"));
+                }
+                tracing::info!(uid, count = req.count, path = %req.path.display(), "trace requested");
+                self.inner
+                    .dataplane
+                    .trace(&req)
+                    .map_err(|e| OpError::new(ErrorCode::Internal, e))
+            }
+            _ => {
+                let op_name = op.to_string();
+                let args = args.clone();
+                self.commit(uid, op, comment, expected, move |cur| {
+                    let mut doc = cur.clone();
+                    edit::apply(&op_name, &args, &mut doc)?;
+                    Ok(doc)
+                })
+            }
+        }
+    }
+
+    /// Validates, compiles, persists and publishes a change made by `build` from the current document.
+    fn commit(
+        &self,
+        uid: u32,
+        op: &str,
+        comment: Option<String>,
+        expected: Option<u64>,
+        build: impl FnOnce(&Document) -> Result<Document, OpError>,
+    ) -> Result<Value, OpError> {
+        let t0 = Instant::now();
+        let mut store = self.inner.store.lock().expect("store lock");
+        let current = store.version();
+        if let Some(e) = expected {
+            if e != current {
+                return Err(OpError::new(
+                    ErrorCode::VersionConflict,
+                    format!("expected version {e}, but the store is at version {current}"),
+                )
+                .with_details(json!({"current_version": current})));
+            }
+        }
+        let old = self.table();
+        let doc = build(old.document())?;
+        let next = current + 1;
+        let table = Table::compile(Arc::new(doc), next, Some(&old)).map_err(invalid)?;
+        let compiled = t0.elapsed();
+        let doc = table.document().clone();
+        let rec = store.commit(doc, uid, op, comment).map_err(storage)?;
+        let version = rec.meta.version;
+        let digest = rec.meta.digest.clone();
+        let table = Arc::new(table);
+        self.inner.table.store(table.clone());
+        self.inner.dataplane.publish(table);
+        drop(store);
+        tracing::info!(uid, op, version, "policy changed");
+        Ok(json!({
+            "version": version,
+            "digest": digest,
+            "compile_ms": compiled.as_secs_f64() * 1e3,
+            "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
+        }))
+    }
+
+    fn status(&self) -> Value {
+        let (version, digest, dir) = {
+            let s = self.inner.store.lock().expect("store lock");
+            (
+                s.version(),
+                s.current().map(|c| c.meta.digest.clone()),
+                s.dir().display().to_string(),
+            )
+        };
+        let workers: Vec<Value> = self
+            .inner
+            .dataplane
+            .workers()
+            .into_iter()
+            .map(|w| {
+                let lag = version.saturating_sub(w.active_version);
+                let mut v = json!(w);
+                v["lag"] = json!(lag);
+                v
+            })
+            .collect();
+        json!({
+            "version": version,
+            "digest": digest,
+            "uptime_s": self.inner.started.elapsed().as_secs_f64(),
+            "state_dir": dir,
+            "workers": workers,
+        })
+    }
+
+    fn verify(&self) -> Value {
+        let (version, digest) = {
+            let s = self.inner.store.lock().expect("store lock");
+            (s.version(), s.current().map(|c| c.meta.digest.clone()).unwrap_or_default())
+        };
+        let workers: Vec<Value> = self
+            .inner
+            .dataplane
+            .workers()
+            .into_iter()
+            .map(|w| {
+                let ok = w.active_version == version && w.active_digest == digest;
+                json!({"id": w.id, "version": w.active_version, "digest": w.active_digest, "ok": ok})
+            })
+            .collect();
+        let ok = workers.iter().all(|w| w["ok"] == json!(true));
+        json!({"ok": ok, "expected": {"version": version, "digest": digest}, "workers": workers})
+    }
+}
+
+fn write_response(w: &mut impl Write, r: &Response) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *w, r)?;
+    w.write_all(b"\n")?;
+    w.flush()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Renders the stats JSON in the Prometheus text exposition format.
+pub fn prometheus(stats: &Value, workers: &[WorkerStatus], version: u64) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, samples: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in samples {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    metric("joypath_frames_total", "Frames received.", "counter", vec![(String::new(), num(stats, "frames"))]);
+    metric("joypath_forwarded_total", "Frames re-encapsulated and transmitted.", "counter", vec![(String::new(), num(stats, "forwarded"))]);
+    metric("joypath_arp_replied_total", "ARP requests answered.", "counter", vec![(String::new(), num(stats, "arp_replied"))]);
+    let dropped = stats.get("dropped").and_then(Value::as_object).cloned().unwrap_or_default();
+    metric(
+        "joypath_dropped_total",
+        "Frames dropped, by reason.",
+        "counter",
+        dropped.iter().map(|(r, n)| (format!("{{reason=\"{}\"}}", label(r)), n.as_u64().unwrap_or(0))).collect(),
+    );
+    let tenants = stats.get("tenants").and_then(Value::as_object).cloned().unwrap_or_default();
+    for (key, help) in [
+        ("frames_in", "Frames identified as the tenant's."),
+        ("bytes_in", "Inner bytes identified as the tenant's."),
+        ("forwarded", "The tenant's frames forwarded."),
+        ("bytes_out", "Bytes of the tenant's forwarded frames."),
+        ("arp_replied", "The tenant's ARP requests answered."),
+        ("denied", "The tenant's frames denied by policy."),
+    ] {
+        metric(
+            &format!("joypath_tenant_{key}_total"),
+            help,
+            "counter",
+            tenants.iter().map(|(t, v)| (format!("{{tenant=\"{}\"}}", label(t)), num(v, key))).collect(),
+        );
+    }
+    let mut per_reason = Vec::new();
+    for (t, v) in &tenants {
+        for (r, n) in v.get("dropped").and_then(Value::as_object).into_iter().flatten() {
+            per_reason.push((format!("{{tenant=\"{}\",reason=\"{}\"}}", label(t), label(r)), n.as_u64().unwrap_or(0)));
+        }
+    }
+    metric("joypath_tenant_dropped_total", "The tenant's frames dropped, by reason.", "counter", per_reason);
+    metric("joypath_policy_version", "The store's current policy version.", "gauge", vec![(String::new(), version)]);
+    metric(
+        "joypath_worker_policy_version",
+        "The policy version each worker runs.",
+        "gauge",
+        workers.iter().map(|w| (format!("{{worker=\"{}\"}}", w.id), w.active_version)).collect(),
+    );
+    out
+}
