@@ -1,6 +1,10 @@
 //! The `joypath` binary: wires vtep, policy and datapath together behind a clap CLI.
 //! Errors get their context here, once, at the edge.
 
+mod ctl;
+mod plane;
+mod serve;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use datapath::counters::Summary;
@@ -10,6 +14,8 @@ use policy::{Document, Table};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+mod run;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +48,46 @@ enum Cmd {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Talk to a running gateway's management socket.
+    Ctl(ctl::CtlArgs),
+    /// Generate a deterministic synthetic workload: DIR/synth.toml and DIR/synth.pcap.
+    Synth(SynthArgs),
+    /// Run the live gateway on AF_XDP sockets until SIGINT/SIGTERM (SIGHUP reloads the policy).
+    Run(run::RunArgs),
+}
+
+#[derive(clap::Args)]
+struct SynthArgs {
+    #[arg(long, default_value_t = 10_000)]
+    tenants: u32,
+    #[arg(long, default_value_t = 100_000)]
+    endpoints: u32,
+    #[arg(long, default_value_t = 10_000)]
+    rules: u32,
+    #[arg(long, default_value_t = 10_000)]
+    flows: u32,
+    #[arg(long, default_value_t = 100_000)]
+    frames: u32,
+    /// Inner Ethernet frame length in bytes (at least the headers: 54 for TCP, 42 for UDP).
+    #[arg(long, default_value_t = 64)]
+    inner_size: usize,
+    /// Fraction of frames that are cross-tenant and allowed.
+    #[arg(long, default_value_t = 0.5)]
+    allowed: f64,
+    /// Fraction of frames that are cross-tenant and denied (the rest is intra-tenant).
+    #[arg(long, default_value_t = 0.1)]
+    denied: f64,
+    /// Underlay VTEPs (1–4096).
+    #[arg(long, default_value_t = 64)]
+    vteps: u32,
+    /// Address spaces (0: as few as keep each under 50 000 endpoints).
+    #[arg(long, default_value_t = 0)]
+    spaces: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory to write synth.toml and synth.pcap into.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +107,17 @@ struct ReplayArgs {
     /// List every frame's outcome.
     #[arg(long)]
     frames: bool,
+    /// Keep running: loop over the captures as a gateway without a NIC and serve the management socket.
+    #[arg(long)]
+    serve: bool,
+    /// With --serve: worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// With --serve: frames per second over all workers (0: as fast as they go).
+    #[arg(long, default_value_t = 100_000)]
+    pps: u64,
+    #[command(flatten)]
+    mgmt: plane::MgmtArgs,
     /// pcap or pcapng captures, replayed in order.
     #[arg(required = true)]
     captures: Vec<PathBuf>,
@@ -83,6 +140,12 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Replay(a) => cmd_replay(a),
+        Cmd::Synth(a) => cmd_synth(a),
+        Cmd::Run(a) => run::cmd_run(a),
+        Cmd::Ctl(a) => {
+            let code = ctl::run(a)?;
+            std::process::exit(code)
+        }
         Cmd::Check { config } => {
             let doc = load(&config)?;
             println!(
@@ -128,11 +191,14 @@ fn compile(doc: Document) -> Result<Table> {
 }
 
 fn cmd_replay(a: ReplayArgs) -> Result<()> {
-    let table = compile(load(&a.config)?)?;
     let mut frames: Vec<Captured> = Vec::new();
     for p in &a.captures {
         frames.extend(replay::read_capture(p)?);
     }
+    if a.serve {
+        return serve::serve(Some(&a.config), frames, &a.mgmt, a.workers, a.pps);
+    }
+    let table = compile(load(&a.config)?)?;
     let out = replay::replay(&table, &frames);
     if let Some(path) = &a.output {
         replay::write_pcap(
@@ -189,6 +255,47 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_synth(a: SynthArgs) -> Result<()> {
+    use datapath::synth;
+    let p = synth::Params {
+        tenants: a.tenants,
+        endpoints: a.endpoints,
+        rules: a.rules,
+        flows: a.flows,
+        frames: a.frames,
+        inner_size: a.inner_size,
+        seed: a.seed,
+        vteps: a.vteps,
+        spaces: a.spaces,
+        allowed: a.allowed,
+        denied: a.denied,
+        ..synth::Params::default()
+    };
+    let w = synth::generate(&p)?;
+    let (config, pcap) =
+        synth::write(&a.out, &w).with_context(|| format!("writing into {}", a.out.display()))?;
+    println!(
+        "wrote {} ({} segments, {} tenants, {} endpoints, {} rules, {} address spaces) and {} ({} frames of {} flows)",
+        config.display(),
+        w.doc.segments.len(),
+        w.doc.tenants.len(),
+        w.doc.endpoints.len(),
+        w.doc.rules.len(),
+        w.spaces,
+        pcap.display(),
+        w.frames.len(),
+        w.flows.len()
+    );
+    println!(
+        "expected: {} forwarded ({} intra-tenant, {} cross-tenant allowed), {} policy_denied",
+        w.expect.intra + w.expect.allowed,
+        w.expect.intra,
+        w.expect.allowed,
+        w.expect.denied
+    );
+    Ok(())
+}
+
 fn frame_list(table: &Table, outcomes: &[datapath::Outcome]) -> Vec<serde_json::Value> {
     outcomes
         .iter()
@@ -209,7 +316,7 @@ fn frame_list(table: &Table, outcomes: &[datapath::Outcome]) -> Vec<serde_json::
         .collect()
 }
 
-fn print_table(w: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+pub(crate) fn print_table(w: &mut impl Write, s: &Summary) -> std::io::Result<()> {
     let dropped: u64 = s.dropped.values().sum();
     writeln!(
         w,

@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod counters;
+pub mod live;
 pub mod pipeline;
 pub mod replay;
 pub mod synth;

@@ -148,3 +148,51 @@ pub fn measure(table: &Table, frames: &[Captured], repeat: u32) -> Rate {
         ratio: mpps / null_mpps,
     }
 }
+
+/// Replays `frames` in a loop as a live worker would see them — policy loaded from `policy` once per
+/// batch, state published through `shared`, validity windows judged at the wall clock — until `stop`
+/// is set. `pps` paces it (0: as fast as it goes). This is `joypath replay --serve`: a gateway without
+/// a NIC whose management socket can be scripted while frames flow.
+pub fn serve(
+    frames: &[Captured],
+    policy: &arc_swap::ArcSwap<Table>,
+    shared: &crate::live::WorkerShared,
+    stop: &std::sync::atomic::AtomicBool,
+    pps: u64,
+) -> Worker {
+    use std::sync::atomic::Ordering;
+    let mut worker = Worker::new();
+    let mut arena = Arena::new(frames);
+    let mut outcomes = [Outcome::default(); BATCH];
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    if frames.is_empty() {
+        while !stop.load(Ordering::Relaxed) {
+            worker.idle_live(policy, shared);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        return worker;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        for chunk in frames.chunks(BATCH) {
+            let ts_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            let out = &mut outcomes[..chunk.len()];
+            arena.run(chunk, |batch| worker.process_live(policy, shared, batch, out, ts_ns));
+            sent += chunk.len() as u64;
+            if pps > 0 {
+                let due = std::time::Duration::from_secs_f64(sent as f64 / pps as f64);
+                let elapsed = started.elapsed();
+                if due > elapsed {
+                    std::thread::sleep(due - elapsed);
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    }
+    worker
+}

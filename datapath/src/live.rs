@@ -1,0 +1,189 @@
+//! What a live worker shares with the rest of the process: the policy it reads (`ArcSwap<Table>`,
+//! loaded once per batch), the version it runs, counter snapshots on request and an optional trace tap.
+//! All of it is touched once per batch, never per frame, and never with a lock on the frame path.
+
+use crate::counters::Counters;
+use crate::pipeline::{Disposition, Frame, Outcome, Worker};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use policy::Table;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+
+/// One traced frame: the frame as received, and what the gateway did with it.
+#[derive(Debug, Clone)]
+pub struct TracedFrame {
+    pub worker: usize,
+    pub ts_ns: u64,
+    pub data: Vec<u8>,
+    pub tenant: Option<String>,
+    pub disposition: Disposition,
+    pub rule: Option<u32>,
+    pub version: u64,
+}
+
+/// A trace request as the workers see it: which frames, how many, where to send them.
+#[derive(Debug)]
+pub struct TraceTap {
+    /// Only this tenant's frames (by name, compared with the frame's source tenant).
+    pub tenant: Option<String>,
+    /// Only frames with this outcome: "forward", "arp_reply" or a drop reason name.
+    pub outcome: Option<String>,
+    /// Frames still wanted, across all workers.
+    pub remaining: AtomicUsize,
+    pub tx: SyncSender<TracedFrame>,
+}
+
+impl TraceTap {
+    fn wants(&self, table: &Table, o: &Outcome) -> bool {
+        if let Some(t) = &self.tenant {
+            match o.tenant {
+                Some(i) if *table.tenant(i).name == **t => {}
+                _ => return false,
+            }
+        }
+        if let Some(want) = &self.outcome {
+            let name = match o.disposition {
+                Disposition::Forward => "forward",
+                Disposition::ArpReply => "arp_reply",
+                Disposition::Drop(r) => r.name(),
+                Disposition::Pending => "pending",
+            };
+            if name != want {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A worker's shared face.
+#[derive(Debug, Default)]
+pub struct WorkerShared {
+    pub id: usize,
+    /// Version and digest of the table of the worker's last batch.
+    pub active_version: AtomicU64,
+    pub active_digest: AtomicU64,
+    /// Frames processed so far (published once per batch).
+    pub frames: AtomicU64,
+    snapshot_wanted: AtomicBool,
+    snapshot: Mutex<Option<Counters>>,
+    /// Armed by `trace`, disarmed when satisfied.
+    pub trace: ArcSwapOption<TraceTap>,
+}
+
+impl WorkerShared {
+    pub fn new(id: usize) -> Self {
+        WorkerShared {
+            id,
+            ..Default::default()
+        }
+    }
+
+    /// Asks the worker for a copy of its counters at its next batch.
+    pub fn request_snapshot(&self) {
+        self.snapshot_wanted.store(true, Ordering::Release);
+    }
+
+    /// The copy, once the worker has made it.
+    pub fn take_snapshot(&self) -> Option<Counters> {
+        if self.snapshot_wanted.load(Ordering::Acquire) {
+            return None;
+        }
+        self.snapshot.lock().ok()?.take()
+    }
+}
+
+impl Worker {
+    /// One live batch: loads the policy once, runs the pipeline, publishes the version run, serves a
+    /// pending counter snapshot and feeds an armed trace tap. `ts_ns` stamps traced frames.
+    pub fn process_live(
+        &mut self,
+        policy: &ArcSwap<Table>,
+        shared: &WorkerShared,
+        frames: &mut [Frame<'_>],
+        outcomes: &mut [Outcome],
+        ts_ns: u64,
+    ) {
+        let table = policy.load();
+        let now = (ts_ns / 1_000_000_000) as i64;
+        let tap = shared.trace.load();
+        match tap.as_ref() {
+            None => self.process(&table, frames, outcomes, now),
+            Some(tap) => {
+                // Tracing only: keep the frames as received, before the in-place rewrite.
+                let before: Vec<Vec<u8>> = frames.iter().map(|f| f.data().to_vec()).collect();
+                self.process(&table, frames, outcomes, now);
+                for (data, o) in before.into_iter().zip(outcomes.iter()) {
+                    if !tap.wants(&table, o) {
+                        continue;
+                    }
+                    let claimed = tap
+                        .remaining
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                        .is_ok();
+                    if !claimed {
+                        shared.trace.store(None);
+                        break;
+                    }
+                    let _ = tap.tx.try_send(TracedFrame {
+                        worker: shared.id,
+                        ts_ns,
+                        data,
+                        tenant: o.tenant.map(|t| table.tenant(t).name.to_string()),
+                        disposition: o.disposition,
+                        rule: o.rule,
+                        version: table.version(),
+                    });
+                }
+            }
+        }
+        shared.active_version.store(table.version(), Ordering::Release);
+        shared.active_digest.store(table.digest(), Ordering::Release);
+        shared.frames.store(self.counters.frames, Ordering::Release);
+        if shared.snapshot_wanted.load(Ordering::Acquire) {
+            if let Ok(mut s) = shared.snapshot.lock() {
+                *s = Some(self.counters.clone());
+            }
+            shared.snapshot_wanted.store(false, Ordering::Release);
+        }
+    }
+
+    /// Publishes the worker's state while it is idle (no batch), so an idle worker still reports
+    /// the newest version and answers snapshot requests.
+    pub fn idle_live(&mut self, policy: &ArcSwap<Table>, shared: &WorkerShared) {
+        let table = policy.load();
+        self.active_version = table.version();
+        shared.active_version.store(table.version(), Ordering::Release);
+        shared.active_digest.store(table.digest(), Ordering::Release);
+        if shared.snapshot_wanted.load(Ordering::Acquire) {
+            if let Ok(mut s) = shared.snapshot.lock() {
+                *s = Some(self.counters.clone());
+            }
+            shared.snapshot_wanted.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Sums the counters of several workers, asking each for a snapshot and waiting up to `wait` for them.
+pub fn collect_counters(workers: &[Arc<WorkerShared>], wait: std::time::Duration) -> Counters {
+    for w in workers {
+        w.request_snapshot();
+    }
+    let deadline = std::time::Instant::now() + wait;
+    let mut total = Counters::default();
+    let mut pending: Vec<&Arc<WorkerShared>> = workers.iter().collect();
+    while !pending.is_empty() && std::time::Instant::now() < deadline {
+        pending.retain(|w| match w.take_snapshot() {
+            Some(c) => {
+                total.add(&c);
+                false
+            }
+            None => true,
+        });
+        if !pending.is_empty() {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+    total
+}

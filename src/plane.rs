@@ -1,0 +1,221 @@
+//! The binary's side of the management plane: the policy every worker reads, the workers' shared
+//! state, and `mgmt::Dataplane` over them (publish, status, stats, trace) — for `run` and `replay --serve`.
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use datapath::live::{collect_counters, TraceTap, TracedFrame, WorkerShared};
+use datapath::Disposition;
+use mgmt::{Dataplane, Store, TraceRequest, WorkerStatus};
+use policy::{Document, Table};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Default management socket.
+pub const DEFAULT_SOCKET: &str = "/run/joypath/joypath.sock";
+/// Default state directory of the policy store.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/joypath";
+
+/// Management options shared by `run` and `replay --serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MgmtArgs {
+    /// The management socket.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Where the versioned policy store lives. When it holds a version, it wins over --config.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Versions kept for history and rollback.
+    #[arg(long, default_value_t = 64)]
+    pub history: usize,
+    /// Socket file mode (octal).
+    #[arg(long, default_value = "660")]
+    pub socket_mode: String,
+    /// Group owning the socket file (name or gid).
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// Members of this group (name or gid) get read-only access.
+    #[arg(long)]
+    pub readonly_group: Option<String>,
+}
+
+/// Resolves a group name or number via /etc/group.
+pub fn resolve_group(g: &str) -> Result<u32> {
+    if let Ok(n) = g.parse() {
+        return Ok(n);
+    }
+    let groups = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(g)).then(|| f.nth(1).and_then(|x| x.parse().ok())).flatten()
+        })
+        .with_context(|| format!("no group {g:?}"))
+}
+
+impl MgmtArgs {
+    pub fn server_config(&self) -> Result<mgmt::ServerConfig> {
+        let mut c = mgmt::ServerConfig::new(self.socket.clone());
+        c.mode = u32::from_str_radix(&self.socket_mode, 8)
+            .with_context(|| format!("--socket-mode {:?} is not octal", self.socket_mode))?;
+        c.group = self.socket_group.as_deref().map(resolve_group).transpose()?;
+        c.readonly_gid = self.readonly_group.as_deref().map(resolve_group).transpose()?;
+        Ok(c)
+    }
+}
+
+/// Opens the store; when it is empty, commits the config file as its first version. The state
+/// directory wins over the config file when both exist.
+pub fn open_policy(config: Option<&Path>, state_dir: &Path, keep: usize) -> Result<(Store, Arc<Table>)> {
+    let mut store = Store::open(state_dir, keep)?;
+    if store.current().is_none() {
+        let config = config.with_context(|| {
+            format!("{} holds no policy yet: give --config FILE", state_dir.display())
+        })?;
+        let doc = Document::load(config)?;
+        store.commit(Arc::new(doc), 0, "config", Some(format!("loaded from {}", config.display())))?;
+    } else if let Some(c) = config {
+        tracing::warn!(
+            state_dir = %state_dir.display(), config = %c.display(), version = store.version(),
+            "the state directory holds a policy: it wins over the config file"
+        );
+    }
+    let rec = store.current().expect("committed above");
+    let table = Table::compile(rec.document.clone(), rec.meta.version, None)?;
+    Ok((store, Arc::new(table)))
+}
+
+/// The policy and the workers, as mgmt sees them.
+pub struct Plane {
+    pub policy: Arc<ArcSwap<Table>>,
+    pub workers: Vec<Arc<WorkerShared>>,
+    samples: Mutex<Vec<(Instant, u64)>>,
+}
+
+impl Plane {
+    pub fn new(policy: Arc<ArcSwap<Table>>, workers: Vec<Arc<WorkerShared>>) -> Self {
+        let now = Instant::now();
+        let samples = Mutex::new(workers.iter().map(|_| (now, 0)).collect());
+        Plane {
+            policy,
+            workers,
+            samples,
+        }
+    }
+
+    /// The summed counters as the replay summary JSON.
+    pub fn summary(&self) -> datapath::counters::Summary {
+        let c = collect_counters(&self.workers, Duration::from_secs(2));
+        c.summary(&self.policy.load())
+    }
+}
+
+fn describe(t: &TracedFrame) -> String {
+    let (verdict, reason) = match t.disposition {
+        Disposition::Forward => ("forward", None),
+        Disposition::ArpReply => ("arp_reply", None),
+        Disposition::Drop(r) => ("drop", Some(r.name())),
+        Disposition::Pending => ("pending", None),
+    };
+    let mut s = format!(
+        "tenant={} verdict={verdict}",
+        t.tenant.as_deref().unwrap_or("-")
+    );
+    if let Some(r) = reason {
+        s.push_str(&format!(" drop_reason={r}"));
+    }
+    match t.rule {
+        Some(r) => s.push_str(&format!(" rule={r}")),
+        None if matches!(t.disposition, Disposition::Forward | Disposition::Drop(datapath::DropReason::PolicyDenied)) => {
+            s.push_str(" rule=default")
+        }
+        None => {}
+    }
+    s.push_str(&format!(" policy_version={} worker={}", t.version, t.worker));
+    s
+}
+
+impl Dataplane for Plane {
+    fn publish(&self, table: Arc<Table>) {
+        self.policy.store(table);
+    }
+
+    fn workers(&self) -> Vec<WorkerStatus> {
+        let mut samples = self.samples.lock().expect("samples");
+        let now = Instant::now();
+        self.workers
+            .iter()
+            .zip(samples.iter_mut())
+            .map(|(w, s)| {
+                let frames = w.frames.load(Ordering::Acquire);
+                let dt = now.duration_since(s.0).as_secs_f64();
+                let pps = if dt > 0.0 { frames.saturating_sub(s.1) as f64 / dt } else { 0.0 };
+                *s = (now, frames);
+                WorkerStatus {
+                    id: w.id,
+                    active_version: w.active_version.load(Ordering::Acquire),
+                    active_digest: format!("{:016x}", w.active_digest.load(Ordering::Acquire)),
+                    frames,
+                    pps,
+                }
+            })
+            .collect()
+    }
+
+    fn stats(&self) -> Value {
+        serde_json::to_value(self.summary()).unwrap_or(Value::Null)
+    }
+
+    fn trace(&self, req: &TraceRequest) -> Result<Value, String> {
+        if let Some(t) = &req.tenant {
+            if self.policy.load().tenant_by_name(t).is_none() {
+                return Err(format!("no tenant {t:?}"));
+            }
+        }
+        if let Some(o) = &req.outcome {
+            if !matches!(o.as_str(), "forward" | "arp_reply") && datapath::DropReason::from_name(o).is_none() {
+                return Err(format!("outcome {o:?}: forward, arp_reply or a drop reason"));
+            }
+        }
+        let file = std::fs::File::create(&req.path).map_err(|e| format!("{}: {e}", req.path.display()))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(req.count);
+        let tap = Arc::new(TraceTap {
+            tenant: req.tenant.clone(),
+            outcome: req.outcome.clone(),
+            remaining: AtomicUsize::new(req.count),
+            tx,
+        });
+        for w in &self.workers {
+            w.trace.store(Some(tap.clone()));
+        }
+        drop(tap);
+        let deadline = Instant::now() + Duration::from_millis(req.timeout_ms.unwrap_or(10_000));
+        let mut got = Vec::new();
+        while got.len() < req.count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(t) => got.push(t),
+                Err(_) => break,
+            }
+        }
+        for w in &self.workers {
+            w.trace.store(None);
+        }
+        let mut out = datapath::capture::PcapNgWriter::new(std::io::BufWriter::new(file), "joypath trace")
+            .map_err(|e| e.to_string())?;
+        for t in &got {
+            out.write(t.ts_ns, &t.data, &describe(t)).map_err(|e| e.to_string())?;
+        }
+        out.flush().map_err(|e| e.to_string())?;
+        Ok(json!({
+            "path": req.path,
+            "frames": got.len(),
+            "requested": req.count,
+            "complete": got.len() == req.count,
+            "comments": got.iter().map(describe).collect::<Vec<_>>(),
+        }))
+    }
+}

@@ -1,0 +1,60 @@
+//! `joypath replay --serve`: the replay kept alive as a gateway without a NIC — workers loop over the
+//! captures while the management socket serves the versioned policy store.
+
+use crate::plane::{open_policy, MgmtArgs, Plane};
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use datapath::live::WorkerShared;
+use datapath::replay::{self, Captured};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Serves until SIGINT or SIGTERM; prints the final counters.
+pub fn serve(config: Option<&Path>, frames: Vec<Captured>, m: &MgmtArgs, workers: usize, pps: u64) -> Result<()> {
+    let (store, table) = open_policy(config, &m.state_dir, m.history)?;
+    tracing::info!(version = table.version(), state_dir = %m.state_dir.display(), "policy loaded");
+    let policy = Arc::new(ArcSwap::new(table.clone()));
+    let shared: Vec<Arc<WorkerShared>> = (0..workers.max(1)).map(|i| Arc::new(WorkerShared::new(i))).collect();
+    let plane = Arc::new(Plane::new(policy.clone(), shared.clone()));
+    let server = mgmt::Server::new(m.server_config()?, store, table, plane.clone());
+    let handle = server
+        .spawn()
+        .with_context(|| format!("serving {}", m.socket.display()))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let frames = Arc::new(frames);
+    let per_worker_pps = pps / shared.len() as u64;
+    let threads: Vec<_> = shared
+        .iter()
+        .map(|s| {
+            let (frames, policy, s, stop) = (frames.clone(), policy.clone(), s.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("worker-{}", s.id))
+                .spawn(move || replay::serve(&frames, &policy, &s, &stop, per_worker_pps))
+        })
+        .collect::<Result<_, _>>()?;
+    eprintln!(
+        "joypath: serving {} on {} (policy version {}, {} worker(s)); SIGINT/SIGTERM to stop",
+        m.state_dir.display(),
+        m.socket.display(),
+        policy.load().version(),
+        threads.len()
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut total = datapath::Counters::default();
+    for t in threads {
+        if let Ok(w) = t.join() {
+            total.add(&w.counters);
+        }
+    }
+    drop(handle);
+    let s = total.summary(&policy.load());
+    println!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(())
+}
