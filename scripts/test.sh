@@ -20,6 +20,6 @@ for f in "$tmp"/*; do
 done
 if [ -x scripts/fuzz-smoke.sh ]; then
   echo "== fuzz smoke"
-  scripts/fuzz-smoke.sh
+  FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz-smoke.sh
 fi
 echo "== all tests passed"

@@ -225,16 +225,8 @@ impl Worker {
                     return Err(DropReason::PolicyDenied);
                 }
                 // Answer in place: the request becomes "target is-at ep.mac", back to the asker's VTEP
-                // on the segment it came from, carrying the same identity.
-                let buf = &mut f.buf[inner_start..inner_start + ov.inner_len];
-                let mut e =
-                    EthernetFrame::new_checked(&mut *buf).map_err(|_| DropReason::Malformed)?;
-                e.set_dst(a.sender_mac);
-                e.set_src(ep.mac);
-                let hl = e.header_len();
-                ArpPacket::new_checked(&mut buf[hl..])
-                    .map_err(|_| DropReason::Malformed)?
-                    .make_reply(ep.mac);
+                // on the segment it came from, carrying the same identity. Sized first, so a dropped
+                // request is left as it came.
                 let flow_hash = u32::from(a.sender_ip) ^ u32::from(a.target_ip).rotate_left(16);
                 let u = Underlay {
                     src_mac: ov.dst_mac,
@@ -247,6 +239,18 @@ impl Worker {
                     group: ov.group,
                     ttl: 64,
                 };
+                if u.ip_len(ov.inner_len) > usize::from(table.mtu()) || inner_start < u.outer_len() {
+                    return Err(DropReason::TooBig);
+                }
+                let buf = &mut f.buf[inner_start..inner_start + ov.inner_len];
+                let mut e =
+                    EthernetFrame::new_checked(&mut *buf).map_err(|_| DropReason::Malformed)?;
+                e.set_dst(a.sender_mac);
+                e.set_src(ep.mac);
+                let hl = e.header_len();
+                ArpPacket::new_checked(&mut buf[hl..])
+                    .map_err(|_| DropReason::Malformed)?
+                    .make_reply(ep.mac);
                 self.rewrite(table, f, inner_start, ov.inner_len, &u)?;
                 return Ok(Disposition::ArpReply);
             }

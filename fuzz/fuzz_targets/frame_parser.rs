@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(ov) => ov,
         Err(OverlayError::Malformed(_)) | Err(OverlayError::NotOverlay(_)) => return,
     };
-    assert!(ov.inner_off + ov.inner_len <= data.len(), "inner frame out of bounds");
+    assert!(
+        ov.inner_off + ov.inner_len <= data.len(),
+        "inner frame out of bounds"
+    );
     assert!(ov.vni < 1 << 24);
     let inner = &data[ov.inner_off..ov.inner_off + ov.inner_len];
     let parsed = parse_inner(inner);
@@ -41,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.src_ip, ov.src_ip);
     assert_eq!(again.dst_ip, ov.dst_ip);
     assert_eq!((again.src_mac, again.dst_mac), (ov.src_mac, ov.dst_mac));
-    assert_eq!((again.vni, again.group, again.src_port), (ov.vni, ov.group, ov.src_port));
+    assert_eq!(
+        (again.vni, again.group, again.src_port),
+        (ov.vni, ov.group, ov.src_port)
+    );
     assert_eq!(again.inner_len, inner.len());
     assert_eq!(&buf[start + again.inner_off..], inner);
 

@@ -58,17 +58,34 @@ fuzz_target!(|data: &[u8]| {
         assert_ne!(o.disposition, Disposition::Pending);
         assert!(start + len <= buf.len(), "frame out of its buffer");
         if !o.disposition.transmits() {
-            assert_eq!((start, len), (HEADROOM, data.len()), "a dropped frame does not move");
+            assert_eq!(
+                (start, len),
+                (HEADROOM, data.len()),
+                "a dropped frame does not move"
+            );
             continue;
         }
-        assert!(o.tenant.is_some(), "a transmitted frame has a source tenant");
+        assert!(
+            o.tenant.is_some(),
+            "a transmitted frame has a source tenant"
+        );
         let out = &buf[start..start + len];
         let ov = parse_overlay(out, table.udp_port()).expect("a transmitted frame parses again");
-        assert_eq!(ov.inner_off + ov.inner_len, out.len(), "no bytes after the inner frame");
+        assert_eq!(
+            ov.inner_off + ov.inner_len,
+            out.len(),
+            "no bytes after the inner frame"
+        );
         assert!(ov.src_port >= 49152, "entropy port in the dynamic range");
-        assert!(table.segment(ov.vni).is_some(), "egress VNI is a configured segment");
+        assert!(
+            table.segment(ov.vni).is_some(),
+            "egress VNI is a configured segment"
+        );
         let ip_len = out.len() - 14;
-        assert!(ip_len <= usize::from(table.mtu()), "outer IP packet within the MTU");
+        assert!(
+            ip_len <= usize::from(table.mtu()),
+            "outer IP packet within the MTU"
+        );
         match (ov.src_ip, ov.dst_ip) {
             (IpAddr::V4(s), IpAddr::V4(_)) => {
                 assert_eq!(IpAddr::V4(s), table.underlay_src(&ov.dst_ip).unwrap());
@@ -87,7 +104,11 @@ fuzz_target!(|data: &[u8]| {
             _ => panic!("mixed families"),
         }
         if ov.group.is_some() {
-            assert_eq!(out[ov.inner_off - 7], 0x08, "GBP: only the A flag in byte 1");
+            assert_eq!(
+                out[ov.inner_off - 7],
+                0x08,
+                "GBP: only the A flag in byte 1"
+            );
         }
         let inner = parse_inner(&out[ov.inner_off..]).expect("transmitted inner frame parses");
         match o.disposition {

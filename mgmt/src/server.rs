@@ -408,7 +408,7 @@ impl Server {
         let args = &req.args;
         let known = READ_OPS.contains(&op)
             || edit::EDIT_OPS.contains(&op)
-            || matches!(op, "policy.apply" | "rollback" | "trace");
+            || matches!(op, "policy.apply" | "policy.edit" | "rollback" | "trace");
         if !known {
             return Err(OpError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}")));
         }
@@ -442,6 +442,30 @@ impl Server {
             "policy.apply" => {
                 let doc = doc_arg(args)?;
                 self.commit(uid, op, comment, expected, move |_| Ok(doc))
+            }
+            "policy.edit" => {
+                // Several edits, all or nothing, as one version (e.g. onboarding a tenant with its
+                // segment, endpoints and rules).
+                let edits = args
+                    .get("edits")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"edits\" (a list of {op, args})"))?;
+                self.commit(uid, op, comment, expected, move |cur| {
+                    let mut doc = cur.clone();
+                    for (i, e) in edits.iter().enumerate() {
+                        let eop = e.get("op").and_then(Value::as_str).unwrap_or_default();
+                        let eargs = e.get("args").cloned().unwrap_or(Value::Null);
+                        let known = edit::apply(eop, &eargs, &mut doc).map_err(|mut err| {
+                            err.message = format!("edits[{i}] ({eop}): {}", err.message);
+                            err
+                        })?;
+                        if !known {
+                            return Err(OpError::new(ErrorCode::BadArgs, format!("edits[{i}]: {eop:?} is not an edit")));
+                        }
+                    }
+                    Ok(doc)
+                })
             }
             "rollback" => {
                 let v = opt_u64(args, "version")?

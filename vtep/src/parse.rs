@@ -267,8 +267,9 @@ fn parse_ipv6_flow(l3: &[u8]) -> Result<Flow, WireError> {
     let mut next = ip.next_header();
     let mut rest = ip.payload();
     let mut has_l4 = true;
-    // Walk at most a few extension headers: hop-by-hop, routing, fragment, destination options.
-    for _ in 0..4 {
+    // Walk the whole extension header chain (hop-by-hop, routing, fragment, destination options);
+    // each header takes at least 8 bytes, so the payload length bounds the walk.
+    loop {
         match next {
             0 | 43 | 60 => {
                 if rest.len() < 8 {
