@@ -88,7 +88,8 @@ fn document_from_file(p: &Path) -> Result<Value> {
         Ok(serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))?)
     } else {
         // Parse without validating: the gateway validates and reports every problem.
-        let v: toml::Value = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        let v: toml::Value =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
         Ok(serde_json::to_value(v)?)
     }
 }
@@ -96,7 +97,9 @@ fn document_from_file(p: &Path) -> Result<Value> {
 fn kv_args(items: &[String]) -> Result<Value> {
     let mut m = Map::new();
     for it in items {
-        let (k, v) = it.split_once('=').with_context(|| format!("{it:?}: arguments are KEY=VALUE"))?;
+        let (k, v) = it
+            .split_once('=')
+            .with_context(|| format!("{it:?}: arguments are KEY=VALUE"))?;
         let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
         m.insert(k.to_string(), v);
     }
@@ -118,15 +121,25 @@ pub fn run(a: CtlArgs) -> Result<i32> {
             put(&mut v, "version", *version);
             ("policy.get".into(), v)
         }
-        CtlCmd::Apply { file, expected_version, comment } => {
+        CtlCmd::Apply {
+            file,
+            expected_version,
+            comment,
+        } => {
             let mut v = json!({"document": document_from_file(file)?});
             put(&mut v, "expected_version", *expected_version);
             put(&mut v, "comment", comment.clone());
             ("policy.apply".into(), v)
         }
-        CtlCmd::Validate { file } => ("policy.validate".into(), json!({"document": document_from_file(file)?})),
+        CtlCmd::Validate { file } => (
+            "policy.validate".into(),
+            json!({"document": document_from_file(file)?}),
+        ),
         CtlCmd::History { limit } => ("history".into(), json!({"limit": limit})),
-        CtlCmd::Rollback { version, expected_version } => {
+        CtlCmd::Rollback {
+            version,
+            expected_version,
+        } => {
             let mut v = json!({"version": version});
             put(&mut v, "expected_version", *expected_version);
             ("rollback".into(), v)
@@ -137,9 +150,22 @@ pub fn run(a: CtlArgs) -> Result<i32> {
             ("audit.reachability".into(), v)
         }
         CtlCmd::Verify => ("audit.verify".into(), json!({})),
-        CtlCmd::Stats { prometheus } => ("stats".into(), json!({"format": if *prometheus { "prometheus" } else { "json" }})),
-        CtlCmd::Trace { count, tenant, outcome, out, timeout_ms } => {
-            let path = if out.is_absolute() { out.clone() } else { std::env::current_dir()?.join(out) };
+        CtlCmd::Stats { prometheus } => (
+            "stats".into(),
+            json!({"format": if *prometheus { "prometheus" } else { "json" }}),
+        ),
+        CtlCmd::Trace {
+            count,
+            tenant,
+            outcome,
+            out,
+            timeout_ms,
+        } => {
+            let path = if out.is_absolute() {
+                out.clone()
+            } else {
+                std::env::current_dir()?.join(out)
+            };
             let mut v = json!({"count": count, "path": path, "timeout_ms": timeout_ms});
             put(&mut v, "tenant", tenant.clone());
             put(&mut v, "outcome", outcome.clone());
@@ -158,7 +184,10 @@ pub fn run(a: CtlArgs) -> Result<i32> {
     if !resp.ok {
         let e = resp.error.context("an error response without an error")?;
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&json!({"ok": false, "error": e}))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"ok": false, "error": e}))?
+            );
         } else {
             eprintln!("joypath ctl: {op}: {:?}: {}", e.code, e.message);
         }
@@ -179,16 +208,42 @@ pub fn run(a: CtlArgs) -> Result<i32> {
 fn human(cmd: &CtlCmd, r: &Value) -> Result<()> {
     match cmd {
         CtlCmd::Status => {
-            println!("policy version {}  digest {}  uptime {:.0}s  state {}", r["version"], r["digest"].as_str().unwrap_or("-"), r["uptime_s"].as_f64().unwrap_or(0.0), r["state_dir"].as_str().unwrap_or(""));
-            println!("{:<7} {:>8} {:>4} {:>14} {:>12}", "worker", "version", "lag", "frames", "pps");
+            println!(
+                "policy version {}  digest {}  uptime {:.0}s  state {}",
+                r["version"],
+                r["digest"].as_str().unwrap_or("-"),
+                r["uptime_s"].as_f64().unwrap_or(0.0),
+                r["state_dir"].as_str().unwrap_or("")
+            );
+            println!(
+                "{:<7} {:>8} {:>4} {:>14} {:>12}",
+                "worker", "version", "lag", "frames", "pps"
+            );
             for w in r["workers"].as_array().into_iter().flatten() {
-                println!("{:<7} {:>8} {:>4} {:>14} {:>12.0}", w["id"], w["active_version"], w["lag"], w["frames"], w["pps"].as_f64().unwrap_or(0.0));
+                println!(
+                    "{:<7} {:>8} {:>4} {:>14} {:>12.0}",
+                    w["id"],
+                    w["active_version"],
+                    w["lag"],
+                    w["frames"],
+                    w["pps"].as_f64().unwrap_or(0.0)
+                );
             }
         }
         CtlCmd::History { .. } => {
-            println!("{:>7}  {:<20}  {:>6}  {:<16}  comment", "version", "time", "uid", "op");
+            println!(
+                "{:>7}  {:<20}  {:>6}  {:<16}  comment",
+                "version", "time", "uid", "op"
+            );
             for m in r.as_array().into_iter().flatten() {
-                println!("{:>7}  {:<20}  {:>6}  {:<16}  {}", m["version"], m["time"].as_str().unwrap_or(""), m["uid"], m["op"].as_str().unwrap_or(""), m["comment"].as_str().unwrap_or(""));
+                println!(
+                    "{:>7}  {:<20}  {:>6}  {:<16}  {}",
+                    m["version"],
+                    m["time"].as_str().unwrap_or(""),
+                    m["uid"],
+                    m["op"].as_str().unwrap_or(""),
+                    m["comment"].as_str().unwrap_or("")
+                );
             }
         }
         CtlCmd::Stats { prometheus: true } => print!("{}", r["text"].as_str().unwrap_or("")),
@@ -198,29 +253,74 @@ fn human(cmd: &CtlCmd, r: &Value) -> Result<()> {
         }
         CtlCmd::Audit { dot: true, .. } => print!("{}", r["dot"].as_str().unwrap_or("")),
         CtlCmd::Audit { dot: false, .. } => {
-            println!("{:<16} {:<16} {:<6} {:<12} rule", "from", "to", "proto", "ports");
+            println!(
+                "{:<16} {:<16} {:<6} {:<12} rule",
+                "from", "to", "proto", "ports"
+            );
             for e in r["reach"].as_array().into_iter().flatten() {
-                let rule = match e["rule"].as_u64() { Some(i) => i.to_string(), None => "default".into() };
-                println!("{:<16} {:<16} {:<6} {:<12} {}{}", e["from"].as_str().unwrap_or(""), e["to"].as_str().unwrap_or(""), e["proto"].as_str().unwrap_or(""), e["ports"].as_str().unwrap_or("-"), rule, if e["conditional"] == json!(true) { " (cidr)" } else { "" });
+                let rule = match e["rule"].as_u64() {
+                    Some(i) => i.to_string(),
+                    None => "default".into(),
+                };
+                println!(
+                    "{:<16} {:<16} {:<6} {:<12} {}{}",
+                    e["from"].as_str().unwrap_or(""),
+                    e["to"].as_str().unwrap_or(""),
+                    e["proto"].as_str().unwrap_or(""),
+                    e["ports"].as_str().unwrap_or("-"),
+                    rule,
+                    if e["conditional"] == json!(true) {
+                        " (cidr)"
+                    } else {
+                        ""
+                    }
+                );
             }
         }
         CtlCmd::Verify => {
             let ok = r["ok"] == json!(true);
-            println!("{}: store version {} digest {}", if ok { "ok" } else { "DRIFT" }, r["expected"]["version"], r["expected"]["digest"].as_str().unwrap_or(""));
+            println!(
+                "{}: store version {} digest {}",
+                if ok { "ok" } else { "DRIFT" },
+                r["expected"]["version"],
+                r["expected"]["digest"].as_str().unwrap_or("")
+            );
             for w in r["workers"].as_array().into_iter().flatten() {
-                println!("  worker {}: version {} digest {} {}", w["id"], w["version"], w["digest"].as_str().unwrap_or(""), if w["ok"] == json!(true) { "ok" } else { "DIFFERS" });
+                println!(
+                    "  worker {}: version {} digest {} {}",
+                    w["id"],
+                    w["version"],
+                    w["digest"].as_str().unwrap_or(""),
+                    if w["ok"] == json!(true) {
+                        "ok"
+                    } else {
+                        "DIFFERS"
+                    }
+                );
             }
         }
         CtlCmd::Apply { .. } | CtlCmd::Rollback { .. } => {
-            println!("committed version {} (digest {}, compiled in {:.1} ms)", r["version"], r["digest"].as_str().unwrap_or(""), r["compile_ms"].as_f64().unwrap_or(0.0));
+            println!(
+                "committed version {} (digest {}, compiled in {:.1} ms)",
+                r["version"],
+                r["digest"].as_str().unwrap_or(""),
+                r["compile_ms"].as_f64().unwrap_or(0.0)
+            );
         }
         CtlCmd::Validate { .. } => {
             if r["valid"] == json!(true) {
-                println!("valid; changes:\n{}", serde_json::to_string_pretty(&r["diff"])?);
+                println!(
+                    "valid; changes:\n{}",
+                    serde_json::to_string_pretty(&r["diff"])?
+                );
             } else {
                 println!("invalid:");
                 for i in r["issues"].as_array().into_iter().flatten() {
-                    println!("  {}: {}", i["path"].as_str().unwrap_or(""), i["message"].as_str().unwrap_or(""));
+                    println!(
+                        "  {}: {}",
+                        i["path"].as_str().unwrap_or(""),
+                        i["message"].as_str().unwrap_or("")
+                    );
                 }
                 bail!("the policy is invalid");
             }

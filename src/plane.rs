@@ -51,7 +51,9 @@ pub fn resolve_group(g: &str) -> Result<u32> {
         .lines()
         .find_map(|l| {
             let mut f = l.split(':');
-            (f.next() == Some(g)).then(|| f.nth(1).and_then(|x| x.parse().ok())).flatten()
+            (f.next() == Some(g))
+                .then(|| f.nth(1).and_then(|x| x.parse().ok()))
+                .flatten()
         })
         .with_context(|| format!("no group {g:?}"))
 }
@@ -61,22 +63,42 @@ impl MgmtArgs {
         let mut c = mgmt::ServerConfig::new(self.socket.clone());
         c.mode = u32::from_str_radix(&self.socket_mode, 8)
             .with_context(|| format!("--socket-mode {:?} is not octal", self.socket_mode))?;
-        c.group = self.socket_group.as_deref().map(resolve_group).transpose()?;
-        c.readonly_gid = self.readonly_group.as_deref().map(resolve_group).transpose()?;
+        c.group = self
+            .socket_group
+            .as_deref()
+            .map(resolve_group)
+            .transpose()?;
+        c.readonly_gid = self
+            .readonly_group
+            .as_deref()
+            .map(resolve_group)
+            .transpose()?;
         Ok(c)
     }
 }
 
 /// Opens the store; when it is empty, commits the config file as its first version. The state
 /// directory wins over the config file when both exist.
-pub fn open_policy(config: Option<&Path>, state_dir: &Path, keep: usize) -> Result<(Store, Arc<Table>)> {
+pub fn open_policy(
+    config: Option<&Path>,
+    state_dir: &Path,
+    keep: usize,
+) -> Result<(Store, Arc<Table>)> {
     let mut store = Store::open(state_dir, keep)?;
     if store.current().is_none() {
         let config = config.with_context(|| {
-            format!("{} holds no policy yet: give --config FILE", state_dir.display())
+            format!(
+                "{} holds no policy yet: give --config FILE",
+                state_dir.display()
+            )
         })?;
         let doc = Document::load(config)?;
-        store.commit(Arc::new(doc), 0, "config", Some(format!("loaded from {}", config.display())))?;
+        store.commit(
+            Arc::new(doc),
+            0,
+            "config",
+            Some(format!("loaded from {}", config.display())),
+        )?;
     } else if let Some(c) = config {
         tracing::warn!(
             state_dir = %state_dir.display(), config = %c.display(), version = store.version(),
@@ -129,12 +151,19 @@ fn describe(t: &TracedFrame) -> String {
     }
     match t.rule {
         Some(r) => s.push_str(&format!(" rule={r}")),
-        None if matches!(t.disposition, Disposition::Forward | Disposition::Drop(datapath::DropReason::PolicyDenied)) => {
+        None if matches!(
+            t.disposition,
+            Disposition::Forward | Disposition::Drop(datapath::DropReason::PolicyDenied)
+        ) =>
+        {
             s.push_str(" rule=default")
         }
         None => {}
     }
-    s.push_str(&format!(" policy_version={} worker={}", t.version, t.worker));
+    s.push_str(&format!(
+        " policy_version={} worker={}",
+        t.version, t.worker
+    ));
     s
 }
 
@@ -152,7 +181,11 @@ impl Dataplane for Plane {
             .map(|(w, s)| {
                 let frames = w.frames.load(Ordering::Acquire);
                 let dt = now.duration_since(s.0).as_secs_f64();
-                let pps = if dt > 0.0 { frames.saturating_sub(s.1) as f64 / dt } else { 0.0 };
+                let pps = if dt > 0.0 {
+                    frames.saturating_sub(s.1) as f64 / dt
+                } else {
+                    0.0
+                };
                 *s = (now, frames);
                 WorkerStatus {
                     id: w.id,
@@ -176,11 +209,16 @@ impl Dataplane for Plane {
             }
         }
         if let Some(o) = &req.outcome {
-            if !matches!(o.as_str(), "forward" | "arp_reply") && datapath::DropReason::from_name(o).is_none() {
-                return Err(format!("outcome {o:?}: forward, arp_reply or a drop reason"));
+            if !matches!(o.as_str(), "forward" | "arp_reply")
+                && datapath::DropReason::from_name(o).is_none()
+            {
+                return Err(format!(
+                    "outcome {o:?}: forward, arp_reply or a drop reason"
+                ));
             }
         }
-        let file = std::fs::File::create(&req.path).map_err(|e| format!("{}: {e}", req.path.display()))?;
+        let file =
+            std::fs::File::create(&req.path).map_err(|e| format!("{}: {e}", req.path.display()))?;
         let (tx, rx) = std::sync::mpsc::sync_channel(req.count);
         let tap = Arc::new(TraceTap {
             tenant: req.tenant.clone(),
@@ -204,10 +242,12 @@ impl Dataplane for Plane {
         for w in &self.workers {
             w.trace.store(None);
         }
-        let mut out = datapath::capture::PcapNgWriter::new(std::io::BufWriter::new(file), "joypath trace")
-            .map_err(|e| e.to_string())?;
+        let mut out =
+            datapath::capture::PcapNgWriter::new(std::io::BufWriter::new(file), "joypath trace")
+                .map_err(|e| e.to_string())?;
         for t in &got {
-            out.write(t.ts_ns, &t.data, &describe(t)).map_err(|e| e.to_string())?;
+            out.write(t.ts_ns, &t.data, &describe(t))
+                .map_err(|e| e.to_string())?;
         }
         out.flush().map_err(|e| e.to_string())?;
         Ok(json!({

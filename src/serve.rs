@@ -11,11 +11,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Serves until SIGINT or SIGTERM; prints the final counters.
-pub fn serve(config: Option<&Path>, frames: Vec<Captured>, m: &MgmtArgs, workers: usize, pps: u64) -> Result<()> {
+pub fn serve(
+    config: Option<&Path>,
+    frames: Vec<Captured>,
+    m: &MgmtArgs,
+    workers: usize,
+    pps: u64,
+) -> Result<()> {
     let (store, table) = open_policy(config, &m.state_dir, m.history)?;
     tracing::info!(version = table.version(), state_dir = %m.state_dir.display(), "policy loaded");
     let policy = Arc::new(ArcSwap::new(table.clone()));
-    let shared: Vec<Arc<WorkerShared>> = (0..workers.max(1)).map(|i| Arc::new(WorkerShared::new(i))).collect();
+    let shared: Vec<Arc<WorkerShared>> = (0..workers.max(1))
+        .map(|i| Arc::new(WorkerShared::new(i)))
+        .collect();
     let plane = Arc::new(Plane::new(policy.clone(), shared.clone()));
     let server = mgmt::Server::new(m.server_config()?, store, table, plane.clone());
     let handle = server
@@ -31,7 +39,8 @@ pub fn serve(config: Option<&Path>, frames: Vec<Captured>, m: &MgmtArgs, workers
     let threads: Vec<_> = shared
         .iter()
         .map(|s| {
-            let (frames, policy, s, stop) = (frames.clone(), policy.clone(), s.clone(), stop.clone());
+            let (frames, policy, s, stop) =
+                (frames.clone(), policy.clone(), s.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("worker-{}", s.id))
                 .spawn(move || replay::serve(&frames, &policy, &s, &stop, per_worker_pps))

@@ -14,7 +14,9 @@ fn captures_dir() -> PathBuf {
 }
 
 fn table(name: &str) -> Table {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("pcap-fixtures")
+        .join(name);
     Table::compile(Arc::new(Document::load(&p).unwrap()), 1, None).unwrap()
 }
 
@@ -28,7 +30,11 @@ fn every_real_world_frame_is_accounted_for() {
         .filter(|n| n.ends_with(".pcap") || n.ends_with(".pcapng"))
         .collect();
     names.sort();
-    assert!(names.len() >= 25, "expected the real-world captures in {}", dir.display());
+    assert!(
+        names.len() >= 25,
+        "expected the real-world captures in {}",
+        dir.display()
+    );
     let real = table("real-world.toml");
     let fixtures = table("fixtures.toml");
     let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures/real-world");
@@ -42,9 +48,16 @@ fn every_real_world_frame_is_accounted_for() {
             let s = out.worker.counters.summary(t);
             let dropped: u64 = s.dropped.values().sum();
             assert_eq!(s.frames, frames.len() as u64, "{name}");
-            assert_eq!(s.forwarded + s.arp_replied + dropped, s.frames, "{name}: outcomes add up");
+            assert_eq!(
+                s.forwarded + s.arp_replied + dropped,
+                s.frames,
+                "{name}: outcomes add up"
+            );
             for (i, _, bytes) in &out.transmitted {
-                assert!(vtep::parse_overlay(bytes, 4789).is_ok(), "{name} #{i}: output parses");
+                assert!(
+                    vtep::parse_overlay(bytes, 4789).is_ok(),
+                    "{name} #{i}: output parses"
+                );
             }
         }
         let out = replay::replay(&real, &frames);
@@ -56,10 +69,16 @@ fn every_real_world_frame_is_accounted_for() {
         if std::env::var_os("JOYPATH_BLESS").is_some() {
             std::fs::write(&golden, &json).unwrap();
         } else if std::fs::read_to_string(&golden).unwrap_or_default() != json {
-            diffs.push(format!("{name}: summary differs from {}:\n{json}", golden.display()));
+            diffs.push(format!(
+                "{name}: summary differs from {}:\n{json}",
+                golden.display()
+            ));
         }
     }
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
     // Real Linux and Zeek VXLAN traffic is carried: ICMP forwarded, ARP requests answered.
-    assert!(forwarded >= 8 && arp >= 2, "forwarded {forwarded}, arp {arp}");
+    assert!(
+        forwarded >= 8 && arp >= 2,
+        "forwarded {forwarded}, arp {arp}"
+    );
 }

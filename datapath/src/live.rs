@@ -138,8 +138,12 @@ impl Worker {
                 }
             }
         }
-        shared.active_version.store(table.version(), Ordering::Release);
-        shared.active_digest.store(table.digest(), Ordering::Release);
+        shared
+            .active_version
+            .store(table.version(), Ordering::Release);
+        shared
+            .active_digest
+            .store(table.digest(), Ordering::Release);
         shared.frames.store(self.counters.frames, Ordering::Release);
         if shared.snapshot_wanted.load(Ordering::Acquire) {
             if let Ok(mut s) = shared.snapshot.lock() {
@@ -154,8 +158,12 @@ impl Worker {
     pub fn idle_live(&mut self, policy: &ArcSwap<Table>, shared: &WorkerShared) {
         let table = policy.load();
         self.active_version = table.version();
-        shared.active_version.store(table.version(), Ordering::Release);
-        shared.active_digest.store(table.digest(), Ordering::Release);
+        shared
+            .active_version
+            .store(table.version(), Ordering::Release);
+        shared
+            .active_digest
+            .store(table.digest(), Ordering::Release);
         if shared.snapshot_wanted.load(Ordering::Acquire) {
             if let Ok(mut s) = shared.snapshot.lock() {
                 *s = Some(self.counters.clone());

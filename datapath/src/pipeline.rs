@@ -239,7 +239,8 @@ impl Worker {
                     group: ov.group,
                     ttl: 64,
                 };
-                if u.ip_len(ov.inner_len) > usize::from(table.mtu()) || inner_start < u.outer_len() {
+                if u.ip_len(ov.inner_len) > usize::from(table.mtu()) || inner_start < u.outer_len()
+                {
                     return Err(DropReason::TooBig);
                 }
                 let buf = &mut f.buf[inner_start..inner_start + ov.inner_len];

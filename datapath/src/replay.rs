@@ -180,7 +180,9 @@ pub fn serve(
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
             let out = &mut outcomes[..chunk.len()];
-            arena.run(chunk, |batch| worker.process_live(policy, shared, batch, out, ts_ns));
+            arena.run(chunk, |batch| {
+                worker.process_live(policy, shared, batch, out, ts_ns)
+            });
             sent += chunk.len() as u64;
             if pps > 0 {
                 let due = std::time::Duration::from_secs_f64(sent as f64 / pps as f64);

@@ -425,14 +425,15 @@ fn document(p: &Params, lay: &Layout) -> Document {
                 tenant: Some(tenant_name(t)),
             });
         }
-        let vteps = (p.pinned_every > 0 && t % p.pinned_every == 0 && lay.eps_of(t) > 0).then(|| {
-            let mut v: Vec<u32> = (0..lay.eps_of(t))
-                .map(|j| lay.vtep[lay.ep(t, j) as usize])
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            v.into_iter().map(|i| IpAddr::V4(vtep_ip(i))).collect()
-        });
+        let vteps =
+            (p.pinned_every > 0 && t % p.pinned_every == 0 && lay.eps_of(t) > 0).then(|| {
+                let mut v: Vec<u32> = (0..lay.eps_of(t))
+                    .map(|j| lay.vtep[lay.ep(t, j) as usize])
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v.into_iter().map(|i| IpAddr::V4(vtep_ip(i))).collect()
+            });
         tenants.push(Tenant {
             name: tenant_name(t),
             id: t + 1,
@@ -577,15 +578,19 @@ fn flows(p: &Params, lay: &Layout, doc: &Document) -> Vec<FlowSpec> {
     }
     let present = |a: u32, b: u32, proto: Proto, port: u16, action: Action| {
         let (a, b) = (tenant_name(a), tenant_name(b));
-        by_pair.get(&(a.as_str(), b.as_str())).into_iter().flatten().any(|r| {
-            r.action == action
-                && r.proto == Some(proto)
-                && r.not_after.as_deref() != Some("2025-06-01T00:00:00Z")
-                && r.ports
-                    .as_deref()
-                    .and_then(|s| policy::document::parse_ports(s).ok())
-                    .is_some_and(|(lo, hi)| (lo..=hi).contains(&port))
-        })
+        by_pair
+            .get(&(a.as_str(), b.as_str()))
+            .into_iter()
+            .flatten()
+            .any(|r| {
+                r.action == action
+                    && r.proto == Some(proto)
+                    && r.not_after.as_deref() != Some("2025-06-01T00:00:00Z")
+                    && r.ports
+                        .as_deref()
+                        .and_then(|s| policy::document::parse_ports(s).ok())
+                        .is_some_and(|(lo, hi)| (lo..=hi).contains(&port))
+            })
     };
     let mut with_rules = hashbrown::HashSet::new();
     for &(a, b) in &pairs {
@@ -811,8 +816,7 @@ fn emit_table<T: Serialize>(out: &mut String, header: &str, v: &T) {
 
 fn emit_key(out: &mut String, k: &str) {
     if !k.is_empty()
-        && k
-            .bytes()
+        && k.bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
     {
         out.push_str(k);
@@ -896,10 +900,7 @@ pub fn write(dir: &Path, w: &Workload) -> io::Result<(PathBuf, PathBuf)> {
         w.expect.denied
     );
     std::fs::write(&config, header + &to_toml(&w.doc))?;
-    write_pcap(
-        &pcap,
-        w.frames.iter().map(|f| (f.ts_ns, f.data.as_slice())),
-    )?;
+    write_pcap(&pcap, w.frames.iter().map(|f| (f.ts_ns, f.data.as_slice())))?;
     Ok((config, pcap))
 }
 
@@ -950,11 +951,22 @@ mod tests {
             let (w, out) = run(&p);
             let c = &out.worker.counters;
             assert_eq!(c.frames, u64::from(p.frames));
-            assert_eq!(c.forwarded, w.expect.intra + w.expect.allowed, "{p:?} {c:?}");
-            assert_eq!(c.dropped[DropReason::PolicyDenied as usize], w.expect.denied);
+            assert_eq!(
+                c.forwarded,
+                w.expect.intra + w.expect.allowed,
+                "{p:?} {c:?}"
+            );
+            assert_eq!(
+                c.dropped[DropReason::PolicyDenied as usize],
+                w.expect.denied
+            );
             assert_eq!(c.total_dropped(), w.expect.denied, "{c:?}");
             if p.tenants > 1 {
-                assert!(w.expect.allowed > 0 && w.expect.denied > 0, "{:?}", w.expect);
+                assert!(
+                    w.expect.allowed > 0 && w.expect.denied > 0,
+                    "{:?}",
+                    w.expect
+                );
             }
         }
     }
@@ -985,7 +997,11 @@ mod tests {
             .count();
         assert_eq!(vni, 100);
         // Deterministic, and the document does not depend on the frame count.
-        let again = generate(&Params { frames: 1, ..p.clone() }).unwrap();
+        let again = generate(&Params {
+            frames: 1,
+            ..p.clone()
+        })
+        .unwrap();
         assert_eq!(again.doc, w.doc);
         assert_eq!(again.frames[0], w.frames[0]);
     }

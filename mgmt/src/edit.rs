@@ -44,7 +44,10 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
         }
         "tenant.remove" => {
             let name: String = arg(args, "name")?;
-            let cascade = args.get("cascade").and_then(Value::as_bool).unwrap_or(false);
+            let cascade = args
+                .get("cascade")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let before = doc.tenants.len();
             doc.tenants.retain(|t| t.name != name);
             if doc.tenants.len() == before {
@@ -53,7 +56,8 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
             if cascade {
                 doc.endpoints.retain(|e| e.tenant != name);
                 doc.rules.retain(|r| r.from != name && r.to != name);
-                doc.segments.retain(|s| s.tenant.as_deref() != Some(name.as_str()));
+                doc.segments
+                    .retain(|s| s.tenant.as_deref() != Some(name.as_str()));
             }
         }
         "segment.add" => {
@@ -82,8 +86,15 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
         }
         "endpoint.add" => {
             let e: Endpoint = arg(args, "endpoint")?;
-            if doc.endpoints.iter().any(|x| x.tenant == e.tenant && x.ip == e.ip) {
-                return Err(exists(format!("endpoint {} of tenant {:?} exists", e.ip, e.tenant)));
+            if doc
+                .endpoints
+                .iter()
+                .any(|x| x.tenant == e.tenant && x.ip == e.ip)
+            {
+                return Err(exists(format!(
+                    "endpoint {} of tenant {:?} exists",
+                    e.ip, e.tenant
+                )));
             }
             doc.endpoints.push(e);
         }
@@ -93,14 +104,17 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
                 .endpoints
                 .iter_mut()
                 .find(|x| x.tenant == e.tenant && x.ip == e.ip)
-                .ok_or_else(|| not_found(format!("no endpoint {} of tenant {:?}", e.ip, e.tenant)))?;
+                .ok_or_else(|| {
+                    not_found(format!("no endpoint {} of tenant {:?}", e.ip, e.tenant))
+                })?;
             *slot = e;
         }
         "endpoint.remove" => {
             let tenant: String = arg(args, "tenant")?;
             let ip: IpAddr = arg(args, "ip")?;
             let before = doc.endpoints.len();
-            doc.endpoints.retain(|e| !(e.tenant == tenant && e.ip == ip));
+            doc.endpoints
+                .retain(|e| !(e.tenant == tenant && e.ip == ip));
             if doc.endpoints.len() == before {
                 return Err(not_found(format!("no endpoint {ip} of tenant {tenant:?}")));
             }
@@ -155,8 +169,14 @@ fn keyed_diff<T: PartialEq + serde::Serialize, K: PartialEq + serde::Serialize>(
     new: &[T],
     key: impl Fn(&T) -> K,
 ) -> Value {
-    let added: Vec<&T> = new.iter().filter(|n| !old.iter().any(|o| key(o) == key(n))).collect();
-    let removed: Vec<&T> = old.iter().filter(|o| !new.iter().any(|n| key(o) == key(n))).collect();
+    let added: Vec<&T> = new
+        .iter()
+        .filter(|n| !old.iter().any(|o| key(o) == key(n)))
+        .collect();
+    let removed: Vec<&T> = old
+        .iter()
+        .filter(|o| !new.iter().any(|n| key(o) == key(n)))
+        .collect();
     let changed: Vec<&T> = new
         .iter()
         .filter(|n| old.iter().any(|o| key(o) == key(n) && o != *n))
@@ -180,7 +200,9 @@ pub fn diff(old: &Document, new: &Document) -> Value {
         .filter(|(_, r)| !new.rules.contains(r))
         .collect();
     let idx = |v: Vec<(usize, &Rule)>| -> Vec<Value> {
-        v.into_iter().map(|(i, r)| json!({"index": i, "rule": r})).collect()
+        v.into_iter()
+            .map(|(i, r)| json!({"index": i, "rule": r}))
+            .collect()
     };
     json!({
         "gateway": if old.gateway != new.gateway { json!({"from": old.gateway, "to": new.gateway}) } else { Value::Null },

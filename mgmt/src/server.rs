@@ -142,7 +142,11 @@ pub struct Peer {
 
 /// Reads SO_PEERCRED of a connected Unix socket.
 pub fn peer_credentials(s: &UnixStream) -> std::io::Result<Peer> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` is a live, properly sized and aligned ucred and `len` holds its size, as
     // getsockopt(SO_PEERCRED) requires; the fd is valid for the lifetime of `s`.
@@ -170,9 +174,11 @@ fn groups_of(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
         })
         .unwrap_or_default()
 }
@@ -194,7 +200,9 @@ const READ_OPS: &[&str] = &[
 
 fn storage(e: StoreError) -> OpError {
     match e {
-        StoreError::NotFound(v) => OpError::new(ErrorCode::NotFound, format!("version {v} is not kept")),
+        StoreError::NotFound(v) => {
+            OpError::new(ErrorCode::NotFound, format!("version {v} is not kept"))
+        }
         e => OpError::new(ErrorCode::Storage, e.to_string()),
     }
 }
@@ -205,7 +213,11 @@ fn invalid(e: policy::ConfigError) -> OpError {
             ErrorCode::InvalidPolicy,
             format!(
                 "the policy would be invalid: {}",
-                issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; ")
+                issues
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         )
         .with_details(json!({ "issues": issues })),
@@ -217,16 +229,19 @@ fn doc_arg(args: &Value) -> Result<Document, OpError> {
     let v = args
         .get("document")
         .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"document\""))?;
-    serde_json::from_value(v.clone()).map_err(|e| OpError::new(ErrorCode::BadArgs, format!("document: {e}")))
+    serde_json::from_value(v.clone())
+        .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("document: {e}")))
 }
 
 fn opt_u64(args: &Value, key: &str) -> Result<Option<u64>, OpError> {
     match args.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| OpError::new(ErrorCode::BadArgs, format!("{key} must be a non-negative integer"))),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            OpError::new(
+                ErrorCode::BadArgs,
+                format!("{key} must be a non-negative integer"),
+            )
+        }),
     }
 }
 
@@ -236,7 +251,12 @@ fn meta_json(r: &VersionRecord) -> Value {
 
 impl Server {
     /// A server over `store`, whose current version `table` was compiled from, feeding `dataplane`.
-    pub fn new(cfg: ServerConfig, store: Store, table: Arc<Table>, dataplane: Arc<dyn Dataplane>) -> Server {
+    pub fn new(
+        cfg: ServerConfig,
+        store: Store,
+        table: Arc<Table>,
+        dataplane: Arc<dyn Dataplane>,
+    ) -> Server {
         let owner_uid = cfg.owner.unwrap_or_else(current_euid);
         Server {
             inner: Arc::new(Inner {
@@ -292,22 +312,24 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let server = self.clone();
         let stop2 = stop.clone();
-        let thread = std::thread::Builder::new().name("mgmt".into()).spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                match conn {
-                    Ok(s) => {
-                        let server = server.clone();
-                        let _ = std::thread::Builder::new()
-                            .name("mgmt-conn".into())
-                            .spawn(move || server.serve_connection(s));
+        let thread = std::thread::Builder::new()
+            .name("mgmt".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if stop2.load(Ordering::SeqCst) {
+                        break;
                     }
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                    match conn {
+                        Ok(s) => {
+                            let server = server.clone();
+                            let _ = std::thread::Builder::new()
+                                .name("mgmt-conn".into())
+                                .spawn(move || server.serve_connection(s));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "accept failed"),
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(ServerHandle {
             stop,
             socket: path.clone(),
@@ -331,7 +353,11 @@ impl Server {
             Err(_) => return,
         };
         if access == Access::None {
-            tracing::warn!(uid = peer.uid, pid = peer.pid, "management connection refused");
+            tracing::warn!(
+                uid = peer.uid,
+                pid = peer.pid,
+                "management connection refused"
+            );
             let r = Response::err(
                 Value::Null,
                 OpError::new(
@@ -347,7 +373,11 @@ impl Server {
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = match reader.by_ref().take(max as u64 + 1).read_until(b'\n', &mut line) {
+            let n = match reader
+                .by_ref()
+                .take(max as u64 + 1)
+                .read_until(b'\n', &mut line)
+            {
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(_) => return,
@@ -366,7 +396,10 @@ impl Server {
                 }
                 Response::err(
                     Value::Null,
-                    OpError::new(ErrorCode::TooLarge, format!("request longer than {max} bytes")),
+                    OpError::new(
+                        ErrorCode::TooLarge,
+                        format!("request longer than {max} bytes"),
+                    ),
                 )
             } else {
                 let text = String::from_utf8_lossy(&line);
@@ -410,7 +443,10 @@ impl Server {
             || edit::EDIT_OPS.contains(&op)
             || matches!(op, "policy.apply" | "policy.edit" | "rollback" | "trace");
         if !known {
-            return Err(OpError::new(ErrorCode::UnknownOp, format!("unknown op {op:?}")));
+            return Err(OpError::new(
+                ErrorCode::UnknownOp,
+                format!("unknown op {op:?}"),
+            ));
         }
         if access != Access::ReadWrite && !READ_OPS.contains(&op) {
             return Err(OpError::new(
@@ -419,16 +455,24 @@ impl Server {
             ));
         }
         let expected = opt_u64(args, "expected_version")?;
-        let comment = args.get("comment").and_then(Value::as_str).map(str::to_string);
+        let comment = args
+            .get("comment")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         match op {
             "status" => Ok(self.status()),
             "policy.get" => {
                 let store = self.inner.store.lock().expect("store lock");
                 let r = match opt_u64(args, "version")? {
                     Some(v) => store.read(v).map_err(storage)?,
-                    None => store.current().cloned().ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?,
+                    None => store
+                        .current()
+                        .cloned()
+                        .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?,
                 };
-                Ok(json!({"version": r.meta.version, "meta": meta_json(&r), "document": &*r.document}))
+                Ok(
+                    json!({"version": r.meta.version, "meta": meta_json(&r), "document": &*r.document}),
+                )
             }
             "policy.validate" => {
                 let doc = doc_arg(args)?;
@@ -450,7 +494,12 @@ impl Server {
                     .get("edits")
                     .and_then(Value::as_array)
                     .cloned()
-                    .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"edits\" (a list of {op, args})"))?;
+                    .ok_or_else(|| {
+                        OpError::new(
+                            ErrorCode::BadArgs,
+                            "missing argument \"edits\" (a list of {op, args})",
+                        )
+                    })?;
                 self.commit(uid, op, comment, expected, move |cur| {
                     let mut doc = cur.clone();
                     for (i, e) in edits.iter().enumerate() {
@@ -461,34 +510,55 @@ impl Server {
                             err
                         })?;
                         if !known {
-                            return Err(OpError::new(ErrorCode::BadArgs, format!("edits[{i}]: {eop:?} is not an edit")));
+                            return Err(OpError::new(
+                                ErrorCode::BadArgs,
+                                format!("edits[{i}]: {eop:?} is not an edit"),
+                            ));
                         }
                     }
                     Ok(doc)
                 })
             }
             "rollback" => {
-                let v = opt_u64(args, "version")?
-                    .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"version\""))?;
-                let old = self.inner.store.lock().expect("store lock").read(v).map_err(storage)?;
+                let v = opt_u64(args, "version")?.ok_or_else(|| {
+                    OpError::new(ErrorCode::BadArgs, "missing argument \"version\"")
+                })?;
+                let old = self
+                    .inner
+                    .store
+                    .lock()
+                    .expect("store lock")
+                    .read(v)
+                    .map_err(storage)?;
                 let comment = comment.or_else(|| Some(format!("rollback to version {v}")));
-                self.commit(uid, op, comment, expected, move |_| Ok((*old.document).clone()))
+                self.commit(uid, op, comment, expected, move |_| {
+                    Ok((*old.document).clone())
+                })
             }
             "history" => {
                 let limit = opt_u64(args, "limit")?.unwrap_or(20) as usize;
-                Ok(json!(self.inner.store.lock().expect("store lock").history(limit)))
+                Ok(json!(self
+                    .inner
+                    .store
+                    .lock()
+                    .expect("store lock")
+                    .history(limit)))
             }
             "audit.reachability" => {
                 let t = self.table();
                 let now = match args.get("at").and_then(Value::as_str) {
-                    Some(s) => policy::time::parse_rfc3339(s).map_err(|e| OpError::new(ErrorCode::BadArgs, e))?,
+                    Some(s) => policy::time::parse_rfc3339(s)
+                        .map_err(|e| OpError::new(ErrorCode::BadArgs, e))?,
                     None => unix_now(),
                 };
                 let r = policy::reachability(&t, now);
                 match args.get("format").and_then(Value::as_str).unwrap_or("json") {
                     "json" => Ok(json!(r)),
                     "dot" => Ok(json!({"version": r.version, "dot": r.to_dot()})),
-                    f => Err(OpError::new(ErrorCode::BadArgs, format!("format {f:?}: json or dot"))),
+                    f => Err(OpError::new(
+                        ErrorCode::BadArgs,
+                        format!("format {f:?}: json or dot"),
+                    )),
                 }
             }
             "audit.verify" => Ok(self.verify()),
@@ -496,8 +566,13 @@ impl Server {
                 let stats = self.inner.dataplane.stats();
                 match args.get("format").and_then(Value::as_str).unwrap_or("json") {
                     "json" => Ok(stats),
-                    "prometheus" => Ok(json!({"text": prometheus(&stats, &self.inner.dataplane.workers(), self.table().version())})),
-                    f => Err(OpError::new(ErrorCode::BadArgs, format!("format {f:?}: json or prometheus"))),
+                    "prometheus" => Ok(
+                        json!({"text": prometheus(&stats, &self.inner.dataplane.workers(), self.table().version())}),
+                    ),
+                    f => Err(OpError::new(
+                        ErrorCode::BadArgs,
+                        format!("format {f:?}: json or prometheus"),
+                    )),
                 }
             }
             "trace" => {
@@ -600,7 +675,12 @@ impl Server {
     fn verify(&self) -> Value {
         let (version, digest) = {
             let s = self.inner.store.lock().expect("store lock");
-            (s.version(), s.current().map(|c| c.meta.digest.clone()).unwrap_or_default())
+            (
+                s.version(),
+                s.current()
+                    .map(|c| c.meta.digest.clone())
+                    .unwrap_or_default(),
+            )
         };
         let workers: Vec<Value> = self
             .inner
@@ -631,7 +711,9 @@ fn unix_now() -> i64 {
 }
 
 fn label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Renders the stats JSON in the Prometheus text exposition format.
@@ -644,17 +726,48 @@ pub fn prometheus(stats: &Value, workers: &[WorkerStatus], version: u64) -> Stri
         }
     };
     let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    metric("joypath_frames_total", "Frames received.", "counter", vec![(String::new(), num(stats, "frames"))]);
-    metric("joypath_forwarded_total", "Frames re-encapsulated and transmitted.", "counter", vec![(String::new(), num(stats, "forwarded"))]);
-    metric("joypath_arp_replied_total", "ARP requests answered.", "counter", vec![(String::new(), num(stats, "arp_replied"))]);
-    let dropped = stats.get("dropped").and_then(Value::as_object).cloned().unwrap_or_default();
+    metric(
+        "joypath_frames_total",
+        "Frames received.",
+        "counter",
+        vec![(String::new(), num(stats, "frames"))],
+    );
+    metric(
+        "joypath_forwarded_total",
+        "Frames re-encapsulated and transmitted.",
+        "counter",
+        vec![(String::new(), num(stats, "forwarded"))],
+    );
+    metric(
+        "joypath_arp_replied_total",
+        "ARP requests answered.",
+        "counter",
+        vec![(String::new(), num(stats, "arp_replied"))],
+    );
+    let dropped = stats
+        .get("dropped")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     metric(
         "joypath_dropped_total",
         "Frames dropped, by reason.",
         "counter",
-        dropped.iter().map(|(r, n)| (format!("{{reason=\"{}\"}}", label(r)), n.as_u64().unwrap_or(0))).collect(),
+        dropped
+            .iter()
+            .map(|(r, n)| {
+                (
+                    format!("{{reason=\"{}\"}}", label(r)),
+                    n.as_u64().unwrap_or(0),
+                )
+            })
+            .collect(),
     );
-    let tenants = stats.get("tenants").and_then(Value::as_object).cloned().unwrap_or_default();
+    let tenants = stats
+        .get("tenants")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     for (key, help) in [
         ("frames_in", "Frames identified as the tenant's."),
         ("bytes_in", "Inner bytes identified as the tenant's."),
@@ -667,22 +780,46 @@ pub fn prometheus(stats: &Value, workers: &[WorkerStatus], version: u64) -> Stri
             &format!("joypath_tenant_{key}_total"),
             help,
             "counter",
-            tenants.iter().map(|(t, v)| (format!("{{tenant=\"{}\"}}", label(t)), num(v, key))).collect(),
+            tenants
+                .iter()
+                .map(|(t, v)| (format!("{{tenant=\"{}\"}}", label(t)), num(v, key)))
+                .collect(),
         );
     }
     let mut per_reason = Vec::new();
     for (t, v) in &tenants {
-        for (r, n) in v.get("dropped").and_then(Value::as_object).into_iter().flatten() {
-            per_reason.push((format!("{{tenant=\"{}\",reason=\"{}\"}}", label(t), label(r)), n.as_u64().unwrap_or(0)));
+        for (r, n) in v
+            .get("dropped")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            per_reason.push((
+                format!("{{tenant=\"{}\",reason=\"{}\"}}", label(t), label(r)),
+                n.as_u64().unwrap_or(0),
+            ));
         }
     }
-    metric("joypath_tenant_dropped_total", "The tenant's frames dropped, by reason.", "counter", per_reason);
-    metric("joypath_policy_version", "The store's current policy version.", "gauge", vec![(String::new(), version)]);
+    metric(
+        "joypath_tenant_dropped_total",
+        "The tenant's frames dropped, by reason.",
+        "counter",
+        per_reason,
+    );
+    metric(
+        "joypath_policy_version",
+        "The store's current policy version.",
+        "gauge",
+        vec![(String::new(), version)],
+    );
     metric(
         "joypath_worker_policy_version",
         "The policy version each worker runs.",
         "gauge",
-        workers.iter().map(|w| (format!("{{worker=\"{}\"}}", w.id), w.active_version)).collect(),
+        workers
+            .iter()
+            .map(|w| (format!("{{worker=\"{}\"}}", w.id), w.active_version))
+            .collect(),
     );
     out
 }

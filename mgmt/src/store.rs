@@ -99,7 +99,9 @@ impl Store {
         for &v in &numbers {
             match read_meta(&version_file(dir, v)) {
                 Ok(m) => metas.push(m),
-                Err(e) => tracing::warn!(version = v, error = %e, "skipping unreadable version file"),
+                Err(e) => {
+                    tracing::warn!(version = v, error = %e, "skipping unreadable version file")
+                }
             }
         }
         let mut store = Store {
@@ -220,7 +222,9 @@ impl Store {
 fn read_meta(path: &Path) -> Result<VersionMeta, String> {
     let f = File::open(path).map_err(|e| e.to_string())?;
     let mut line = String::new();
-    BufReader::new(f).read_line(&mut line).map_err(|e| e.to_string())?;
+    BufReader::new(f)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     serde_json::from_str(&line).map_err(|e| e.to_string())
 }
 
@@ -243,11 +247,15 @@ mod tests {
             let mut s = Store::open(dir.path(), 3).unwrap();
             assert_eq!(s.version(), 0);
             for n in 0..5 {
-                s.commit(doc(n), 1000, "policy.apply", Some(format!("change {n}"))).unwrap();
+                s.commit(doc(n), 1000, "policy.apply", Some(format!("change {n}")))
+                    .unwrap();
             }
             assert_eq!(s.version(), 5);
             let h = s.history(10);
-            assert_eq!(h.iter().map(|m| m.version).collect::<Vec<_>>(), vec![5, 4, 3]);
+            assert_eq!(
+                h.iter().map(|m| m.version).collect::<Vec<_>>(),
+                vec![5, 4, 3]
+            );
             assert!(matches!(s.read(1), Err(StoreError::NotFound(1))));
         }
         let s = Store::open(dir.path(), 3).unwrap();

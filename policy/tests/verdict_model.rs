@@ -9,7 +9,12 @@ use std::sync::Arc;
 use vtep::Flow;
 
 const TENANTS: [&str; 4] = ["a", "b", "c", "d"];
-const CIDRS: [&str; 4] = ["198.19.0.0/24", "198.19.0.0/25", "198.19.1.0/24", "198.19.0.128/25"];
+const CIDRS: [&str; 4] = [
+    "198.19.0.0/24",
+    "198.19.0.0/25",
+    "198.19.1.0/24",
+    "198.19.0.128/25",
+];
 const T0: i64 = 1_780_000_000;
 
 fn time(t: i64) -> String {
@@ -17,7 +22,10 @@ fn time(t: i64) -> String {
 }
 
 fn arb_rule() -> impl Strategy<Value = Rule> {
-    let tenant = prop_oneof![Just("*".to_string()), (0..4usize).prop_map(|i| TENANTS[i].to_string())];
+    let tenant = prop_oneof![
+        Just("*".to_string()),
+        (0..4usize).prop_map(|i| TENANTS[i].to_string())
+    ];
     let proto = prop_oneof![
         Just(None),
         Just(Some(Proto::Tcp)),
@@ -25,41 +33,56 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
         Just(Some(Proto::Icmp)),
         Just(Some(Proto::Any))
     ];
-    let ports = prop_oneof![Just(None), (0u16..6, 0u16..4).prop_map(|(lo, w)| Some((lo, lo + w)))];
-    let cidr = prop_oneof![3 => Just(None), 1 => (0..4usize).prop_map(|i| Some(CIDRS[i].to_string()))];
+    let ports = prop_oneof![
+        Just(None),
+        (0u16..6, 0u16..4).prop_map(|(lo, w)| Some((lo, lo + w)))
+    ];
+    let cidr =
+        prop_oneof![3 => Just(None), 1 => (0..4usize).prop_map(|i| Some(CIDRS[i].to_string()))];
     let window = prop_oneof![
         3 => Just((None, None)),
         1 => (-2i64..3, 0i64..3).prop_map(|(a, w)| (Some(time(T0 + a * 100)), Some(time(T0 + (a + w) * 100)))),
         1 => (-2i64..3).prop_map(|a| (Some(time(T0 + a * 100)), None)),
         1 => (-2i64..3).prop_map(|a| (None, Some(time(T0 + a * 100)))),
     ];
-    (tenant.clone(), tenant, proto, ports, cidr.clone(), cidr, any::<bool>(), -2i32..3, window).prop_map(
-        |(from, to, proto, ports, from_cidr, to_cidr, allow, priority, (nb, na))| {
-            // Ports only with tcp/udp (the validator insists).
-            let ports = match proto {
-                Some(Proto::Tcp | Proto::Udp) => ports.map(|(a, b): (u16, u16)| {
-                    if a == b {
-                        a.to_string()
-                    } else {
-                        format!("{a}-{b}")
-                    }
-                }),
-                _ => None,
-            };
-            Rule {
-                from,
-                to,
-                proto,
-                ports,
-                from_cidr,
-                to_cidr,
-                action: if allow { Action::Allow } else { Action::Deny },
-                priority,
-                not_before: nb,
-                not_after: na,
-            }
-        },
+    (
+        tenant.clone(),
+        tenant,
+        proto,
+        ports,
+        cidr.clone(),
+        cidr,
+        any::<bool>(),
+        -2i32..3,
+        window,
     )
+        .prop_map(
+            |(from, to, proto, ports, from_cidr, to_cidr, allow, priority, (nb, na))| {
+                // Ports only with tcp/udp (the validator insists).
+                let ports = match proto {
+                    Some(Proto::Tcp | Proto::Udp) => ports.map(|(a, b): (u16, u16)| {
+                        if a == b {
+                            a.to_string()
+                        } else {
+                            format!("{a}-{b}")
+                        }
+                    }),
+                    _ => None,
+                };
+                Rule {
+                    from,
+                    to,
+                    proto,
+                    ports,
+                    from_cidr,
+                    to_cidr,
+                    action: if allow { Action::Allow } else { Action::Deny },
+                    priority,
+                    not_before: nb,
+                    not_after: na,
+                }
+            },
+        )
 }
 
 fn doc(rules: Vec<Rule>) -> Document {
@@ -96,10 +119,25 @@ fn model(d: &Document, s: &str, t: &str, f: &Flow, now: i64) -> bool {
     let mut best: Option<(i32, bool)> = None; // (priority, deny)
     for r in &d.rules {
         let proto = r.proto.unwrap_or(Proto::Any);
-        let (lo, hi) = r.ports.as_deref().map(|p| parse_ports(p).unwrap()).unwrap_or((0, 65535));
-        let nb = r.not_before.as_deref().map(|x| policy::time::parse_rfc3339(x).unwrap()).unwrap_or(i64::MIN);
-        let na = r.not_after.as_deref().map(|x| policy::time::parse_rfc3339(x).unwrap()).unwrap_or(i64::MAX);
-        let in_cidr = |c: &Option<String>, ip: &IpAddr| c.as_deref().is_none_or(|c| Cidr::parse(c).unwrap().contains(ip));
+        let (lo, hi) = r
+            .ports
+            .as_deref()
+            .map(|p| parse_ports(p).unwrap())
+            .unwrap_or((0, 65535));
+        let nb = r
+            .not_before
+            .as_deref()
+            .map(|x| policy::time::parse_rfc3339(x).unwrap())
+            .unwrap_or(i64::MIN);
+        let na = r
+            .not_after
+            .as_deref()
+            .map(|x| policy::time::parse_rfc3339(x).unwrap())
+            .unwrap_or(i64::MAX);
+        let in_cidr = |c: &Option<String>, ip: &IpAddr| {
+            c.as_deref()
+                .is_none_or(|c| Cidr::parse(c).unwrap().contains(ip))
+        };
         let active = nb <= now && now <= na;
         let proto_ok = proto.matches(f.proto);
         let fwd = name_ok(&r.from, s)
@@ -133,8 +171,16 @@ fn model(d: &Document, s: &str, t: &str, f: &Flow, now: i64) -> bool {
 fn model_reach(d: &Document, s: &str, t: &str, now: i64) -> bool {
     s == t
         || d.rules.iter().any(|r| {
-            let nb = r.not_before.as_deref().map(|x| policy::time::parse_rfc3339(x).unwrap()).unwrap_or(i64::MIN);
-            let na = r.not_after.as_deref().map(|x| policy::time::parse_rfc3339(x).unwrap()).unwrap_or(i64::MAX);
+            let nb = r
+                .not_before
+                .as_deref()
+                .map(|x| policy::time::parse_rfc3339(x).unwrap())
+                .unwrap_or(i64::MIN);
+            let na = r
+                .not_after
+                .as_deref()
+                .map(|x| policy::time::parse_rfc3339(x).unwrap())
+                .unwrap_or(i64::MAX);
             r.action == Action::Allow
                 && (r.from == "*" || r.from == s)
                 && (r.to == "*" || r.to == t)
@@ -144,9 +190,19 @@ fn model_reach(d: &Document, s: &str, t: &str, now: i64) -> bool {
 }
 
 fn arb_flow() -> impl Strategy<Value = Flow> {
-    (0u8..3, 0u8..3, prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), Just(47u8)], 0u16..8, 0u16..8)
+    (
+        0u8..3,
+        0u8..3,
+        prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), Just(47u8)],
+        0u16..8,
+        0u16..8,
+    )
         .prop_map(|(a, b, proto, sp, dp)| {
-            let ip = |k: u8| -> IpAddr { ["198.19.0.5", "198.19.0.200", "198.19.1.7"][k as usize].parse().unwrap() };
+            let ip = |k: u8| -> IpAddr {
+                ["198.19.0.5", "198.19.0.200", "198.19.1.7"][k as usize]
+                    .parse()
+                    .unwrap()
+            };
             Flow {
                 src: ip(a),
                 dst: ip(b),
@@ -208,18 +264,55 @@ proptest! {
 #[test]
 fn deny_wins_ties_and_priority_beats_it() {
     let mut rules = vec![
-        Rule { from: "a".into(), to: "b".into(), proto: None, ports: None, from_cidr: None, to_cidr: None, action: Action::Allow, priority: 5, not_before: None, not_after: None },
-        Rule { from: "*".into(), to: "b".into(), proto: None, ports: None, from_cidr: None, to_cidr: None, action: Action::Deny, priority: 5, not_before: None, not_after: None },
+        Rule {
+            from: "a".into(),
+            to: "b".into(),
+            proto: None,
+            ports: None,
+            from_cidr: None,
+            to_cidr: None,
+            action: Action::Allow,
+            priority: 5,
+            not_before: None,
+            not_after: None,
+        },
+        Rule {
+            from: "*".into(),
+            to: "b".into(),
+            proto: None,
+            ports: None,
+            from_cidr: None,
+            to_cidr: None,
+            action: Action::Deny,
+            priority: 5,
+            not_before: None,
+            not_after: None,
+        },
     ];
-    let f = Flow { src: "198.19.0.1".parse().unwrap(), dst: "198.19.0.2".parse().unwrap(), proto: 6, src_port: 1, dst_port: 2 };
+    let f = Flow {
+        src: "198.19.0.1".parse().unwrap(),
+        dst: "198.19.0.2".parse().unwrap(),
+        proto: 6,
+        src_port: 1,
+        dst_port: 2,
+    };
     let t = Table::compile(Arc::new(doc(rules.clone())), 1, None).unwrap();
-    let (a, b) = (t.tenant_by_name("a").unwrap(), t.tenant_by_name("b").unwrap());
+    let (a, b) = (
+        t.tenant_by_name("a").unwrap(),
+        t.tenant_by_name("b").unwrap(),
+    );
     let v = t.verdict(a, b, &f, T0);
     assert!(!v.allow);
     assert_eq!(v.rule, Some(1));
     rules[0].priority = 6;
     let t = Table::compile(Arc::new(doc(rules)), 1, None).unwrap();
-    assert_eq!(t.verdict(a, b, &f, T0), policy::Decision { allow: true, rule: Some(0) });
+    assert_eq!(
+        t.verdict(a, b, &f, T0),
+        policy::Decision {
+            allow: true,
+            rule: Some(0)
+        }
+    );
     // Default: intra allowed, cross denied.
     let t = Table::compile(Arc::new(doc(vec![])), 1, None).unwrap();
     assert!(t.verdict(a, a, &f, T0).allow);
