@@ -10,5 +10,8 @@ pub mod pipeline;
 pub mod replay;
 pub mod synth;
 
+#[cfg(feature = "afxdp")]
+pub mod afxdp;
+
 pub use counters::{Counters, DropReason, TenantCounters};
 pub use pipeline::{null_forward, Disposition, Frame, Neighbors, Outcome, Worker, HEADROOM};
