@@ -71,7 +71,9 @@ fn main() {
         let t0 = Instant::now();
         let mut store = Store::open(&dir.path().join("state"), 8).unwrap();
         let doc = Arc::new(w.doc);
-        store.commit(doc.clone(), 0, "config", None).unwrap();
+        store
+            .commit(doc.clone(), policy::table::digest(&doc), 0, "config", None)
+            .unwrap();
         let table = Arc::new(Table::compile(doc, 1, None).unwrap());
         eprintln!(
             "{rules} rules / {endpoints} endpoints: initial commit+compile {:?}",

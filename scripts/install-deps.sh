@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   # AF_XDP (xsk-rs / libxdp builds): compiler, BPF toolchain, libelf, zlib
-  clang llvm libelf-dev zlib1g-dev m4 pkg-config make gcc g++
+  clang llvm libelf-dev zlib1g-dev libpcap-dev m4 pkg-config make gcc g++
   # live tests and benchmarks: namespaces, nftables baseline, capture, traffic generator
   iproute2 nftables tcpdump netsniff-ng sysstat ethtool iputils-ping netcat-openbsd
   # management socket scripting, instruction counts

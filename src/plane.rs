@@ -93,8 +93,10 @@ pub fn open_policy(
             )
         })?;
         let doc = Document::load(config)?;
+        let digest = policy::table::digest(&doc);
         store.commit(
             Arc::new(doc),
+            digest,
             0,
             "config",
             Some(format!("loaded from {}", config.display())),

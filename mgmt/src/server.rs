@@ -480,8 +480,8 @@ impl Server {
                 if !issues.is_empty() {
                     return Ok(json!({"valid": false, "issues": issues}));
                 }
-                let cur = self.table();
-                Ok(json!({"valid": true, "diff": edit::diff(cur.document(), &doc)}))
+                let cur = self.current_document()?;
+                Ok(json!({"valid": true, "diff": edit::diff(&cur, &doc)}))
             }
             "policy.apply" => {
                 let doc = doc_arg(args)?;
@@ -587,6 +587,9 @@ impl Server {
                     .trace(&req)
                     .map_err(|e| OpError::new(ErrorCode::Internal, e))
             }
+            "rule.add" | "rule.update" if self.rule_fast_path(op, args) => {
+                self.commit_rule(uid, op, comment, expected, args)
+            }
             _ => {
                 let op_name = op.to_string();
                 let args = args.clone();
@@ -599,17 +602,50 @@ impl Server {
         }
     }
 
-    /// Validates, compiles, persists and publishes a change made by `build` from the current document.
-    fn commit(
+    fn current_document(&self) -> Result<Arc<Document>, OpError> {
+        self.inner
+            .store
+            .lock()
+            .expect("store lock")
+            .current()
+            .map(|c| c.document.clone())
+            .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))
+    }
+
+    /// Publishes `table` to the workers, then persists `doc` as its version; if persisting fails, the
+    /// previous table is published again and the change is refused. Returns (version, digest).
+    fn publish_and_persist(
         &self,
+        store: &mut Store,
+        old: Arc<Table>,
+        table: Arc<Table>,
+        doc: impl FnOnce() -> Result<Arc<Document>, OpError>,
         uid: u32,
         op: &str,
         comment: Option<String>,
-        expected: Option<u64>,
-        build: impl FnOnce(&Document) -> Result<Document, OpError>,
-    ) -> Result<Value, OpError> {
+    ) -> Result<(u64, String, f64), OpError> {
         let t0 = Instant::now();
-        let mut store = self.inner.store.lock().expect("store lock");
+        self.inner.table.store(table.clone());
+        self.inner.dataplane.publish(table.clone());
+        let published = t0.elapsed().as_secs_f64() * 1e3;
+        let persisted = doc().and_then(|d| {
+            table.set_document(d.clone());
+            store
+                .commit(d, table.digest(), uid, op, comment)
+                .map_err(storage)
+        });
+        match persisted {
+            Ok(rec) => Ok((rec.meta.version, rec.meta.digest.clone(), published)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not persist a change; the previous version runs again");
+                self.inner.table.store(old.clone());
+                self.inner.dataplane.publish(old);
+                Err(e)
+            }
+        }
+    }
+
+    fn check_expected(store: &Store, expected: Option<u64>) -> Result<u64, OpError> {
         let current = store.version();
         if let Some(e) = expected {
             if e != current {
@@ -620,24 +656,147 @@ impl Server {
                 .with_details(json!({"current_version": current})));
             }
         }
+        Ok(current)
+    }
+
+    /// Validates and compiles a change made by `build` from the current document off the hot path,
+    /// publishes it, and acknowledges it once persisted.
+    fn commit(
+        &self,
+        uid: u32,
+        op: &str,
+        comment: Option<String>,
+        expected: Option<u64>,
+        build: impl FnOnce(&Document) -> Result<Document, OpError>,
+    ) -> Result<Value, OpError> {
+        let t0 = Instant::now();
+        let mut store = self.inner.store.lock().expect("store lock");
+        let current = Self::check_expected(&store, expected)?;
+        let base = store
+            .current()
+            .map(|c| c.document.clone())
+            .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?;
         let old = self.table();
-        let doc = build(old.document())?;
-        let next = current + 1;
-        let table = Table::compile(Arc::new(doc), next, Some(&old)).map_err(invalid)?;
-        let compiled = t0.elapsed();
+        let doc = build(&base)?;
+        let table = Table::compile(Arc::new(doc), current + 1, Some(&old)).map_err(invalid)?;
+        let compiled = t0.elapsed().as_secs_f64() * 1e3;
         let doc = table.document().clone();
-        let rec = store.commit(doc, uid, op, comment).map_err(storage)?;
-        let version = rec.meta.version;
-        let digest = rec.meta.digest.clone();
-        let table = Arc::new(table);
-        self.inner.table.store(table.clone());
-        self.inner.dataplane.publish(table);
+        let (version, digest, publish) = self.publish_and_persist(
+            &mut store,
+            old,
+            Arc::new(table),
+            || Ok(doc),
+            uid,
+            op,
+            comment,
+        )?;
+        let published = compiled + publish;
         drop(store);
         tracing::info!(uid, op, version, "policy changed");
         Ok(json!({
             "version": version,
             "digest": digest,
-            "compile_ms": compiled.as_secs_f64() * 1e3,
+            "compile_ms": compiled,
+            "publish_ms": published,
+            "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
+        }))
+    }
+
+    /// `rule.add` at the end of the list and `rule.update` change one rule bucket: they are validated
+    /// against the running table and compiled incrementally, so the workers run them within
+    /// milliseconds however many endpoints and rules the policy has.
+    fn rule_fast_path(&self, op: &str, args: &Value) -> bool {
+        if op == "rule.update" {
+            return true;
+        }
+        // rule.add with an index inside the list inserts, renumbering the rules after it: full compile.
+        match args.get("index") {
+            None | Some(Value::Null) => true,
+            Some(i) => {
+                let n = self.current_document().map(|d| d.rules.len()).unwrap_or(0);
+                i.as_u64() == Some(n as u64)
+            }
+        }
+    }
+
+    fn commit_rule(
+        &self,
+        uid: u32,
+        op: &str,
+        comment: Option<String>,
+        expected: Option<u64>,
+        args: &Value,
+    ) -> Result<Value, OpError> {
+        let t0 = Instant::now();
+        let mut store = self.inner.store.lock().expect("store lock");
+        let current = Self::check_expected(&store, expected)?;
+        let base = store
+            .current()
+            .map(|c| c.document.clone())
+            .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?;
+        let rule: policy::Rule = serde_json::from_value(
+            args.get("rule")
+                .cloned()
+                .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"rule\""))?,
+        )
+        .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("argument \"rule\": {e}")))?;
+        let n = base.rules.len();
+        let index = if op == "rule.add" {
+            n
+        } else {
+            let i = args
+                .get("index")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"index\""))?
+                as usize;
+            if i >= n {
+                return Err(OpError::new(ErrorCode::NotFound, format!("no rule {i}")));
+            }
+            i
+        };
+        let old = self.table();
+        let issues = old.check_rule(index, &rule);
+        if !issues.is_empty() {
+            return Err(invalid(policy::ConfigError::Invalid {
+                file: "<document>".into(),
+                issues,
+            }));
+        }
+        let change = if op == "rule.add" {
+            policy::RuleChange::Append(&rule)
+        } else {
+            policy::RuleChange::Replace {
+                index,
+                old: &base.rules[index],
+                new: &rule,
+            }
+        };
+        let table = Arc::new(old.with_rule_change(current + 1, change, n));
+        let compiled = t0.elapsed().as_secs_f64() * 1e3;
+        let (version, digest, publish) = self.publish_and_persist(
+            &mut store,
+            old,
+            table,
+            || {
+                let mut doc = (*base).clone();
+                if index == n {
+                    doc.rules.push(rule.clone());
+                } else {
+                    doc.rules[index] = rule.clone();
+                }
+                Ok(Arc::new(doc))
+            },
+            uid,
+            op,
+            comment,
+        )?;
+        drop(store);
+        tracing::info!(uid, op, version, "policy changed");
+        Ok(json!({
+            "version": version,
+            "digest": digest,
+            "compile_ms": compiled,
+            "publish_ms": compiled + publish,
             "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
         }))
     }

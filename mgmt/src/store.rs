@@ -168,10 +168,12 @@ impl Store {
         })
     }
 
-    /// Commits `doc` as the next version and returns it once it is durable.
+    /// Commits `doc` as the next version and returns it once it is durable. `digest` is the document's
+    /// digest ([`policy::table::digest`], or the compiled table's, which is the same and cheaper).
     pub fn commit(
         &mut self,
         doc: Arc<Document>,
+        digest: u64,
         uid: u32,
         op: &str,
         comment: Option<String>,
@@ -182,7 +184,7 @@ impl Store {
             uid,
             op: op.to_string(),
             comment,
-            digest: format!("{:016x}", policy::table::digest(&doc)),
+            digest: format!("{digest:016x}"),
         };
         let vdir = self.dir.join("versions");
         let tmp = vdir.join(format!(".tmp-{}-{}", std::process::id(), meta.version));
@@ -247,8 +249,15 @@ mod tests {
             let mut s = Store::open(dir.path(), 3).unwrap();
             assert_eq!(s.version(), 0);
             for n in 0..5 {
-                s.commit(doc(n), 1000, "policy.apply", Some(format!("change {n}")))
-                    .unwrap();
+                let d = doc(n);
+                s.commit(
+                    d.clone(),
+                    policy::table::digest(&d),
+                    1000,
+                    "policy.apply",
+                    Some(format!("change {n}")),
+                )
+                .unwrap();
             }
             assert_eq!(s.version(), 5);
             let h = s.history(10);
@@ -269,7 +278,9 @@ mod tests {
     fn interrupted_writes_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path(), 10).unwrap();
-        s.commit(doc(0), 0, "config", None).unwrap();
+        let d = doc(0);
+        s.commit(d.clone(), policy::table::digest(&d), 0, "config", None)
+            .unwrap();
         // A crash mid-write leaves only a temporary file behind.
         fs::write(dir.path().join("versions/.tmp-1-2"), b"{\"version\":2").unwrap();
         let s = Store::open(dir.path(), 10).unwrap();

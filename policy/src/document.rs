@@ -527,57 +527,73 @@ impl Document {
         }
 
         for (i, r) in self.rules.iter().enumerate() {
-            let p = |f: &str| format!("rule[{i}].{f}");
-            for (f, t) in [("from", &r.from), ("to", &r.to)] {
-                if t != ANY_TENANT && !tenants.contains_key(t.as_str()) {
-                    err(p(f), format!("unknown tenant {t:?}"));
-                }
-            }
-            if let Some(ports) = &r.ports {
-                if let Err(e) = parse_ports(ports) {
-                    err(p("ports"), e);
-                }
-                if !matches!(r.proto, Some(Proto::Tcp | Proto::Udp)) {
-                    err(p("ports"), "ports need proto \"tcp\" or \"udp\"".into());
-                }
-            }
-            let mut fam = None;
-            for (f, c) in [("from_cidr", &r.from_cidr), ("to_cidr", &r.to_cidr)] {
-                if let Some(c) = c {
-                    match Cidr::parse(c) {
-                        Err(e) => err(p(f), e),
-                        Ok(c) => {
-                            if fam.is_some_and(|v4| v4 != c.addr.is_ipv4()) {
-                                err(
-                                    p(f),
-                                    "from_cidr and to_cidr are of different IP families".into(),
-                                );
-                            }
-                            fam = Some(c.addr.is_ipv4());
-                        }
-                    }
-                }
-            }
-            let mut window = [None, None];
-            for (k, (f, t)) in [("not_before", &r.not_before), ("not_after", &r.not_after)]
-                .into_iter()
-                .enumerate()
-            {
-                if let Some(t) = t {
-                    match crate::time::parse_rfc3339(t) {
-                        Ok(v) => window[k] = Some(v),
-                        Err(e) => err(p(f), e),
-                    }
-                }
-            }
-            if let [Some(a), Some(b)] = window {
-                if a > b {
-                    err(p("not_after"), "not_after is before not_before".into());
-                }
+            for issue in validate_rule(i, r, &|t| tenants.contains_key(t)) {
+                err(issue.path, issue.message);
             }
         }
         out
     }
+}
+
+/// The problems of rule `i` on its own, given which tenant names exist.
+pub fn validate_rule(i: usize, r: &Rule, tenant_exists: &dyn Fn(&str) -> bool) -> Vec<Issue> {
+    let mut out = Vec::new();
+    let mut err = |path: String, message: String| {
+        out.push(Issue {
+            path,
+            line: None,
+            message,
+        })
+    };
+    let p = |f: &str| format!("rule[{i}].{f}");
+    for (f, t) in [("from", &r.from), ("to", &r.to)] {
+        if t != ANY_TENANT && !tenant_exists(t.as_str()) {
+            err(p(f), format!("unknown tenant {t:?}"));
+        }
+    }
+    if let Some(ports) = &r.ports {
+        if let Err(e) = parse_ports(ports) {
+            err(p("ports"), e);
+        }
+        if !matches!(r.proto, Some(Proto::Tcp | Proto::Udp)) {
+            err(p("ports"), "ports need proto \"tcp\" or \"udp\"".into());
+        }
+    }
+    let mut fam = None;
+    for (f, c) in [("from_cidr", &r.from_cidr), ("to_cidr", &r.to_cidr)] {
+        if let Some(c) = c {
+            match Cidr::parse(c) {
+                Err(e) => err(p(f), e),
+                Ok(c) => {
+                    if fam.is_some_and(|v4| v4 != c.addr.is_ipv4()) {
+                        err(
+                            p(f),
+                            "from_cidr and to_cidr are of different IP families".into(),
+                        );
+                    }
+                    fam = Some(c.addr.is_ipv4());
+                }
+            }
+        }
+    }
+    let mut window = [None, None];
+    for (k, (f, t)) in [("not_before", &r.not_before), ("not_after", &r.not_after)]
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(t) = t {
+            match crate::time::parse_rfc3339(t) {
+                Ok(v) => window[k] = Some(v),
+                Err(e) => err(p(f), e),
+            }
+        }
+    }
+    if let [Some(a), Some(b)] = window {
+        if a > b {
+            err(p("not_after"), "not_after is before not_before".into());
+        }
+    }
+    out
 }
 
 fn line_col(text: &str, at: usize) -> (usize, usize) {

@@ -15,4 +15,4 @@ pub use document::{
     Action, Document, Endpoint, Gateway, IdentityMode, Proto, Rule, Segment, Tenant,
 };
 pub use error::{ConfigError, Issue};
-pub use table::{Decision, EndpointEntry, SegmentEntry, Table, TenantEntry, TenantIdx};
+pub use table::{Decision, EndpointEntry, RuleChange, SegmentEntry, Table, TenantEntry, TenantIdx};

@@ -1,7 +1,7 @@
 //! The compiled, immutable lookup table the hot path consults: identity, anti-spoofing, endpoints and
 //! verdicts, each answered by a hash lookup or a short priority-sorted scan, with no allocation.
 
-use crate::document::{Action, Cidr, Document, IdentityMode, Proto, ANY_TENANT};
+use crate::document::{Action, Cidr, Document, IdentityMode, Proto, Rule, ANY_TENANT};
 use crate::error::ConfigError;
 use hashbrown::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -23,8 +23,6 @@ pub struct TenantEntry {
     pub live: bool,
     /// No `vteps` list: any VTEP may send for this tenant.
     pub any_vtep: bool,
-    from_any: Span,
-    to_any: Span,
 }
 
 /// An ingress segment.
@@ -52,12 +50,6 @@ pub struct EndpointEntry {
 pub struct Decision {
     pub allow: bool,
     pub rule: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Span {
-    start: u32,
-    len: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -94,12 +86,81 @@ impl CompiledRule {
     }
 }
 
-/// An immutable, compiled policy version.
-#[derive(Debug)]
-pub struct Table {
-    version: u64,
+/// The rules, bucketed by (from, to); each bucket sorted by priority, deny first on ties. Buckets are
+/// shared between versions, so a one-rule change rebuilds one bucket, not the whole set.
+#[derive(Debug, Clone, Default)]
+struct Rules {
+    pair: HashMap<(TenantIdx, TenantIdx), Arc<[CompiledRule]>>,
+    from_any: HashMap<TenantIdx, Arc<[CompiledRule]>>,
+    to_any: HashMap<TenantIdx, Arc<[CompiledRule]>>,
+    any_any: Arc<[CompiledRule]>,
+    /// Σ of the rules' hashes (with their index): the rules' part of the digest.
     digest: u64,
-    doc: Arc<Document>,
+}
+
+#[derive(PartialEq, Eq, Hash, Clone, Copy, PartialOrd, Ord)]
+enum Key {
+    Pair(TenantIdx, TenantIdx),
+    FromAny(TenantIdx),
+    ToAny(TenantIdx),
+    AnyAny,
+}
+
+impl Rules {
+    fn bucket_mut(&mut self, k: Key) -> &mut Arc<[CompiledRule]> {
+        match k {
+            Key::Pair(a, b) => self
+                .pair
+                .entry((a, b))
+                .or_insert_with(|| Arc::from(Vec::new())),
+            Key::FromAny(a) => self
+                .from_any
+                .entry(a)
+                .or_insert_with(|| Arc::from(Vec::new())),
+            Key::ToAny(b) => self
+                .to_any
+                .entry(b)
+                .or_insert_with(|| Arc::from(Vec::new())),
+            Key::AnyAny => &mut self.any_any,
+        }
+    }
+    /// Replaces bucket `k` by `f` applied to its rules, kept sorted; empty buckets disappear.
+    fn edit_bucket(&mut self, k: Key, f: impl FnOnce(&mut Vec<CompiledRule>)) {
+        let slot = self.bucket_mut(k);
+        let mut v = slot.to_vec();
+        f(&mut v);
+        sort_bucket(&mut v);
+        *slot = Arc::from(v);
+        if slot.is_empty() {
+            match k {
+                Key::Pair(a, b) => {
+                    self.pair.remove(&(a, b));
+                }
+                Key::FromAny(a) => {
+                    self.from_any.remove(&a);
+                }
+                Key::ToAny(b) => {
+                    self.to_any.remove(&b);
+                }
+                Key::AnyAny => {}
+            }
+        }
+    }
+}
+
+fn sort_bucket(v: &mut [CompiledRule]) {
+    v.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.allow.cmp(&b.allow))
+            .then(a.index.cmp(&b.index))
+    });
+}
+
+/// The non-rule part of a table: identity, anti-spoofing and endpoints, shared between versions that
+/// change only rules.
+#[derive(Debug)]
+struct Core {
     underlay_ip: IpAddr,
     underlay_ip6: Option<IpAddr>,
     udp_port: u16,
@@ -110,9 +171,30 @@ pub struct Table {
     tenants: Vec<TenantEntry>,
     vteps: HashSet<(TenantIdx, IpAddr)>,
     endpoints: HashMap<(u32, IpAddr), EndpointEntry>,
-    pair_rules: HashMap<(TenantIdx, TenantIdx), Span>,
-    any_any: Span,
-    rules: Vec<CompiledRule>,
+    /// Digest of the gateway, segments, tenants and endpoints.
+    digest: u64,
+}
+
+/// An immutable, compiled policy version.
+#[derive(Debug)]
+pub struct Table {
+    version: u64,
+    doc: std::sync::OnceLock<Arc<Document>>,
+    core: Arc<Core>,
+    rules: Arc<Rules>,
+}
+
+/// A one-rule change `Table::with_rule_change` can apply without recompiling everything.
+#[derive(Debug, Clone, Copy)]
+pub enum RuleChange<'a> {
+    /// The rule appended at the end of the rule list (it gets index = number of rules before).
+    Append(&'a Rule),
+    /// Rule `index` replaced.
+    Replace {
+        index: usize,
+        old: &'a Rule,
+        new: &'a Rule,
+    },
 }
 
 /// FNV-1a, 64 bits: a stable digest of a document's canonical JSON.
@@ -125,9 +207,74 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The digest the store and workers compare (`audit.verify`).
+fn hash_of<T: serde::Serialize>(salt: u64, v: &T) -> u64 {
+    let mut h = fnv1a(&serde_json::to_vec(v).expect("documents always serialize"))
+        ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 31;
+    h.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+}
+
+fn rule_hash(index: usize, r: &Rule) -> u64 {
+    hash_of(index as u64 + 1, r)
+}
+
+fn core_digest(doc: &Document) -> u64 {
+    let mut d = hash_of(1, &doc.gateway);
+    for s in &doc.segments {
+        d = d.wrapping_add(hash_of(2, s));
+    }
+    for t in &doc.tenants {
+        d = d.wrapping_add(hash_of(3, t));
+    }
+    for e in &doc.endpoints {
+        d = d.wrapping_add(hash_of(4, e));
+    }
+    d
+}
+
+fn combine(core: u64, rules: u64) -> u64 {
+    core ^ rules.rotate_left(29).wrapping_mul(0x94d0_49bb_1331_11eb)
+}
+
+/// The digest the store and workers compare (`audit.verify`): a sum of per-entry hashes, so that a
+/// one-entry change updates it without rehashing the document. Independent of the order of
+/// segments, tenants and endpoints; rules count with their index (their order matters).
 pub fn digest(doc: &Document) -> u64 {
-    fnv1a(&serde_json::to_vec(doc).expect("a document always serializes"))
+    let rules = doc
+        .rules
+        .iter()
+        .enumerate()
+        .fold(0u64, |a, (i, r)| a.wrapping_add(rule_hash(i, r)));
+    combine(core_digest(doc), rules)
+}
+
+fn compile_rule(i: usize, r: &Rule) -> CompiledRule {
+    let time = |t: &Option<String>, dflt| {
+        t.as_deref()
+            .map(|s| crate::time::parse_rfc3339(s).expect("validated"))
+            .unwrap_or(dflt)
+    };
+    CompiledRule {
+        index: i as u32,
+        allow: r.action == Action::Allow,
+        priority: r.priority,
+        proto: r.proto.unwrap_or(Proto::Any),
+        ports: r
+            .ports
+            .as_deref()
+            .map(|p| crate::document::parse_ports(p).expect("validated"))
+            .unwrap_or((0, u16::MAX)),
+        from_cidr: r
+            .from_cidr
+            .as_deref()
+            .map(|c| Cidr::parse(c).expect("validated")),
+        to_cidr: r
+            .to_cidr
+            .as_deref()
+            .map(|c| Cidr::parse(c).expect("validated")),
+        not_before: time(&r.not_before, i64::MIN),
+        not_after: time(&r.not_after, i64::MAX),
+    }
 }
 
 impl Table {
@@ -142,7 +289,7 @@ impl Table {
         let mut tenants: Vec<TenantEntry> = Vec::new();
         let mut names: HashMap<Box<str>, TenantIdx> = HashMap::new();
         if let Some(p) = prev {
-            for t in &p.tenants {
+            for t in &p.core.tenants {
                 names.insert(t.name.clone(), tenants.len() as TenantIdx);
                 tenants.push(TenantEntry {
                     live: false,
@@ -162,8 +309,6 @@ impl Table {
                 space,
                 live: true,
                 any_vtep: t.vteps.is_none(),
-                from_any: Span::default(),
-                to_any: Span::default(),
             };
             let idx = match names.get(t.name.as_str()) {
                 Some(&i) => {
@@ -210,89 +355,8 @@ impl Table {
             );
         }
 
-        // Rules, grouped by (from, to) bucket; each bucket sorted by priority, deny first on ties.
-        #[derive(PartialEq, Eq, Hash, Clone, Copy)]
-        enum Key {
-            Pair(TenantIdx, TenantIdx),
-            FromAny(TenantIdx),
-            ToAny(TenantIdx),
-            AnyAny,
-        }
-        let mut buckets: HashMap<Key, Vec<CompiledRule>> = HashMap::new();
-        for (i, r) in doc.rules.iter().enumerate() {
-            let from = (r.from != ANY_TENANT).then(|| idx_of(&r.from).expect("validated"));
-            let to = (r.to != ANY_TENANT).then(|| idx_of(&r.to).expect("validated"));
-            let key = match (from, to) {
-                (Some(a), Some(b)) => Key::Pair(a, b),
-                (Some(a), None) => Key::FromAny(a),
-                (None, Some(b)) => Key::ToAny(b),
-                (None, None) => Key::AnyAny,
-            };
-            let time = |t: &Option<String>, dflt| {
-                t.as_deref()
-                    .map(|s| crate::time::parse_rfc3339(s).expect("validated"))
-                    .unwrap_or(dflt)
-            };
-            buckets.entry(key).or_default().push(CompiledRule {
-                index: i as u32,
-                allow: r.action == Action::Allow,
-                priority: r.priority,
-                proto: r.proto.unwrap_or(Proto::Any),
-                ports: r
-                    .ports
-                    .as_deref()
-                    .map(|p| crate::document::parse_ports(p).expect("validated"))
-                    .unwrap_or((0, u16::MAX)),
-                from_cidr: r
-                    .from_cidr
-                    .as_deref()
-                    .map(|c| Cidr::parse(c).expect("validated")),
-                to_cidr: r
-                    .to_cidr
-                    .as_deref()
-                    .map(|c| Cidr::parse(c).expect("validated")),
-                not_before: time(&r.not_before, i64::MIN),
-                not_after: time(&r.not_after, i64::MAX),
-            });
-        }
-        let mut rules = Vec::with_capacity(doc.rules.len());
-        let mut pair_rules = HashMap::new();
-        let mut any_any = Span::default();
-        let mut keys: Vec<Key> = buckets.keys().copied().collect();
-        // Deterministic storage order (not needed for correctness, nice for debugging).
-        keys.sort_by_key(|k| match *k {
-            Key::Pair(a, b) => (0, a, b),
-            Key::FromAny(a) => (1, a, 0),
-            Key::ToAny(b) => (2, b, 0),
-            Key::AnyAny => (3, 0, 0),
-        });
-        for k in keys {
-            let mut v = buckets.remove(&k).expect("key from map");
-            v.sort_by(|a, b| {
-                b.priority
-                    .cmp(&a.priority)
-                    .then(a.allow.cmp(&b.allow))
-                    .then(a.index.cmp(&b.index))
-            });
-            let span = Span {
-                start: rules.len() as u32,
-                len: v.len() as u32,
-            };
-            rules.extend(v);
-            match k {
-                Key::Pair(a, b) => {
-                    pair_rules.insert((a, b), span);
-                }
-                Key::FromAny(a) => tenants[a as usize].from_any = span,
-                Key::ToAny(b) => tenants[b as usize].to_any = span,
-                Key::AnyAny => any_any = span,
-            }
-        }
-
         let g = &doc.gateway;
-        Ok(Table {
-            version,
-            digest: digest(&doc),
+        let core = Core {
             underlay_ip: IpAddr::V4(g.underlay_ip),
             underlay_ip6: g.underlay_ip6.map(IpAddr::V6),
             udp_port: g.udp_port,
@@ -303,11 +367,64 @@ impl Table {
             tenants,
             vteps,
             endpoints,
-            pair_rules,
-            any_any,
-            rules,
-            doc: keep,
+            digest: core_digest(&doc),
+        };
+        let rules = build_rules(&core, &doc.rules);
+        let doc_cell = std::sync::OnceLock::new();
+        let _ = doc_cell.set(keep);
+        Ok(Table {
+            version,
+            doc: doc_cell,
+            core: Arc::new(core),
+            rules: Arc::new(rules),
         })
+    }
+
+    /// The problems a rule at `index` would have in this table's policy (tenants must exist).
+    pub fn check_rule(&self, index: usize, r: &Rule) -> Vec<crate::Issue> {
+        crate::document::validate_rule(index, r, &|t| {
+            self.core.names.contains_key(t) && self.tenant_by_name(t).is_some()
+        })
+    }
+
+    /// This table with one rule changed, as `version`: identity, endpoints and every other rule bucket
+    /// are shared with `self`; only the changed rule's bucket is rebuilt. The rule must have passed
+    /// [`Table::check_rule`]. The new table's document is set later with [`Table::set_document`].
+    pub fn with_rule_change(
+        &self,
+        version: u64,
+        change: RuleChange<'_>,
+        rule_count: usize,
+    ) -> Table {
+        let mut rules = (*self.rules).clone();
+        let key = |r: &Rule| key_of(&self.core, r);
+        match change {
+            RuleChange::Append(r) => {
+                let c = compile_rule(rule_count, r);
+                rules.edit_bucket(key(r), |v| v.push(c));
+                rules.digest = rules.digest.wrapping_add(rule_hash(rule_count, r));
+            }
+            RuleChange::Replace { index, old, new } => {
+                rules.edit_bucket(key(old), |v| v.retain(|c| c.index as usize != index));
+                let c = compile_rule(index, new);
+                rules.edit_bucket(key(new), |v| v.push(c));
+                rules.digest = rules
+                    .digest
+                    .wrapping_sub(rule_hash(index, old))
+                    .wrapping_add(rule_hash(index, new));
+            }
+        }
+        Table {
+            version,
+            doc: std::sync::OnceLock::new(),
+            core: self.core.clone(),
+            rules: Arc::new(rules),
+        }
+    }
+
+    /// Sets the document of a table made by [`Table::with_rule_change`] (once).
+    pub fn set_document(&self, doc: Arc<Document>) {
+        let _ = self.doc.set(doc);
     }
 
     pub fn version(&self) -> u64 {
@@ -315,85 +432,95 @@ impl Table {
     }
     /// Digest of the document this table was compiled from.
     pub fn digest(&self) -> u64 {
-        self.digest
+        combine(self.core.digest, self.rules.digest)
     }
+    /// The document this table was compiled from.
+    ///
+    /// # Panics
+    /// For a table made by [`Table::with_rule_change`] before [`Table::set_document`].
     pub fn document(&self) -> &Arc<Document> {
-        &self.doc
+        self.doc.get().expect("the table's document is set")
     }
     pub fn udp_port(&self) -> u16 {
-        self.udp_port
+        self.core.udp_port
     }
     pub fn mtu(&self) -> u16 {
-        self.mtu
+        self.core.mtu
     }
     /// The gateway's underlay source address toward a VTEP of `dst`'s family.
     #[inline]
     pub fn underlay_src(&self, dst: &IpAddr) -> Option<IpAddr> {
         if dst.is_ipv4() {
-            Some(self.underlay_ip)
+            Some(self.core.underlay_ip)
         } else {
-            self.underlay_ip6
+            self.core.underlay_ip6
         }
     }
     /// Number of tenant slots (live or not): the size of per-tenant counter arrays.
     pub fn tenant_slots(&self) -> usize {
-        self.tenants.len()
+        self.core.tenants.len()
     }
     pub fn tenant(&self, t: TenantIdx) -> &TenantEntry {
-        &self.tenants[t as usize]
+        &self.core.tenants[t as usize]
     }
     pub fn tenants(&self) -> impl Iterator<Item = (TenantIdx, &TenantEntry)> {
-        self.tenants
+        self.core
+            .tenants
             .iter()
             .enumerate()
             .map(|(i, t)| (i as TenantIdx, t))
     }
     pub fn tenant_by_name(&self, name: &str) -> Option<TenantIdx> {
-        self.names
+        self.core
+            .names
             .get(name)
             .copied()
-            .filter(|&i| self.tenants[i as usize].live)
+            .filter(|&i| self.core.tenants[i as usize].live)
     }
 
     /// The segment of an ingress VNI.
     #[inline]
     pub fn segment(&self, vni: u32) -> Option<&SegmentEntry> {
-        self.segments.get(&vni)
+        self.core.segments.get(&vni)
     }
     /// The tenant with a GBP group id / VLAN id.
     #[inline]
     pub fn tenant_by_id(&self, id: u32) -> Option<TenantIdx> {
-        self.ids.get(&id).copied()
+        self.core.ids.get(&id).copied()
     }
     /// Anti-spoofing: may `vtep` send on behalf of tenant `t`?
     #[inline]
     pub fn vtep_allowed(&self, t: TenantIdx, vtep: IpAddr) -> bool {
-        self.tenants[t as usize].any_vtep || self.vteps.contains(&(t, vtep))
+        self.core.tenants[t as usize].any_vtep || self.core.vteps.contains(&(t, vtep))
     }
     /// The endpoint with inner address `ip` in the address space of tenant `t`.
     #[inline]
     pub fn endpoint(&self, t: TenantIdx, ip: IpAddr) -> Option<&EndpointEntry> {
-        self.endpoints.get(&(self.tenants[t as usize].space, ip))
+        self.core
+            .endpoints
+            .get(&(self.core.tenants[t as usize].space, ip))
     }
 
+    /// The four buckets whose rules can apply from `s` to `d`. Empty maps cost no lookup.
     #[inline]
-    fn bucket(&self, s: Span) -> &[CompiledRule] {
-        &self.rules[s.start as usize..(s.start + s.len) as usize]
-    }
-
-    /// The four buckets whose rules can apply from `s` to `d`.
-    #[inline]
-    fn spans(&self, s: TenantIdx, d: TenantIdx) -> [Span; 4] {
-        let pair = if self.pair_rules.is_empty() {
-            Span::default()
-        } else {
-            self.pair_rules.get(&(s, d)).copied().unwrap_or_default()
-        };
+    fn buckets(&self, s: TenantIdx, d: TenantIdx) -> [&[CompiledRule]; 4] {
+        #[inline]
+        fn get<'a, K: std::hash::Hash + Eq>(
+            m: &'a HashMap<K, Arc<[CompiledRule]>>,
+            k: &K,
+        ) -> &'a [CompiledRule] {
+            if m.is_empty() {
+                &[]
+            } else {
+                m.get(k).map(|a| &**a).unwrap_or(&[])
+            }
+        }
+        let r = &*self.rules;
         [
-            pair,
-            self.tenants[s as usize].from_any,
-            self.tenants[d as usize].to_any,
-            self.any_any,
+            get(&r.pair, &(s, d)),
+            get(&r.from_any, &s),
+            get(&r.to_any, &d),
+            &r.any_any,
         ]
     }
 
@@ -405,13 +532,13 @@ impl Table {
         // best = (priority, is_deny, rule index)
         let mut best: Option<(i32, bool, u32)> = None;
         for mirrored in [false, true] {
-            let spans = if mirrored {
-                self.spans(d, s)
+            let buckets = if mirrored {
+                self.buckets(d, s)
             } else {
-                self.spans(s, d)
+                self.buckets(s, d)
             };
-            for span in spans {
-                for r in self.bucket(span) {
+            for bucket in buckets {
+                for r in bucket {
                     if let Some((p, deny, _)) = best {
                         // Buckets are sorted: nothing further can beat the current best.
                         if r.priority < p || (r.priority == p && (deny || r.allow)) {
@@ -445,20 +572,20 @@ impl Table {
     pub fn may_reach(&self, s: TenantIdx, d: TenantIdx, now: i64) -> bool {
         s == d
             || self
-                .spans(s, d)
+                .buckets(s, d)
                 .into_iter()
-                .any(|span| self.bucket(span).iter().any(|r| r.allow && r.active(now)))
+                .any(|b| b.iter().any(|r| r.allow && r.active(now)))
     }
 
     /// The rules that can apply from `s` to `d` (forward direction), for the audit: (document index,
-    /// allow, priority, proto, ports, active at `now`).
+    /// allow, priority, proto, ports, has CIDRs, not_before, not_after).
     pub(crate) fn forward_rules(
         &self,
         s: TenantIdx,
         d: TenantIdx,
     ) -> impl Iterator<Item = (u32, bool, i32, Proto, (u16, u16), bool, i64, i64)> + '_ {
-        self.spans(s, d).into_iter().flat_map(move |span| {
-            self.bucket(span).iter().map(|r| {
+        self.buckets(s, d).into_iter().flat_map(move |b| {
+            b.iter().map(|r| {
                 (
                     r.index,
                     r.allow,
@@ -475,14 +602,43 @@ impl Table {
 
     /// Pairs of tenants that have a rule naming both (for the audit).
     pub(crate) fn rule_pairs(&self) -> impl Iterator<Item = (TenantIdx, TenantIdx)> + '_ {
-        self.pair_rules.keys().copied()
+        self.rules.pair.keys().copied()
     }
     /// Whether any wildcard rule exists (then every pair must be audited).
     pub(crate) fn has_wildcards(&self) -> bool {
-        self.any_any.len > 0
-            || self
-                .tenants
-                .iter()
-                .any(|t| t.from_any.len > 0 || t.to_any.len > 0)
+        !self.rules.any_any.is_empty()
+            || !self.rules.from_any.is_empty()
+            || !self.rules.to_any.is_empty()
     }
+}
+
+fn key_of(core: &Core, r: &Rule) -> Key {
+    let idx = |n: &str| (n != ANY_TENANT).then(|| *core.names.get(n).expect("validated"));
+    match (idx(&r.from), idx(&r.to)) {
+        (Some(a), Some(b)) => Key::Pair(a, b),
+        (Some(a), None) => Key::FromAny(a),
+        (None, Some(b)) => Key::ToAny(b),
+        (None, None) => Key::AnyAny,
+    }
+}
+
+fn build_rules(core: &Core, doc_rules: &[Rule]) -> Rules {
+    let mut buckets: HashMap<Key, Vec<CompiledRule>> = HashMap::new();
+    let mut digest = 0u64;
+    for (i, r) in doc_rules.iter().enumerate() {
+        buckets
+            .entry(key_of(core, r))
+            .or_default()
+            .push(compile_rule(i, r));
+        digest = digest.wrapping_add(rule_hash(i, r));
+    }
+    let mut rules = Rules {
+        digest,
+        ..Rules::default()
+    };
+    for (k, mut v) in buckets {
+        sort_bucket(&mut v);
+        *rules.bucket_mut(k) = Arc::from(v);
+    }
+    rules
 }
