@@ -130,7 +130,7 @@ fn parse_pcapng(b: &[u8]) -> Result<Vec<Captured>, (String, usize)> {
         }
         let btype = rd32(&b[at..], le);
         let blen = rd32(&b[at + 4..], le) as usize;
-        if blen < 12 || blen % 4 != 0 || b.len() - at < blen {
+        if blen < 12 || !blen.is_multiple_of(4) || b.len() - at < blen {
             return Err((format!("bad block length {blen}"), at + 4));
         }
         let body = &b[at + 8..at + blen - 4];

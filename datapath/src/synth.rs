@@ -158,7 +158,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (n > 0), by multiply-shift.
     pub fn below(&mut self, n: u32) -> u32 {
-        ((self.next_u64() >> 32) * u64::from(n) >> 32) as u32
+        (((self.next_u64() >> 32) * u64::from(n)) >> 32) as u32
     }
 }
 
@@ -318,7 +318,7 @@ pub fn generate(p: &Params) -> Result<Workload, SynthError> {
         by_kind[f.kind as usize].push(i as u32);
     }
     let templates: Vec<Vec<u8>> = flows.iter().map(|f| frame(p, &lay, f)).collect();
-    let mut rng = Rng::new(p.seed ^ 0xf4a3_e5);
+    let mut rng = Rng::new(p.seed ^ 0x00f4_a3e5);
     let mut out = Vec::with_capacity(p.frames as usize);
     let mut expect = Expect::default();
     let (mut acc_a, mut acc_d) = (0.0f64, 0.0f64);
@@ -477,14 +477,14 @@ fn ssh_denied_tenant(lay: &Layout) -> u32 {
 fn pair_shape(k: u32) -> (Proto, (u16, u16), bool) {
     let proto = if k % 4 == 3 { Proto::Udp } else { Proto::Tcp };
     let ports = ALLOW_PORTS[(k as usize) % ALLOW_PORTS.len()];
-    (proto, ports, proto == Proto::Tcp && k % 5 == 0)
+    (proto, ports, proto == Proto::Tcp && k.is_multiple_of(5))
 }
 
 /// The pairs of pair rules, in order, as generated from the seed (shared by `rules` and `flows`).
 fn pairs(p: &Params, lay: &Layout) -> Vec<(u32, u32)> {
     let wild = wildcards(p, lay).len() as u32;
     let mut budget = p.rules.saturating_sub(wild);
-    let mut rng = Rng::new(p.seed ^ 0x9a1e_5);
+    let mut rng = Rng::new(p.seed ^ 0x0009_a1e5);
     let mut seen = hashbrown::HashSet::new();
     let mut out = Vec::new();
     let mut misses = 0;
@@ -650,7 +650,7 @@ fn flows(p: &Params, lay: &Layout, doc: &Document) -> Vec<FlowSpec> {
                 let eph = ephemeral(&mut rng);
                 // Default deny when the pair has no rules; else the pair's 8000–8080 deny if it has
                 // one; else telnet (the `* → *` block) when it exists.
-                let port = if !with_rules.contains(&(a, b)) && !(a == ssh) {
+                let port = if !with_rules.contains(&(a, b)) && (a != ssh) {
                     Some(5432 + (i % 3) as u16)
                 } else if present(a, b, Proto::Tcp, 8080, Action::Deny) {
                     Some(8000 + (i % 81) as u16)

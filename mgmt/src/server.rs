@@ -617,12 +617,9 @@ impl Server {
     fn publish_and_persist(
         &self,
         store: &mut Store,
-        old: Arc<Table>,
-        table: Arc<Table>,
+        (old, table): (Arc<Table>, Arc<Table>),
         doc: impl FnOnce() -> Result<Arc<Document>, OpError>,
-        uid: u32,
-        op: &str,
-        comment: Option<String>,
+        (uid, op, comment): (u32, &str, Option<String>),
     ) -> Result<(u64, String, f64), OpError> {
         let t0 = Instant::now();
         self.inner.table.store(table.clone());
@@ -683,12 +680,9 @@ impl Server {
         let doc = table.document().clone();
         let (version, digest, publish) = self.publish_and_persist(
             &mut store,
-            old,
-            Arc::new(table),
+            (old, Arc::new(table)),
             || Ok(doc),
-            uid,
-            op,
-            comment,
+            (uid, op, comment),
         )?;
         let published = compiled + publish;
         drop(store);
@@ -775,8 +769,7 @@ impl Server {
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
         let (version, digest, publish) = self.publish_and_persist(
             &mut store,
-            old,
-            table,
+            (old, table),
             || {
                 let mut doc = (*base).clone();
                 if index == n {
@@ -786,9 +779,7 @@ impl Server {
                 }
                 Ok(Arc::new(doc))
             },
-            uid,
-            op,
-            comment,
+            (uid, op, comment),
         )?;
         drop(store);
         tracing::info!(uid, op, version, "policy changed");
