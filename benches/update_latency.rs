@@ -99,7 +99,6 @@ fn main() {
                 std::thread::spawn(move || datapath::replay::serve(&f, &pol, &s, &st, 0))
             })
             .collect();
-        let mut c = Client::connect(&sock).unwrap();
         let frames_before = shared
             .iter()
             .map(|s| s.frames.load(Ordering::Acquire))
@@ -107,21 +106,25 @@ fn main() {
         let (mut to_workers, mut to_ack, mut compile) = (vec![], vec![], vec![]);
         for r in 0..rounds {
             let rule = json!({"from": "t0", "to": format!("t{}", 1 + r), "proto": "tcp", "ports": format!("{}", 10_000 + r), "action": "allow", "priority": 5});
+            let v = shared[0].active_version.load(Ordering::Acquire) + 1;
+            // The request goes out on another thread; this one watches the workers meanwhile.
             let t = Instant::now();
-            let resp = c.call("rule.add", json!({"rule": rule})).unwrap();
-            let ack = t.elapsed();
-            assert!(resp.ok, "{:?}", resp.error);
-            let res = resp.result.unwrap();
-            let v = res["version"].as_u64().unwrap();
+            let sock = sock.clone();
+            let req = std::thread::spawn(move || {
+                let resp = c.call("rule.add", json!({"rule": rule})).unwrap();
+                (resp, t.elapsed())
+            });
             while !shared
                 .iter()
                 .all(|s| s.active_version.load(Ordering::Acquire) >= v)
             {
                 std::hint::spin_loop();
             }
-            // The workers may pick the table up before the ack is read: the later of the two is when
-            // the change is both durable and running everywhere.
             to_workers.push(t.elapsed().as_secs_f64() * 1e3);
+            let (resp, ack) = req.join().unwrap();
+            assert!(resp.ok, "{:?}", resp.error);
+            let res = resp.result.unwrap();
+            assert_eq!(res["version"].as_u64().unwrap(), v);
             to_ack.push(ack.as_secs_f64() * 1e3);
             compile.push(res["compile_ms"].as_f64().unwrap());
         }

@@ -445,17 +445,6 @@ impl Document {
                 _ => {}
             }
         }
-        if has_gbp || has_vlan {
-            for (i, t) in self.tenants.iter().enumerate() {
-                if has_gbp && t.id > 0xffff && !has_vlan {
-                    err(
-                        format!("tenant[{i}].id"),
-                        format!("{} does not fit a GBP group id (16 bits)", t.id),
-                    );
-                }
-            }
-        }
-
         let mut eps: HashSet<(&str, IpAddr)> = HashSet::new();
         for (i, e) in self.endpoints.iter().enumerate() {
             let p = |f: &str| format!("endpoint[{i}].{f}");

@@ -90,13 +90,18 @@ impl CompiledRule {
 /// shared between versions, so a one-rule change rebuilds one bucket, not the whole set.
 #[derive(Debug, Clone, Default)]
 struct Rules {
-    pair: HashMap<(TenantIdx, TenantIdx), Arc<[CompiledRule]>>,
-    from_any: HashMap<TenantIdx, Arc<[CompiledRule]>>,
-    to_any: HashMap<TenantIdx, Arc<[CompiledRule]>>,
+    /// Each container is shared too: a change copies only the container it touches.
+    /// Indexed by the from-tenant's slot, then keyed by the to-tenant.
+    pair: Arc<Vec<Option<PairMap>>>,
+    /// Indexed by tenant slot: rules from the tenant to `*`, and from `*` to the tenant.
+    from_any: Arc<Vec<Option<Arc<[CompiledRule]>>>>,
+    to_any: Arc<Vec<Option<Arc<[CompiledRule]>>>>,
     any_any: Arc<[CompiledRule]>,
     /// Σ of the rules' hashes (with their index): the rules' part of the digest.
     digest: u64,
 }
+
+type PairMap = Arc<HashMap<TenantIdx, Arc<[CompiledRule]>>>;
 
 #[derive(PartialEq, Eq, Hash, Clone, Copy, PartialOrd, Ord)]
 enum Key {
@@ -107,20 +112,22 @@ enum Key {
 }
 
 impl Rules {
+    fn empty() -> Arc<[CompiledRule]> {
+        Arc::from(Vec::new())
+    }
     fn bucket_mut(&mut self, k: Key) -> &mut Arc<[CompiledRule]> {
         match k {
-            Key::Pair(a, b) => self
-                .pair
-                .entry((a, b))
-                .or_insert_with(|| Arc::from(Vec::new())),
-            Key::FromAny(a) => self
-                .from_any
-                .entry(a)
-                .or_insert_with(|| Arc::from(Vec::new())),
-            Key::ToAny(b) => self
-                .to_any
-                .entry(b)
-                .or_insert_with(|| Arc::from(Vec::new())),
+            Key::Pair(a, b) => {
+                let inner =
+                    Arc::make_mut(&mut self.pair)[a as usize].get_or_insert_with(Default::default);
+                Arc::make_mut(inner).entry(b).or_insert_with(Self::empty)
+            }
+            Key::FromAny(a) => {
+                Arc::make_mut(&mut self.from_any)[a as usize].get_or_insert_with(Self::empty)
+            }
+            Key::ToAny(b) => {
+                Arc::make_mut(&mut self.to_any)[b as usize].get_or_insert_with(Self::empty)
+            }
             Key::AnyAny => &mut self.any_any,
         }
     }
@@ -134,14 +141,16 @@ impl Rules {
         if slot.is_empty() {
             match k {
                 Key::Pair(a, b) => {
-                    self.pair.remove(&(a, b));
+                    let outer = Arc::make_mut(&mut self.pair);
+                    if let Some(inner) = &mut outer[a as usize] {
+                        Arc::make_mut(inner).remove(&b);
+                        if inner.is_empty() {
+                            outer[a as usize] = None;
+                        }
+                    }
                 }
-                Key::FromAny(a) => {
-                    self.from_any.remove(&a);
-                }
-                Key::ToAny(b) => {
-                    self.to_any.remove(&b);
-                }
+                Key::FromAny(a) => Arc::make_mut(&mut self.from_any)[a as usize] = None,
+                Key::ToAny(b) => Arc::make_mut(&mut self.to_any)[b as usize] = None,
                 Key::AnyAny => {}
             }
         }
@@ -505,23 +514,15 @@ impl Table {
     #[inline]
     fn buckets(&self, s: TenantIdx, d: TenantIdx) -> [&[CompiledRule]; 4] {
         #[inline]
-        fn get<'a, K: std::hash::Hash + Eq>(
-            m: &'a HashMap<K, Arc<[CompiledRule]>>,
-            k: &K,
-        ) -> &'a [CompiledRule] {
-            if m.is_empty() {
-                &[]
-            } else {
-                m.get(k).map(|a| &**a).unwrap_or(&[])
-            }
+        fn slot(v: &[Option<Arc<[CompiledRule]>>], t: TenantIdx) -> &[CompiledRule] {
+            v.get(t as usize).and_then(|b| b.as_deref()).unwrap_or(&[])
         }
         let r = &*self.rules;
-        [
-            get(&r.pair, &(s, d)),
-            get(&r.from_any, &s),
-            get(&r.to_any, &d),
-            &r.any_any,
-        ]
+        let pair = match r.pair.get(s as usize) {
+            Some(Some(m)) => m.get(&d).map(|a| &**a).unwrap_or(&[]),
+            _ => &[],
+        };
+        [pair, slot(&r.from_any, s), slot(&r.to_any, d), &r.any_any]
     }
 
     /// The verdict for a frame of `flow` from tenant `s` to tenant `d` at Unix time `now`: forward rules
@@ -602,13 +603,17 @@ impl Table {
 
     /// Pairs of tenants that have a rule naming both (for the audit).
     pub(crate) fn rule_pairs(&self) -> impl Iterator<Item = (TenantIdx, TenantIdx)> + '_ {
-        self.rules.pair.keys().copied()
+        self.rules.pair.iter().enumerate().flat_map(|(a, m)| {
+            m.iter()
+                .flat_map(|m| m.keys())
+                .map(move |&b| (a as TenantIdx, b))
+        })
     }
     /// Whether any wildcard rule exists (then every pair must be audited).
     pub(crate) fn has_wildcards(&self) -> bool {
         !self.rules.any_any.is_empty()
-            || !self.rules.from_any.is_empty()
-            || !self.rules.to_any.is_empty()
+            || self.rules.from_any.iter().any(Option::is_some)
+            || self.rules.to_any.iter().any(Option::is_some)
     }
 }
 
@@ -632,8 +637,12 @@ fn build_rules(core: &Core, doc_rules: &[Rule]) -> Rules {
             .push(compile_rule(i, r));
         digest = digest.wrapping_add(rule_hash(i, r));
     }
+    let slots = core.tenants.len();
     let mut rules = Rules {
         digest,
+        pair: Arc::new(vec![None; slots]),
+        from_any: Arc::new(vec![None; slots]),
+        to_any: Arc::new(vec![None; slots]),
         ..Rules::default()
     };
     for (k, mut v) in buckets {
