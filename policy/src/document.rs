@@ -412,14 +412,6 @@ impl Document {
         }
 
         let mut segs: HashMap<u32, &Segment> = HashMap::new();
-        let has_vlan = self
-            .segments
-            .iter()
-            .any(|s| s.identity == IdentityMode::Vlan);
-        let has_gbp = self
-            .segments
-            .iter()
-            .any(|s| s.identity == IdentityMode::Gbp);
         for (i, s) in self.segments.iter().enumerate() {
             let p = |f: &str| format!("segment[{i}].{f}");
             if s.vni > 0x00ff_ffff {
