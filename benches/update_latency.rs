@@ -111,6 +111,7 @@ fn main() {
             let t = Instant::now();
             let sock = sock.clone();
             let req = std::thread::spawn(move || {
+                let mut c = Client::connect(&sock).unwrap();
                 let resp = c.call("rule.add", json!({"rule": rule})).unwrap();
                 (resp, t.elapsed())
             });
