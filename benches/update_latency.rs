@@ -104,6 +104,10 @@ fn main() {
             .map(|s| s.frames.load(Ordering::Acquire))
             .sum::<u64>();
         let (mut to_workers, mut to_ack, mut compile) = (vec![], vec![], vec![]);
+        // Frames are flowing: every worker runs version 1.
+        while !shared.iter().all(|s| s.active_version.load(Ordering::Acquire) >= 1) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         for r in 0..rounds {
             let rule = json!({"from": "t0", "to": format!("t{}", 1 + r), "proto": "tcp", "ports": format!("{}", 10_000 + r), "action": "allow", "priority": 5});
             let v = shared[0].active_version.load(Ordering::Acquire) + 1;
