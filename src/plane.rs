@@ -261,3 +261,73 @@ impl Dataplane for Plane {
         }))
     }
 }
+
+/// `joypath run`'s management plane, plugged into the AF_XDP driver: the policy starts from the
+/// store (seeded by --config), the socket is served once the workers run, and SIGHUP commits the
+/// re-read config file as a new version.
+pub struct MgmtControl {
+    args: MgmtArgs,
+    config: PathBuf,
+    store: Option<Store>,
+    table: Option<Arc<Table>>,
+    server: Option<mgmt::Server>,
+    handle: Option<mgmt::server::ServerHandle>,
+}
+
+impl MgmtControl {
+    pub fn new(args: MgmtArgs, config: PathBuf) -> Self {
+        MgmtControl {
+            args,
+            config,
+            store: None,
+            table: None,
+            server: None,
+            handle: None,
+        }
+    }
+}
+
+impl datapath::afxdp::Control for MgmtControl {
+    fn initial(&mut self) -> Result<Arc<Table>, String> {
+        let (store, table) =
+            open_policy(Some(&self.config), &self.args.state_dir, self.args.history)
+                .map_err(|e| format!("{e:#}"))?;
+        self.store = Some(store);
+        self.table = Some(table.clone());
+        Ok(table)
+    }
+
+    fn started(
+        &mut self,
+        policy: Arc<ArcSwap<Table>>,
+        workers: Vec<Arc<WorkerShared>>,
+    ) -> Result<(), String> {
+        let plane = Arc::new(Plane::new(policy, workers));
+        let store = self.store.take().ok_or("the store is not open")?;
+        let table = self.table.clone().ok_or("no initial table")?;
+        let cfg = self.args.server_config().map_err(|e| format!("{e:#}"))?;
+        let server = mgmt::Server::new(cfg, store, table, plane);
+        let handle = server
+            .spawn()
+            .map_err(|e| format!("{}: {e}", self.args.socket.display()))?;
+        self.server = Some(server);
+        self.handle = Some(handle);
+        Ok(())
+    }
+
+    fn reload(&mut self, _old: &Arc<Table>) -> Result<Arc<Table>, String> {
+        let server = self
+            .server
+            .as_ref()
+            .ok_or("the management server is not running")?;
+        let doc = Document::load(&self.config).map_err(|e| e.to_string())?;
+        server
+            .apply_document(
+                doc,
+                0,
+                "sighup",
+                Some(format!("re-read {}", self.config.display())),
+            )
+            .map_err(|e| e.to_string())
+    }
+}

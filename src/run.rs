@@ -45,6 +45,11 @@ pub struct RunArgs {
     /// interface toward the first VTEP routed there).
     #[arg(long, hide = true)]
     pub null: bool,
+    /// No management socket or policy store: run --config as is, SIGHUP re-reads it.
+    #[arg(long)]
+    pub no_mgmt: bool,
+    #[command(flatten)]
+    pub mgmt: crate::plane::MgmtArgs,
 }
 
 pub fn cmd_run(a: RunArgs) -> Result<()> {
@@ -76,8 +81,14 @@ pub fn cmd_run(a: RunArgs) -> Result<()> {
         stats_every: Duration::from_secs(a.stats_every),
         null: a.null,
     };
-    let report =
-        afxdp::run(&cfg).with_context(|| format!("joypath run on {}", a.interface.join(",")))?;
+    let mut control = crate::plane::MgmtControl::new(a.mgmt.clone(), a.config.clone());
+    let control: Option<&mut dyn afxdp::Control> = if a.no_mgmt || a.null {
+        None
+    } else {
+        Some(&mut control)
+    };
+    let report = afxdp::run_with(&cfg, control)
+        .with_context(|| format!("joypath run on {}", a.interface.join(",")))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

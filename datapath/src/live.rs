@@ -105,7 +105,18 @@ impl Worker {
         outcomes: &mut [Outcome],
         ts_ns: u64,
     ) {
-        let table = policy.load();
+        self.process_with(&policy.load(), shared, frames, outcomes, ts_ns);
+    }
+
+    /// [`Worker::process_live`] with the table the driver has already loaded for this batch.
+    pub fn process_with(
+        &mut self,
+        table: &Table,
+        shared: &WorkerShared,
+        frames: &mut [Frame<'_>],
+        outcomes: &mut [Outcome],
+        ts_ns: u64,
+    ) {
         let now = (ts_ns / 1_000_000_000) as i64;
         let tap = shared.trace.load();
         match tap.as_ref() {
@@ -156,7 +167,11 @@ impl Worker {
     /// Publishes the worker's state while it is idle (no batch), so an idle worker still reports
     /// the newest version and answers snapshot requests.
     pub fn idle_live(&mut self, policy: &ArcSwap<Table>, shared: &WorkerShared) {
-        let table = policy.load();
+        self.idle_with(&policy.load(), shared);
+    }
+
+    /// [`Worker::idle_live`] with a table already loaded.
+    pub fn idle_with(&mut self, table: &Table, shared: &WorkerShared) {
         self.active_version = table.version();
         shared
             .active_version

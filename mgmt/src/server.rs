@@ -270,6 +270,19 @@ impl Server {
         }
     }
 
+    /// Commits a whole document as the next version (e.g. the config file re-read on SIGHUP) and
+    /// returns its table, published.
+    pub fn apply_document(
+        &self,
+        doc: Document,
+        uid: u32,
+        op: &str,
+        comment: Option<String>,
+    ) -> Result<Arc<Table>, OpError> {
+        self.commit(uid, op, comment, None, move |_| Ok(doc))?;
+        Ok(self.table())
+    }
+
     /// The table of the store's current version.
     pub fn table(&self) -> Arc<Table> {
         self.inner.table.load_full()

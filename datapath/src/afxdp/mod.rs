@@ -364,8 +364,31 @@ fn build_routes(
     routes
 }
 
+/// What the caller of [`run`] may plug in: where the policy comes from and goes to (the binary's
+/// management plane). Without one, `run` reads `cfg.config` and SIGHUP re-reads it.
+pub trait Control: Send {
+    /// The table to start from.
+    fn initial(&mut self) -> Result<Arc<Table>, String>;
+    /// Called once the workers run, with the policy they read and their shared state.
+    fn started(
+        &mut self,
+        policy: Arc<ArcSwap<Table>>,
+        workers: Vec<Arc<crate::live::WorkerShared>>,
+    ) -> Result<(), String>;
+    /// SIGHUP: the table to run next.
+    fn reload(&mut self, old: &Arc<Table>) -> Result<Arc<Table>, String>;
+}
+
 /// Runs the gateway until SIGINT or SIGTERM; SIGHUP re-reads `cfg.config` and swaps the policy.
 pub fn run(cfg: &RunConfig) -> Result<RunReport, AfxdpError> {
+    run_with(cfg, None)
+}
+
+/// [`run`], with the policy coming from and going through `control`.
+pub fn run_with(
+    cfg: &RunConfig,
+    mut control: Option<&mut dyn Control>,
+) -> Result<RunReport, AfxdpError> {
     if cfg.interfaces.is_empty() {
         return Err(AfxdpError::Setup("no interface given".into()));
     }
@@ -393,7 +416,10 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, AfxdpError> {
             });
         }
     }
-    let table = load_table(&cfg.config, None)?;
+    let table = match control.as_mut() {
+        Some(c) => c.initial().map_err(AfxdpError::Policy)?,
+        None => Arc::new(load_table(&cfg.config, None)?),
+    };
     let port = table.udp_port();
     raise_memlock();
 
@@ -470,10 +496,14 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, AfxdpError> {
 
     let mut route_cache = HashMap::new();
     let routes = build_routes(&table, &ifaces, &mut route_cache);
+    let workers: Vec<Arc<crate::live::WorkerShared>> = (0..all.len())
+        .map(|n| Arc::new(crate::live::WorkerShared::new(n)))
+        .collect();
     let shared = Arc::new(Shared {
-        table: ArcSwap::from_pointee(table),
+        table: Arc::new(ArcSwap::new(table)),
         routes: ArcSwap::from_pointee(routes),
         stop: AtomicBool::new(false),
+        workers: workers.clone(),
     });
     let mut handles = Vec::new();
     for (n, s) in all.into_iter().enumerate() {
@@ -491,7 +521,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, AfxdpError> {
                         tracing::warn!("worker for queue {q}: could not pin to core {id}");
                     }
                 }
-                worker::run(s, shared, batch, poll, null)
+                worker::run(s, shared, n, batch, poll, null)
             })
             .map_err(|e| AfxdpError::Setup(format!("spawning a worker: {e}")))?;
         handles.push(h);
@@ -502,6 +532,15 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, AfxdpError> {
         cfg.interfaces.join(",")
     );
 
+    if let Some(c) = control.as_mut() {
+        if let Err(e) = c.started(shared.table.clone(), workers) {
+            shared.stop.store(true, Ordering::Relaxed);
+            for h in handles {
+                let _ = h.join();
+            }
+            return Err(AfxdpError::Setup(e));
+        }
+    }
     let started = Instant::now();
     let (mut reloads, mut reload_errors) = (0u64, 0u64);
     let mut last_routes = Instant::now();
@@ -510,14 +549,18 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport, AfxdpError> {
         std::thread::sleep(Duration::from_millis(50));
         if hup.swap(false, Ordering::Relaxed) {
             let old = shared.table.load_full();
-            match load_table(&cfg.config, Some(&old)) {
+            let next = match control.as_mut() {
+                Some(c) => c.reload(&old).map_err(AfxdpError::Policy),
+                None => load_table(&cfg.config, Some(&old)).map(Arc::new),
+            };
+            match next {
                 Ok(t) => {
                     let v = t.version();
                     route_cache.clear();
                     shared
                         .routes
                         .store(Arc::new(build_routes(&t, &ifaces, &mut route_cache)));
-                    shared.table.store(Arc::new(t));
+                    shared.table.store(t);
                     reloads += 1;
                     tracing::info!(
                         "SIGHUP: policy reloaded from {}, now version {v}",

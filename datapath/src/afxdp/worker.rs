@@ -106,7 +106,9 @@ impl DriverCounters {
 
 /// What the worker shares with the control thread.
 pub struct Shared {
-    pub table: ArcSwap<Table>,
+    pub table: Arc<ArcSwap<Table>>,
+    /// Each worker's face toward the management plane, by worker number.
+    pub workers: Vec<Arc<crate::live::WorkerShared>>,
     pub routes: ArcSwap<Routes>,
     pub stop: AtomicBool,
 }
@@ -171,6 +173,7 @@ fn refill(s: &mut Sockets) {
 pub fn run(
     mut s: Sockets,
     shared: Arc<Shared>,
+    me: usize,
     batch: usize,
     poll: PollMode,
     null: bool,
@@ -246,7 +249,14 @@ pub fn run(
                 if null {
                     null_forward(&mut frames[..n], &mut outcomes[..n], &mut w.counters);
                 } else {
-                    w.process(&table, &mut frames[..n], &mut outcomes[..n], now);
+                    let ts_ns = (now as u64).saturating_mul(1_000_000_000);
+                    w.process_with(
+                        &table,
+                        &shared.workers[me],
+                        &mut frames[..n],
+                        &mut outcomes[..n],
+                        ts_ns,
+                    );
                 }
                 for k in 0..n {
                     egress[k] = usize::MAX;
@@ -330,6 +340,9 @@ pub fn run(
                     c.tx_wakeups += 1;
                 }
             }
+        }
+        if work == 0 {
+            w.idle_with(&table, &shared.workers[me]);
         }
         drop(table);
         drop(routes);
