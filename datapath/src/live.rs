@@ -120,13 +120,13 @@ impl Worker {
         let now = (ts_ns / 1_000_000_000) as i64;
         let tap = shared.trace.load();
         match tap.as_ref() {
-            None => self.process(&table, frames, outcomes, now),
+            None => self.process(table, frames, outcomes, now),
             Some(tap) => {
                 // Tracing only: keep the frames as received, before the in-place rewrite.
                 let before: Vec<Vec<u8>> = frames.iter().map(|f| f.data().to_vec()).collect();
-                self.process(&table, frames, outcomes, now);
+                self.process(table, frames, outcomes, now);
                 for (data, o) in before.into_iter().zip(outcomes.iter()) {
-                    if !tap.wants(&table, o) {
+                    if !tap.wants(table, o) {
                         continue;
                     }
                     let claimed = tap
