@@ -105,7 +105,10 @@ fn main() {
             .sum::<u64>();
         let (mut to_workers, mut to_ack, mut compile) = (vec![], vec![], vec![]);
         // Frames are flowing: every worker runs version 1.
-        while !shared.iter().all(|s| s.active_version.load(Ordering::Acquire) >= 1) {
+        while !shared
+            .iter()
+            .all(|s| s.active_version.load(Ordering::Acquire) >= 1)
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         for r in 0..rounds {
