@@ -244,11 +244,36 @@ fn every_operation_over_the_socket() {
         .iter()
         .any(|s| s["vni"] == 4000));
 
+    // several edits as one version, all or nothing
+    let bad = json!({"edits": [
+        {"op": "tenant.add", "args": {"tenant": {"name": "batch", "id": 950}}},
+        {"op": "endpoint.add", "args": {"endpoint": {"tenant": "batch", "ip": "198.19.95.1", "mac": "02:00:00:00:95:01", "vtep": "198.18.0.1", "vni": 4999}}}
+    ]});
+    assert_eq!(
+        err(c.call("policy.edit", bad).unwrap()),
+        ErrorCode::InvalidPolicy,
+        "VNI 4999 is no segment"
+    );
+    let good = json!({"comment": "onboard batch", "edits": [
+        {"op": "tenant.add", "args": {"tenant": {"name": "batch", "id": 950}}},
+        {"op": "segment.add", "args": {"segment": {"vni": 4999, "identity": "vni", "tenant": "batch"}}},
+        {"op": "endpoint.add", "args": {"endpoint": {"tenant": "batch", "ip": "198.19.95.1", "mac": "02:00:00:00:95:01", "vtep": "198.18.0.1", "vni": 4999}}}
+    ]});
+    version += 1;
+    assert_eq!(ok(c.call("policy.edit", good).unwrap())["version"], version);
+    let d = ok(c.call("policy.get", json!({})).unwrap());
+    assert_eq!(d["meta"]["comment"], "onboard batch");
+    assert!(d["document"]["endpoint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["ip"] == "198.19.95.1"));
+
     // history and rollback (itself a new version)
     let h = ok(c.call("history", json!({"limit": 3})).unwrap());
     assert_eq!(h.as_array().unwrap().len(), 3);
     assert_eq!(h[0]["version"], version);
-    assert_eq!(h[0]["op"], "tenant.remove");
+    assert_eq!(h[0]["op"], "policy.edit");
     let r = ok(c.call("rollback", json!({"version": 2})).unwrap());
     assert_eq!(r["version"], version + 1);
     let d = ok(c.call("policy.get", json!({})).unwrap());
