@@ -14,7 +14,7 @@ for cap in pcap-fixtures/{identity,verdicts,drops,arp,overlap}.pcap pcap-fixture
   $JP replay --config "$CFG" --output "target/demo/$name.out.pcap" "$cap"
   echo
 done
-echo "================ all fixtures at once, frame by frame (first 30) ================"
+echo "================ verdicts.pcap frame by frame: tenant, outcome, deciding rule (first 30) ================"
 $JP replay --config "$CFG" --frames pcap-fixtures/verdicts.pcap | head -30
 echo
 echo "================ who may reach whom (audit at 2026-06-01) ================"

@@ -132,6 +132,13 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Cli::parse()) {
+        // Output cut short by a closed pipe (`joypath … | head`) is not an error.
+        if e.chain()
+            .filter_map(|c| c.downcast_ref::<std::io::Error>())
+            .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            std::process::exit(0);
+        }
         eprintln!("joypath: {e:#}");
         std::process::exit(1);
     }

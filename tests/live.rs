@@ -180,6 +180,10 @@ impl Topo {
             .args(["netns", "exec", &self.g, env!("CARGO_BIN_EXE_joypath")])
             .args(["run", "--json", "--interface", "ga,gb", "--config"])
             .arg(config)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--socket")
+            .arg(self.dir.join("jp.sock"))
             .env("JOYPATH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
@@ -433,6 +437,7 @@ fn live_gateway_between_linux_vteps() {
         &[
             env!("CARGO_BIN_EXE_joypath"),
             "run",
+            "--no-mgmt",
             "-i",
             "ga",
             "-c",
@@ -521,6 +526,30 @@ fn live_gateway_between_linux_vteps() {
         );
         sleep(Duration::from_millis(100));
     }
+    // The reload went through the management plane: version 2 in the store, every worker on it.
+    let sock = t.dir.join("jp.sock");
+    let ctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_joypath"))
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    loop {
+        let v = ctl(&["verify"]);
+        let text = String::from_utf8_lossy(&v.stdout).into_owned();
+        if v.status.success() && text.contains("\"version\": 2") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "verify: {text}");
+        sleep(Duration::from_millis(100));
+    }
+    let h = String::from_utf8_lossy(&ctl(&["history"]).stdout).into_owned();
+    assert!(h.contains("\"op\": \"sighup\""), "history: {h}");
     assert!(
         t.ping(&a, "198.19.0.11", "198.19.0.2", &[]),
         "after SIGHUP: A(.11)→B allowed"
