@@ -590,4 +590,30 @@ fn live_gateway_between_linux_vteps() {
         let s = String::from_utf8_lossy(&o.stdout);
         assert!(!s.contains("xdp"), "XDP program left on {dev}: {s}");
     }
+
+    // ... and when it dies without a chance to clean up (SIGKILL): the bpf_link goes with it, and the
+    // store on disk still holds both committed versions.
+    t.start_gateway(&config);
+    t.signal("-KILL");
+    let mut c = t.gw.take().unwrap();
+    let _ = c.wait();
+    for dev in ["ga", "gb"] {
+        let t0 = Instant::now();
+        loop {
+            let o = t.in_ns(&g, &["ip", "link", "show", "dev", dev]);
+            let s = String::from_utf8_lossy(&o.stdout).into_owned();
+            if !s.contains("xdp") {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "XDP program left on {dev} after SIGKILL: {s}"
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+    let store = std::fs::read_dir(t.dir.join("state/versions"))
+        .unwrap()
+        .count();
+    assert!(store >= 2, "the store kept both versions");
 }
