@@ -180,7 +180,13 @@ pub fn run(a: CtlArgs) -> Result<i32> {
             return Ok(2);
         }
     };
-    let resp = c.call(&op, args).context("talking to the gateway")?;
+    let resp = match c.call(&op, args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("joypath ctl: {}: {e}", a.socket.display());
+            return Ok(2);
+        }
+    };
     if !resp.ok {
         let e = resp.error.context("an error response without an error")?;
         if a.json {

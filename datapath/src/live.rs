@@ -149,6 +149,13 @@ impl Worker {
                 }
             }
         }
+        self.publish_state(table, shared);
+    }
+
+    /// Once per batch (or idle round): the version and frame count the worker runs, and a counter
+    /// snapshot if one was asked for.
+    fn publish_state(&mut self, table: &Table, shared: &WorkerShared) {
+        self.active_version = table.version();
         shared
             .active_version
             .store(table.version(), Ordering::Release);
@@ -172,19 +179,7 @@ impl Worker {
 
     /// [`Worker::idle_live`] with a table already loaded.
     pub fn idle_with(&mut self, table: &Table, shared: &WorkerShared) {
-        self.active_version = table.version();
-        shared
-            .active_version
-            .store(table.version(), Ordering::Release);
-        shared
-            .active_digest
-            .store(table.digest(), Ordering::Release);
-        if shared.snapshot_wanted.load(Ordering::Acquire) {
-            if let Ok(mut s) = shared.snapshot.lock() {
-                *s = Some(self.counters.clone());
-            }
-            shared.snapshot_wanted.store(false, Ordering::Release);
-        }
+        self.publish_state(table, shared);
     }
 }
 

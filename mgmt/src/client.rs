@@ -33,7 +33,11 @@ impl Client {
         };
         let mut line = serde_json::to_vec(&req)?;
         line.push(b'\n');
-        self.writer.write_all(&line)?;
+        if let Err(e) = self.writer.write_all(&line) {
+            // The server may have answered and closed before reading (a refused peer): its answer
+            // is still in our receive buffer.
+            return self.read_response().map_err(|_| e);
+        }
         self.read_response()
     }
 

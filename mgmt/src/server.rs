@@ -655,6 +655,16 @@ impl Server {
         }
     }
 
+    /// The version a change builds on and its document, if it is the one the client expects.
+    fn base(store: &Store, expected: Option<u64>) -> Result<(u64, Arc<Document>), OpError> {
+        let current = Self::check_expected(store, expected)?;
+        let doc = store
+            .current()
+            .map(|c| c.document.clone())
+            .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?;
+        Ok((current, doc))
+    }
+
     fn check_expected(store: &Store, expected: Option<u64>) -> Result<u64, OpError> {
         let current = store.version();
         if let Some(e) = expected {
@@ -681,11 +691,7 @@ impl Server {
     ) -> Result<Value, OpError> {
         let t0 = Instant::now();
         let mut store = self.inner.store.lock().expect("store lock");
-        let current = Self::check_expected(&store, expected)?;
-        let base = store
-            .current()
-            .map(|c| c.document.clone())
-            .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?;
+        let (current, base) = Self::base(&store, expected)?;
         let old = self.table();
         let doc = build(&base)?;
         let table = Table::compile(Arc::new(doc), current + 1, Some(&old)).map_err(invalid)?;
@@ -736,11 +742,7 @@ impl Server {
     ) -> Result<Value, OpError> {
         let t0 = Instant::now();
         let mut store = self.inner.store.lock().expect("store lock");
-        let current = Self::check_expected(&store, expected)?;
-        let base = store
-            .current()
-            .map(|c| c.document.clone())
-            .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?;
+        let (current, base) = Self::base(&store, expected)?;
         let rule: policy::Rule = serde_json::from_value(
             args.get("rule")
                 .cloned()

@@ -113,6 +113,16 @@ fn doc(rules: Vec<Rule>) -> Document {
     }
 }
 
+/// A rule's validity window in Unix seconds, open ends as i64::MIN / i64::MAX.
+fn window(r: &Rule) -> (i64, i64) {
+    let t = |x: &Option<String>, d| {
+        x.as_deref()
+            .map(|x| policy::time::parse_rfc3339(x).unwrap())
+            .unwrap_or(d)
+    };
+    (t(&r.not_before, i64::MIN), t(&r.not_after, i64::MAX))
+}
+
 /// The reference: a linear scan, straight from the contract.
 fn model(d: &Document, s: &str, t: &str, f: &Flow, now: i64) -> bool {
     let name_ok = |pat: &str, n: &str| pat == "*" || pat == n;
@@ -124,16 +134,7 @@ fn model(d: &Document, s: &str, t: &str, f: &Flow, now: i64) -> bool {
             .as_deref()
             .map(|p| parse_ports(p).unwrap())
             .unwrap_or((0, 65535));
-        let nb = r
-            .not_before
-            .as_deref()
-            .map(|x| policy::time::parse_rfc3339(x).unwrap())
-            .unwrap_or(i64::MIN);
-        let na = r
-            .not_after
-            .as_deref()
-            .map(|x| policy::time::parse_rfc3339(x).unwrap())
-            .unwrap_or(i64::MAX);
+        let (nb, na) = window(r);
         let in_cidr = |c: &Option<String>, ip: &IpAddr| {
             c.as_deref()
                 .is_none_or(|c| Cidr::parse(c).unwrap().contains(ip))
@@ -171,16 +172,7 @@ fn model(d: &Document, s: &str, t: &str, f: &Flow, now: i64) -> bool {
 fn model_reach(d: &Document, s: &str, t: &str, now: i64) -> bool {
     s == t
         || d.rules.iter().any(|r| {
-            let nb = r
-                .not_before
-                .as_deref()
-                .map(|x| policy::time::parse_rfc3339(x).unwrap())
-                .unwrap_or(i64::MIN);
-            let na = r
-                .not_after
-                .as_deref()
-                .map(|x| policy::time::parse_rfc3339(x).unwrap())
-                .unwrap_or(i64::MAX);
+            let (nb, na) = window(r);
             r.action == Action::Allow
                 && (r.from == "*" || r.from == s)
                 && (r.to == "*" || r.to == t)

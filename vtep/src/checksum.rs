@@ -28,31 +28,26 @@ pub fn ipv4_header(header: &[u8]) -> u16 {
     finish(sum(0, header))
 }
 
-/// The UDP checksum over IPv6 (RFC 8200 §8.1) of `udp` (header with checksum field zero, plus payload).
-/// A computed 0 is sent as 0xffff.
-pub fn udp_ipv6(src: &[u8; 16], dst: &[u8; 16], udp: &[u8]) -> u16 {
-    let mut acc = sum(0, src);
-    acc = sum(acc, dst);
+/// The UDP checksum of `udp` (header with checksum field zero, plus payload) under the pseudo-header
+/// of `src` and `dst` (4 or 16 bytes each). A computed 0 is sent as 0xffff.
+fn udp(src: &[u8], dst: &[u8], udp: &[u8]) -> u16 {
+    let mut acc = sum(sum(0, src), dst);
     acc = acc.wrapping_add(udp.len() as u32);
     acc = acc.wrapping_add(u32::from(crate::ipproto::UDP));
-    acc = sum(acc, udp);
-    match finish(acc) {
+    match finish(sum(acc, udp)) {
         0 => 0xffff,
         c => c,
     }
 }
 
-/// The UDP checksum over IPv4 of `udp` (header with checksum field zero, plus payload).
-pub fn udp_ipv4(src: &[u8; 4], dst: &[u8; 4], udp: &[u8]) -> u16 {
-    let mut acc = sum(0, src);
-    acc = sum(acc, dst);
-    acc = acc.wrapping_add(udp.len() as u32);
-    acc = acc.wrapping_add(u32::from(crate::ipproto::UDP));
-    acc = sum(acc, udp);
-    match finish(acc) {
-        0 => 0xffff,
-        c => c,
-    }
+/// The UDP checksum over IPv6 (RFC 8200 §8.1), always sent.
+pub fn udp_ipv6(src: &[u8; 16], dst: &[u8; 16], data: &[u8]) -> u16 {
+    udp(src, dst, data)
+}
+
+/// The UDP checksum over IPv4 (optional there: joypath sends 0).
+pub fn udp_ipv4(src: &[u8; 4], dst: &[u8; 4], data: &[u8]) -> u16 {
+    udp(src, dst, data)
 }
 
 #[cfg(test)]
