@@ -8,9 +8,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn captures_dir() -> PathBuf {
-    std::env::var_os("JOYPATH_REAL_WORLD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/real-world"))
+    if let Some(d) = std::env::var_os("JOYPATH_REAL_WORLD") {
+        return PathBuf::from(d);
+    }
+    // Beside the checkout (../shared), or where the workplace keeps it.
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/real-world");
+    let workplace = PathBuf::from("/work/shared/pcaps/real-world");
+    if !beside.is_dir() && workplace.is_dir() {
+        workplace
+    } else {
+        beside
+    }
 }
 
 fn table(name: &str) -> Table {
