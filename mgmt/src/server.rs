@@ -633,8 +633,8 @@ impl Server {
         (old, table): (Arc<Table>, Arc<Table>),
         doc: impl FnOnce() -> Result<Arc<Document>, OpError>,
         (uid, op, comment): (u32, &str, Option<String>),
-    ) -> Result<(u64, String, f64), OpError> {
-        let t0 = Instant::now();
+        (t0, compiled): (Instant, f64),
+    ) -> Result<Value, OpError> {
         self.inner.table.store(table.clone());
         self.inner.dataplane.publish(table.clone());
         let published = t0.elapsed().as_secs_f64() * 1e3;
@@ -645,7 +645,16 @@ impl Server {
                 .map_err(storage)
         });
         match persisted {
-            Ok(rec) => Ok((rec.meta.version, rec.meta.digest.clone(), published)),
+            Ok(rec) => {
+                tracing::info!(uid, op, version = rec.meta.version, "policy changed");
+                Ok(json!({
+                    "version": rec.meta.version,
+                    "digest": rec.meta.digest,
+                    "compile_ms": compiled,
+                    "publish_ms": published,
+                    "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
+                }))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "could not persist a change; the previous version runs again");
                 self.inner.table.store(old.clone());
@@ -697,22 +706,13 @@ impl Server {
         let table = Table::compile(Arc::new(doc), current + 1, Some(&old)).map_err(invalid)?;
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
         let doc = table.document().clone();
-        let (version, digest, publish) = self.publish_and_persist(
+        self.publish_and_persist(
             &mut store,
             (old, Arc::new(table)),
             || Ok(doc),
             (uid, op, comment),
-        )?;
-        let published = compiled + publish;
-        drop(store);
-        tracing::info!(uid, op, version, "policy changed");
-        Ok(json!({
-            "version": version,
-            "digest": digest,
-            "compile_ms": compiled,
-            "publish_ms": published,
-            "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
-        }))
+            (t0, compiled),
+        )
     }
 
     /// `rule.add` at the end of the list and `rule.update` change one rule bucket: they are validated
@@ -782,7 +782,7 @@ impl Server {
         };
         let table = Arc::new(old.with_rule_change(current + 1, change, n));
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
-        let (version, digest, publish) = self.publish_and_persist(
+        self.publish_and_persist(
             &mut store,
             (old, table),
             || {
@@ -795,16 +795,8 @@ impl Server {
                 Ok(Arc::new(doc))
             },
             (uid, op, comment),
-        )?;
-        drop(store);
-        tracing::info!(uid, op, version, "policy changed");
-        Ok(json!({
-            "version": version,
-            "digest": digest,
-            "compile_ms": compiled,
-            "publish_ms": compiled + publish,
-            "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
-        }))
+            (t0, compiled),
+        )
     }
 
     fn status(&self) -> Value {
