@@ -80,6 +80,7 @@ fn main() {
             t0.elapsed()
         );
         let policy = Arc::new(ArcSwap::new(table.clone()));
+        let flows = datapath::flow_table_for(&table);
         let shared: Vec<Arc<WorkerShared>> = (0..workers_n)
             .map(|i| Arc::new(WorkerShared::new(i)))
             .collect();
@@ -96,7 +97,8 @@ fn main() {
             .iter()
             .map(|s| {
                 let (f, pol, s, st) = (frames.clone(), policy.clone(), s.clone(), stop.clone());
-                std::thread::spawn(move || datapath::replay::serve(&f, &pol, &s, &st, 0))
+                let fl = flows.clone();
+                std::thread::spawn(move || datapath::replay::serve(&f, &pol, &s, &st, 0, fl))
             })
             .collect();
         let frames_before = shared

@@ -310,6 +310,7 @@ fn frame_list(table: &Table, outcomes: &[datapath::Outcome]) -> Vec<serde_json::
             let what = match o.disposition {
                 Disposition::Forward => "forward".to_string(),
                 Disposition::ArpReply => "arp_reply".to_string(),
+                Disposition::NdReply => "nd_reply".to_string(),
                 Disposition::Drop(r) => format!("drop {r}"),
                 Disposition::Pending => "pending".to_string(),
             };

@@ -141,6 +141,7 @@ fn describe(t: &TracedFrame) -> String {
     let (verdict, reason) = match t.disposition {
         Disposition::Forward => ("forward", None),
         Disposition::ArpReply => ("arp_reply", None),
+        Disposition::NdReply => ("nd_reply", None),
         Disposition::Drop(r) => ("drop", Some(r.name())),
         Disposition::Pending => ("pending", None),
     };

@@ -36,14 +36,21 @@ pub fn serve(
     }
     let frames = Arc::new(frames);
     let per_worker_pps = pps / shared.len() as u64;
+    // One flow table for every worker: a flow's request and its replies may meet different ones.
+    let flows = datapath::flow_table_for(&policy.load());
     let threads: Vec<_> = shared
         .iter()
         .map(|s| {
-            let (frames, policy, s, stop) =
-                (frames.clone(), policy.clone(), s.clone(), stop.clone());
+            let (frames, policy, s, stop, flows) = (
+                frames.clone(),
+                policy.clone(),
+                s.clone(),
+                stop.clone(),
+                flows.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("worker-{}", s.id))
-                .spawn(move || replay::serve(&frames, &policy, &s, &stop, per_worker_pps))
+                .spawn(move || replay::serve(&frames, &policy, &s, &stop, per_worker_pps, flows))
         })
         .collect::<Result<_, _>>()?;
     eprintln!(

@@ -32,6 +32,7 @@ fn describe(table: &Table, o: &Outcome) -> (String, String, String) {
     let (d, r) = match o.disposition {
         Disposition::Forward => ("forward".to_string(), "-".to_string()),
         Disposition::ArpReply => ("arp_reply".to_string(), "-".to_string()),
+        Disposition::NdReply => ("nd_reply".to_string(), "-".to_string()),
         Disposition::Drop(r) => ("drop".to_string(), r.name().to_string()),
         Disposition::Pending => ("pending".to_string(), "-".to_string()),
     };
@@ -269,7 +270,7 @@ fn fixtures_cover_every_drop_reason_and_outcome() {
     }
     for r in datapath::DropReason::ALL {
         assert!(
-            total.dropped[r as usize] > 0,
+            total.dropped[*r as usize] > 0,
             "no fixture frame is dropped as {r}"
         );
     }

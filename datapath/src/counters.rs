@@ -1,59 +1,65 @@
-//! Drop reasons and per-worker counters: global and per tenant slot, summed across workers for reports.
+//! Drop reasons (one list generates the enum, its names and its counters, like VPP's
+//! `vxlan_error.def`) and per-worker counters: global, per tenant slot (hot: traffic; cold and sparse:
+//! drops and answers), summed across workers for reports.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Why a frame was dropped. The names are the counter names of the config, JSON and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum DropReason {
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
+        /// Why a frame was dropped. The names are the counter names of the config, JSON and metrics.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+            /// What the reason means (the doc line of its entry).
+            pub fn help(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => concat!($($doc),*).trim_ascii(),)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
     /// Truncated or inconsistent headers.
-    Malformed,
+    Malformed = "malformed",
     /// Not VXLAN to our UDP port, or the VXLAN I flag unset.
-    NotOverlay,
+    NotOverlay = "not_overlay",
     /// VNI not configured.
-    UnknownSegment,
+    UnknownSegment = "unknown_segment",
     /// GBP flag/id or VLAN tag missing or unknown.
-    NoIdentity,
+    NoIdentity = "no_identity",
     /// Source VTEP not allowed for that tenant.
-    SpoofedIdentity,
+    SpoofedIdentity = "spoofed_identity",
     /// Destination not in the tenant's address space.
-    NoEndpoint,
-    PolicyDenied,
+    NoEndpoint = "no_endpoint",
+    /// Denied by the policy (a deny rule, the cross-tenant default, or no tracked flow to reply to).
+    PolicyDenied = "policy_denied",
     /// Over the underlay MTU after re-encapsulation.
-    TooBig,
+    TooBig = "too_big",
     /// An inner frame the gateway does not carry: non-IP, broadcast, multicast.
-    Unsupported,
+    Unsupported = "unsupported",
+    /// Inner source not an endpoint of the sending tenant at the sending VTEP.
+    SpoofedSource = "spoofed_source",
+    /// A non-first fragment whose first fragment was not seen.
+    OrphanFragment = "orphan_fragment",
 }
 
 impl DropReason {
-    pub const COUNT: usize = 9;
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::Malformed,
-        DropReason::NotOverlay,
-        DropReason::UnknownSegment,
-        DropReason::NoIdentity,
-        DropReason::SpoofedIdentity,
-        DropReason::NoEndpoint,
-        DropReason::PolicyDenied,
-        DropReason::TooBig,
-        DropReason::Unsupported,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Malformed => "malformed",
-            DropReason::NotOverlay => "not_overlay",
-            DropReason::UnknownSegment => "unknown_segment",
-            DropReason::NoIdentity => "no_identity",
-            DropReason::SpoofedIdentity => "spoofed_identity",
-            DropReason::NoEndpoint => "no_endpoint",
-            DropReason::PolicyDenied => "policy_denied",
-            DropReason::TooBig => "too_big",
-            DropReason::Unsupported => "unsupported",
-        }
-    }
     pub fn from_name(s: &str) -> Option<DropReason> {
-        Self::ALL.into_iter().find(|r| r.name() == s)
+        Self::ALL.iter().copied().find(|r| r.name() == s)
     }
 }
 
@@ -63,15 +69,13 @@ impl std::fmt::Display for DropReason {
     }
 }
 
-/// One tenant's counters (frames after its identity was established).
+/// One tenant's traffic counters (frames after its identity was established): the hot half, 32 bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TenantCounters {
     pub frames_in: u64,
     pub bytes_in: u64,
     pub frames_out: u64,
     pub bytes_out: u64,
-    pub arp_replied: u64,
-    pub dropped: [u64; DropReason::COUNT],
 }
 
 impl TenantCounters {
@@ -80,14 +84,103 @@ impl TenantCounters {
         self.bytes_in += o.bytes_in;
         self.frames_out += o.frames_out;
         self.bytes_out += o.bytes_out;
-        self.arp_replied += o.arp_replied;
-        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
-            *a += b;
+    }
+}
+
+/// Per-tenant events other than traffic, kept sparse (most tenants drop nothing): a drop reason, or
+/// an answer the gateway gave in the tenant's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Event {
+    Drop(DropReason),
+    ArpReplied,
+    NdReplied,
+}
+
+impl Event {
+    fn code(self) -> u64 {
+        match self {
+            Event::Drop(r) => r as u64,
+            Event::ArpReplied => 0xfe,
+            Event::NdReplied => 0xfd,
         }
     }
-    /// Frames denied by policy (`policy_denied`).
-    pub fn denied(&self) -> u64 {
-        self.dropped[DropReason::PolicyDenied as usize]
+    fn from_code(c: u64) -> Event {
+        match c {
+            0xfe => Event::ArpReplied,
+            0xfd => Event::NdReplied,
+            r => Event::Drop(DropReason::ALL[r as usize]),
+        }
+    }
+}
+
+/// (tenant, event) → count: an open-addressing table that only grows between batches, so counting
+/// never allocates on the frame path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantEvents {
+    /// (tenant << 8 | event code) + 1, 0 = empty; count.
+    slots: Vec<(u64, u64)>,
+    len: usize,
+}
+
+impl TenantEvents {
+    /// Room for at least `n` more keys without growing (called once per batch with the batch size).
+    pub fn reserve(&mut self, n: usize) {
+        if (self.len + n) * 2 <= self.slots.len() {
+            return;
+        }
+        let cap = ((self.len + n) * 2).next_power_of_two().max(64);
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
+        self.len = 0;
+        for (k, c) in old {
+            if k != 0 {
+                self.add_key(k, c);
+            }
+        }
+    }
+    #[inline]
+    fn add_key(&mut self, k: u64, c: u64) {
+        let mask = self.slots.len() - 1;
+        let mut i = (crate::hash64(k) >> 20) as usize & mask;
+        loop {
+            let s = &mut self.slots[i];
+            if s.0 == k {
+                s.1 += c;
+                return;
+            }
+            if s.0 == 0 {
+                *s = (k, c);
+                self.len += 1;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+    /// Counts one event (room was reserved for the batch).
+    #[inline]
+    pub fn count(&mut self, tenant: u32, e: Event) {
+        if self.len * 2 >= self.slots.len() {
+            self.reserve(1);
+        }
+        self.add_key((u64::from(tenant) << 8 | e.code()) + 1, 1);
+    }
+    pub fn get(&self, tenant: u32, e: Event) -> u64 {
+        self.iter()
+            .find(|&(t, x, _)| t == tenant && x == e)
+            .map(|x| x.2)
+            .unwrap_or(0)
+    }
+    /// Every (tenant, event, count).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, Event, u64)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.0 != 0)
+            .map(|&(k, c)| (((k - 1) >> 8) as u32, Event::from_code((k - 1) & 0xff), c))
+    }
+    pub fn add(&mut self, o: &TenantEvents) {
+        self.reserve(o.len);
+        for (t, e, c) in o.iter() {
+            self.add_key((u64::from(t) << 8 | e.code()) + 1, c);
+        }
     }
 }
 
@@ -98,8 +191,15 @@ pub struct Counters {
     pub bytes: u64,
     pub forwarded: u64,
     pub arp_replied: u64,
+    pub nd_replied: u64,
     pub dropped: [u64; DropReason::COUNT],
     pub tenants: Vec<TenantCounters>,
+    pub events: TenantEvents,
+    /// Flows this worker started tracking, and could not for lack of room.
+    pub flows_created: u64,
+    pub flows_refused: u64,
+    /// Frames admitted as replies of tracked flows (and ICMP errors quoting one).
+    pub replies_tracked: u64,
 }
 
 impl Counters {
@@ -108,6 +208,7 @@ impl Counters {
         self.bytes += o.bytes;
         self.forwarded += o.forwarded;
         self.arp_replied += o.arp_replied;
+        self.nd_replied += o.nd_replied;
         for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
             *a += b;
         }
@@ -118,30 +219,63 @@ impl Counters {
         for (a, b) in self.tenants.iter_mut().zip(&o.tenants) {
             a.add(b);
         }
+        self.events.add(&o.events);
+        self.flows_created += o.flows_created;
+        self.flows_refused += o.flows_refused;
+        self.replies_tracked += o.replies_tracked;
     }
     pub fn total_dropped(&self) -> u64 {
         self.dropped.iter().sum()
     }
 
-    /// The report of DESIGN.md: `frames`, `forwarded`, `arp_replied`, `dropped` by reason (every
-    /// reason, zeros included) and `tenants` by name, using `table` for the names of tenant slots.
+    /// The report of DESIGN.md: `frames`, `forwarded`, `arp_replied`, `nd_replied`, `dropped` by
+    /// reason (every reason, zeros included) and `tenants` by name, using `table` for the names of
+    /// tenant slots.
     pub fn summary(&self, table: &policy::Table) -> Summary {
         let dropped = DropReason::ALL
             .iter()
             .map(|r| (r.name().to_string(), self.dropped[*r as usize]))
             .collect();
+        let mut per: BTreeMap<u32, TenantSummary> = BTreeMap::new();
+        for (slot, c) in self.tenants.iter().enumerate() {
+            if *c != TenantCounters::default() {
+                let s = per.entry(slot as u32).or_default();
+                s.frames_in = c.frames_in;
+                s.bytes_in = c.bytes_in;
+                s.forwarded = c.frames_out;
+                s.bytes_out = c.bytes_out;
+            }
+        }
+        for (t, e, n) in self.events.iter() {
+            let s = per.entry(t).or_default();
+            match e {
+                Event::ArpReplied => s.arp_replied += n,
+                Event::NdReplied => s.nd_replied += n,
+                Event::Drop(r) => {
+                    *s.dropped.entry(r.name().to_string()).or_default() += n;
+                    if r == DropReason::PolicyDenied {
+                        s.denied += n;
+                    }
+                }
+            }
+        }
         let mut tenants = BTreeMap::new();
         for (slot, t) in table.tenants() {
-            let c = self.tenants.get(slot as usize).copied().unwrap_or_default();
-            if !t.live && c == TenantCounters::default() {
-                continue;
+            match per.remove(&slot) {
+                Some(s) => {
+                    tenants.insert(t.name.to_string(), s);
+                }
+                None if t.live => {
+                    tenants.insert(t.name.to_string(), TenantSummary::default());
+                }
+                None => {}
             }
-            tenants.insert(t.name.to_string(), TenantSummary::from(&c));
         }
         Summary {
             frames: self.frames,
             forwarded: self.forwarded,
             arp_replied: self.arp_replied,
+            nd_replied: self.nd_replied,
             dropped,
             tenants,
         }
@@ -154,36 +288,57 @@ pub struct Summary {
     pub frames: u64,
     pub forwarded: u64,
     pub arp_replied: u64,
+    #[serde(default)]
+    pub nd_replied: u64,
     pub dropped: BTreeMap<String, u64>,
     pub tenants: BTreeMap<String, TenantSummary>,
 }
 
 /// One tenant's line of the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TenantSummary {
     pub frames_in: u64,
     pub bytes_in: u64,
     pub forwarded: u64,
     pub bytes_out: u64,
     pub arp_replied: u64,
+    #[serde(default)]
+    pub nd_replied: u64,
     pub denied: u64,
     pub dropped: BTreeMap<String, u64>,
 }
 
-impl From<&TenantCounters> for TenantSummary {
-    fn from(c: &TenantCounters) -> Self {
-        TenantSummary {
-            frames_in: c.frames_in,
-            bytes_in: c.bytes_in,
-            forwarded: c.frames_out,
-            bytes_out: c.bytes_out,
-            arp_replied: c.arp_replied,
-            denied: c.denied(),
-            dropped: DropReason::ALL
-                .iter()
-                .filter(|r| c.dropped[**r as usize] > 0)
-                .map(|r| (r.name().to_string(), c.dropped[*r as usize]))
-                .collect(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_list_makes_names_and_counts() {
+        assert_eq!(DropReason::COUNT, 11);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert_eq!(DropReason::from_name(r.name()), Some(*r));
+            assert!(!r.help().is_empty());
         }
+        assert_eq!(DropReason::SpoofedSource.name(), "spoofed_source");
+        assert_eq!(DropReason::OrphanFragment.name(), "orphan_fragment");
+    }
+
+    #[test]
+    fn sparse_events_count_and_merge() {
+        let mut a = TenantEvents::default();
+        a.reserve(4);
+        for i in 0..1000u32 {
+            a.count(i % 37, Event::Drop(DropReason::PolicyDenied));
+            a.count(5, Event::ArpReplied);
+        }
+        assert_eq!(a.get(5, Event::ArpReplied), 1000);
+        assert_eq!(a.get(3, Event::Drop(DropReason::PolicyDenied)), 27);
+        let mut b = TenantEvents::default();
+        b.add(&a);
+        b.add(&a);
+        assert_eq!(b.get(5, Event::ArpReplied), 2000);
+        assert_eq!(b.get(36, Event::Drop(DropReason::PolicyDenied)), 54);
+        assert_eq!(b.get(36, Event::NdReplied), 0);
     }
 }

@@ -5,6 +5,8 @@
 
 pub mod capture;
 pub mod counters;
+pub mod flows;
+pub mod frags;
 pub mod live;
 pub mod pipeline;
 pub mod replay;
@@ -13,5 +15,15 @@ pub mod synth;
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
 
-pub use counters::{Counters, DropReason, TenantCounters};
-pub use pipeline::{null_forward, Disposition, Frame, Neighbors, Outcome, Worker, HEADROOM};
+pub use counters::{Counters, DropReason, Event, TenantCounters};
+pub use flows::{FlowStats, FlowTable, Timeouts};
+pub use pipeline::{
+    flow_table_for, null_forward, Disposition, Frame, Neighbors, Outcome, Worker, HEADROOM,
+};
+
+/// A 64-bit mix (for the worker's small tables).
+#[inline(always)]
+pub(crate) fn hash64(k: u64) -> u64 {
+    let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+}

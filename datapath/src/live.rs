@@ -46,6 +46,7 @@ impl TraceTap {
             let name = match o.disposition {
                 Disposition::Forward => "forward",
                 Disposition::ArpReply => "arp_reply",
+                Disposition::NdReply => "nd_reply",
                 Disposition::Drop(r) => r.name(),
                 Disposition::Pending => "pending",
             };
@@ -117,7 +118,7 @@ impl Worker {
         outcomes: &mut [Outcome],
         ts_ns: u64,
     ) {
-        let now = (ts_ns / 1_000_000_000) as i64;
+        let now = ts_ns as i64;
         let tap = shared.trace.load();
         match tap.as_ref() {
             None => self.process(table, frames, outcomes, now),

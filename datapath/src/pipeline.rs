@@ -1,32 +1,53 @@
-//! The pipeline: parse, identify, anti-spoof, answer ARP, look up the endpoint, decide, rewrite —
-//! a function over a batch of frame buffers, a policy table and a worker's state. No I/O, no locks.
+//! The pipeline: a function over a batch of frame buffers, a policy table and a worker's state — parse,
+//! identify, check the sender, look up, decide, track, rewrite — in stages over the batch, so that
+//! each stage's table lines are prefetched while the previous stage's frames are worked on.
+//! No I/O, no locks, no allocation per frame.
 
-use crate::counters::{Counters, DropReason, TenantCounters};
+use crate::counters::{Counters, DropReason, Event, TenantCounters};
+use crate::flows::{FlowId, FlowTable, Timeouts};
+use crate::frags::{FragKey, FragVerdict, Frags};
 use hashbrown::HashMap;
-use policy::{IdentityMode, Table, TenantIdx};
-use std::net::IpAddr;
+use policy::{Ep, FlowKey, Ident, IdentityMode, Replies, Table, TenantIdx, VtepIdx};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+use vtep::inner::{self, tcp, Frag, IcmpKind, IpInfo};
 use vtep::{
-    encapsulate, parse_inner, parse_overlay, set_inner_vlan, ArpPacket, EncapError, EthernetFrame,
-    InnerKind, Mac, OverlayError, Underlay,
+    encapsulate, ethertype, ipproto, parse_overlay, set_inner_vlan, ArpPacket, EncapError,
+    EthernetFrame, Mac, OverlayError, Underlay,
 };
 
 /// Bytes a driver must leave free before each frame: an IPv4→IPv6 underlay change grows the outer
 /// headers by 20 bytes and a pushed inner 802.1Q tag by 4 more.
 pub const HEADROOM: usize = 64;
 
+/// Frames worked on together, stage by stage (a batch is cut into chunks of this size).
+const CHUNK: usize = 32;
+
 /// One frame buffer: the frame is `buf[start..start + len]`; the bytes before `start` are headroom.
-/// The pipeline rewrites the frame in place and moves `start`/`len` accordingly.
+/// The pipeline rewrites the frame in place and moves `start`/`len` accordingly. `ts` is the frame's
+/// time (Unix ns; 0: the batch's `now`).
 #[derive(Debug)]
 pub struct Frame<'a> {
     pub buf: &'a mut [u8],
     pub start: usize,
     pub len: usize,
+    pub ts: i64,
 }
 
 impl<'a> Frame<'a> {
     pub fn new(buf: &'a mut [u8], start: usize, len: usize) -> Self {
         debug_assert!(start + len <= buf.len());
-        Frame { buf, start, len }
+        Frame {
+            buf,
+            start,
+            len,
+            ts: 0,
+        }
+    }
+    /// The frame, stamped with its own time (Unix ns).
+    pub fn at(mut self, ts: i64) -> Self {
+        self.ts = ts;
+        self
     }
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..self.start + self.len]
@@ -40,6 +61,8 @@ pub enum Disposition {
     Forward,
     /// Turned into an ARP reply toward the asking VTEP: transmit.
     ArpReply,
+    /// Turned into an IPv6 neighbour advertisement toward the asking VTEP: transmit.
+    NdReply,
     Drop(DropReason),
     #[default]
     Pending,
@@ -47,68 +70,114 @@ pub enum Disposition {
 
 impl Disposition {
     pub fn transmits(self) -> bool {
-        matches!(self, Disposition::Forward | Disposition::ArpReply)
+        matches!(
+            self,
+            Disposition::Forward | Disposition::ArpReply | Disposition::NdReply
+        )
     }
 }
 
-/// The outcome of one frame: disposition, source tenant (once identified) and the deciding rule.
+/// The outcome of one frame: disposition, source tenant (once identified), the deciding rule and
+/// where the frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Outcome {
     pub disposition: Disposition,
     pub tenant: Option<TenantIdx>,
     /// Index in the policy document of the rule that decided; `None` for defaults or non-verdicts.
     pub rule: Option<u32>,
+    /// The VTEP the frame leaves toward, by its index in the table (None: one the table does not
+    /// name, such as an asker's VTEP of a tenant without a `vteps` list; the frame then goes back
+    /// the way it came).
+    pub egress: Option<VtepIdx>,
+    /// Admitted as the reply of a tracked flow (or an ICMP error quoting one).
+    pub tracked_reply: bool,
 }
 
-/// Underlay next hops learnt from received frames: VTEP address → the MAC its frames came from.
-/// Sized up front; new entries past capacity are not learnt (no allocation on the hot path).
+/// Underlay next hops: the MAC a VTEP's frames came from, learnt from frames that passed every
+/// check, and static ones set by the driver. Indexed by VTEP for the table in use.
 #[derive(Debug)]
 pub struct Neighbors {
-    map: HashMap<IpAddr, Mac>,
+    by_ip: HashMap<IpAddr, Mac>,
+    by_vtep: Vec<Mac>,
     cap: usize,
+    /// The table `by_vtep` is indexed for (address, version).
+    indexed_for: (usize, u64),
 }
 
 impl Neighbors {
     pub fn with_capacity(cap: usize) -> Self {
         Neighbors {
-            map: HashMap::with_capacity(cap),
+            by_ip: HashMap::with_capacity(cap),
+            by_vtep: Vec::new(),
             cap,
-        }
-    }
-    #[inline]
-    pub fn learn(&mut self, ip: IpAddr, mac: Mac) {
-        let full = self.map.len() >= self.cap;
-        match self.map.get_mut(&ip) {
-            Some(m) => *m = mac,
-            None if !full => {
-                self.map.insert(ip, mac);
-            }
-            None => {}
+            indexed_for: (0, 0),
         }
     }
     /// Sets a next hop by hand (static neighbour, or one read from the kernel's table).
     pub fn insert(&mut self, ip: IpAddr, mac: Mac) {
-        self.map.insert(ip, mac);
+        self.by_ip.insert(ip, mac);
+        self.indexed_for = (0, 0);
     }
-    #[inline]
     pub fn get(&self, ip: &IpAddr) -> Option<Mac> {
-        self.map.get(ip).copied()
+        self.by_ip.get(ip).copied()
+    }
+    /// The learnt next hop of VTEP `v` of the table in use.
+    #[inline(always)]
+    pub fn of_vtep(&self, v: VtepIdx) -> Option<Mac> {
+        self.by_vtep
+            .get(v as usize)
+            .copied()
+            .filter(|m| *m != Mac::default())
     }
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.by_ip.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.by_ip.is_empty()
+    }
+    /// Re-indexes by the VTEPs of `table` (once per table change).
+    fn index(&mut self, table: &Table) {
+        let id = (table as *const Table as usize, table.version());
+        if self.indexed_for == id && self.by_vtep.len() == table.vteps() {
+            return;
+        }
+        self.by_vtep.clear();
+        self.by_vtep.resize(table.vteps(), Mac::default());
+        for (ip, mac) in &self.by_ip {
+            if let Some(v) = table.vtep_index(*ip) {
+                self.by_vtep[v as usize] = *mac;
+            }
+        }
+        self.indexed_for = id;
+    }
+    #[inline(always)]
+    fn learn(&mut self, table: &Table, v: VtepIdx, mac: Mac) {
+        let Some(slot) = self.by_vtep.get_mut(v as usize) else {
+            return;
+        };
+        if *slot == mac {
+            return;
+        }
+        *slot = mac;
+        let ip = table.vtep_ip(v);
+        if self.by_ip.len() < self.cap || self.by_ip.contains_key(&ip) {
+            self.by_ip.insert(ip, mac);
+        }
     }
 }
 
-/// A worker's own state: counters, learnt next hops, the policy version it runs.
+/// A worker's own state: counters, learnt next hops, fragment memory, the shared flow table and the
+/// policy version it runs.
 #[derive(Debug)]
 pub struct Worker {
     pub counters: Counters,
     pub neighbors: Neighbors,
     /// Version of the table of the last batch (0 before the first).
     pub active_version: u64,
+    pub flows: Arc<FlowTable>,
+    frags: Frags,
+    /// The last sending VTEP seen (VPP's last-tunnel cache): outer source, its index.
+    last_vtep: (u32, Option<VtepIdx>, usize),
 }
 
 impl Default for Worker {
@@ -117,19 +186,184 @@ impl Default for Worker {
     }
 }
 
-type Verdict = Result<Disposition, DropReason>;
+/// The flow table a gateway's workers share, sized and timed by the policy's `[gateway]` settings.
+pub fn flow_table_for(table: &Table) -> Arc<FlowTable> {
+    let g = &table.document().gateway;
+    let mut t = Timeouts::default();
+    if let Some(ft) = &g.flow_timeouts {
+        let s = |v: Option<u32>, d: i64| v.map(|x| i64::from(x) * 1_000_000_000).unwrap_or(d);
+        t = Timeouts {
+            tcp: s(ft.tcp, t.tcp),
+            tcp_opening: s(ft.tcp_opening, t.tcp_opening),
+            tcp_closing: s(ft.tcp_closing, t.tcp_closing),
+            udp: s(ft.udp, t.udp),
+            icmp: s(ft.icmp, t.icmp),
+            other: s(ft.other, t.other),
+        };
+    }
+    Arc::new(FlowTable::new(
+        g.max_flows.unwrap_or(DEFAULT_MAX_FLOWS) as usize,
+        t,
+    ))
+}
+
+/// Flows tracked at most, when `[gateway] max_flows` is not set.
+pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
+
+/// What stage 1 learnt of a frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    Done,
+    Ip,
+    Arp,
+    Nd,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Meta {
+    kind: Kind,
+    ident: Ident,
+    vtep: Option<VtepIdx>,
+    vni: u32,
+    group: Option<u16>,
+    /// The inner frame, relative to the frame's start.
+    inner_off: u16,
+    inner_len: u16,
+    /// The inner L3 header, relative to the inner frame.
+    l3_off: u16,
+    tagged: bool,
+    ip: IpInfo,
+    src_key: u64,
+    src_h: u64,
+    dst_key: u64,
+    dst_h: u64,
+    src_ep: Option<Ep>,
+    dst_ep: Option<Ep>,
+    now: i64,
+    /// The outer source (the sender's next hop) and destination (ours) MACs.
+    src_mac: Mac,
+    dst_mac: Mac,
+}
+
+/// What the outer headers say, read at fixed offsets for IPv4 without options.
+struct Outer {
+    src4: u32,
+    v6: bool,
+    vni: u32,
+    group: Option<u16>,
+    inner_off: usize,
+    inner_len: usize,
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
+fn outer(data: &[u8], udp_port: u16) -> Result<Outer, DropReason> {
+    // Fast path: untagged IPv4 without options, everything present.
+    if data.len() >= 50 && be16(data, 12) == ethertype::IPV4 && data[14] == 0x45 {
+        let ip = &data[14..34];
+        let tl = usize::from(be16(ip, 2));
+        if tl >= 20 && 14 + tl <= data.len() {
+            if vtep::checksum::ipv4_header(ip) != 0 {
+                return Err(DropReason::Malformed);
+            }
+            if be16(ip, 6) & 0x3fff != 0 || ip[9] != ipproto::UDP {
+                return Err(DropReason::NotOverlay);
+            }
+            if tl >= 36 {
+                let udp = &data[34..];
+                if be16(udp, 2) != udp_port {
+                    return Err(DropReason::NotOverlay);
+                }
+                let ulen = usize::from(be16(udp, 4));
+                if ulen < 16 || ulen > tl - 20 {
+                    return Err(DropReason::Malformed);
+                }
+                let vx = &data[42..50];
+                if vx[0] & 0x08 == 0 {
+                    return Err(DropReason::NotOverlay);
+                }
+                if vx[0] & !0x88 != 0 || vx[7] != 0 {
+                    return Err(DropReason::Malformed);
+                }
+                return Ok(Outer {
+                    src4: u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]),
+                    v6: false,
+                    vni: u32::from_be_bytes([0, vx[4], vx[5], vx[6]]),
+                    group: (vx[0] & 0x80 != 0).then(|| be16(vx, 2)),
+                    inner_off: 50,
+                    inner_len: ulen - 16,
+                });
+            }
+        }
+    }
+    let ov = parse_overlay(data, udp_port).map_err(|e| match e {
+        OverlayError::Malformed(_) => DropReason::Malformed,
+        OverlayError::NotOverlay(_) => DropReason::NotOverlay,
+    })?;
+    Ok(Outer {
+        src4: match ov.src_ip {
+            IpAddr::V4(a) => u32::from(a),
+            IpAddr::V6(_) => 0,
+        },
+        v6: ov.src_ip.is_ipv6(),
+        vni: ov.vni,
+        group: ov.group,
+        inner_off: ov.inner_off,
+        inner_len: ov.inner_len,
+    })
+}
+
+/// The outer UDP source port for an inner flow: the same hash as [`vtep::Flow::entropy_port`].
+#[inline(always)]
+fn entropy(ip: &IpInfo) -> u16 {
+    let w = |a: u128| {
+        if ip.v6 {
+            (a as u64) ^ ((a >> 64) as u64).rotate_left(17)
+        } else {
+            a as u64
+        }
+    };
+    let (sp, dp) = if matches!(ip.proto, ipproto::TCP | ipproto::UDP) {
+        (ip.src_port, ip.dst_port)
+    } else {
+        (0, 0)
+    };
+    let mut h = w(ip.src).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= w(ip.dst).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    h ^= (u64::from(sp) << 24) | (u64::from(dp) << 8) | u64::from(ip.proto);
+    h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 32;
+    vtep::parse::entropy_port(h as u32)
+}
 
 impl Worker {
+    /// A worker with a flow table of its own (replay, tests).
     pub fn new() -> Self {
+        Self::with_flows(Arc::new(FlowTable::new(
+            DEFAULT_MAX_FLOWS as usize,
+            Timeouts::default(),
+        )))
+    }
+
+    /// A worker sharing `flows` with the gateway's other workers.
+    pub fn with_flows(flows: Arc<FlowTable>) -> Self {
         Worker {
             counters: Counters::default(),
             neighbors: Neighbors::with_capacity(4096),
             active_version: 0,
+            flows,
+            frags: Frags::default(),
+            last_vtep: (0, None, 0),
         }
     }
 
     /// Runs the pipeline over a batch. `outcomes[i]` receives frame `i`'s outcome; `now` is the Unix
-    /// time (seconds) rules' validity windows are judged at for the whole batch.
+    /// time (nanoseconds) frames without a time of their own are judged at.
     pub fn process(
         &mut self,
         table: &Table,
@@ -137,176 +371,618 @@ impl Worker {
         outcomes: &mut [Outcome],
         now: i64,
     ) {
-        // Per batch: the version we run, and counter slots for tenants new in this version.
+        // Per batch: the version we run, counter slots for tenants new in this version, room for
+        // the batch's events, next hops indexed for this table, a slice of the flow table swept.
         self.active_version = table.version();
         if self.counters.tenants.len() < table.tenant_slots() {
             self.counters
                 .tenants
                 .resize(table.tenant_slots(), TenantCounters::default());
         }
-        for (f, o) in frames.iter_mut().zip(outcomes.iter_mut()) {
-            *o = Outcome::default();
-            let len = f.len as u64;
-            let r = self.frame(table, f, o, now);
-            let c = &mut self.counters;
-            c.frames += 1;
-            c.bytes += len;
-            o.disposition = match r {
-                Ok(d) => d,
-                Err(reason) => Disposition::Drop(reason),
-            };
-            match o.disposition {
-                Disposition::Forward => {
-                    c.forwarded += 1;
-                    if let Some(t) = o.tenant {
-                        let tc = &mut c.tenants[t as usize];
-                        tc.frames_out += 1;
-                        tc.bytes_out += f.len as u64;
-                    }
-                }
-                Disposition::ArpReply => {
-                    c.arp_replied += 1;
-                    if let Some(t) = o.tenant {
-                        c.tenants[t as usize].arp_replied += 1;
-                    }
-                }
-                Disposition::Drop(reason) => {
-                    c.dropped[reason as usize] += 1;
-                    if let Some(t) = o.tenant {
-                        c.tenants[t as usize].dropped[reason as usize] += 1;
-                    }
-                }
-                Disposition::Pending => unreachable!("every frame is decided"),
-            }
+        self.counters.events.reserve(frames.len());
+        self.neighbors.index(table);
+        let tid = table as *const Table as usize;
+        if self.last_vtep.2 != tid {
+            self.last_vtep = (0, table.vtep_index4(0), tid);
+        }
+        self.flows.sweep(frames.len(), now);
+        for (fs, os) in frames.chunks_mut(CHUNK).zip(outcomes.chunks_mut(CHUNK)) {
+            self.chunk(table, fs, os, now);
         }
     }
 
-    #[inline]
-    fn frame(&mut self, table: &Table, f: &mut Frame<'_>, o: &mut Outcome, now: i64) -> Verdict {
+    fn chunk(&mut self, table: &Table, frames: &mut [Frame<'_>], outs: &mut [Outcome], now: i64) {
+        let n = frames.len().min(outs.len());
+        let mut meta = [Meta::default(); CHUNK];
+        let mut bytes = 0u64;
+        // Stage 1: outer headers, identity, sender, inner headers; prefetch the endpoints.
+        for i in 0..n {
+            let f = &frames[i];
+            bytes += f.len as u64;
+            outs[i] = Outcome::default();
+            let m = &mut meta[i];
+            m.now = if f.ts != 0 { f.ts } else { now };
+            if let Err(r) = self.stage1(table, f, m, &mut outs[i]) {
+                self.drop_frame(&mut outs[i], m, r);
+            }
+        }
+        self.counters.frames += n as u64;
+        self.counters.bytes += bytes;
+        // Stage 2: endpoints (source validation, destination); prefetch the tenant pair.
+        for i in 0..n {
+            if meta[i].kind == Kind::Done {
+                continue;
+            }
+            let m = &mut meta[i];
+            if let Err(r) = self.stage2(table, m) {
+                self.drop_frame(&mut outs[i], m, r);
+            }
+        }
+        // Stage 3: answer neighbours, decide, track, rewrite.
+        for i in 0..n {
+            let m = &mut meta[i];
+            let r = match m.kind {
+                Kind::Done => continue,
+                Kind::Ip => self.forward(table, &mut frames[i], m, &mut outs[i]),
+                Kind::Arp => self.arp(table, &mut frames[i], m),
+                Kind::Nd => self.nd(table, &mut frames[i], m),
+            };
+            let o = &mut outs[i];
+            match r {
+                Ok(d) => {
+                    o.disposition = d;
+                    let t = m.ident.tenant;
+                    match d {
+                        Disposition::Forward => {
+                            self.counters.forwarded += 1;
+                            let tc = &mut self.counters.tenants[t as usize];
+                            tc.frames_out += 1;
+                            tc.bytes_out += frames[i].len as u64;
+                        }
+                        Disposition::ArpReply => {
+                            self.counters.arp_replied += 1;
+                            self.counters.events.count(t, Event::ArpReplied);
+                        }
+                        Disposition::NdReply => {
+                            self.counters.nd_replied += 1;
+                            self.counters.events.count(t, Event::NdReplied);
+                        }
+                        _ => {}
+                    }
+                    // Only frames that passed every check teach a next hop.
+                    if let Some(v) = m.vtep {
+                        self.neighbors.learn(table, v, m.src_mac);
+                    }
+                }
+                Err(reason) => self.drop_frame(o, m, reason),
+            }
+            m.kind = Kind::Done;
+        }
+    }
+
+    #[inline(always)]
+    fn drop_frame(&mut self, o: &mut Outcome, m: &mut Meta, r: DropReason) {
+        o.disposition = Disposition::Drop(r);
+        self.counters.dropped[r as usize] += 1;
+        if let Some(t) = o.tenant {
+            self.counters.events.count(t, Event::Drop(r));
+        }
+        m.kind = Kind::Done;
+    }
+
+    #[inline(always)]
+    fn stage1(
+        &mut self,
+        table: &Table,
+        f: &Frame<'_>,
+        m: &mut Meta,
+        o: &mut Outcome,
+    ) -> Result<(), DropReason> {
         let data = &f.buf[f.start..f.start + f.len];
-        let ov = parse_overlay(data, table.udp_port()).map_err(|e| match e {
-            OverlayError::Malformed(_) => DropReason::Malformed,
-            OverlayError::NotOverlay(_) => DropReason::NotOverlay,
-        })?;
-        let seg = *table.segment(ov.vni).ok_or(DropReason::UnknownSegment)?;
+        let ov = outer(data, table.udp_port())?;
+        let seg = table.seg(ov.vni);
+        let mode = seg.mode().ok_or(DropReason::UnknownSegment)?;
         let inner = &data[ov.inner_off..ov.inner_off + ov.inner_len];
-        let eth = EthernetFrame::new_checked(inner).map_err(|_| DropReason::Malformed)?;
+        if inner.len() < 14 || (be16(inner, 12) == ethertype::VLAN && inner.len() < 18) {
+            return Err(DropReason::Malformed);
+        }
+        let tagged = be16(inner, 12) == ethertype::VLAN;
 
         // Identity: who is this frame's tenant, by the segment's rule?
-        let tenant = match seg.mode {
-            IdentityMode::Vni => seg.tenant,
-            IdentityMode::Gbp => ov.group.and_then(|g| table.tenant_by_id(u32::from(g))),
-            IdentityMode::Vlan => eth.vid().and_then(|v| table.tenant_by_id(u32::from(v))),
+        let ident = match mode {
+            IdentityMode::Vni => seg.ident(),
+            IdentityMode::Gbp => ov.group.map(|g| table.ident_by_id(g)).unwrap_or_default(),
+            IdentityMode::Vlan if tagged => {
+                let vid = be16(inner, 14) & 0x0fff;
+                table.ident_by_id(vid)
+            }
+            IdentityMode::Vlan => Ident::NONE,
+        };
+        if !ident.is_some() {
+            return Err(DropReason::NoIdentity);
         }
-        .ok_or(DropReason::NoIdentity)?;
-        o.tenant = Some(tenant);
-        let tc = &mut self.counters.tenants[tenant as usize];
+        let t = ident.tenant;
+        o.tenant = Some(t);
+        let tc = &mut self.counters.tenants[t as usize];
         tc.frames_in += 1;
         tc.bytes_in += ov.inner_len as u64;
 
-        if !table.vtep_allowed(tenant, ov.src_ip) {
+        // The sending VTEP: its index (last-sender cache), and may it send for this tenant?
+        let v = if ov.v6 {
+            let s = &data[22..38];
+            let mut a = [0u8; 16];
+            a.copy_from_slice(s);
+            table.vtep_index(IpAddr::V6(Ipv6Addr::from(a)))
+        } else if self.last_vtep.0 == ov.src4 {
+            self.last_vtep.1
+        } else {
+            let v = table.vtep_index4(ov.src4);
+            self.last_vtep.0 = ov.src4;
+            self.last_vtep.1 = v;
+            v
+        };
+        if !table.vtep_allowed_ident(ident, v) {
             return Err(DropReason::SpoofedIdentity);
         }
-        self.neighbors.learn(ov.src_ip, ov.src_mac);
+        m.ident = ident;
+        m.vtep = v;
+        m.vni = ov.vni;
+        m.group = ov.group;
+        m.inner_off = ov.inner_off as u16;
+        m.inner_len = ov.inner_len as u16;
+        m.tagged = tagged;
+        m.dst_mac = Mac([data[0], data[1], data[2], data[3], data[4], data[5]]);
+        m.src_mac = Mac([data[6], data[7], data[8], data[9], data[10], data[11]]);
 
-        let parsed = parse_inner(inner).map_err(|_| DropReason::Malformed)?;
-        let inner_start = f.start + ov.inner_off;
-        let flow = match parsed.kind {
-            InnerKind::Ip(flow) => flow,
-            InnerKind::Group | InnerKind::NonIp => return Err(DropReason::Unsupported),
-            InnerKind::Arp(a) => {
-                if a.op != ArpPacket::<&[u8]>::OP_REQUEST || a.sender_ip == a.target_ip {
-                    return Err(DropReason::Unsupported);
-                }
-                let ep = *table
-                    .endpoint(tenant, IpAddr::V4(a.target_ip))
-                    .ok_or(DropReason::NoEndpoint)?;
-                if !table.may_reach(tenant, ep.tenant, now) {
-                    return Err(DropReason::PolicyDenied);
-                }
-                // Answer in place: the request becomes "target is-at ep.mac", back to the asker's VTEP
-                // on the segment it came from, carrying the same identity. Sized first, so a dropped
-                // request is left as it came.
-                let flow_hash = u32::from(a.sender_ip) ^ u32::from(a.target_ip).rotate_left(16);
-                let u = Underlay {
-                    src_mac: ov.dst_mac,
-                    dst_mac: ov.src_mac,
-                    src_ip: table.underlay_src(&ov.src_ip).unwrap_or(ov.dst_ip),
-                    dst_ip: ov.src_ip,
-                    src_port: vtep::parse::entropy_port(flow_hash),
-                    dst_port: table.udp_port(),
-                    vni: ov.vni,
-                    group: ov.group,
-                    ttl: 64,
-                };
-                if u.ip_len(ov.inner_len) > usize::from(table.mtu()) || inner_start < u.outer_len()
-                {
-                    return Err(DropReason::TooBig);
-                }
-                let buf = &mut f.buf[inner_start..inner_start + ov.inner_len];
-                let mut e =
-                    EthernetFrame::new_checked(&mut *buf).map_err(|_| DropReason::Malformed)?;
-                e.set_dst(a.sender_mac);
-                e.set_src(ep.mac);
-                let hl = e.header_len();
-                ArpPacket::new_checked(&mut buf[hl..])
-                    .map_err(|_| DropReason::Malformed)?
-                    .make_reply(ep.mac);
-                self.rewrite(table, f, inner_start, ov.inner_len, &u)?;
-                return Ok(Disposition::ArpReply);
+        // The inner frame.
+        let l3_off = if tagged { 18 } else { 14 };
+        m.l3_off = l3_off as u16;
+        let et = be16(inner, l3_off - 2);
+        let l3 = &inner[l3_off..];
+        let group_dst = inner[0] & 1 == 1;
+        if et == ethertype::ARP {
+            ArpPacket::new_checked(l3).map_err(|_| DropReason::Malformed)?;
+            m.kind = Kind::Arp;
+            return Ok(());
+        }
+        let ip = match et {
+            ethertype::IPV4 if !group_dst => {
+                inner::parse_ipv4(l3).map_err(|_| DropReason::Malformed)?
             }
+            ethertype::IPV6 => match inner::parse_ipv6(l3) {
+                Ok(ip) if ip.icmp == Some(IcmpKind::NeighborSolicit) => {
+                    m.ip = ip;
+                    m.kind = Kind::Nd;
+                    return Ok(());
+                }
+                _ if group_dst => return Err(DropReason::Unsupported),
+                Ok(ip) => ip,
+                Err(_) => return Err(DropReason::Malformed),
+            },
+            _ => return Err(DropReason::Unsupported),
         };
+        m.ip = ip;
+        m.kind = Kind::Ip;
+        if !ip.v6 {
+            let space = ident.space();
+            (m.src_key, m.src_h) = Table::ep4_hash(space, ip.src as u32);
+            (m.dst_key, m.dst_h) = Table::ep4_hash(space, ip.dst as u32);
+            table.prefetch_ep4(m.src_h);
+            table.prefetch_ep4(m.dst_h);
+        }
+        Ok(())
+    }
 
-        let ep = *table
-            .endpoint(tenant, flow.dst)
-            .ok_or(DropReason::NoEndpoint)?;
-        let d = table.verdict(tenant, ep.tenant, &flow, now);
-        o.rule = d.rule;
-        if !d.allow {
+    /// Looks up an endpoint in the sender's address space.
+    #[inline(always)]
+    fn ep(table: &Table, m: &Meta, src: bool) -> Option<Ep> {
+        if m.ip.v6 {
+            table.ep6(m.ident.space(), if src { m.ip.src } else { m.ip.dst })
+        } else if src {
+            table.ep4(m.src_key, m.src_h)
+        } else {
+            table.ep4(m.dst_key, m.dst_h)
+        }
+    }
+
+    /// Source validation: `addr` must be an endpoint of the frame's tenant at the sending VTEP.
+    #[inline(always)]
+    fn valid_source(m: &Meta, ep: Option<Ep>) -> Result<(), DropReason> {
+        match (ep, m.vtep) {
+            (Some(e), Some(v)) if e.tenant() == m.ident.tenant && e.vtep() == v => Ok(()),
+            _ => Err(DropReason::SpoofedSource),
+        }
+    }
+
+    #[inline(always)]
+    fn stage2(&mut self, table: &Table, m: &mut Meta) -> Result<(), DropReason> {
+        if m.kind != Kind::Ip {
+            return Ok(()); // neighbour requests are answered in stage 3
+        }
+        let src = Self::ep(table, m, true);
+        Self::valid_source(m, src)?;
+        let dst = Self::ep(table, m, false).ok_or(DropReason::NoEndpoint)?;
+        m.src_ep = src;
+        m.dst_ep = Some(dst);
+        table.prefetch_pair(Table::pair_hash(m.ident.tenant, dst.tenant()));
+        if let Some(t) = table.egress(dst.vtep()) {
+            policy::flat::prefetch(t as *const _);
+        }
+        Ok(())
+    }
+
+    /// The verdict of an IP frame, with tracked replies and fragments. `l4` is the frame's transport
+    /// header and what follows (for the packet an ICMP error quotes).
+    #[inline(always)]
+    fn judge(
+        &mut self,
+        table: &Table,
+        m: &Meta,
+        d: TenantIdx,
+        l4: &[u8],
+    ) -> Result<FragVerdict, DropReason> {
+        let s = m.ident.tenant;
+        let ip = &m.ip;
+        let now = m.now;
+        let fkey = |id| FragKey {
+            src: ip.src,
+            dst: ip.dst,
+            tenant: s,
+            id,
+            proto: ip.proto,
+            v6: ip.v6,
+        };
+        if let Frag::Later(id) = ip.frag {
+            return self
+                .frags
+                .get(&fkey(id), now)
+                .ok_or(DropReason::OrphanFragment);
+        }
+        let k = FlowKey {
+            src: ip.src,
+            dst: ip.dst,
+            v6: ip.v6,
+            proto: ip.proto,
+            src_port: ip.src_port,
+            dst_port: ip.dst_port,
+        };
+        let dec = table.decide(s, d, &k, now);
+        let mut v = FragVerdict {
+            allow: dec.allow,
+            rule: dec.rule,
+            tracked_reply: false,
+        };
+        if table.replies() == Replies::Tracked {
+            let space = m.ident.space();
+            let id = FlowId::new(
+                space,
+                space,
+                ip.src,
+                ip.dst,
+                ip.v6,
+                ip.proto,
+                ip.src_port,
+                ip.dst_port,
+            );
+            if dec.allow {
+                if dec.rule.is_some() || s != d {
+                    self.track(table, &id, ip, now);
+                }
+            } else if self.is_reply(table, m, d, &id, l4) {
+                v = FragVerdict {
+                    allow: true,
+                    rule: None,
+                    tracked_reply: true,
+                };
+                self.counters.replies_tracked += 1;
+            }
+        }
+        if let Frag::First(fid) = ip.frag {
+            self.frags.put(fkey(fid), now, v);
+        }
+        Ok(v)
+    }
+
+    /// Starts or refreshes the flow of an allowed frame (or, when the frame answers a flow the other
+    /// side started, that flow).
+    #[inline(always)]
+    fn track(&mut self, table: &Table, id: &FlowId, ip: &IpInfo, now: i64) {
+        let fl = &*self.flows;
+        let h = id.hash();
+        if let Some(f) = fl.find(id, h, now) {
+            if !FlowTable::is_dead(&f) {
+                if fl.touch(&f, now, ip.tcp_flags, false) {
+                    fl.note_hosts(&id.hosts(), now, table.version());
+                }
+                fl.judged(&f, table.version());
+                return;
+            }
+        }
+        let mirror = id.mirrored();
+        if let Some(f) = fl.find(&mirror, mirror.hash(), now) {
+            if !FlowTable::is_dead(&f) {
+                if fl.touch(&f, now, ip.tcp_flags, true) {
+                    fl.note_hosts(&mirror.hosts(), now, table.version());
+                }
+                return;
+            }
+        }
+        if fl.insert(id, h, now, table.version(), ip.tcp_flags) {
+            self.counters.flows_created += 1;
+            fl.note_hosts(&id.hosts(), now, table.version());
+        } else {
+            self.counters.flows_refused += 1;
+        }
+    }
+
+    /// Whether a frame the rules do not admit answers a live flow its destination started (or is an
+    /// ICMP error about one); re-judges that flow's request when the policy changed since.
+    fn is_reply(&mut self, table: &Table, m: &Meta, d: TenantIdx, id: &FlowId, l4: &[u8]) -> bool {
+        let ip = &m.ip;
+        let s = m.ident.tenant;
+        let space = m.ident.space();
+        // Never a new connection from the other side, whatever its ports.
+        if ip.proto == ipproto::TCP && ip.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN {
+            return false;
+        }
+        let (initiator, error) = match ip.icmp {
+            Some(IcmpKind::Error) => {
+                // The quoted packet is the initiator's request, sent by this frame's destination.
+                let Some((qs, qd, qp, qsp, qdp)) =
+                    l4.get(8..).and_then(|q| inner::parse_quote(ip.v6, q))
+                else {
+                    return false;
+                };
+                if qs != ip.dst {
+                    return false;
+                }
+                (FlowId::new(space, space, qs, qd, ip.v6, qp, qsp, qdp), true)
+            }
+            Some(IcmpKind::EchoReply) | None => (id.mirrored(), false),
+            Some(_) => return false,
+        };
+        let fl = &*self.flows;
+        let Some(f) = fl.find(&initiator, initiator.hash(), m.now) else {
+            return false;
+        };
+        if FlowTable::is_dead(&f) {
+            return false;
+        }
+        if f.epoch != table.version() as u32 {
+            let p = initiator.ports;
+            let req = FlowKey {
+                src: initiator.src,
+                dst: initiator.dst,
+                v6: ip.v6,
+                proto: initiator.proto(),
+                src_port: (p >> 16) as u16,
+                dst_port: p as u16,
+            };
+            if !table.forward_allows(d, s, &req, m.now) {
+                fl.cut(&f);
+                return false;
+            }
+            fl.judged(&f, table.version());
+        }
+        if !error && fl.touch(&f, m.now, ip.tcp_flags, true) {
+            fl.note_hosts(&initiator.hosts(), m.now, table.version());
+        }
+        true
+    }
+
+    /// An IP frame: verdict, then the rewrite toward the destination endpoint.
+    #[inline(always)]
+    fn forward(
+        &mut self,
+        table: &Table,
+        f: &mut Frame<'_>,
+        m: &Meta,
+        o: &mut Outcome,
+    ) -> Result<Disposition, DropReason> {
+        let ep = m.dst_ep.ok_or(DropReason::NoEndpoint)?;
+        let d = ep.tenant();
+        let inner_start = f.start + usize::from(m.inner_off);
+        let l4_start = inner_start + usize::from(m.l3_off) + usize::from(m.ip.l4_off);
+        let l4_end = inner_start + usize::from(m.l3_off) + usize::from(m.ip.ip_len);
+        let v = {
+            let l4 = f.buf.get(l4_start..l4_end).unwrap_or(&[]);
+            self.judge(table, m, d, l4)?
+        };
+        o.rule = v.rule;
+        o.tracked_reply = v.tracked_reply;
+        if !v.allow {
             return Err(DropReason::PolicyDenied);
         }
+        let s = m.ident.tenant;
+        o.egress = Some(ep.vtep());
 
         // Rewrite: inner destination MAC, inner tag as the egress segment wants it, new outer headers.
-        let (egress_vid, group) = match ep.egress {
-            IdentityMode::Vlan => (Some(table.tenant(ep.tenant).id as u16), None),
-            IdentityMode::Gbp => (None, Some(table.tenant(tenant).id as u16)),
+        let (egress_vid, group) = match ep.egress() {
+            IdentityMode::Vlan => (Some(table.tenant_id(d) as u16), None),
+            IdentityMode::Gbp => {
+                // Validation refuses policies that would need it; never truncate an identity.
+                let id = u16::try_from(table.tenant_id(s)).map_err(|_| DropReason::NoIdentity)?;
+                (None, Some(id))
+            }
             IdentityMode::Vni => (None, None),
         };
-        let tag_delta: isize = match (parsed.tci.is_some(), egress_vid.is_some()) {
+        let tmpl = table.egress(ep.vtep()).ok_or(DropReason::NoEndpoint)?;
+        let inner_len = usize::from(m.inner_len);
+        let tag_delta: isize = match (m.tagged, egress_vid.is_some()) {
             (false, true) => 4,
             (true, false) => -4,
             _ => 0,
         };
-        let u = Underlay {
-            src_mac: ov.dst_mac,
-            dst_mac: self.neighbors.get(&ep.vtep).unwrap_or(ov.src_mac),
-            src_ip: table.underlay_src(&ep.vtep).ok_or(DropReason::NoEndpoint)?,
-            dst_ip: ep.vtep,
-            src_port: flow.entropy_port(),
-            dst_port: table.udp_port(),
-            vni: ep.vni,
-            group,
-            ttl: 64,
-        };
-        let new_inner_len = (ov.inner_len as isize + tag_delta) as usize;
-        if u.ip_len(new_inner_len) > usize::from(table.mtu()) {
+        let new_inner_len = (inner_len as isize + tag_delta) as usize;
+        if tmpl.ip_len(new_inner_len) > usize::from(table.mtu()) {
             return Err(DropReason::TooBig);
         }
-        f.buf[inner_start..inner_start + 6].copy_from_slice(&ep.mac.0);
-        let (s, l) = set_inner_vlan(f.buf, inner_start, ov.inner_len, egress_vid)
+        let dst_mac = self.neighbors.of_vtep(ep.vtep()).unwrap_or(m.src_mac);
+        f.buf[inner_start..inner_start + 6].copy_from_slice(&ep.mac().0);
+        let (st, l) = set_inner_vlan(f.buf, inner_start, inner_len, egress_vid)
             .map_err(|_| DropReason::TooBig)?;
-        self.rewrite(table, f, s, l, &u)?;
+        let start = tmpl
+            .write(
+                f.buf,
+                st,
+                l,
+                dst_mac,
+                m.dst_mac,
+                entropy(&m.ip),
+                ep.vni(),
+                group,
+            )
+            .map_err(|e| match e {
+                EncapError::NoHeadroom | EncapError::TooLong => DropReason::TooBig,
+                EncapError::FamilyMismatch => DropReason::NoEndpoint,
+            })?;
+        f.start = start;
+        f.len = st + l - start;
         Ok(Disposition::Forward)
     }
 
-    #[inline]
-    fn rewrite(
+    /// May the asker (tenant `s`, address `asker`) learn endpoint `ep` (address `target`)?
+    fn may_learn(&self, table: &Table, m: &Meta, ep: &Ep, target: u128, asker: u128) -> bool {
+        let s = m.ident.tenant;
+        if table.may_learn(s, ep.tenant(), m.now) {
+            return true;
+        }
+        if table.replies() == Replies::Tracked {
+            // The endpoint has a flow toward the asker: the asker must address its replies.
+            let space = m.ident.space();
+            let hosts = FlowId::new(space, space, target, asker, m.ip.v6, 0, 0, 0).hosts();
+            return self.flows.has_hosts(&hosts, m.now);
+        }
+        false
+    }
+
+    /// The outer headers back to the asking VTEP, on the segment and with the identity it used.
+    fn answer_underlay(
+        &self,
+        table: &Table,
+        f: &Frame<'_>,
+        m: &Meta,
+        hash: u32,
+    ) -> Result<Underlay, DropReason> {
+        let data = f.data();
+        let ov = parse_overlay(data, table.udp_port()).map_err(|_| DropReason::Malformed)?;
+        Ok(Underlay {
+            src_mac: ov.dst_mac,
+            dst_mac: ov.src_mac,
+            src_ip: table.underlay_src(&ov.src_ip).unwrap_or(ov.dst_ip),
+            dst_ip: ov.src_ip,
+            src_port: vtep::parse::entropy_port(hash),
+            dst_port: table.udp_port(),
+            vni: m.vni,
+            group: m.group,
+            ttl: 64,
+        })
+    }
+
+    /// An inner ARP request for an endpoint the asker may learn: answered in place.
+    fn arp(
+        &mut self,
+        table: &Table,
+        f: &mut Frame<'_>,
+        m: &mut Meta,
+    ) -> Result<Disposition, DropReason> {
+        let inner_start = f.start + usize::from(m.inner_off);
+        let inner_len = usize::from(m.inner_len);
+        let l3 = inner_start + usize::from(m.l3_off);
+        let a = ArpPacket::new_checked(&f.buf[l3..inner_start + inner_len])
+            .map_err(|_| DropReason::Malformed)?;
+        let (op, sender_mac, sender_ip, target_ip) =
+            (a.op(), a.sender_mac(), a.sender_ip(), a.target_ip());
+        if op != ArpPacket::<&[u8]>::OP_REQUEST || sender_ip == target_ip {
+            return Err(DropReason::Unsupported);
+        }
+        let space = m.ident.space();
+        let (sender, target) = (u32::from_be_bytes(sender_ip), u32::from_be_bytes(target_ip));
+        let (k, h) = Table::ep4_hash(space, sender);
+        Self::valid_source(m, table.ep4(k, h))?;
+        let (k, h) = Table::ep4_hash(space, target);
+        let ep = table.ep4(k, h).ok_or(DropReason::NoEndpoint)?;
+        m.ip.v6 = false;
+        if !self.may_learn(table, m, &ep, u128::from(target), u128::from(sender)) {
+            return Err(DropReason::PolicyDenied);
+        }
+        // Answer in place: the request becomes "target is-at ep.mac", back to the asker's VTEP on the
+        // segment it came from, carrying the same identity. Sized first, so a dropped request is
+        // left as it came.
+        let u = self.answer_underlay(table, f, m, sender ^ target.rotate_left(16))?;
+        if u.ip_len(inner_len) > usize::from(table.mtu()) || inner_start < u.outer_len() {
+            return Err(DropReason::TooBig);
+        }
+        let mac = ep.mac();
+        let buf = &mut f.buf[inner_start..inner_start + inner_len];
+        let mut e = EthernetFrame::new_checked(&mut *buf).map_err(|_| DropReason::Malformed)?;
+        e.set_dst(sender_mac);
+        e.set_src(mac);
+        let hl = e.header_len();
+        ArpPacket::new_checked(&mut buf[hl..])
+            .map_err(|_| DropReason::Malformed)?
+            .make_reply(mac);
+        self.encap(table, f, inner_start, inner_len, &u, m)?;
+        Ok(Disposition::ArpReply)
+    }
+
+    /// An IPv6 neighbour solicitation for an endpoint the asker may learn: answered with a solicited
+    /// advertisement carrying the endpoint's MAC.
+    fn nd(
+        &mut self,
+        table: &Table,
+        f: &mut Frame<'_>,
+        m: &mut Meta,
+    ) -> Result<Disposition, DropReason> {
+        let inner_start = f.start + usize::from(m.inner_off);
+        let l3 = inner_start + usize::from(m.l3_off);
+        let ip = m.ip;
+        if ip.hop_limit != 255 || ip.frag != Frag::Whole {
+            return Err(DropReason::Unsupported);
+        }
+        let icmp = &f.buf[l3 + usize::from(ip.l4_off)..l3 + usize::from(ip.ip_len)];
+        let ns = inner::parse_solicit(icmp).ok_or(DropReason::Malformed)?;
+        if ip.src == 0 {
+            // Duplicate address detection: nothing to answer for.
+            return Err(DropReason::Unsupported);
+        }
+        let space = m.ident.space();
+        Self::valid_source(m, table.ep6(space, ip.src))?;
+        let ep = table.ep6(space, ns.target).ok_or(DropReason::NoEndpoint)?;
+        if !self.may_learn(table, m, &ep, ns.target, ip.src) {
+            return Err(DropReason::PolicyDenied);
+        }
+        let asker_mac = ns.source_lla.unwrap_or(m.src_mac_inner(f));
+        let new_len = usize::from(m.l3_off) + inner::ADVERT_LEN;
+        let u = self.answer_underlay(
+            table,
+            f,
+            m,
+            (ip.src as u32) ^ (ns.target as u32).rotate_left(16),
+        )?;
+        if u.ip_len(new_len) > usize::from(table.mtu())
+            || inner_start < u.outer_len()
+            || inner_start + new_len > f.buf.len()
+        {
+            return Err(DropReason::TooBig);
+        }
+        let mac = ep.mac();
+        let b = &mut f.buf[inner_start..inner_start + new_len];
+        b[0..6].copy_from_slice(&asker_mac.0);
+        b[6..12].copy_from_slice(&mac.0);
+        inner::emit_advert(&mut b[usize::from(m.l3_off)..], ns.target, ip.src, mac);
+        self.encap(table, f, inner_start, new_len, &u, m)?;
+        Ok(Disposition::NdReply)
+    }
+
+    fn encap(
         &self,
         table: &Table,
         f: &mut Frame<'_>,
         inner_start: usize,
         inner_len: usize,
         u: &Underlay,
+        m: &Meta,
     ) -> Result<(), DropReason> {
         if u.ip_len(inner_len) > usize::from(table.mtu()) {
             return Err(DropReason::TooBig);
@@ -315,9 +991,20 @@ impl Worker {
             EncapError::NoHeadroom | EncapError::TooLong => DropReason::TooBig,
             EncapError::FamilyMismatch => DropReason::NoEndpoint,
         })?;
+        let _ = m;
         f.start = start;
         f.len = inner_start + inner_len - start;
         Ok(())
+    }
+}
+
+impl Meta {
+    /// The inner source MAC (the asker's own), read from the frame before any rewrite.
+    fn src_mac_inner(&self, f: &Frame<'_>) -> Mac {
+        let s = f.start + usize::from(self.inner_off) + 6;
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&f.buf[s..s + 6]);
+        Mac(m)
     }
 }
 
@@ -335,8 +1022,7 @@ pub fn null_forward(frames: &mut [Frame<'_>], outcomes: &mut [Outcome], counters
         counters.forwarded += 1;
         *o = Outcome {
             disposition: Disposition::Forward,
-            tenant: None,
-            rule: None,
+            ..Outcome::default()
         };
     }
 }

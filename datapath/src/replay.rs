@@ -21,18 +21,14 @@ pub struct ReplayOutput {
     pub worker: Worker,
 }
 
-/// Batches of frames: at most `BATCH`, all in the same second (so validity windows are judged at
-/// each frame's own capture time, while `now` stays a per-batch value as in the live gateway).
+/// Batches of frames: at most `BATCH` each; every frame carries its own capture time (Unix ns), at
+/// which rules' validity windows, flows and fragments are judged.
 fn batches(frames: &[Captured]) -> Vec<(usize, usize, i64)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < frames.len() {
-        let sec = (frames[i].ts_ns / 1_000_000_000) as i64;
-        let mut j = i + 1;
-        while j < frames.len() && j - i < BATCH && (frames[j].ts_ns / 1_000_000_000) as i64 == sec {
-            j += 1;
-        }
-        out.push((i, j, sec));
+        let j = (i + BATCH).min(frames.len());
+        out.push((i, j, frames[i].ts_ns as i64));
         i = j;
     }
     out
@@ -55,7 +51,13 @@ impl Arena {
     }
 
     /// Loads `frames` into the slots and runs `f` over them as a batch.
-    fn run<R>(&mut self, frames: &[Captured], f: impl FnOnce(&mut [Frame<'_>]) -> R) -> R {
+    /// With `stamp`, each frame carries its capture time; without, the batch's `now` applies.
+    fn run<R>(
+        &mut self,
+        frames: &[Captured],
+        stamp: bool,
+        f: impl FnOnce(&mut [Frame<'_>]) -> R,
+    ) -> R {
         let n = frames.len();
         let mut chunks = self.bytes.chunks_exact_mut(self.slot);
         let mut batch: [Option<Frame<'_>>; BATCH] = std::array::from_fn(|_| None);
@@ -63,7 +65,8 @@ impl Arena {
             let buf = chunks.next().expect("BATCH slots");
             let len = c.data.len();
             buf[HEADROOM..HEADROOM + len].copy_from_slice(&c.data);
-            *b = Some(Frame::new(buf, HEADROOM, len));
+            let fr = Frame::new(buf, HEADROOM, len);
+            *b = Some(if stamp { fr.at(c.ts_ns as i64) } else { fr });
         }
         // Compact the Options into a plain array of frames (no allocation).
         let mut ready: [Frame<'_>; BATCH] =
@@ -79,7 +82,7 @@ pub fn replay(table: &Table, frames: &[Captured]) -> ReplayOutput {
     let mut outcomes = vec![Outcome::default(); frames.len()];
     let mut transmitted = Vec::new();
     for (s, e, now) in batches(frames) {
-        arena.run(&frames[s..e], |batch| {
+        arena.run(&frames[s..e], true, |batch| {
             worker.process(table, batch, &mut outcomes[s..e], now);
             for (k, f) in batch.iter().enumerate() {
                 if outcomes[s + k].disposition.transmits() {
@@ -124,7 +127,7 @@ pub fn measure(table: &Table, frames: &[Captured], repeat: u32) -> Rate {
             for _ in 0..repeat {
                 for &(s, e, now) in &plan {
                     let out = &mut outcomes[..e - s];
-                    arena.run(&frames[s..e], |batch| {
+                    arena.run(&frames[s..e], true, |batch| {
                         if which == 0 {
                             worker.process(table, batch, out, now);
                         } else {
@@ -159,9 +162,10 @@ pub fn serve(
     shared: &crate::live::WorkerShared,
     stop: &std::sync::atomic::AtomicBool,
     pps: u64,
+    flows: std::sync::Arc<crate::flows::FlowTable>,
 ) -> Worker {
     use std::sync::atomic::Ordering;
-    let mut worker = Worker::new();
+    let mut worker = Worker::with_flows(flows);
     let mut arena = Arena::new(frames);
     let mut outcomes = [Outcome::default(); BATCH];
     let started = Instant::now();
@@ -180,7 +184,7 @@ pub fn serve(
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
             let out = &mut outcomes[..chunk.len()];
-            arena.run(chunk, |batch| {
+            arena.run(chunk, false, |batch| {
                 worker.process_live(policy, shared, batch, out, ts_ns)
             });
             sent += chunk.len() as u64;

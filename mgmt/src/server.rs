@@ -639,7 +639,6 @@ impl Server {
         self.inner.dataplane.publish(table.clone());
         let published = t0.elapsed().as_secs_f64() * 1e3;
         let persisted = doc().and_then(|d| {
-            table.set_document(d.clone());
             store
                 .commit(d, table.digest(), uid, op, comment)
                 .map_err(storage)
@@ -780,20 +779,19 @@ impl Server {
                 new: &rule,
             }
         };
-        let table = Arc::new(old.with_rule_change(current + 1, change, n));
+        let mut doc = (*base).clone();
+        if index == n {
+            doc.rules.push(rule.clone());
+        } else {
+            doc.rules[index] = rule.clone();
+        }
+        let doc = Arc::new(doc);
+        let table = Arc::new(old.with_rule_change(current + 1, change, doc.clone()));
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
         self.publish_and_persist(
             &mut store,
             (old, table),
-            || {
-                let mut doc = (*base).clone();
-                if index == n {
-                    doc.rules.push(rule.clone());
-                } else {
-                    doc.rules[index] = rule.clone();
-                }
-                Ok(Arc::new(doc))
-            },
+            || Ok(doc),
             (uid, op, comment),
             (t0, compiled),
         )

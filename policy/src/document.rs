@@ -44,6 +44,58 @@ pub struct Gateway {
     /// Underlay MTU: the largest outer IP packet the gateway sends.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// How replies of allowed flows are admitted: `tracked` (default) or `stateless`.
+    #[serde(default, skip_serializing_if = "Replies::is_default")]
+    pub replies: Replies,
+    /// Most flows tracked at once (default 262144); more are refused and counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<u32>,
+    /// Idle timeouts of tracked flows, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_timeouts: Option<FlowTimeouts>,
+}
+
+/// `[gateway.flow_timeouts]`: idle timeouts of tracked flows in seconds; absent keys keep defaults
+/// (tcp 3600, tcp_opening 30, tcp_closing 10, udp 120, icmp 30, other 120).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowTimeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_opening: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_closing: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<u32>,
+}
+
+/// `[gateway] replies`: how an allow from A to B admits B's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replies {
+    /// Only replies of flows A started and this gateway saw (the flow table).
+    #[default]
+    Tracked,
+    /// The mirrored match of each allow rule (from B to A, source port in the rule's ports), for
+    /// deployments whose two directions do not cross the same gateway. Admits far more than replies.
+    Stateless,
+}
+
+impl Replies {
+    pub fn is_default(&self) -> bool {
+        *self == Replies::Tracked
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Replies::Tracked => "tracked",
+            Replies::Stateless => "stateless",
+        }
+    }
 }
 
 /// How a segment says which tenant a frame belongs to.
@@ -510,6 +562,48 @@ impl Document {
         for (i, r) in self.rules.iter().enumerate() {
             for issue in validate_rule(i, r, &|t| tenants.contains_key(t)) {
                 err(issue.path, issue.message);
+            }
+        }
+
+        // Identity on the way out is never truncated: on a GBP segment the source tenant's id is
+        // written in 16 bits, so a tenant with a wider id must not be able to send to an endpoint
+        // on one — neither by a rule (either direction: replies flow back) nor as its own.
+        if self.tenants.iter().any(|t| t.id > 0xffff) {
+            let mut gbp_seg: HashMap<&str, u32> = HashMap::new();
+            for e in &self.endpoints {
+                if let Some(s) = segs.get(&e.vni).filter(|s| s.identity == IdentityMode::Gbp) {
+                    gbp_seg.entry(e.tenant.as_str()).or_insert(s.vni);
+                }
+            }
+            let wide = |n: &str| tenants.get(n).filter(|t| t.id > 0xffff);
+            let any_wide = self.tenants.iter().find(|t| t.id > 0xffff);
+            for (i, r) in self.rules.iter().enumerate() {
+                if r.action != Action::Allow {
+                    continue;
+                }
+                for (a, b) in [(&r.from, &r.to), (&r.to, &r.from)] {
+                    let sender = if a == ANY_TENANT {
+                        any_wide
+                    } else {
+                        wide(a).copied()
+                    };
+                    let Some(sender) = sender else { continue };
+                    let target = if b == ANY_TENANT {
+                        gbp_seg.iter().next().map(|(t, v)| (*t, *v))
+                    } else {
+                        gbp_seg.get(b.as_str()).map(|v| (b.as_str(), *v))
+                    };
+                    if let Some((t, vni)) = target {
+                        err(
+                            format!("rule[{i}]"),
+                            format!(
+                                "tenant {:?} (id {}) could send to tenant {t:?}'s endpoints on GBP segment {vni}, whose group id holds 16 bits",
+                                sender.name, sender.id
+                            ),
+                        );
+                        break;
+                    }
+                }
             }
         }
         out

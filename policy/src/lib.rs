@@ -1,18 +1,27 @@
-//! The policy model — tenants, segments, endpoints, rules — with its validation, its compilation into an
-//! immutable lookup table for the hot path, and the reachability audit.
+//! The policy model — tenants, segments, endpoints, rules — with its validation, its compilation into
+//! the immutable, query-only table of the hot path, and the reachability audit.
 //!
 //! A [`Document`] is what users write (TOML config, or JSON over the management socket, same keys);
-//! [`Table::compile`] turns a validated document into the read-only [`Table`] workers consult per frame.
+//! [`Table::compile`] (in `compile`) turns a validated document into the read-only [`Table`] (in
+//! `table`: flat, packed, prefetchable lookups) that workers consult per frame.
 
 pub mod audit;
+pub mod compile;
 pub mod document;
 pub mod error;
+pub mod flat;
+pub mod huge;
 pub mod table;
 pub mod time;
 
 pub use audit::{reachability, Reach, Reachability};
+pub use compile::{digest, RuleChange};
 pub use document::{
-    Action, Document, Endpoint, Gateway, IdentityMode, Proto, Rule, Segment, Tenant,
+    Action, Document, Endpoint, FlowTimeouts, Gateway, IdentityMode, Proto, Replies, Rule, Segment,
+    Tenant,
 };
 pub use error::{ConfigError, Issue};
-pub use table::{Decision, EndpointEntry, RuleChange, SegmentEntry, Table, TenantEntry, TenantIdx};
+pub use table::{
+    Decision, EndpointEntry, Ep, FlowKey, Ident, Seg, SegmentEntry, Table, TenantEntry, TenantIdx,
+    VtepIdx,
+};

@@ -1,18 +1,33 @@
-//! The compiled, immutable lookup table the hot path consults: identity, anti-spoofing, endpoints and
-//! verdicts, each answered by a hash lookup or a short priority-sorted scan, with no allocation.
+//! The compiled, immutable table the hot path queries: flat arrays and open-addressing maps with packed
+//! keys and values of at most 16 bytes; names, strings and the document live on its cold side.
+//!
+//! Layout (what a frame touches, in order): the VNI's segment (a two-level direct index), the GBP/VLAN
+//! id's tenant (a direct index), the sending VTEP's index (a flat map), the endpoints (flat map keyed by
+//! address space and IPv4 address in one `u64`; IPv6 in a map of its own), the (source, destination)
+//! tenant pair's rules (one flat-map probe that says "default", "one rule" inline, or "these rules"),
+//! and the egress VTEP's header template. Identity lookups carry the tenant's address space and flags,
+//! so the tenant's own record is not on the common path.
 
-use crate::document::{Action, Cidr, Document, IdentityMode, Proto, Rule, ANY_TENANT};
-use crate::error::ConfigError;
-use hashbrown::{HashMap, HashSet};
-use std::net::IpAddr;
+use crate::document::{Document, IdentityMode, Proto, Replies};
+use crate::flat::{self, FlatMap};
+use crate::huge::HugeBuf;
+use hashbrown::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use vtep::{Flow, Mac};
+
+pub use crate::compile::digest;
 
 /// A tenant's slot in a table. Slots stay the same across versions compiled from one another, so
 /// per-tenant counters indexed by slot survive policy changes.
 pub type TenantIdx = u32;
+/// A VTEP's index in a table (into its egress records).
+pub type VtepIdx = u32;
 
-/// A tenant as the hot path sees it.
+/// Largest tenant slot / VTEP index / address space the packed records hold.
+pub const MAX_SLOTS: u32 = (1 << 24) - 1;
+
+/// A tenant as the cold side sees it (names, for reports).
 #[derive(Debug, Clone)]
 pub struct TenantEntry {
     pub name: Box<str>,
@@ -33,11 +48,153 @@ pub struct SegmentEntry {
     pub tenant: Option<TenantIdx>,
 }
 
-/// Where an endpoint lives and how to reach it.
+/// A tenant identified on the hot path, with what the next checks need of it (8 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Ident {
+    pub tenant: TenantIdx,
+    /// Address space (low 24 bits) and flags (high 8 bits).
+    meta: u32,
+}
+
+impl Default for Ident {
+    fn default() -> Self {
+        Ident::NONE
+    }
+}
+
+const F_ANY_VTEP: u32 = 1 << 24;
+const MODE_SHIFT: u32 = 25; // 2 bits: 0 none, 1 vni, 2 gbp, 3 vlan (segments only)
+
+fn mode_bits(m: IdentityMode) -> u32 {
+    match m {
+        IdentityMode::Vni => 1,
+        IdentityMode::Gbp => 2,
+        IdentityMode::Vlan => 3,
+    }
+}
+
+fn mode_of(bits: u32) -> Option<IdentityMode> {
+    match bits & 3 {
+        1 => Some(IdentityMode::Vni),
+        2 => Some(IdentityMode::Gbp),
+        3 => Some(IdentityMode::Vlan),
+        _ => None,
+    }
+}
+
+impl Ident {
+    pub const NONE: Ident = Ident {
+        tenant: u32::MAX,
+        meta: 0,
+    };
+    pub(crate) fn new(tenant: TenantIdx, space: u32, any_vtep: bool) -> Ident {
+        Ident {
+            tenant,
+            meta: space | if any_vtep { F_ANY_VTEP } else { 0 },
+        }
+    }
+    #[inline(always)]
+    pub fn is_some(&self) -> bool {
+        self.tenant != u32::MAX
+    }
+    #[inline(always)]
+    pub fn space(&self) -> u32 {
+        self.meta & MAX_SLOTS
+    }
+    #[inline(always)]
+    pub fn any_vtep(&self) -> bool {
+        self.meta & F_ANY_VTEP != 0
+    }
+}
+
+/// A segment on the hot path: how identity is read on it and, for a `vni` segment, its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Seg(pub(crate) Ident);
+
+impl Seg {
+    #[inline(always)]
+    pub fn mode(&self) -> Option<IdentityMode> {
+        mode_of(self.0.meta >> MODE_SHIFT)
+    }
+    /// The tenant of a `vni` segment (with its space and flags).
+    #[inline(always)]
+    pub fn ident(&self) -> Ident {
+        Ident {
+            tenant: self.0.tenant,
+            meta: self.0.meta & !(3 << MODE_SHIFT),
+        }
+    }
+    pub(crate) fn new(mode: IdentityMode, ident: Ident) -> Seg {
+        Seg(Ident {
+            tenant: ident.tenant,
+            meta: ident.meta | (mode_bits(mode) << MODE_SHIFT),
+        })
+    }
+}
+
+/// Where an endpoint lives and how to reach it: 16 bytes, bit-packed (tenant, VTEP index, egress VNI
+/// and identity mode, inner MAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct Ep {
+    w0: u32, // tenant (24) | mac[0]
+    w1: u32, // vtep (24) | mac[1]
+    w2: u32, // vni (24) | mode (8)
+    w3: [u8; 4],
+}
+
+impl Ep {
+    pub(crate) fn new(
+        tenant: TenantIdx,
+        vtep: VtepIdx,
+        vni: u32,
+        mode: IdentityMode,
+        mac: Mac,
+    ) -> Ep {
+        let m = mac.0;
+        Ep {
+            w0: tenant | u32::from(m[0]) << 24,
+            w1: vtep | u32::from(m[1]) << 24,
+            w2: vni | mode_bits(mode) << 24,
+            w3: [m[2], m[3], m[4], m[5]],
+        }
+    }
+    #[inline(always)]
+    pub fn tenant(&self) -> TenantIdx {
+        self.w0 & MAX_SLOTS
+    }
+    #[inline(always)]
+    pub fn vtep(&self) -> VtepIdx {
+        self.w1 & MAX_SLOTS
+    }
+    #[inline(always)]
+    pub fn vni(&self) -> u32 {
+        self.w2 & 0x00ff_ffff
+    }
+    #[inline(always)]
+    pub fn egress(&self) -> IdentityMode {
+        mode_of(self.w2 >> 24).unwrap_or(IdentityMode::Vni)
+    }
+    #[inline(always)]
+    pub fn mac(&self) -> Mac {
+        Mac([
+            (self.w0 >> 24) as u8,
+            (self.w1 >> 24) as u8,
+            self.w3[0],
+            self.w3[1],
+            self.w3[2],
+            self.w3[3],
+        ])
+    }
+}
+
+/// An endpoint as the cold side and tests see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointEntry {
     pub tenant: TenantIdx,
     pub vtep: IpAddr,
+    pub vtep_idx: VtepIdx,
     pub mac: Mac,
     /// Egress VNI and how that segment carries the tenant.
     pub vni: u32,
@@ -52,390 +209,289 @@ pub struct Decision {
     pub rule: Option<u32>,
 }
 
-#[derive(Debug, Clone)]
-struct CompiledRule {
-    index: u32,
-    allow: bool,
-    priority: i32,
-    proto: Proto,
-    ports: (u16, u16),
-    from_cidr: Option<Cidr>,
-    to_cidr: Option<Cidr>,
-    not_before: i64,
-    not_after: i64,
+/// The packet fields rules look at, with addresses as 128-bit numbers (IPv4 in the low 32 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowKey {
+    pub src: u128,
+    pub dst: u128,
+    pub v6: bool,
+    pub proto: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
 }
 
-impl CompiledRule {
-    /// Does a frame match this rule (forward), or its mirror (a reply to traffic the rule allows)?
-    #[inline]
-    fn matches(&self, f: &Flow, now: i64, mirrored: bool) -> bool {
-        let (port, src, dst) = if mirrored {
-            (f.src_port, &f.dst, &f.src)
-        } else {
-            (f.dst_port, &f.src, &f.dst)
+impl FlowKey {
+    #[inline(always)]
+    pub fn v4(src: u32, dst: u32, proto: u8, src_port: u16, dst_port: u16) -> FlowKey {
+        FlowKey {
+            src: u128::from(src),
+            dst: u128::from(dst),
+            v6: false,
+            proto,
+            src_port,
+            dst_port,
+        }
+    }
+    pub fn from_flow(f: &Flow) -> FlowKey {
+        let a = |ip: &IpAddr| match ip {
+            IpAddr::V4(a) => u128::from(u32::from(*a)),
+            IpAddr::V6(a) => u128::from(*a),
         };
-        self.proto.matches(f.proto)
-            && (self.ports.0..=self.ports.1).contains(&port)
-            && self.from_cidr.is_none_or(|c| c.contains(src))
-            && self.to_cidr.is_none_or(|c| c.contains(dst))
+        FlowKey {
+            src: a(&f.src),
+            dst: a(&f.dst),
+            v6: f.src.is_ipv6(),
+            proto: f.proto,
+            src_port: f.src_port,
+            dst_port: f.dst_port,
+        }
+    }
+    /// The same flow seen from the other end.
+    #[inline(always)]
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            ..*self
+        }
+    }
+}
+
+/// A compiled CIDR: network and prefix length, and its family (`fam` 0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct CCidr {
+    pub net: u128,
+    pub len: u8,
+    pub v6: bool,
+    pub set: bool,
+}
+
+impl CCidr {
+    #[inline(always)]
+    fn contains(&self, a: u128, v6: bool) -> bool {
+        if !self.set {
+            return true;
+        }
+        if v6 != self.v6 {
+            return false;
+        }
+        let bits = if v6 { 128 } else { 32 };
+        if self.len == 0 {
+            return true;
+        }
+        (a >> (bits - u32::from(self.len))) == (self.net >> (bits - u32::from(self.len)))
+    }
+}
+
+/// A compiled rule, in a bucket's contiguous range of the rule arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CRule {
+    pub priority: i32,
+    pub index: u32,
+    pub allow: bool,
+    pub proto: Proto,
+    pub lo: u16,
+    pub hi: u16,
+    /// Validity window, Unix nanoseconds, inclusive.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub from: CCidr,
+    pub to: CCidr,
+}
+
+impl CRule {
+    #[inline(always)]
+    fn matches(&self, k: &FlowKey, now: i64, mirrored: bool) -> bool {
+        let (port, src, dst) = if mirrored {
+            (k.src_port, k.dst, k.src)
+        } else {
+            (k.dst_port, k.src, k.dst)
+        };
+        self.proto.matches(k.proto)
+            && self.lo <= port
+            && port <= self.hi
+            && self.from.contains(src, k.v6)
+            && self.to.contains(dst, k.v6)
             && self.active(now)
     }
-    #[inline]
-    fn active(&self, now: i64) -> bool {
+    #[inline(always)]
+    pub(crate) fn active(&self, now: i64) -> bool {
         self.not_before <= now && now <= self.not_after
     }
+    /// No CIDR and no window: representable inline in a [`Bucket`].
+    pub(crate) fn simple(&self) -> bool {
+        !self.from.set && !self.to.set && self.not_before == i64::MIN && self.not_after == i64::MAX
+    }
 }
 
-/// The rules, bucketed by (from, to); each bucket sorted by priority, deny first on ties. Buckets are
-/// shared between versions, so a one-rule change rebuilds one bucket, not the whole set.
+/// A bucket of rules (16 bytes): `len` 0 = no rules, otherwise `len` rules at `off` of the arena; a
+/// single simple rule is also inline (`SIMPLE`), so the common case reads nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub(crate) struct Bucket {
+    pub off: u32,
+    pub len: u32,
+    /// With `SIMPLE`: the rule's document index, ports, protocol, action.
+    pub index: u32,
+    pub lo: u16,
+    pub hi: u16,
+}
+
+// `Bucket::hi` … packing the inline rule's protocol and action needs a few more bits: they live in the
+// top byte of `len` (at most 2^24 rules per bucket).
+pub(crate) const B_SIMPLE: u32 = 1 << 31;
+pub(crate) const B_ALLOW: u32 = 1 << 30;
+pub(crate) const B_PROTO_SHIFT: u32 = 24; // 2 bits: tcp udp icmp any
+pub(crate) const B_LEN: u32 = 0x00ff_ffff;
+
+pub(crate) fn proto_bits(p: Proto) -> u32 {
+    match p {
+        Proto::Tcp => 0,
+        Proto::Udp => 1,
+        Proto::Icmp => 2,
+        Proto::Any => 3,
+    }
+}
+fn proto_of(b: u32) -> Proto {
+    match b & 3 {
+        0 => Proto::Tcp,
+        1 => Proto::Udp,
+        2 => Proto::Icmp,
+        _ => Proto::Any,
+    }
+}
+
+impl Bucket {
+    #[inline(always)]
+    pub(crate) fn count(&self) -> usize {
+        (self.len & B_LEN) as usize
+    }
+}
+
+/// The rules, bucketed by (from, to); each bucket sorted by priority, deny first on ties, then index.
 #[derive(Debug, Clone, Default)]
-struct Rules {
-    /// Each container is shared too: a change copies only the container it touches.
-    /// Indexed by the from-tenant's slot, then keyed by the to-tenant.
-    pair: Arc<Vec<Option<PairMap>>>,
-    /// Indexed by tenant slot: rules from the tenant to `*`, and from `*` to the tenant.
-    from_any: Arc<Vec<Option<Arc<[CompiledRule]>>>>,
-    to_any: Arc<Vec<Option<Arc<[CompiledRule]>>>>,
-    any_any: Arc<[CompiledRule]>,
+pub(crate) struct RuleSet {
+    pub arena: Vec<CRule>,
+    /// Arena entries no bucket refers to any more (compacted when they outgrow the live ones).
+    pub garbage: usize,
+    /// Key: from slot << 32 | to slot.
+    pub pairs: FlatMap<Bucket>,
+    /// Key: the tenant slot.
+    pub from_any: FlatMap<Bucket>,
+    pub to_any: FlatMap<Bucket>,
+    pub any_any: Bucket,
     /// Σ of the rules' hashes (with their index): the rules' part of the digest.
-    digest: u64,
+    pub digest: u64,
 }
 
-type PairMap = Arc<HashMap<TenantIdx, Arc<[CompiledRule]>>>;
-
-#[derive(PartialEq, Eq, Hash, Clone, Copy, PartialOrd, Ord)]
-enum Key {
-    Pair(TenantIdx, TenantIdx),
-    FromAny(TenantIdx),
-    ToAny(TenantIdx),
-    AnyAny,
-}
-
-impl Rules {
-    fn empty() -> Arc<[CompiledRule]> {
-        Arc::from(Vec::new())
+impl RuleSet {
+    #[inline(always)]
+    pub(crate) fn has_wildcards(&self) -> bool {
+        self.any_any.count() > 0 || !self.from_any.is_empty() || !self.to_any.is_empty()
     }
-    fn bucket_mut(&mut self, k: Key) -> &mut Arc<[CompiledRule]> {
-        match k {
-            Key::Pair(a, b) => {
-                let inner =
-                    Arc::make_mut(&mut self.pair)[a as usize].get_or_insert_with(Default::default);
-                Arc::make_mut(inner).entry(b).or_insert_with(Self::empty)
-            }
-            Key::FromAny(a) => {
-                Arc::make_mut(&mut self.from_any)[a as usize].get_or_insert_with(Self::empty)
-            }
-            Key::ToAny(b) => {
-                Arc::make_mut(&mut self.to_any)[b as usize].get_or_insert_with(Self::empty)
-            }
-            Key::AnyAny => &mut self.any_any,
+    #[inline(always)]
+    fn rules(&self, b: Bucket) -> &[CRule] {
+        let off = b.off as usize;
+        &self.arena[off..off + b.count()]
+    }
+    #[inline(always)]
+    fn pair(&self, s: TenantIdx, d: TenantIdx) -> Bucket {
+        self.pairs
+            .get(u64::from(s) << 32 | u64::from(d))
+            .unwrap_or_default()
+    }
+    #[inline(always)]
+    pub(crate) fn buckets(&self, s: TenantIdx, d: TenantIdx) -> [Bucket; 4] {
+        let pair = self.pair(s, d);
+        if !self.has_wildcards() {
+            return [
+                pair,
+                Bucket::default(),
+                Bucket::default(),
+                Bucket::default(),
+            ];
         }
+        [
+            pair,
+            self.from_any.get(u64::from(s)).unwrap_or_default(),
+            self.to_any.get(u64::from(d)).unwrap_or_default(),
+            self.any_any,
+        ]
     }
-    /// Replaces bucket `k` by `f` applied to its rules, kept sorted; empty buckets disappear.
-    fn edit_bucket(&mut self, k: Key, f: impl FnOnce(&mut Vec<CompiledRule>)) {
-        let slot = self.bucket_mut(k);
-        let mut v = slot.to_vec();
-        f(&mut v);
-        sort_bucket(&mut v);
-        *slot = Arc::from(v);
-        if slot.is_empty() {
-            match k {
-                Key::Pair(a, b) => {
-                    let outer = Arc::make_mut(&mut self.pair);
-                    if let Some(inner) = &mut outer[a as usize] {
-                        Arc::make_mut(inner).remove(&b);
-                        if inner.is_empty() {
-                            outer[a as usize] = None;
-                        }
-                    }
-                }
-                Key::FromAny(a) => Arc::make_mut(&mut self.from_any)[a as usize] = None,
-                Key::ToAny(b) => Arc::make_mut(&mut self.to_any)[b as usize] = None,
-                Key::AnyAny => {}
+}
+
+/// The best candidate so far: (priority, is_deny, rule index).
+type Best = Option<(i32, bool, u32)>;
+
+#[inline(always)]
+fn scan(rules: &[CRule], k: &FlowKey, now: i64, mirrored: bool, best: &mut Best) {
+    for r in rules {
+        if let Some((p, deny, _)) = *best {
+            // Buckets are sorted: nothing further can beat the current best.
+            if r.priority < p || (r.priority == p && (deny || r.allow)) {
+                break;
             }
         }
+        if mirrored && !r.allow {
+            continue;
+        }
+        if r.matches(k, now, mirrored) {
+            *best = Some((r.priority, !r.allow, r.index));
+            break;
+        }
     }
 }
 
-fn sort_bucket(v: &mut [CompiledRule]) {
-    v.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.allow.cmp(&b.allow))
-            .then(a.index.cmp(&b.index))
-    });
-}
-
-/// The non-rule part of a table: identity, anti-spoofing and endpoints, shared between versions that
-/// change only rules.
+/// The hot half of a table: what frames are judged with.
 #[derive(Debug)]
-struct Core {
-    underlay_ip: IpAddr,
-    underlay_ip6: Option<IpAddr>,
-    udp_port: u16,
-    mtu: u16,
-    segments: HashMap<u32, SegmentEntry>,
-    ids: HashMap<u32, TenantIdx>,
-    names: HashMap<Box<str>, TenantIdx>,
-    tenants: Vec<TenantEntry>,
-    vteps: HashSet<(TenantIdx, IpAddr)>,
-    endpoints: HashMap<(u32, IpAddr), EndpointEntry>,
+pub(crate) struct Core {
+    pub underlay_ip: Ipv4Addr,
+    pub underlay_ip6: Option<Ipv6Addr>,
+    pub udp_port: u16,
+    pub mtu: u16,
+    pub replies: Replies,
+    /// VNI → segment: directory by the VNI's top 12 bits, pages of 4096 segments.
+    pub seg_dir: Vec<u32>,
+    pub seg_pages: Vec<Box<[Seg; 4096]>>,
+    /// GBP group id / VLAN id → tenant.
+    pub ids: HugeBuf<Ident>,
+    /// Tenant ids above 65535 (identified only by `vni` segments): for the cold side.
+    pub big_ids: HashMap<u32, TenantIdx>,
+    /// VTEP address → index.
+    pub vtep4: FlatMap<u32>,
+    pub vtep6: HashMap<u128, VtepIdx>,
+    pub vtep_ips: Vec<IpAddr>,
+    /// Outer headers toward each VTEP (None: no underlay source of its family).
+    pub egress: Vec<Option<vtep::OuterTemplate>>,
+    /// Tenant id by slot (what GBP and VLAN egress write).
+    pub tenant_ids: Vec<u32>,
+    /// (tenant << 32 | vtep): VTEPs allowed to send for tenants that have a `vteps` list.
+    pub tenant_vteps: FlatMap<u8>,
+    /// (space << 32 | IPv4) → endpoint.
+    pub ep4: FlatMap<Ep>,
+    pub ep6: HashMap<(u32, u128), Ep>,
+    pub tenants: Vec<TenantEntry>,
+    pub names: HashMap<Box<str>, TenantIdx>,
     /// Digest of the gateway, segments, tenants and endpoints.
-    digest: u64,
+    pub digest: u64,
 }
 
 /// An immutable, compiled policy version.
 #[derive(Debug)]
 pub struct Table {
-    version: u64,
-    doc: std::sync::OnceLock<Arc<Document>>,
-    core: Arc<Core>,
-    rules: Arc<Rules>,
+    pub(crate) version: u64,
+    pub(crate) doc: Arc<Document>,
+    pub(crate) core: Arc<Core>,
+    pub(crate) rules: Arc<RuleSet>,
 }
 
-/// A one-rule change `Table::with_rule_change` can apply without recompiling everything.
-#[derive(Debug, Clone, Copy)]
-pub enum RuleChange<'a> {
-    /// The rule appended at the end of the rule list (it gets index = number of rules before).
-    Append(&'a Rule),
-    /// Rule `index` replaced.
-    Replace {
-        index: usize,
-        old: &'a Rule,
-        new: &'a Rule,
-    },
-}
-
-/// FNV-1a, 64 bits: a stable digest of a document's canonical JSON.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-fn hash_of<T: serde::Serialize>(salt: u64, v: &T) -> u64 {
-    let mut h = fnv1a(&serde_json::to_vec(v).expect("documents always serialize"))
-        ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    h ^= h >> 31;
-    h.wrapping_mul(0xbf58_476d_1ce4_e5b9)
-}
-
-fn rule_hash(index: usize, r: &Rule) -> u64 {
-    hash_of(index as u64 + 1, r)
-}
-
-fn core_digest(doc: &Document) -> u64 {
-    let mut d = hash_of(1, &doc.gateway);
-    for s in &doc.segments {
-        d = d.wrapping_add(hash_of(2, s));
-    }
-    for t in &doc.tenants {
-        d = d.wrapping_add(hash_of(3, t));
-    }
-    for e in &doc.endpoints {
-        d = d.wrapping_add(hash_of(4, e));
-    }
-    d
-}
-
-fn combine(core: u64, rules: u64) -> u64 {
+pub(crate) fn combine(core: u64, rules: u64) -> u64 {
     core ^ rules.rotate_left(29).wrapping_mul(0x94d0_49bb_1331_11eb)
 }
 
-/// The digest the store and workers compare (`audit.verify`): a sum of per-entry hashes, so that a
-/// one-entry change updates it without rehashing the document. Independent of the order of
-/// segments, tenants and endpoints; rules count with their index (their order matters).
-pub fn digest(doc: &Document) -> u64 {
-    let rules = doc
-        .rules
-        .iter()
-        .enumerate()
-        .fold(0u64, |a, (i, r)| a.wrapping_add(rule_hash(i, r)));
-    combine(core_digest(doc), rules)
-}
-
-fn compile_rule(i: usize, r: &Rule) -> CompiledRule {
-    let time = |t: &Option<String>, dflt| {
-        t.as_deref()
-            .map(|s| crate::time::parse_rfc3339(s).expect("validated"))
-            .unwrap_or(dflt)
-    };
-    CompiledRule {
-        index: i as u32,
-        allow: r.action == Action::Allow,
-        priority: r.priority,
-        proto: r.proto.unwrap_or(Proto::Any),
-        ports: r
-            .ports
-            .as_deref()
-            .map(|p| crate::document::parse_ports(p).expect("validated"))
-            .unwrap_or((0, u16::MAX)),
-        from_cidr: r
-            .from_cidr
-            .as_deref()
-            .map(|c| Cidr::parse(c).expect("validated")),
-        to_cidr: r
-            .to_cidr
-            .as_deref()
-            .map(|c| Cidr::parse(c).expect("validated")),
-        not_before: time(&r.not_before, i64::MIN),
-        not_after: time(&r.not_after, i64::MAX),
-    }
-}
-
 impl Table {
-    /// Validates and compiles `doc` as `version`. With `prev`, tenants keep their slots from it.
-    pub fn compile(
-        doc: Arc<Document>,
-        version: u64,
-        prev: Option<&Table>,
-    ) -> Result<Table, ConfigError> {
-        doc.check()?;
-        let keep = Arc::clone(&doc);
-        let mut tenants: Vec<TenantEntry> = Vec::new();
-        let mut names: HashMap<Box<str>, TenantIdx> = HashMap::new();
-        if let Some(p) = prev {
-            for t in &p.core.tenants {
-                names.insert(t.name.clone(), tenants.len() as TenantIdx);
-                tenants.push(TenantEntry {
-                    live: false,
-                    ..t.clone()
-                });
-            }
-        }
-        let mut spaces: HashMap<&str, u32> = HashMap::new();
-        let mut ids = HashMap::with_capacity(doc.tenants.len());
-        let mut vteps = HashSet::new();
-        for t in &doc.tenants {
-            let n = spaces.len() as u32;
-            let space = *spaces.entry(t.space()).or_insert(n);
-            let entry = TenantEntry {
-                name: t.name.as_str().into(),
-                id: t.id,
-                space,
-                live: true,
-                any_vtep: t.vteps.is_none(),
-            };
-            let idx = match names.get(t.name.as_str()) {
-                Some(&i) => {
-                    tenants[i as usize] = entry;
-                    i
-                }
-                None => {
-                    let i = tenants.len() as TenantIdx;
-                    names.insert(t.name.as_str().into(), i);
-                    tenants.push(entry);
-                    i
-                }
-            };
-            ids.insert(t.id, idx);
-            for v in t.vteps.iter().flatten() {
-                vteps.insert((idx, *v));
-            }
-        }
-        let idx_of = |name: &str| names.get(name).copied();
-
-        let mut segments = HashMap::with_capacity(doc.segments.len());
-        for s in &doc.segments {
-            segments.insert(
-                s.vni,
-                SegmentEntry {
-                    mode: s.identity,
-                    tenant: s.tenant.as_deref().and_then(idx_of),
-                },
-            );
-        }
-
-        let mut endpoints = HashMap::with_capacity(doc.endpoints.len());
-        for e in &doc.endpoints {
-            let t = idx_of(&e.tenant).expect("validated");
-            endpoints.insert(
-                (tenants[t as usize].space, e.ip),
-                EndpointEntry {
-                    tenant: t,
-                    vtep: e.vtep,
-                    mac: e.mac,
-                    vni: e.vni,
-                    egress: segments[&e.vni].mode,
-                },
-            );
-        }
-
-        let g = &doc.gateway;
-        let core = Core {
-            underlay_ip: IpAddr::V4(g.underlay_ip),
-            underlay_ip6: g.underlay_ip6.map(IpAddr::V6),
-            udp_port: g.udp_port,
-            mtu: g.mtu,
-            segments,
-            ids,
-            names,
-            tenants,
-            vteps,
-            endpoints,
-            digest: core_digest(&doc),
-        };
-        let rules = build_rules(&core, &doc.rules);
-        let doc_cell = std::sync::OnceLock::new();
-        let _ = doc_cell.set(keep);
-        Ok(Table {
-            version,
-            doc: doc_cell,
-            core: Arc::new(core),
-            rules: Arc::new(rules),
-        })
-    }
-
-    /// The problems a rule at `index` would have in this table's policy (tenants must exist).
-    pub fn check_rule(&self, index: usize, r: &Rule) -> Vec<crate::Issue> {
-        crate::document::validate_rule(index, r, &|t| {
-            self.core.names.contains_key(t) && self.tenant_by_name(t).is_some()
-        })
-    }
-
-    /// This table with one rule changed, as `version`: identity, endpoints and every other rule bucket
-    /// are shared with `self`; only the changed rule's bucket is rebuilt. The rule must have passed
-    /// [`Table::check_rule`]. The new table's document is set later with [`Table::set_document`].
-    pub fn with_rule_change(
-        &self,
-        version: u64,
-        change: RuleChange<'_>,
-        rule_count: usize,
-    ) -> Table {
-        let mut rules = (*self.rules).clone();
-        let key = |r: &Rule| key_of(&self.core, r);
-        match change {
-            RuleChange::Append(r) => {
-                let c = compile_rule(rule_count, r);
-                rules.edit_bucket(key(r), |v| v.push(c));
-                rules.digest = rules.digest.wrapping_add(rule_hash(rule_count, r));
-            }
-            RuleChange::Replace { index, old, new } => {
-                rules.edit_bucket(key(old), |v| v.retain(|c| c.index as usize != index));
-                let c = compile_rule(index, new);
-                rules.edit_bucket(key(new), |v| v.push(c));
-                rules.digest = rules
-                    .digest
-                    .wrapping_sub(rule_hash(index, old))
-                    .wrapping_add(rule_hash(index, new));
-            }
-        }
-        Table {
-            version,
-            doc: std::sync::OnceLock::new(),
-            core: self.core.clone(),
-            rules: Arc::new(rules),
-        }
-    }
-
-    /// Sets the document of a table made by [`Table::with_rule_change`] (once).
-    pub fn set_document(&self, doc: Arc<Document>) {
-        let _ = self.doc.set(doc);
-    }
-
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -444,11 +500,8 @@ impl Table {
         combine(self.core.digest, self.rules.digest)
     }
     /// The document this table was compiled from.
-    ///
-    /// # Panics
-    /// For a table made by [`Table::with_rule_change`] before [`Table::set_document`].
     pub fn document(&self) -> &Arc<Document> {
-        self.doc.get().expect("the table's document is set")
+        &self.doc
     }
     pub fn udp_port(&self) -> u16 {
         self.core.udp_port
@@ -456,13 +509,23 @@ impl Table {
     pub fn mtu(&self) -> u16 {
         self.core.mtu
     }
+    /// How replies of allowed flows are admitted.
+    pub fn replies(&self) -> Replies {
+        self.core.replies
+    }
+    pub fn underlay_ip(&self) -> Ipv4Addr {
+        self.core.underlay_ip
+    }
+    pub fn underlay_ip6(&self) -> Option<Ipv6Addr> {
+        self.core.underlay_ip6
+    }
     /// The gateway's underlay source address toward a VTEP of `dst`'s family.
     #[inline]
     pub fn underlay_src(&self, dst: &IpAddr) -> Option<IpAddr> {
         if dst.is_ipv4() {
-            Some(self.core.underlay_ip)
+            Some(IpAddr::V4(self.core.underlay_ip))
         } else {
-            self.core.underlay_ip6
+            self.core.underlay_ip6.map(IpAddr::V6)
         }
     }
     /// Number of tenant slots (live or not): the size of per-tenant counter arrays.
@@ -486,73 +549,168 @@ impl Table {
             .copied()
             .filter(|&i| self.core.tenants[i as usize].live)
     }
-
-    /// The segment of an ingress VNI.
-    #[inline]
-    pub fn segment(&self, vni: u32) -> Option<&SegmentEntry> {
-        self.core.segments.get(&vni)
-    }
-    /// The tenant with a GBP group id / VLAN id.
-    #[inline]
-    pub fn tenant_by_id(&self, id: u32) -> Option<TenantIdx> {
-        self.core.ids.get(&id).copied()
-    }
-    /// Anti-spoofing: may `vtep` send on behalf of tenant `t`?
-    #[inline]
-    pub fn vtep_allowed(&self, t: TenantIdx, vtep: IpAddr) -> bool {
-        self.core.tenants[t as usize].any_vtep || self.core.vteps.contains(&(t, vtep))
-    }
-    /// The endpoint with inner address `ip` in the address space of tenant `t`.
-    #[inline]
-    pub fn endpoint(&self, t: TenantIdx, ip: IpAddr) -> Option<&EndpointEntry> {
-        self.core
-            .endpoints
-            .get(&(self.core.tenants[t as usize].space, ip))
+    /// Bytes the hot tables take (slots, arrays and rule arena; not the document).
+    pub fn hot_bytes(&self) -> usize {
+        let c = &self.core;
+        let r = &self.rules;
+        c.seg_dir.len() * 4
+            + c.seg_pages.len() * 4096 * std::mem::size_of::<Seg>()
+            + c.ids.len() * std::mem::size_of::<Ident>()
+            + c.vtep4.bytes()
+            + c.tenant_vteps.bytes()
+            + c.ep4.bytes()
+            + c.ep6.len() * 40
+            + r.arena.len() * std::mem::size_of::<CRule>()
+            + r.pairs.bytes()
+            + r.from_any.bytes()
+            + r.to_any.bytes()
     }
 
-    /// The four buckets whose rules can apply from `s` to `d`. Empty maps cost no lookup.
-    #[inline]
-    fn buckets(&self, s: TenantIdx, d: TenantIdx) -> [&[CompiledRule]; 4] {
-        #[inline]
-        fn slot(v: &[Option<Arc<[CompiledRule]>>], t: TenantIdx) -> &[CompiledRule] {
-            v.get(t as usize).and_then(|b| b.as_deref()).unwrap_or(&[])
+    // ---- the hot path's queries ----
+
+    /// The segment of an ingress VNI (hot form).
+    #[inline(always)]
+    pub fn seg(&self, vni: u32) -> Seg {
+        let c = &self.core;
+        let page = c.seg_dir[((vni >> 12) & 0xfff) as usize];
+        if page == 0 {
+            return Seg::default();
         }
-        let r = &*self.rules;
-        let pair = match r.pair.get(s as usize) {
-            Some(Some(m)) => m.get(&d).map(|a| &**a).unwrap_or(&[]),
-            _ => &[],
-        };
-        [pair, slot(&r.from_any, s), slot(&r.to_any, d), &r.any_any]
+        c.seg_pages[page as usize - 1][(vni & 0xfff) as usize]
+    }
+    /// The tenant with GBP group id / VLAN id `id` (hot form).
+    #[inline(always)]
+    pub fn ident_by_id(&self, id: u16) -> Ident {
+        self.core.ids[usize::from(id)]
+    }
+    /// The index of a VTEP by its IPv4 address.
+    #[inline(always)]
+    pub fn vtep_index4(&self, ip: u32) -> Option<VtepIdx> {
+        self.core.vtep4.get(u64::from(ip))
+    }
+    pub fn vtep_index(&self, ip: IpAddr) -> Option<VtepIdx> {
+        match ip {
+            IpAddr::V4(a) => self.vtep_index4(u32::from(a)),
+            IpAddr::V6(a) => self.core.vtep6.get(&u128::from(a)).copied(),
+        }
+    }
+    /// Number of VTEPs (the size of per-VTEP arrays: egress records, next hops).
+    pub fn vteps(&self) -> usize {
+        self.core.vtep_ips.len()
+    }
+    pub fn vtep_ip(&self, v: VtepIdx) -> IpAddr {
+        self.core.vtep_ips[v as usize]
+    }
+    /// Anti-spoofing on the hot path: may VTEP `v` (`None`: a VTEP the policy does not name) send for
+    /// the tenant of `id`?
+    #[inline(always)]
+    pub fn vtep_allowed_ident(&self, id: Ident, v: Option<VtepIdx>) -> bool {
+        id.any_vtep()
+            || v.is_some_and(|v| {
+                self.core
+                    .tenant_vteps
+                    .get(u64::from(id.tenant) << 32 | u64::from(v))
+                    .is_some()
+            })
+    }
+    /// The outer headers toward VTEP `v`.
+    #[inline(always)]
+    pub fn egress(&self, v: VtepIdx) -> Option<&vtep::OuterTemplate> {
+        self.core.egress.get(v as usize).and_then(Option::as_ref)
+    }
+    /// The id (GBP group / VLAN id) of tenant slot `t`.
+    #[inline(always)]
+    pub fn tenant_id(&self, t: TenantIdx) -> u32 {
+        self.core.tenant_ids[t as usize]
+    }
+    /// Whether tenant `s` may learn about tenant `d`'s endpoints by its own rules (see
+    /// [`Table::may_reach`]), or — with `replies = "stateless"` — `d` may reach `s`.
+    pub fn may_learn(&self, s: TenantIdx, d: TenantIdx, now: i64) -> bool {
+        self.may_reach(s, d, now)
+            || (self.core.replies == Replies::Stateless && self.may_reach(d, s, now))
+    }
+    /// Hash of the IPv4 endpoint key of (space, address), for [`Table::prefetch_ep4`].
+    #[inline(always)]
+    pub fn ep4_hash(space: u32, ip: u32) -> (u64, u64) {
+        let k = u64::from(space) << 32 | u64::from(ip);
+        (k, flat::hash(k))
+    }
+    #[inline(always)]
+    pub fn prefetch_ep4(&self, h: u64) {
+        self.core.ep4.prefetch(h);
+    }
+    #[inline(always)]
+    pub fn ep4(&self, key: u64, h: u64) -> Option<Ep> {
+        self.core.ep4.get_hashed(key, h)
+    }
+    #[inline]
+    pub fn ep6(&self, space: u32, ip: u128) -> Option<Ep> {
+        self.core.ep6.get(&(space, ip)).copied()
+    }
+    /// Hash of the (source, destination) tenant pair, for [`Table::prefetch_pair`].
+    #[inline(always)]
+    pub fn pair_hash(s: TenantIdx, d: TenantIdx) -> u64 {
+        flat::hash(u64::from(s) << 32 | u64::from(d))
+    }
+    #[inline(always)]
+    pub fn prefetch_pair(&self, h: u64) {
+        self.rules.pairs.prefetch(h);
     }
 
-    /// The verdict for a frame of `flow` from tenant `s` to tenant `d` at Unix time `now`: forward rules
-    /// from s to d and mirrored allow rules from d to s (replies) compete; the highest priority wins,
-    /// deny wins ties; with no matching rule, intra-tenant traffic is allowed and cross-tenant denied.
-    #[inline]
-    pub fn verdict(&self, s: TenantIdx, d: TenantIdx, flow: &Flow, now: i64) -> Decision {
-        // best = (priority, is_deny, rule index)
-        let mut best: Option<(i32, bool, u32)> = None;
-        for mirrored in [false, true] {
-            let buckets = if mirrored {
-                self.buckets(d, s)
-            } else {
-                self.buckets(s, d)
-            };
-            for bucket in buckets {
-                for r in bucket {
-                    if let Some((p, deny, _)) = best {
-                        // Buckets are sorted: nothing further can beat the current best.
-                        if r.priority < p || (r.priority == p && (deny || r.allow)) {
-                            break;
-                        }
+    /// The verdict for a frame of `k` from tenant `s` to tenant `d` at Unix time `now` (nanoseconds).
+    /// Forward rules from s to d compete — and, with `replies = "stateless"`, mirrored allow rules
+    /// from d to s; the highest priority wins, deny wins ties; with no matching rule, intra-tenant
+    /// traffic is allowed and cross-tenant denied.
+    #[inline(always)]
+    pub fn decide(&self, s: TenantIdx, d: TenantIdx, k: &FlowKey, now: i64) -> Decision {
+        let r = &*self.rules;
+        let pair = r.pair(s, d);
+        let stateless = self.core.replies == Replies::Stateless;
+        if !stateless && !r.has_wildcards() {
+            // The common case: one probe, and an inline rule or none.
+            if pair.count() == 0 {
+                return Decision {
+                    allow: s == d,
+                    rule: None,
+                };
+            }
+            if pair.len & B_SIMPLE != 0 {
+                let hit = proto_of(pair.len >> B_PROTO_SHIFT).matches(k.proto)
+                    && pair.lo <= k.dst_port
+                    && k.dst_port <= pair.hi;
+                return if hit {
+                    Decision {
+                        allow: pair.len & B_ALLOW != 0,
+                        rule: Some(pair.index),
                     }
-                    if mirrored && !r.allow {
-                        continue;
+                } else {
+                    Decision {
+                        allow: s == d,
+                        rule: None,
                     }
-                    if r.matches(flow, now, mirrored) {
-                        best = Some((r.priority, !r.allow, r.index));
-                        break;
-                    }
+                };
+            }
+        }
+        let mut best: Best = None;
+        let fwd = if r.has_wildcards() {
+            r.buckets(s, d)
+        } else {
+            [
+                pair,
+                Bucket::default(),
+                Bucket::default(),
+                Bucket::default(),
+            ]
+        };
+        for b in fwd {
+            if b.count() > 0 {
+                scan(r.rules(b), k, now, false, &mut best);
+            }
+        }
+        if stateless {
+            for b in r.buckets(d, s) {
+                if b.count() > 0 {
+                    scan(r.rules(b), k, now, true, &mut best);
                 }
             }
         }
@@ -568,34 +726,123 @@ impl Table {
         }
     }
 
+    /// Whether a rule (forward only) would admit `k` from `s` to `d` at `now`: the verdict a tracked
+    /// flow is re-judged with.
+    #[inline]
+    pub fn forward_allows(&self, s: TenantIdx, d: TenantIdx, k: &FlowKey, now: i64) -> bool {
+        let r = &*self.rules;
+        let mut best: Best = None;
+        for b in r.buckets(s, d) {
+            if b.count() > 0 {
+                scan(r.rules(b), k, now, false, &mut best);
+            }
+        }
+        match best {
+            Some((_, deny, _)) => !deny,
+            None => s == d,
+        }
+    }
+
+    // ---- the cold side's queries (management, audit, tests) ----
+
+    /// The segment of an ingress VNI.
+    pub fn segment(&self, vni: u32) -> Option<SegmentEntry> {
+        let s = self.seg(vni);
+        let mode = s.mode()?;
+        Some(SegmentEntry {
+            mode,
+            tenant: (mode == IdentityMode::Vni).then_some(s.ident().tenant),
+        })
+    }
+    /// The tenant with a GBP group id / VLAN id.
+    pub fn tenant_by_id(&self, id: u32) -> Option<TenantIdx> {
+        match u16::try_from(id) {
+            Ok(i) => Some(self.ident_by_id(i))
+                .filter(|x| x.is_some())
+                .map(|x| x.tenant),
+            Err(_) => self.core.big_ids.get(&id).copied(),
+        }
+    }
+    fn ident_of(&self, t: TenantIdx) -> Ident {
+        let e = &self.core.tenants[t as usize];
+        Ident::new(t, e.space, e.any_vtep)
+    }
+    /// Anti-spoofing: may `vtep` send on behalf of tenant `t`?
+    pub fn vtep_allowed(&self, t: TenantIdx, vtep: IpAddr) -> bool {
+        self.vtep_allowed_ident(self.ident_of(t), self.vtep_index(vtep))
+    }
+    fn entry(&self, e: Ep) -> EndpointEntry {
+        EndpointEntry {
+            tenant: e.tenant(),
+            vtep: self.core.vtep_ips[e.vtep() as usize],
+            vtep_idx: e.vtep(),
+            mac: e.mac(),
+            vni: e.vni(),
+            egress: e.egress(),
+        }
+    }
+    /// The endpoint with inner address `ip` in the address space of tenant `t`.
+    pub fn endpoint(&self, t: TenantIdx, ip: IpAddr) -> Option<EndpointEntry> {
+        let space = self.core.tenants[t as usize].space;
+        let e = match ip {
+            IpAddr::V4(a) => {
+                let (k, h) = Self::ep4_hash(space, u32::from(a));
+                self.ep4(k, h)
+            }
+            IpAddr::V6(a) => self.ep6(space, u128::from(a)),
+        }?;
+        Some(self.entry(e))
+    }
+
+    /// The verdict for a frame of `flow` from tenant `s` to tenant `d` at Unix time `now` (ns).
+    pub fn verdict(&self, s: TenantIdx, d: TenantIdx, flow: &Flow, now: i64) -> Decision {
+        self.decide(s, d, &FlowKey::from_flow(flow), now)
+    }
+
     /// May tenant `s` learn about (ARP for) endpoints of tenant `d`: its own tenant always, another
-    /// when some allow rule from s (or `*`) to d (or `*`) is in force at `now`.
+    /// when some allow rule from s (or `*`) to d (or `*`) is in force at `now` (ns).
     pub fn may_reach(&self, s: TenantIdx, d: TenantIdx, now: i64) -> bool {
         s == d
             || self
+                .rules
                 .buckets(s, d)
                 .into_iter()
-                .any(|b| b.iter().any(|r| r.allow && r.active(now)))
+                .any(|b| self.rules.rules(b).iter().any(|r| r.allow && r.active(now)))
     }
 
     /// The rules that can apply from `s` to `d` (forward direction), for the audit: (document index,
-    /// allow, priority, proto, ports, has CIDRs, not_before, not_after).
+    /// allow, priority, proto, ports, has CIDRs, not_before, not_after) with the window in whole
+    /// seconds (the first and last second wholly inside it).
     pub(crate) fn forward_rules(
         &self,
         s: TenantIdx,
         d: TenantIdx,
     ) -> impl Iterator<Item = (u32, bool, i32, Proto, (u16, u16), bool, i64, i64)> + '_ {
-        self.buckets(s, d).into_iter().flat_map(move |b| {
-            b.iter().map(|r| {
+        let secs_up = |t: i64| {
+            if t == i64::MIN {
+                i64::MIN
+            } else {
+                t.div_euclid(1_000_000_000) + i64::from(t.rem_euclid(1_000_000_000) != 0)
+            }
+        };
+        let secs_down = |t: i64| {
+            if t == i64::MAX {
+                i64::MAX
+            } else {
+                t.div_euclid(1_000_000_000)
+            }
+        };
+        self.rules.buckets(s, d).into_iter().flat_map(move |b| {
+            self.rules.rules(b).iter().map(move |r| {
                 (
                     r.index,
                     r.allow,
                     r.priority,
                     r.proto,
-                    r.ports,
-                    r.from_cidr.is_some() || r.to_cidr.is_some(),
-                    r.not_before,
-                    r.not_after,
+                    (r.lo, r.hi),
+                    r.from.set || r.to.set,
+                    secs_up(r.not_before),
+                    secs_down(r.not_after),
                 )
             })
         })
@@ -603,51 +850,13 @@ impl Table {
 
     /// Pairs of tenants that have a rule naming both (for the audit).
     pub(crate) fn rule_pairs(&self) -> impl Iterator<Item = (TenantIdx, TenantIdx)> + '_ {
-        self.rules.pair.iter().enumerate().flat_map(|(a, m)| {
-            m.iter()
-                .flat_map(|m| m.keys())
-                .map(move |&b| (a as TenantIdx, b))
-        })
+        self.rules
+            .pairs
+            .iter()
+            .map(|(k, _)| ((k >> 32) as TenantIdx, k as TenantIdx))
     }
     /// Whether any wildcard rule exists (then every pair must be audited).
     pub(crate) fn has_wildcards(&self) -> bool {
-        !self.rules.any_any.is_empty()
-            || self.rules.from_any.iter().any(Option::is_some)
-            || self.rules.to_any.iter().any(Option::is_some)
+        self.rules.has_wildcards()
     }
-}
-
-fn key_of(core: &Core, r: &Rule) -> Key {
-    let idx = |n: &str| (n != ANY_TENANT).then(|| *core.names.get(n).expect("validated"));
-    match (idx(&r.from), idx(&r.to)) {
-        (Some(a), Some(b)) => Key::Pair(a, b),
-        (Some(a), None) => Key::FromAny(a),
-        (None, Some(b)) => Key::ToAny(b),
-        (None, None) => Key::AnyAny,
-    }
-}
-
-fn build_rules(core: &Core, doc_rules: &[Rule]) -> Rules {
-    let mut buckets: HashMap<Key, Vec<CompiledRule>> = HashMap::new();
-    let mut digest = 0u64;
-    for (i, r) in doc_rules.iter().enumerate() {
-        buckets
-            .entry(key_of(core, r))
-            .or_default()
-            .push(compile_rule(i, r));
-        digest = digest.wrapping_add(rule_hash(i, r));
-    }
-    let slots = core.tenants.len();
-    let mut rules = Rules {
-        digest,
-        pair: Arc::new(vec![None; slots]),
-        from_any: Arc::new(vec![None; slots]),
-        to_any: Arc::new(vec![None; slots]),
-        ..Rules::default()
-    };
-    for (k, mut v) in buckets {
-        sort_bucket(&mut v);
-        *rules.bucket_mut(k) = Arc::from(v);
-    }
-    rules
 }

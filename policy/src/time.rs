@@ -1,7 +1,21 @@
 //! RFC 3339 timestamps to and from Unix seconds (the validity windows of rules).
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds (fractions are truncated).
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds (fractions are truncated toward
+/// the past). Never panics, whatever the input.
 pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    parse(s).map(|(secs, _)| secs)
+}
+
+/// Parses an RFC 3339 timestamp into Unix nanoseconds (saturating outside 1677–2262).
+pub fn parse_rfc3339_ns(s: &str) -> Result<i64, String> {
+    let (secs, nanos) = parse(s)?;
+    Ok(secs
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(nanos)))
+}
+
+/// (Unix seconds, nanoseconds within the second).
+fn parse(s: &str) -> Result<(i64, u32), String> {
     let b = s.as_bytes();
     let bad = || format!("{s:?} is not an RFC 3339 timestamp like 2026-01-01T00:00:00Z");
     if b.len() < 20
@@ -13,13 +27,13 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     {
         return Err(bad());
     }
+    // Byte-wise: a multi-byte character anywhere is simply not a digit.
     let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        let t = &s[r];
-        if t.bytes().all(|c| c.is_ascii_digit()) {
-            t.parse::<i64>().map_err(|_| bad())
-        } else {
-            Err(bad())
+        let t = b.get(r).ok_or_else(bad)?;
+        if t.is_empty() || !t.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
         }
+        Ok(t.iter().fold(0i64, |a, d| a * 10 + i64::from(d - b'0')))
     };
     let (y, mo, d, h, mi, se) = (
         num(0..4)?,
@@ -34,26 +48,31 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
         return Err(bad());
     }
     let mut i = 19;
+    let mut nanos: u32 = 0;
     if b.get(i) == Some(&b'.') {
         i += 1;
         let st = i;
         while i < b.len() && b[i].is_ascii_digit() {
+            if i - st < 9 {
+                nanos += u32::from(b[i] - b'0') * 10u32.pow(8 - (i - st) as u32);
+            }
             i += 1;
         }
         if i == st {
             return Err(bad());
         }
     }
-    let offset = match &s[i..] {
-        "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+    let o = &b[i..];
+    let offset = match o {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
             if oh > 23 || om > 59 {
                 return Err(bad());
             }
             let v = oh * 3600 + om * 60;
-            if o.starts_with('-') {
+            if *sign == b'-' {
                 -v
             } else {
                 v
@@ -61,7 +80,10 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
         }
         _ => return Err(bad()),
     };
-    Ok(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset)
+    Ok((
+        days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset,
+        nanos,
+    ))
 }
 
 /// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -155,6 +177,29 @@ mod tests {
         ] {
             assert!(parse_rfc3339(s).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn never_panics_and_keeps_fractions() {
+        for s in [
+            "2026-01-01T00:00:00+\u{20ac}00",
+            "2026-01-01T00:00:00+€00",
+            "2026-01-01T00:00:0€Z",
+            "2026-01-01T00:00:00.€Z",
+            "€€€€-01-01T00:00:00Z",
+            "2026-01-01T00:00:00+00:0€",
+        ] {
+            assert!(parse_rfc3339(s).is_err(), "{s}");
+            assert!(parse_rfc3339_ns(s).is_err(), "{s}");
+        }
+        assert_eq!(
+            parse_rfc3339_ns("2026-01-01T00:00:00.9Z").unwrap(),
+            1_767_225_600_900_000_000
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2026-01-01T00:00:00.123456789123Z").unwrap(),
+            1_767_225_600_123_456_789
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! written straight from DESIGN.md's policy semantics (a linear scan of the document's rules).
 
 use policy::document::{parse_ports, Cidr};
-use policy::{Action, Document, Gateway, IdentityMode, Proto, Rule, Segment, Table, Tenant};
+use policy::{
+    Action, Document, Endpoint, Gateway, IdentityMode, Proto, Replies, Rule, Segment, Table, Tenant,
+};
 use proptest::prelude::*;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,7 +17,15 @@ const CIDRS: [&str; 4] = [
     "198.19.1.0/24",
     "198.19.0.128/25",
 ];
+const CIDRS6: [&str; 4] = [
+    "2001:2::/64",
+    "2001:2::/65",
+    "2001:2:0:1::/64",
+    "2001:2::8000:0:0:0/65",
+];
+/// Seconds; validity windows are judged in nanoseconds.
 const T0: i64 = 1_780_000_000;
+const NS: i64 = 1_000_000_000;
 
 fn time(t: i64) -> String {
     policy::time::format_rfc3339(t)
@@ -37,8 +47,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
         Just(None),
         (0u16..6, 0u16..4).prop_map(|(lo, w)| Some((lo, lo + w)))
     ];
-    let cidr =
-        prop_oneof![3 => Just(None), 1 => (0..4usize).prop_map(|i| Some(CIDRS[i].to_string()))];
+    let cidr = prop_oneof![3 => Just(None), 1 => (0..4usize).prop_map(Some)];
     let window = prop_oneof![
         3 => Just((None, None)),
         1 => (-2i64..3, 0i64..3).prop_map(|(a, w)| (Some(time(T0 + a * 100)), Some(time(T0 + (a + w) * 100)))),
@@ -48,6 +57,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
     (
         tenant.clone(),
         tenant,
+        any::<bool>(),
         proto,
         ports,
         cidr.clone(),
@@ -57,7 +67,11 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
         window,
     )
         .prop_map(
-            |(from, to, proto, ports, from_cidr, to_cidr, allow, priority, (nb, na))| {
+            |(from, to, v6, proto, ports, from_cidr, to_cidr, allow, priority, (nb, na))| {
+                // One family per rule (the validator insists).
+                let fam = if v6 { &CIDRS6 } else { &CIDRS };
+                let from_cidr = from_cidr.map(|i: usize| fam[i].to_string());
+                let to_cidr = to_cidr.map(|i: usize| fam[i].to_string());
                 // Ports only with tcp/udp (the validator insists).
                 let ports = match proto {
                     Some(Proto::Tcp | Proto::Udp) => ports.map(|(a, b): (u16, u16)| {
@@ -86,12 +100,19 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
 }
 
 fn doc(rules: Vec<Rule>) -> Document {
+    doc_with(rules, Replies::Stateless)
+}
+
+fn doc_with(rules: Vec<Rule>, replies: Replies) -> Document {
     Document {
         gateway: Gateway {
             underlay_ip: "198.18.0.254".parse().unwrap(),
             underlay_ip6: None,
             udp_port: 4789,
             mtu: 1500,
+            replies,
+            max_flows: None,
+            flow_timeouts: None,
         },
         segments: vec![Segment {
             vni: 1,
@@ -113,18 +134,20 @@ fn doc(rules: Vec<Rule>) -> Document {
     }
 }
 
-/// A rule's validity window in Unix seconds, open ends as i64::MIN / i64::MAX.
+/// A rule's validity window in Unix nanoseconds, open ends as i64::MIN / i64::MAX.
 fn window(r: &Rule) -> (i64, i64) {
     let t = |x: &Option<String>, d| {
         x.as_deref()
-            .map(|x| policy::time::parse_rfc3339(x).unwrap())
+            .map(|x| policy::time::parse_rfc3339_ns(x).unwrap())
             .unwrap_or(d)
     };
     (t(&r.not_before, i64::MIN), t(&r.not_after, i64::MAX))
 }
 
-/// The reference: a linear scan, straight from the contract.
+/// The reference: a linear scan, straight from the contract (mirrors of allow rules only with
+/// `replies = "stateless"`).
 fn model(d: &Document, s: &str, t: &str, f: &Flow, now: i64) -> bool {
+    let stateless = d.gateway.replies == Replies::Stateless;
     let name_ok = |pat: &str, n: &str| pat == "*" || pat == n;
     let mut best: Option<(i32, bool)> = None; // (priority, deny)
     for r in &d.rules {
@@ -148,7 +171,8 @@ fn model(d: &Document, s: &str, t: &str, f: &Flow, now: i64) -> bool {
             && in_cidr(&r.from_cidr, &f.src)
             && in_cidr(&r.to_cidr, &f.dst)
             && active;
-        let rev = r.action == Action::Allow
+        let rev = stateless
+            && r.action == Action::Allow
             && name_ok(&r.from, t)
             && name_ok(&r.to, s)
             && proto_ok
@@ -188,12 +212,17 @@ fn arb_flow() -> impl Strategy<Value = Flow> {
         prop_oneof![Just(6u8), Just(17u8), Just(1u8), Just(58u8), Just(47u8)],
         0u16..8,
         0u16..8,
+        any::<bool>(),
     )
-        .prop_map(|(a, b, proto, sp, dp)| {
+        .prop_map(|(a, b, proto, sp, dp, v6)| {
             let ip = |k: u8| -> IpAddr {
-                ["198.19.0.5", "198.19.0.200", "198.19.1.7"][k as usize]
-                    .parse()
-                    .unwrap()
+                if v6 {
+                    ["2001:2::5", "2001:2::8000:0:0:9", "2001:2:0:1::7"][k as usize]
+                } else {
+                    ["198.19.0.5", "198.19.0.200", "198.19.1.7"][k as usize]
+                }
+                .parse()
+                .unwrap()
             };
             Flow {
                 src: ip(a),
@@ -211,12 +240,15 @@ proptest! {
     #[test]
     fn compiled_verdict_equals_reference(
         rules in prop::collection::vec(arb_rule(), 0..12),
-        probes in prop::collection::vec((0..4usize, 0..4usize, arb_flow(), -3i64..4), 1..40),
+        stateless in any::<bool>(),
+        probes in prop::collection::vec((0..4usize, 0..4usize, arb_flow(), -3i64..4, -1i64..2), 1..40),
     ) {
-        let d = doc(rules);
+        let replies = if stateless { Replies::Stateless } else { Replies::Tracked };
+        let d = doc_with(rules, replies);
         let table = Table::compile(Arc::new(d.clone()), 1, None).unwrap();
-        for (s, t, flow, dt) in probes {
-            let now = T0 + dt * 100;
+        for (s, t, flow, dt, ns) in probes {
+            // On a window's edge, a nanosecond before it, or after it (bounds are inclusive).
+            let now = (T0 + dt * 100) * NS + ns;
             let si = table.tenant_by_name(TENANTS[s]).unwrap();
             let ti = table.tenant_by_name(TENANTS[t]).unwrap();
             let got = table.verdict(si, ti, &flow, now);
@@ -293,13 +325,13 @@ fn deny_wins_ties_and_priority_beats_it() {
         t.tenant_by_name("a").unwrap(),
         t.tenant_by_name("b").unwrap(),
     );
-    let v = t.verdict(a, b, &f, T0);
+    let v = t.verdict(a, b, &f, T0 * NS);
     assert!(!v.allow);
     assert_eq!(v.rule, Some(1));
     rules[0].priority = 6;
     let t = Table::compile(Arc::new(doc(rules)), 1, None).unwrap();
     assert_eq!(
-        t.verdict(a, b, &f, T0),
+        t.verdict(a, b, &f, T0 * NS),
         policy::Decision {
             allow: true,
             rule: Some(0)
@@ -307,8 +339,8 @@ fn deny_wins_ties_and_priority_beats_it() {
     );
     // Default: intra allowed, cross denied.
     let t = Table::compile(Arc::new(doc(vec![])), 1, None).unwrap();
-    assert!(t.verdict(a, a, &f, T0).allow);
-    assert!(!t.verdict(a, b, &f, T0).allow);
+    assert!(t.verdict(a, a, &f, T0 * NS).allow);
+    assert!(!t.verdict(a, b, &f, T0 * NS).allow);
 }
 
 proptest! {
@@ -322,28 +354,79 @@ proptest! {
         new_rule in arb_rule(),
         replace in any::<prop::sample::Index>(),
         append in any::<bool>(),
-        probes in prop::collection::vec((0..4usize, 0..4usize, arb_flow(), -3i64..4), 1..30),
+        probes in prop::collection::vec((0..4usize, 0..4usize, arb_flow(), -3i64..4, -1i64..2), 1..30),
     ) {
         let before = doc(rules);
         let t1 = Table::compile(Arc::new(before.clone()), 1, None).unwrap();
         let mut after = before.clone();
         let t_inc = if append || before.rules.is_empty() {
             after.rules.push(new_rule.clone());
-            t1.with_rule_change(2, policy::RuleChange::Append(&new_rule), before.rules.len())
+            t1.with_rule_change(2, policy::RuleChange::Append(&new_rule), Arc::new(after.clone()))
         } else {
             let i = replace.index(before.rules.len());
             after.rules[i] = new_rule.clone();
-            t1.with_rule_change(2, policy::RuleChange::Replace { index: i, old: &before.rules[i], new: &new_rule }, before.rules.len())
+            t1.with_rule_change(2, policy::RuleChange::Replace { index: i, old: &before.rules[i], new: &new_rule }, Arc::new(after.clone()))
         };
         let t_full = Table::compile(Arc::new(after.clone()), 2, Some(&t1)).unwrap();
         prop_assert_eq!(t_inc.digest(), t_full.digest());
-        prop_assert_eq!(t_full.digest(), policy::table::digest(&after));
-        for (s, t, flow, dt) in probes {
-            let now = T0 + dt * 100;
+        prop_assert_eq!(t_full.digest(), policy::digest(&after));
+        for (s, t, flow, dt, ns) in probes {
+            let now = (T0 + dt * 100) * NS + ns;
             let si = t_full.tenant_by_name(TENANTS[s]).unwrap();
             let ti = t_full.tenant_by_name(TENANTS[t]).unwrap();
             prop_assert_eq!(t_inc.verdict(si, ti, &flow, now), t_full.verdict(si, ti, &flow, now));
             prop_assert_eq!(t_inc.may_reach(si, ti, now), t_full.may_reach(si, ti, now));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Endpoint lookups in the flat tables equal a plain map of (address space, address), IPv4 and
+    /// IPv6, with tenants of different spaces holding the same addresses.
+    #[test]
+    fn endpoint_lookup_equals_reference(
+        eps in prop::collection::vec((0..4usize, 0u8..6, any::<bool>(), 0u8..4), 0..24),
+        probes in prop::collection::vec((0..4usize, 0u8..6, any::<bool>()), 1..40),
+    ) {
+        let mut d = doc(vec![]);
+        d.gateway.underlay_ip6 = Some("2001:2::fe".parse().unwrap());
+        // a, b share the default space; c and d each have their own: overlapping addresses.
+        d.tenants[2].address_space = Some("c".into());
+        d.tenants[3].address_space = Some("d".into());
+        let space = |t: usize| d.tenants[t].space().to_string();
+        let ip = |k: u8, v6: bool| -> IpAddr {
+            if v6 { format!("2001:2::{}", k + 1) } else { format!("198.19.0.{}", k + 1) }.parse().unwrap()
+        };
+        let mut reference = std::collections::HashMap::new();
+        for (t, k, v6, vt) in eps {
+            let key = (space(t), ip(k, v6));
+            if reference.contains_key(&key) {
+                continue;
+            }
+            let vtep: IpAddr = if vt == 3 { "2001:2::1:1".parse().unwrap() } else { format!("198.18.0.{}", vt + 1).parse().unwrap() };
+            let mac: vtep::Mac = format!("02:00:00:00:{:02x}:{:02x}", t, k).parse().unwrap();
+            reference.insert(key, (TENANTS[t], vtep, mac));
+            d.endpoints.push(Endpoint { tenant: TENANTS[t].into(), ip: ip(k, v6), mac, vtep, vni: 1 });
+        }
+        let table = Table::compile(Arc::new(d.clone()), 1, None).unwrap();
+        for (t, k, v6, ) in probes {
+            let ti = table.tenant_by_name(TENANTS[t]).unwrap();
+            let got = table.endpoint(ti, ip(k, v6));
+            let want = reference.get(&(space(t), ip(k, v6)));
+            match (got, want) {
+                (None, None) => {}
+                (Some(e), Some((owner, vtep, mac))) => {
+                    prop_assert_eq!(table.tenant(e.tenant).name.as_ref(), *owner);
+                    prop_assert_eq!(e.vtep, *vtep);
+                    prop_assert_eq!(e.mac, *mac);
+                    prop_assert_eq!(e.vni, 1);
+                    prop_assert_eq!(e.egress, IdentityMode::Gbp);
+                    prop_assert_eq!(table.vtep_ip(e.vtep_idx), *vtep);
+                }
+                (g, w) => prop_assert!(false, "{:?} vs {:?}", g, w),
+            }
         }
     }
 }

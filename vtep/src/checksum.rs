@@ -40,6 +40,14 @@ fn udp(src: &[u8], dst: &[u8], udp: &[u8]) -> u16 {
     }
 }
 
+/// The ICMPv6 checksum of `msg` (checksum field zero) under the IPv6 pseudo-header (RFC 4443 §2.3).
+pub fn icmpv6(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
+    let mut acc = sum(sum(0, src), dst);
+    acc = acc.wrapping_add(msg.len() as u32);
+    acc = acc.wrapping_add(u32::from(crate::ipproto::ICMPV6));
+    finish(sum(acc, msg))
+}
+
 /// The UDP checksum over IPv6 (RFC 8200 §8.1), always sent.
 pub fn udp_ipv6(src: &[u8; 16], dst: &[u8; 16], data: &[u8]) -> u16 {
     udp(src, dst, data)

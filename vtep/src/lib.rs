@@ -6,10 +6,14 @@
 
 pub mod checksum;
 pub mod encap;
+pub mod inner;
 pub mod parse;
 pub mod wire;
 
-pub use encap::{encapsulate, set_inner_vlan, EncapError, Underlay, OUTER_LEN_V4, OUTER_LEN_V6};
+pub use encap::{
+    encapsulate, set_inner_vlan, EncapError, OuterTemplate, Underlay, OUTER_LEN_V4, OUTER_LEN_V6,
+};
+pub use inner::{Frag, IcmpKind, IpInfo};
 pub use parse::{
     parse_inner, parse_overlay, ArpRequest, Flow, Inner, InnerKind, Overlay, OverlayError,
 };

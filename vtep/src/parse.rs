@@ -267,15 +267,19 @@ fn parse_ipv6_flow(l3: &[u8]) -> Result<Flow, WireError> {
     let mut next = ip.next_header();
     let mut rest = ip.payload();
     let mut has_l4 = true;
-    // Walk the whole extension header chain (hop-by-hop, routing, fragment, destination options);
-    // each header takes at least 8 bytes, so the payload length bounds the walk.
+    // Walk the whole extension header chain (hop-by-hop, routing, fragment, destination options,
+    // authentication); each header takes at least 8 bytes, so the payload length bounds the walk.
     loop {
         match next {
-            0 | 43 | 60 => {
+            0 | 43 | 60 | 51 => {
                 if rest.len() < 8 {
                     return Err(WireError::Truncated("ipv6 extension"));
                 }
-                let len = (usize::from(rest[1]) + 1) * 8;
+                let len = if next == 51 {
+                    (usize::from(rest[1]) + 2) * 4
+                } else {
+                    (usize::from(rest[1]) + 1) * 8
+                };
                 if rest.len() < len {
                     return Err(WireError::Truncated("ipv6 extension"));
                 }

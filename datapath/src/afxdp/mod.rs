@@ -156,10 +156,14 @@ pub struct Route {
     pub mac: Option<Mac>,
 }
 
-/// The routes toward every VTEP of the policy, rebuilt by the control thread.
+/// The routes toward every VTEP of the policy, rebuilt by the control thread for each table: by
+/// the table's VTEP index (what a frame's outcome names), and by address.
 #[derive(Debug, Default)]
 pub struct Routes {
     pub map: HashMap<IpAddr, Route>,
+    pub by_vtep: Vec<Option<Route>>,
+    /// The version of the table `by_vtep` is indexed for.
+    pub version: u64,
 }
 
 /// What `run` reports when it stops.
@@ -326,17 +330,17 @@ fn build_routes(
     ifaces: &[Interface],
     cache: &mut HashMap<IpAddr, Option<(usize, IpAddr)>>,
 ) -> Routes {
-    let doc = table.document();
-    let mut vteps: Vec<IpAddr> = doc.endpoints.iter().map(|e| e.vtep).collect();
-    for t in &doc.tenants {
-        vteps.extend(t.vteps.iter().flatten().copied());
-    }
-    vteps.sort();
-    vteps.dedup();
+    let vteps: Vec<IpAddr> = (0..table.vteps() as u32)
+        .map(|v| table.vtep_ip(v))
+        .collect();
     let v6 = vteps.iter().any(|v| v.is_ipv6());
     let neigh = net::kernel_neighbors(v6);
-    let mut routes = Routes::default();
-    for v in vteps {
+    let mut routes = Routes {
+        by_vtep: vec![None; vteps.len()],
+        version: table.version(),
+        ..Routes::default()
+    };
+    for (idx, v) in vteps.into_iter().enumerate() {
         let hop = *cache.entry(v).or_insert_with(|| {
             if let Some(p) = ifaces.iter().position(|i| i.on_link(v)) {
                 return Some((p, v));
@@ -352,14 +356,13 @@ fn build_routes(
         if mac.is_none() {
             net::probe(next_hop);
         }
-        routes.map.insert(
-            v,
-            Route {
-                port,
-                next_hop,
-                mac,
-            },
-        );
+        let r = Route {
+            port,
+            next_hop,
+            mac,
+        };
+        routes.by_vtep[idx] = Some(r);
+        routes.map.insert(v, r);
     }
     routes
 }
@@ -500,6 +503,7 @@ pub fn run_with(
         .map(|n| Arc::new(crate::live::WorkerShared::new(n)))
         .collect();
     let shared = Arc::new(Shared {
+        flows: crate::pipeline::flow_table_for(&table),
         table: Arc::new(ArcSwap::new(table)),
         routes: ArcSwap::from_pointee(routes),
         stop: AtomicBool::new(false),

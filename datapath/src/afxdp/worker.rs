@@ -7,7 +7,6 @@ use crate::pipeline::{null_forward, Frame, Outcome, Worker, HEADROOM};
 use arc_swap::ArcSwap;
 use policy::Table;
 use serde::Serialize;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -111,23 +110,8 @@ pub struct Shared {
     pub workers: Vec<Arc<crate::live::WorkerShared>>,
     pub routes: ArcSwap<Routes>,
     pub stop: AtomicBool,
-}
-
-/// The outer destination address of an Ethernet/IP frame the pipeline built.
-#[inline]
-fn outer_dst(d: &[u8]) -> Option<IpAddr> {
-    if d.len() < 14 {
-        return None;
-    }
-    match u16::from_be_bytes([d[12], d[13]]) {
-        0x0800 if d.len() >= 34 => Some(IpAddr::V4(Ipv4Addr::new(d[30], d[31], d[32], d[33]))),
-        0x86dd if d.len() >= 54 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&d[38..54]);
-            Some(IpAddr::V6(Ipv6Addr::from(a)))
-        }
-        _ => None,
-    }
+    /// The flow table every worker shares (a flow's request and reply arrive on different queues).
+    pub flows: Arc<crate::flows::FlowTable>,
 }
 
 fn unix_now() -> i64 {
@@ -179,7 +163,7 @@ pub fn run(
     null: bool,
 ) -> (Worker, DriverCounters) {
     let batch = batch.clamp(1, MAX_BATCH);
-    let mut w = Worker::new();
+    let mut w = Worker::with_flows(shared.flows.clone());
     let mut c = DriverCounters::default();
     let mut rx_descs = [FrameDesc::default(); MAX_BATCH];
     let mut tmp = [FrameDesc::default(); MAX_BATCH];
@@ -264,15 +248,28 @@ pub fn run(
                         continue;
                     }
                     let f = &mut frames[k];
-                    let Some(dst) = outer_dst(f.data()) else {
-                        continue;
+                    // Egress interface and next hop: the control thread's route toward the VTEP the
+                    // outcome names (by index when the routes are of this table), or back out of the
+                    // interface the frame came in on, to the L2 source the pipeline addressed.
+                    let to = outcomes[k].egress;
+                    let route = match to {
+                        Some(v) if routes.version == table.version() => {
+                            routes.by_vtep.get(v as usize).and_then(|r| r.as_ref())
+                        }
+                        Some(v) => routes.map.get(&table.vtep_ip(v)),
+                        None => None,
                     };
-                    // Egress interface and next hop: the control thread's route for this VTEP, or
-                    // back out of the interface the frame came in on.
-                    let (port, mac) = match (null_hop, routes.map.get(&dst)) {
+                    let (port, mac) = match (null_hop, route) {
                         (Some(hop), _) => hop,
-                        (None, Some(r)) => (r.port, w.neighbors.get(&dst).or(r.mac)),
-                        (None, None) => (i, w.neighbors.get(&dst)),
+                        (None, Some(r)) => {
+                            (r.port, to.and_then(|v| w.neighbors.of_vtep(v)).or(r.mac))
+                        }
+                        (None, None) => {
+                            let d = f.data();
+                            let mut m = [0u8; 6];
+                            m.copy_from_slice(&d[0..6]);
+                            (i, Some(vtep::Mac(m)))
+                        }
                     };
                     let Some(mac) = mac else {
                         c.unresolved_next_hop += 1;

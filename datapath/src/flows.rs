@@ -1,0 +1,527 @@
+//! Tracked flows: the table that lets an allow from A to B admit B's replies — and only those — shared
+//! by every worker without a lock on the frame path (a sequence lock per slot: readers retry, a writer
+//! claims a slot with one compare-and-swap), bounded, with per-protocol idle timeouts and TCP close.
+//!
+//! A flow is keyed by its initiator's view: (address spaces, source, destination, protocol, ports).
+//! A reply is looked up with the key mirrored. Each slot remembers the policy version it was last
+//! judged at, so a reply after a policy change re-judges the flow's request against the new table
+//! (OPTE's epoch); a flow whose request is no longer allowed admits nothing more.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+use vtep::inner::tcp;
+
+/// Idle timeouts, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP after the responder answered.
+    pub tcp: i64,
+    /// TCP before any answer (an unanswered SYN).
+    pub tcp_opening: i64,
+    /// TCP after FIN from both sides or a RST.
+    pub tcp_closing: i64,
+    pub udp: i64,
+    pub icmp: i64,
+    pub other: i64,
+}
+
+const S: i64 = 1_000_000_000;
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp: 3600 * S,
+            tcp_opening: 30 * S,
+            tcp_closing: 10 * S,
+            udp: 120 * S,
+            icmp: 30 * S,
+            other: 120 * S,
+        }
+    }
+}
+
+/// A flow as its initiator sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowId {
+    pub src: u128,
+    pub dst: u128,
+    /// space of src (24) | space of dst (24) << 24 | proto << 48 | v6 << 56 | host-pair marker << 57.
+    pub meta: u64,
+    /// src port << 16 | dst port.
+    pub ports: u32,
+}
+
+const PAIR: u64 = 1 << 57;
+
+impl FlowId {
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn new(
+        src_space: u32,
+        dst_space: u32,
+        src: u128,
+        dst: u128,
+        v6: bool,
+        proto: u8,
+        sport: u16,
+        dport: u16,
+    ) -> FlowId {
+        FlowId {
+            src,
+            dst,
+            meta: u64::from(src_space)
+                | u64::from(dst_space) << 24
+                | u64::from(proto) << 48
+                | u64::from(v6) << 56,
+            ports: u32::from(sport) << 16 | u32::from(dport),
+        }
+    }
+    /// The same flow seen from the other end.
+    #[inline(always)]
+    pub fn mirrored(&self) -> FlowId {
+        let m = self.meta;
+        FlowId {
+            src: self.dst,
+            dst: self.src,
+            meta: (m & !0xffff_ffff_ffff) | (m & 0xff_ffff) << 24 | (m >> 24) & 0xff_ffff,
+            ports: self.ports.rotate_left(16),
+        }
+    }
+    /// The pair of hosts of this flow (any protocol, any ports): what neighbour answers consult.
+    #[inline(always)]
+    pub fn hosts(&self) -> FlowId {
+        FlowId {
+            src: self.src,
+            dst: self.dst,
+            meta: (self.meta & (0xffff_ffff_ffff | 1 << 56)) | PAIR,
+            ports: 0,
+        }
+    }
+    pub fn proto(&self) -> u8 {
+        (self.meta >> 48) as u8
+    }
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        let mut h = (self.src as u64) ^ ((self.src >> 64) as u64).rotate_left(21);
+        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= (self.dst as u64) ^ ((self.dst >> 64) as u64).rotate_left(43);
+        h = h.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        h ^= self.meta ^ u64::from(self.ports) << 7;
+        h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^ (h >> 32)
+    }
+}
+
+// TCP state bits of a slot.
+const FIN_I: u32 = 1;
+const FIN_R: u32 = 2;
+const RST: u32 = 4;
+const REPLIED: u32 = 8;
+/// Cut by a policy change: admits nothing until it expires.
+const DEAD: u32 = 16;
+
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Slot {
+    /// Sequence lock: odd while a writer fills the slot.
+    seq: AtomicU32,
+    /// Low 32 bits of the policy version the flow was last judged allowed at.
+    epoch: AtomicU32,
+    /// Last frame, Unix ns; 0 = empty.
+    last: AtomicU64,
+    meta: AtomicU64,
+    ports: AtomicU32,
+    state: AtomicU32,
+    src: [AtomicU64; 2],
+    dst: [AtomicU64; 2],
+}
+
+/// How many slots from a key's home a flow may sit (one or two cache-line pairs).
+const WINDOW: usize = 8;
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    slot: usize,
+    pub epoch: u32,
+    state: u32,
+}
+
+/// Flow-table counters (process-wide).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FlowStats {
+    pub tracked: u64,
+    pub created: u64,
+    pub expired: u64,
+    pub refused: u64,
+    pub capacity: u64,
+}
+
+/// The flow table shared by a gateway's workers.
+pub struct FlowTable {
+    slots: Box<[Slot]>,
+    mask: usize,
+    max: u64,
+    pub timeouts: Timeouts,
+    tracked: AtomicU64,
+    created: AtomicU64,
+    expired: AtomicU64,
+    refused: AtomicU64,
+    cursor: AtomicU64,
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl FlowTable {
+    /// A table for at most `max` flows (host-pair notes included).
+    pub fn new(max: usize, timeouts: Timeouts) -> FlowTable {
+        let n = (max.max(64) * 2).next_power_of_two();
+        FlowTable {
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            mask: n - 1,
+            max: max as u64,
+            timeouts,
+            tracked: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            cursor: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        FlowStats {
+            tracked: self.tracked.load(Relaxed),
+            created: self.created.load(Relaxed),
+            expired: self.expired.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            capacity: self.max,
+        }
+    }
+
+    #[inline(always)]
+    fn home(&self, h: u64) -> usize {
+        (h >> 20) as usize & self.mask
+    }
+
+    /// Brings a key's first slots toward the cache.
+    #[inline(always)]
+    pub fn prefetch(&self, h: u64) {
+        policy::flat::prefetch(self.slots.as_ptr().wrapping_add(self.home(h)));
+    }
+
+    fn timeout(&self, meta: u64, state: u32) -> i64 {
+        let t = &self.timeouts;
+        if meta & PAIR != 0 {
+            return t.other;
+        }
+        match (meta >> 48) as u8 {
+            vtep::ipproto::TCP => {
+                if state & RST != 0 || state & (FIN_I | FIN_R) == FIN_I | FIN_R {
+                    t.tcp_closing
+                } else if state & REPLIED == 0 {
+                    t.tcp_opening
+                } else {
+                    t.tcp
+                }
+            }
+            vtep::ipproto::UDP => t.udp,
+            vtep::ipproto::ICMP | vtep::ipproto::ICMPV6 => t.icmp,
+            _ => t.other,
+        }
+    }
+
+    /// Reads slot `i` consistently: (seq, key, last, state, epoch), or None while it is written.
+    #[inline(always)]
+    fn read(&self, i: usize) -> Option<(FlowId, i64, u32, u32)> {
+        let s = &self.slots[i];
+        for _ in 0..4 {
+            let q = s.seq.load(Acquire);
+            if q & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let last = s.last.load(Relaxed) as i64;
+            let id = FlowId {
+                src: u128::from(s.src[0].load(Relaxed)) | u128::from(s.src[1].load(Relaxed)) << 64,
+                dst: u128::from(s.dst[0].load(Relaxed)) | u128::from(s.dst[1].load(Relaxed)) << 64,
+                meta: s.meta.load(Relaxed),
+                ports: s.ports.load(Relaxed),
+            };
+            let state = s.state.load(Relaxed);
+            let epoch = s.epoch.load(Relaxed);
+            fence(Acquire);
+            if s.seq.load(Relaxed) == q {
+                return Some((id, last, state, epoch));
+            }
+        }
+        None
+    }
+
+    /// The live flow `id` (with hash `h`) at `now`.
+    #[inline]
+    pub fn find(&self, id: &FlowId, h: u64, now: i64) -> Option<Found> {
+        let home = self.home(h);
+        for k in 0..WINDOW {
+            let i = (home + k) & self.mask;
+            let Some((key, last, state, epoch)) = self.read(i) else {
+                continue;
+            };
+            if last == 0 {
+                continue;
+            }
+            if key == *id {
+                if now - last > self.timeout(key.meta, state) {
+                    return None;
+                }
+                return Some(Found {
+                    slot: i,
+                    epoch,
+                    state,
+                });
+            }
+        }
+        None
+    }
+
+    /// Refreshes a found flow: last-seen (at most once a millisecond per flow, to spare the shared
+    /// line), TCP flags seen from the initiator (`reply` false) or the responder. True when the flow
+    /// had been quiet for over a second (the caller then refreshes its host-pair note).
+    #[inline]
+    pub fn touch(&self, f: &Found, now: i64, tcp_flags: u8, reply: bool) -> bool {
+        let s = &self.slots[f.slot];
+        let last = s.last.load(Relaxed) as i64;
+        if now - last > 1_000_000 {
+            s.last.store(now as u64, Relaxed);
+        }
+        let mut add = 0;
+        if reply && f.state & REPLIED == 0 {
+            add |= REPLIED;
+        }
+        if tcp_flags & tcp::FIN != 0 {
+            add |= if reply { FIN_R } else { FIN_I };
+        }
+        if tcp_flags & tcp::RST != 0 {
+            add |= RST;
+        }
+        if add & !f.state != 0 {
+            s.state.fetch_or(add, Relaxed);
+        }
+        now - last > S
+    }
+
+    /// Records that the flow was judged allowed at policy `version`.
+    pub fn judged(&self, f: &Found, version: u64) {
+        self.slots[f.slot].epoch.store(version as u32, Relaxed);
+    }
+
+    /// Cuts a flow whose request the policy no longer allows.
+    pub fn cut(&self, f: &Found) {
+        self.slots[f.slot].state.fetch_or(DEAD, Relaxed);
+    }
+
+    pub fn is_dead(f: &Found) -> bool {
+        f.state & DEAD != 0
+    }
+
+    /// Tracks `id` (seen at `now`, allowed at `version`); an existing entry is refreshed. Returns
+    /// false when there is no room (the table is full, or the key's window is).
+    pub fn insert(&self, id: &FlowId, h: u64, now: i64, version: u64, tcp_flags: u8) -> bool {
+        if let Some(f) = self.find(id, h, now) {
+            if !Self::is_dead(&f) {
+                self.touch(&f, now, tcp_flags, false);
+                self.judged(&f, version);
+                return true;
+            }
+        }
+        let home = self.home(h);
+        let full = self.tracked.load(Relaxed) >= self.max;
+        for k in 0..WINDOW {
+            let i = (home + k) & self.mask;
+            let s = &self.slots[i];
+            let q = s.seq.load(Acquire);
+            if q & 1 == 1 {
+                continue;
+            }
+            let last = s.last.load(Relaxed) as i64;
+            let meta = s.meta.load(Relaxed);
+            let same = last != 0 && meta == id.meta && {
+                // A dead or expired entry of the same key is replaced in place.
+                s.ports.load(Relaxed) == id.ports
+                    && s.src[0].load(Relaxed) == id.src as u64
+                    && s.src[1].load(Relaxed) == (id.src >> 64) as u64
+                    && s.dst[0].load(Relaxed) == id.dst as u64
+                    && s.dst[1].load(Relaxed) == (id.dst >> 64) as u64
+            };
+            let expired = last != 0 && now - last > self.timeout(meta, s.state.load(Relaxed));
+            if !(last == 0 || expired || same) {
+                continue;
+            }
+            if last == 0 && full {
+                continue;
+            }
+            if s.seq
+                .compare_exchange(q, q.wrapping_add(1), Acquire, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            fence(Release);
+            if last == 0 {
+                self.tracked.fetch_add(1, Relaxed);
+            } else if expired && !same {
+                self.expired.fetch_add(1, Relaxed);
+            }
+            s.src[0].store(id.src as u64, Relaxed);
+            s.src[1].store((id.src >> 64) as u64, Relaxed);
+            s.dst[0].store(id.dst as u64, Relaxed);
+            s.dst[1].store((id.dst >> 64) as u64, Relaxed);
+            s.meta.store(id.meta, Relaxed);
+            s.ports.store(id.ports, Relaxed);
+            let mut st = 0;
+            if tcp_flags & tcp::FIN != 0 {
+                st |= FIN_I;
+            }
+            if tcp_flags & tcp::RST != 0 {
+                st |= RST;
+            }
+            s.state.store(st, Relaxed);
+            s.epoch.store(version as u32, Relaxed);
+            s.last.store(now.max(1) as u64, Relaxed);
+            s.seq.store(q.wrapping_add(2), Release);
+            if id.meta & PAIR == 0 {
+                self.created.fetch_add(1, Relaxed);
+            }
+            return true;
+        }
+        if id.meta & PAIR == 0 {
+            self.refused.fetch_add(1, Relaxed);
+        }
+        false
+    }
+
+    /// Notes that `hosts` (a [`FlowId::hosts`]) has a live flow: refreshed at most once a second.
+    pub fn note_hosts(&self, hosts: &FlowId, now: i64, version: u64) {
+        let h = hosts.hash();
+        match self.find(hosts, h, now) {
+            Some(f) => {
+                let s = &self.slots[f.slot];
+                if now - s.last.load(Relaxed) as i64 > S {
+                    s.last.store(now as u64, Relaxed);
+                }
+            }
+            None => {
+                self.insert(hosts, h, now, version, 0);
+            }
+        }
+    }
+
+    /// Whether the initiator of `hosts` has had a live flow toward its responder lately.
+    pub fn has_hosts(&self, hosts: &FlowId, now: i64) -> bool {
+        self.find(hosts, hosts.hash(), now).is_some()
+    }
+
+    /// Reclaims expired slots among the next `n` (workers call this once per batch, so the table
+    /// is swept continuously without a thread of its own).
+    pub fn sweep(&self, n: usize, now: i64) {
+        let start = self.cursor.fetch_add(n as u64, Relaxed) as usize;
+        for k in 0..n {
+            let i = (start + k) & self.mask;
+            let s = &self.slots[i];
+            let last = s.last.load(Relaxed) as i64;
+            if last == 0 {
+                continue;
+            }
+            let meta = s.meta.load(Relaxed);
+            if now - last <= self.timeout(meta, s.state.load(Relaxed)) {
+                continue;
+            }
+            let q = s.seq.load(Acquire);
+            if q & 1 == 1
+                || s.seq
+                    .compare_exchange(q, q.wrapping_add(1), Acquire, Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            fence(Release);
+            // Re-check under the claim: a reply may have refreshed it meanwhile.
+            let last = s.last.load(Relaxed) as i64;
+            if last != 0 && now - last > self.timeout(meta, s.state.load(Relaxed)) {
+                s.last.store(0, Relaxed);
+                self.tracked.fetch_sub(1, Relaxed);
+                if meta & PAIR == 0 {
+                    self.expired.fetch_add(1, Relaxed);
+                }
+            }
+            s.seq.store(q.wrapping_add(2), Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(sport: u16) -> FlowId {
+        FlowId::new(0, 1, 0xc613_0001, 0xc613_0002, false, 6, sport, 443)
+    }
+
+    #[test]
+    fn mirror_swaps_ends_and_spaces() {
+        let a = id(1000);
+        let m = a.mirrored();
+        assert_eq!(m.src, a.dst);
+        assert_eq!(m.ports, 443 << 16 | 1000);
+        assert_eq!(m.meta & 0xff_ffff, 1);
+        assert_eq!(m.meta >> 24 & 0xff_ffff, 0);
+        assert_eq!(m.proto(), 6);
+        assert_eq!(m.mirrored(), a);
+    }
+
+    #[test]
+    fn insert_find_expire_and_close() {
+        let t = FlowTable::new(64, Timeouts::default());
+        let a = id(1000);
+        let h = a.hash();
+        assert!(t.find(&a, h, S).is_none());
+        assert!(t.insert(&a, h, S, 1, tcp::SYN));
+        let f = t.find(&a, h, S).unwrap();
+        assert_eq!(f.epoch, 1);
+        // Unanswered: the opening timeout applies.
+        assert!(t.find(&a, h, S + 31 * S).is_none());
+        assert!(t.find(&a, h, S + 29 * S).is_some());
+        t.touch(&f, 2 * S, tcp::ACK, true);
+        let f = t.find(&a, h, 2 * S).unwrap();
+        assert!(t.find(&a, h, 2 * S + 100 * S).is_some());
+        t.touch(&f, 3 * S, tcp::FIN, false);
+        let f = t.find(&a, h, 3 * S).unwrap();
+        t.touch(&f, 3 * S, tcp::FIN | tcp::ACK, true);
+        assert!(t.find(&a, h, 3 * S + 11 * S).is_none());
+        assert_eq!(t.stats().tracked, 1);
+        t.sweep(1 << 20, 20 * S);
+        assert_eq!(t.stats().tracked, 0);
+        assert_eq!(t.stats().expired, 1);
+        assert_eq!(t.stats().created, 1);
+    }
+
+    #[test]
+    fn bounded() {
+        let t = FlowTable::new(64, Timeouts::default());
+        let mut ok = 0;
+        for p in 0..200 {
+            let a = id(p);
+            if t.insert(&a, a.hash(), S, 1, 0) {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 64);
+        assert_eq!(t.stats().refused, 136);
+        assert_eq!(t.stats().tracked, 64);
+    }
+}

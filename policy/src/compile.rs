@@ -1,0 +1,524 @@
+//! Compiling a validated document into a [`Table`], and deriving a table with one rule changed from
+//! another (sharing everything but the rules), with the digests the store and workers compare.
+
+use crate::document::{Action, Cidr, Document, IdentityMode, Proto, Rule, ANY_TENANT};
+use crate::error::{ConfigError, Issue};
+use crate::flat::FlatMap;
+use crate::huge::HugeBuf;
+use crate::table::*;
+use hashbrown::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// A one-rule change `Table::with_rule_change` can apply without recompiling everything.
+#[derive(Debug, Clone, Copy)]
+pub enum RuleChange<'a> {
+    /// The rule appended at the end of the rule list (it gets index = number of rules before).
+    Append(&'a Rule),
+    /// Rule `index` replaced.
+    Replace {
+        index: usize,
+        old: &'a Rule,
+        new: &'a Rule,
+    },
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn hash_of<T: serde::Serialize>(salt: u64, v: &T) -> u64 {
+    // Serialising cannot fail for the document's types (no maps with non-string keys); an empty
+    // serialisation would only weaken the digest, never panic.
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let mut h = fnv1a(&bytes) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 31;
+    h.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+}
+
+fn rule_hash(index: usize, r: &Rule) -> u64 {
+    hash_of(index as u64 + 1, r)
+}
+
+fn core_digest(doc: &Document) -> u64 {
+    let mut d = hash_of(1, &doc.gateway);
+    for s in &doc.segments {
+        d = d.wrapping_add(hash_of(2, s));
+    }
+    for t in &doc.tenants {
+        d = d.wrapping_add(hash_of(3, t));
+    }
+    for e in &doc.endpoints {
+        d = d.wrapping_add(hash_of(4, e));
+    }
+    d
+}
+
+/// The digest the store and workers compare (`audit.verify`): a sum of per-entry hashes, so that a
+/// one-entry change updates it without rehashing the document. Independent of the order of
+/// segments, tenants and endpoints; rules count with their index (their order matters).
+pub fn digest(doc: &Document) -> u64 {
+    let rules = doc
+        .rules
+        .iter()
+        .enumerate()
+        .fold(0u64, |a, (i, r)| a.wrapping_add(rule_hash(i, r)));
+    combine(core_digest(doc), rules)
+}
+
+fn ccidr(c: Option<&str>) -> CCidr {
+    match c.and_then(|c| Cidr::parse(c).ok()) {
+        None => CCidr::default(),
+        Some(c) => CCidr {
+            net: match c.addr {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            },
+            len: c.len,
+            v6: c.addr.is_ipv6(),
+            set: true,
+        },
+    }
+}
+
+/// Compiles a validated rule (fields that do not parse count as absent: validation refused them).
+fn compile_rule(i: usize, r: &Rule) -> CRule {
+    let time = |t: &Option<String>, dflt| {
+        t.as_deref()
+            .and_then(|s| crate::time::parse_rfc3339_ns(s).ok())
+            .unwrap_or(dflt)
+    };
+    let (lo, hi) = r
+        .ports
+        .as_deref()
+        .and_then(|p| crate::document::parse_ports(p).ok())
+        .unwrap_or((0, u16::MAX));
+    CRule {
+        priority: r.priority,
+        index: i as u32,
+        allow: r.action == Action::Allow,
+        proto: r.proto.unwrap_or(Proto::Any),
+        lo,
+        hi,
+        not_before: time(&r.not_before, i64::MIN),
+        not_after: time(&r.not_after, i64::MAX),
+        from: ccidr(r.from_cidr.as_deref()),
+        to: ccidr(r.to_cidr.as_deref()),
+    }
+}
+
+fn sort_bucket(v: &mut [CRule]) {
+    v.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.allow.cmp(&b.allow))
+            .then(a.index.cmp(&b.index))
+    });
+}
+
+#[derive(PartialEq, Eq, Hash, Clone, Copy, PartialOrd, Ord, Debug)]
+enum Key {
+    Pair(TenantIdx, TenantIdx),
+    FromAny(TenantIdx),
+    ToAny(TenantIdx),
+    AnyAny,
+}
+
+fn key_of(names: &HashMap<Box<str>, TenantIdx>, r: &Rule) -> Option<Key> {
+    let idx = |n: &str| -> Option<Option<TenantIdx>> {
+        if n == ANY_TENANT {
+            Some(None)
+        } else {
+            names.get(n).map(|&i| Some(i))
+        }
+    };
+    Some(match (idx(&r.from)?, idx(&r.to)?) {
+        (Some(a), Some(b)) => Key::Pair(a, b),
+        (Some(a), None) => Key::FromAny(a),
+        (None, Some(b)) => Key::ToAny(b),
+        (None, None) => Key::AnyAny,
+    })
+}
+
+impl RuleSet {
+    /// Lays `rules` (sorted) out at the end of the arena and returns their bucket.
+    fn push_bucket(&mut self, rules: &[CRule]) -> Bucket {
+        let off = self.arena.len() as u32;
+        self.arena.extend_from_slice(rules);
+        let mut b = Bucket {
+            off,
+            len: rules.len() as u32,
+            index: 0,
+            lo: 0,
+            hi: 0,
+        };
+        if let [r] = rules {
+            if r.simple() {
+                b.len |= B_SIMPLE
+                    | if r.allow { B_ALLOW } else { 0 }
+                    | proto_bits(r.proto) << B_PROTO_SHIFT;
+                b.index = r.index;
+                b.lo = r.lo;
+                b.hi = r.hi;
+            }
+        }
+        b
+    }
+
+    fn get(&self, k: Key) -> Bucket {
+        match k {
+            Key::Pair(a, b) => self.pairs.get(u64::from(a) << 32 | u64::from(b)),
+            Key::FromAny(a) => self.from_any.get(u64::from(a)),
+            Key::ToAny(b) => self.to_any.get(u64::from(b)),
+            Key::AnyAny => Some(self.any_any),
+        }
+        .unwrap_or_default()
+    }
+
+    fn set(&mut self, k: Key, b: Bucket) {
+        let empty = b.count() == 0;
+        let (map, key) = match k {
+            Key::Pair(a, t) => (&mut self.pairs, u64::from(a) << 32 | u64::from(t)),
+            Key::FromAny(a) => (&mut self.from_any, u64::from(a)),
+            Key::ToAny(t) => (&mut self.to_any, u64::from(t)),
+            Key::AnyAny => {
+                self.any_any = b;
+                return;
+            }
+        };
+        if empty {
+            map.remove(key);
+        } else {
+            map.insert(key, b);
+        }
+    }
+
+    /// Replaces bucket `k` by `f` applied to its rules, kept sorted; the old range becomes garbage.
+    fn edit_bucket(&mut self, k: Key, f: impl FnOnce(&mut Vec<CRule>)) {
+        let old = self.get(k);
+        let mut v: Vec<CRule> =
+            self.arena[old.off as usize..old.off as usize + old.count()].to_vec();
+        f(&mut v);
+        sort_bucket(&mut v);
+        self.garbage += old.count();
+        let b = self.push_bucket(&v);
+        self.set(k, b);
+    }
+
+    /// Rewrites the arena without garbage (when garbage outgrows the live rules).
+    fn compact(&mut self) {
+        let mut fresh = RuleSet {
+            arena: Vec::with_capacity(self.arena.len() - self.garbage),
+            digest: self.digest,
+            pairs: FlatMap::with_capacity(self.pairs.len()),
+            from_any: FlatMap::with_capacity(self.from_any.len()),
+            to_any: FlatMap::with_capacity(self.to_any.len()),
+            ..RuleSet::default()
+        };
+        let mut keys: Vec<Key> = self
+            .pairs
+            .iter()
+            .map(|(k, _)| Key::Pair((k >> 32) as u32, k as u32))
+            .chain(self.from_any.iter().map(|(k, _)| Key::FromAny(k as u32)))
+            .chain(self.to_any.iter().map(|(k, _)| Key::ToAny(k as u32)))
+            .collect();
+        keys.push(Key::AnyAny);
+        for k in keys {
+            let old = self.get(k);
+            let rules = &self.arena[old.off as usize..old.off as usize + old.count()];
+            let b = fresh.push_bucket(rules);
+            fresh.set(k, b);
+        }
+        *self = fresh;
+    }
+}
+
+fn build_rules(names: &HashMap<Box<str>, TenantIdx>, doc_rules: &[Rule]) -> RuleSet {
+    let mut buckets: HashMap<Key, Vec<CRule>> = HashMap::new();
+    let mut digest = 0u64;
+    for (i, r) in doc_rules.iter().enumerate() {
+        if let Some(k) = key_of(names, r) {
+            buckets.entry(k).or_default().push(compile_rule(i, r));
+        }
+        digest = digest.wrapping_add(rule_hash(i, r));
+    }
+    let count = |f: fn(&Key) -> bool| buckets.keys().filter(|k| f(k)).count();
+    let mut rules = RuleSet {
+        arena: Vec::with_capacity(doc_rules.len()),
+        digest,
+        pairs: FlatMap::with_capacity(count(|k| matches!(k, Key::Pair(..)))),
+        from_any: FlatMap::with_capacity(count(|k| matches!(k, Key::FromAny(..)))),
+        to_any: FlatMap::with_capacity(count(|k| matches!(k, Key::ToAny(..)))),
+        ..RuleSet::default()
+    };
+    // Lay buckets out in key order: pairs of one source tenant end up side by side.
+    let mut keys: Vec<Key> = buckets.keys().copied().collect();
+    keys.sort_unstable();
+    for k in keys {
+        let v = buckets.get_mut(&k).expect("key from the map");
+        sort_bucket(v);
+        let b = rules.push_bucket(v);
+        rules.set(k, b);
+    }
+    rules
+}
+
+fn too_many(what: &str, n: usize) -> ConfigError {
+    ConfigError::Invalid {
+        file: "<document>".into(),
+        issues: vec![Issue {
+            path: what.into(),
+            line: None,
+            message: format!("{n} {what} exceed what a table holds ({MAX_SLOTS})"),
+        }],
+    }
+}
+
+impl Table {
+    /// Validates and compiles `doc` as `version`. With `prev`, tenants keep their slots from it.
+    pub fn compile(
+        doc: Arc<Document>,
+        version: u64,
+        prev: Option<&Table>,
+    ) -> Result<Table, ConfigError> {
+        doc.check()?;
+        let core = build_core(&doc, prev)?;
+        let rules = build_rules(&core.names, &doc.rules);
+        Ok(Table {
+            version,
+            doc,
+            core: Arc::new(core),
+            rules: Arc::new(rules),
+        })
+    }
+
+    /// The problems a rule at `index` would have in this table's policy (tenants must exist).
+    pub fn check_rule(&self, index: usize, r: &Rule) -> Vec<crate::Issue> {
+        crate::document::validate_rule(index, r, &|t| self.tenant_by_name(t).is_some())
+    }
+
+    /// This table with one rule changed, as `version`, for the document `doc` (which must be this
+    /// table's document with the change made): identity, endpoints and every other rule bucket are
+    /// copied as they are; only the changed rule's bucket is rebuilt. The rule must have passed
+    /// [`Table::check_rule`].
+    pub fn with_rule_change(
+        &self,
+        version: u64,
+        change: RuleChange<'_>,
+        doc: Arc<Document>,
+    ) -> Table {
+        let mut rules = (*self.rules).clone();
+        let names = &self.core.names;
+        match change {
+            RuleChange::Append(r) => {
+                let index = doc.rules.len().saturating_sub(1);
+                let c = compile_rule(index, r);
+                if let Some(k) = key_of(names, r) {
+                    rules.edit_bucket(k, |v| v.push(c));
+                }
+                rules.digest = rules.digest.wrapping_add(rule_hash(index, r));
+            }
+            RuleChange::Replace { index, old, new } => {
+                if let Some(k) = key_of(names, old) {
+                    rules.edit_bucket(k, |v| v.retain(|c| c.index as usize != index));
+                }
+                let c = compile_rule(index, new);
+                if let Some(k) = key_of(names, new) {
+                    rules.edit_bucket(k, |v| v.push(c));
+                }
+                rules.digest = rules
+                    .digest
+                    .wrapping_sub(rule_hash(index, old))
+                    .wrapping_add(rule_hash(index, new));
+            }
+        }
+        if rules.garbage > rules.arena.len() / 2 + 64 {
+            rules.compact();
+        }
+        Table {
+            version,
+            doc,
+            core: self.core.clone(),
+            rules: Arc::new(rules),
+        }
+    }
+}
+
+fn build_core(doc: &Document, prev: Option<&Table>) -> Result<Core, ConfigError> {
+    let mut tenants: Vec<TenantEntry> = Vec::with_capacity(doc.tenants.len());
+    let mut names: HashMap<Box<str>, TenantIdx> = HashMap::with_capacity(doc.tenants.len());
+    if let Some(p) = prev {
+        for t in &p.core.tenants {
+            names.insert(t.name.clone(), tenants.len() as TenantIdx);
+            tenants.push(TenantEntry {
+                live: false,
+                ..t.clone()
+            });
+        }
+    }
+    let mut spaces: HashMap<&str, u32> = HashMap::new();
+    let mut ids = HugeBuf::filled(65536, Ident::NONE);
+    let mut big_ids = HashMap::new();
+    let mut tenant_vteps: Vec<(TenantIdx, IpAddr)> = Vec::new();
+    for t in &doc.tenants {
+        let n = spaces.len() as u32;
+        let space = *spaces.entry(t.space()).or_insert(n);
+        let entry = TenantEntry {
+            name: t.name.as_str().into(),
+            id: t.id,
+            space,
+            live: true,
+            any_vtep: t.vteps.is_none(),
+        };
+        let idx = match names.get(t.name.as_str()) {
+            Some(&i) => {
+                tenants[i as usize] = entry;
+                i
+            }
+            None => {
+                let i = tenants.len() as TenantIdx;
+                names.insert(t.name.as_str().into(), i);
+                tenants.push(entry);
+                i
+            }
+        };
+        match u16::try_from(t.id) {
+            Ok(id) => {
+                ids.as_mut_slice()[usize::from(id)] = Ident::new(idx, space, t.vteps.is_none())
+            }
+            Err(_) => {
+                big_ids.insert(t.id, idx);
+            }
+        }
+        for v in t.vteps.iter().flatten() {
+            tenant_vteps.push((idx, *v));
+        }
+    }
+    if tenants.len() > MAX_SLOTS as usize {
+        return Err(too_many("tenant slots", tenants.len()));
+    }
+    if spaces.len() > MAX_SLOTS as usize {
+        return Err(too_many("address spaces", spaces.len()));
+    }
+    let ident_of = |i: TenantIdx| {
+        let e: &TenantEntry = &tenants[i as usize];
+        Ident::new(i, e.space, e.any_vtep)
+    };
+
+    // Segments: a directory of 4096 pages of 4096 VNIs, pages made only where segments are.
+    let mut seg_dir = vec![0u32; 4096];
+    let mut seg_pages: Vec<Box<[Seg; 4096]>> = Vec::new();
+    for s in &doc.segments {
+        let d = ((s.vni >> 12) & 0xfff) as usize;
+        if seg_dir[d] == 0 {
+            seg_pages.push(Box::new([Seg::default(); 4096]));
+            seg_dir[d] = seg_pages.len() as u32;
+        }
+        let ident = match (s.identity, s.tenant.as_deref().and_then(|n| names.get(n))) {
+            (IdentityMode::Vni, Some(&i)) => ident_of(i),
+            _ => Ident::NONE,
+        };
+        seg_pages[seg_dir[d] as usize - 1][(s.vni & 0xfff) as usize] = Seg::new(s.identity, ident);
+    }
+
+    // VTEPs: every address an endpoint or a `vteps` list names, by index.
+    let mut vtep_ips: Vec<IpAddr> = Vec::new();
+    let mut vtep4: FlatMap<u32> = FlatMap::with_capacity(64);
+    let mut vtep6: HashMap<u128, VtepIdx> = HashMap::new();
+    let mut vtep_idx = |ip: IpAddr, ips: &mut Vec<IpAddr>| -> VtepIdx {
+        let n = ips.len() as VtepIdx;
+        let i = match ip {
+            IpAddr::V4(a) => {
+                let k = u64::from(u32::from(a));
+                match vtep4.get(k) {
+                    Some(i) => i,
+                    None => {
+                        vtep4.insert(k, n);
+                        n
+                    }
+                }
+            }
+            IpAddr::V6(a) => *vtep6.entry(u128::from(a)).or_insert(n),
+        };
+        if i == n {
+            ips.push(ip);
+        }
+        i
+    };
+    let mut tv: FlatMap<u8> = FlatMap::with_capacity(tenant_vteps.len());
+    for (t, ip) in tenant_vteps {
+        let v = vtep_idx(ip, &mut vtep_ips);
+        tv.insert(u64::from(t) << 32 | u64::from(v), 1);
+    }
+
+    let n4 = doc.endpoints.iter().filter(|e| e.ip.is_ipv4()).count();
+    let mut ep4: FlatMap<Ep> = FlatMap::with_capacity(n4);
+    let mut ep6: HashMap<(u32, u128), Ep> = HashMap::new();
+    for e in &doc.endpoints {
+        let Some(&t) = names.get(e.tenant.as_str()) else {
+            continue; // validation refused it
+        };
+        let v = vtep_idx(e.vtep, &mut vtep_ips);
+        let space = tenants[t as usize].space;
+        let mode = segment_mode(&seg_dir, &seg_pages, e.vni).unwrap_or(IdentityMode::Vni);
+        let entry = Ep::new(t, v, e.vni, mode, e.mac);
+        match e.ip {
+            IpAddr::V4(a) => ep4.insert(u64::from(space) << 32 | u64::from(u32::from(a)), entry),
+            IpAddr::V6(a) => {
+                ep6.insert((space, u128::from(a)), entry);
+            }
+        }
+    }
+    if vtep_ips.len() > MAX_SLOTS as usize {
+        return Err(too_many("VTEPs", vtep_ips.len()));
+    }
+
+    let g = &doc.gateway;
+    let egress = vtep_ips
+        .iter()
+        .map(|ip| {
+            let src = match ip {
+                IpAddr::V4(_) => Some(IpAddr::V4(g.underlay_ip)),
+                IpAddr::V6(_) => g.underlay_ip6.map(IpAddr::V6),
+            }?;
+            vtep::OuterTemplate::new(src, *ip, g.udp_port, 64).ok()
+        })
+        .collect();
+    let tenant_ids = tenants.iter().map(|t| t.id).collect();
+    Ok(Core {
+        egress,
+        tenant_ids,
+        underlay_ip: g.underlay_ip,
+        underlay_ip6: g.underlay_ip6,
+        udp_port: g.udp_port,
+        mtu: g.mtu,
+        replies: g.replies,
+        seg_dir,
+        seg_pages,
+        ids,
+        big_ids,
+        vtep4,
+        vtep6,
+        vtep_ips,
+        tenant_vteps: tv,
+        ep4,
+        ep6,
+        tenants,
+        names,
+        digest: core_digest(doc),
+    })
+}
+
+fn segment_mode(dir: &[u32], pages: &[Box<[Seg; 4096]>], vni: u32) -> Option<IdentityMode> {
+    let p = dir[((vni >> 12) & 0xfff) as usize];
+    if p == 0 {
+        return None;
+    }
+    pages[p as usize - 1][(vni & 0xfff) as usize].mode()
+}
