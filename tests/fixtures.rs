@@ -14,19 +14,40 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
 }
 
-fn table() -> Table {
-    let doc = Document::load(&fixtures().join("fixtures.toml")).expect("fixtures.toml is valid");
+fn table(policy: &str) -> Table {
+    let doc = Document::load(&fixtures().join(policy))
+        .unwrap_or_else(|e| panic!("{policy} is valid: {e}"));
     Table::compile(Arc::new(doc), 1, None).unwrap()
 }
 
-const CAPTURES: &[&str] = &[
-    "identity.pcap",
-    "verdicts.pcap",
-    "drops.pcap",
-    "arp.pcap",
-    "overlap.pcap",
-    "ipv6.pcapng",
+/// Every capture and the policy it is replayed against: `fixtures.toml` tracks replies;
+/// `stateless.toml` is the same policy with `replies = "stateless"`, for the mirrored match.
+const CAPTURES: &[(&str, &str)] = &[
+    ("identity.pcap", "fixtures.toml"),
+    ("verdicts.pcap", "stateless.toml"),
+    ("drops.pcap", "fixtures.toml"),
+    ("arp.pcap", "fixtures.toml"),
+    ("overlap.pcap", "fixtures.toml"),
+    ("ipv6.pcapng", "fixtures.toml"),
+    ("tracked.pcap", "fixtures.toml"),
+    ("source.pcap", "fixtures.toml"),
+    ("fragments.pcap", "fixtures.toml"),
+    ("nd.pcap", "fixtures.toml"),
+    ("windows.pcap", "fixtures.toml"),
 ];
+
+#[test]
+fn the_two_policies_differ_only_in_replies() {
+    let tracked = Document::load(&fixtures().join("fixtures.toml")).unwrap();
+    let mut stateless = Document::load(&fixtures().join("stateless.toml")).unwrap();
+    assert_eq!(tracked.gateway.replies, policy::Replies::Tracked);
+    assert_eq!(stateless.gateway.replies, policy::Replies::Stateless);
+    stateless.gateway.replies = policy::Replies::Tracked;
+    assert_eq!(
+        serde_json::to_value(&tracked).unwrap(),
+        serde_json::to_value(&stateless).unwrap()
+    );
+}
 
 fn describe(table: &Table, o: &Outcome) -> (String, String, String) {
     let (d, r) = match o.disposition {
@@ -45,10 +66,10 @@ fn describe(table: &Table, o: &Outcome) -> (String, String, String) {
 
 #[test]
 fn every_frame_gets_the_contracted_outcome() {
-    let table = table();
     let mut failures = Vec::new();
     let mut total = 0;
-    for name in CAPTURES {
+    for (name, policy) in CAPTURES {
+        let table = table(policy);
         let frames = replay::read_capture(&fixtures().join(name)).unwrap();
         let stem = name.split('.').next().unwrap();
         let expect =
@@ -72,7 +93,7 @@ fn every_frame_gets_the_contracted_outcome() {
             }
         }
     }
-    assert!(total > 200, "fixtures cover {total} frames");
+    assert!(total > 300, "fixtures cover {total} frames");
     assert!(
         failures.is_empty(),
         "{} mismatches:\n{}",
@@ -87,15 +108,15 @@ fn bless() -> bool {
 
 #[test]
 fn summaries_and_transmitted_frames_match_goldens() {
-    let table = table();
-    for name in CAPTURES {
+    for (name, policy) in CAPTURES {
+        let table = table(policy);
         let stem = name.split('.').next().unwrap();
         let frames = replay::read_capture(&fixtures().join(name)).unwrap();
         let out = replay::replay(&table, &frames);
         let summary = out.worker.counters.summary(&table);
         let dropped: u64 = summary.dropped.values().sum();
         assert_eq!(
-            summary.forwarded + summary.arp_replied + dropped,
+            summary.forwarded + summary.arp_replied + summary.nd_replied + dropped,
             summary.frames,
             "{name} adds up"
         );
@@ -137,9 +158,9 @@ fn summaries_and_transmitted_frames_match_goldens() {
 /// Independent checks of every transmitted frame's outer headers.
 #[test]
 fn transmitted_frames_are_well_formed() {
-    let table = table();
-    let doc = table.document().clone();
-    for name in CAPTURES {
+    for (name, policy) in CAPTURES {
+        let table = table(policy);
+        let doc = table.document().clone();
         let frames: Vec<Captured> = replay::read_capture(&fixtures().join(name)).unwrap();
         let out = replay::replay(&table, &frames);
         for (i, _, bytes) in &out.transmitted {
@@ -254,6 +275,18 @@ fn transmitted_frames_are_well_formed() {
                     assert_eq!(a.sender_mac, ep.mac);
                     assert_eq!(inner.dst_mac, q.sender_mac);
                 }
+                Disposition::NdReply => {
+                    check_advert(
+                        &table,
+                        o.tenant.unwrap(),
+                        name,
+                        *i,
+                        &frames[*i].data,
+                        &ingress,
+                        bytes,
+                        &ov,
+                    );
+                }
                 d => panic!("{name} #{i}: transmitted with disposition {d:?}"),
             }
         }
@@ -262,9 +295,9 @@ fn transmitted_frames_are_well_formed() {
 
 #[test]
 fn fixtures_cover_every_drop_reason_and_outcome() {
-    let table = table();
     let mut total = datapath::Counters::default();
-    for name in CAPTURES {
+    for (name, policy) in CAPTURES {
+        let table = table(policy);
         let frames = replay::read_capture(&fixtures().join(name)).unwrap();
         total.add(&replay::replay(&table, &frames).worker.counters);
     }
@@ -274,5 +307,246 @@ fn fixtures_cover_every_drop_reason_and_outcome() {
             "no fixture frame is dropped as {r}"
         );
     }
-    assert!(total.forwarded > 0 && total.arp_replied > 0);
+    assert!(total.forwarded > 0 && total.arp_replied > 0 && total.nd_replied > 0);
+    for r in ["spoofed_source", "orphan_fragment"] {
+        assert!(
+            datapath::DropReason::ALL.iter().any(|d| d.name() == r),
+            "{r} is a drop reason"
+        );
+    }
+}
+
+/// The inner frame of an overlay frame, and where its IP header starts (after an 802.1Q tag).
+fn inner_l3<'a>(frame: &'a [u8], ov: &vtep::Overlay) -> (&'a [u8], usize) {
+    let inner = &frame[ov.inner_off..ov.inner_off + ov.inner_len];
+    let l3 = if inner[12..14] == [0x81, 0x00] {
+        18
+    } else {
+        14
+    };
+    (inner, l3)
+}
+
+/// One's complement checksum of an ICMPv6 message with its pseudo-header: 0 when it verifies.
+fn icmpv6_sum(src: &[u8], dst: &[u8], msg: &[u8]) -> u16 {
+    let mut acc: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(src);
+    add(dst);
+    add(&(msg.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(msg);
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// A neighbour advertisement answering the solicitation `req`, checked byte by byte (RFC 4861 §4.4,
+/// §7.2.4): back to the asking VTEP on its segment and identity, ICMPv6 type 136 code 0, hop limit
+/// 255, S and O set (R not: the gateway is no router), the solicited target, a target link-layer
+/// address option with the endpoint's MAC, a checksum that verifies.
+#[allow(clippy::too_many_arguments)]
+fn check_advert(
+    table: &Table,
+    tenant: policy::TenantIdx,
+    name: &str,
+    i: usize,
+    req: &[u8],
+    ingress: &vtep::Overlay,
+    bytes: &[u8],
+    ov: &vtep::Overlay,
+) {
+    assert_eq!(
+        ov.dst_ip, ingress.src_ip,
+        "{name} #{i}: NA back to the asker"
+    );
+    assert_eq!(ov.vni, ingress.vni, "{name} #{i}: on the asker's segment");
+    assert_eq!(
+        ov.group, ingress.group,
+        "{name} #{i}: with the asker's identity"
+    );
+    assert_eq!(ov.dst_mac, ingress.src_mac, "{name} #{i}: outer next hop");
+    let (q, ql3) = inner_l3(req, ingress);
+    let ns = &q[ql3..];
+    assert_eq!(ns[40], 135, "{name} #{i}: the request is a solicitation");
+    let target = &ns[48..64];
+    let asker = &ns[8..24];
+    let slla = (ns.len() >= 72 && ns[64] == 1 && ns[65] == 1).then(|| &ns[66..72]);
+    let (a, l3) = inner_l3(bytes, ov);
+    assert_eq!(l3, ql3, "{name} #{i}: the tag is kept as it came");
+    assert_eq!(&a[12..14], &[0x86, 0xdd], "{name} #{i}: inner IPv6");
+    let ip = &a[l3..];
+    let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    assert!(
+        ip.len() >= 40 + plen && plen >= 32,
+        "{name} #{i}: NA length"
+    );
+    assert_eq!(ip[0] >> 4, 6);
+    assert_eq!(ip[6], 58, "{name} #{i}: ICMPv6");
+    assert_eq!(ip[7], 255, "{name} #{i}: hop limit 255");
+    assert_eq!(&ip[24..40], asker, "{name} #{i}: to the asker's address");
+    let msg = &ip[40..40 + plen];
+    assert_eq!(
+        (msg[0], msg[1]),
+        (136, 0),
+        "{name} #{i}: neighbour advertisement"
+    );
+    assert_eq!(msg[4] & 0xe0, 0x60, "{name} #{i}: S and O set, R unset");
+    assert_eq!(&msg[8..24], target, "{name} #{i}: the solicited target");
+    assert_eq!(
+        icmpv6_sum(&ip[8..24], &ip[24..40], msg),
+        0,
+        "{name} #{i}: checksum"
+    );
+    let t: [u8; 16] = target.try_into().unwrap();
+    let ep = table
+        .endpoint(tenant, IpAddr::from(t))
+        .expect("the target is an endpoint");
+    // The target link-layer address option (type 2) carries the endpoint's MAC.
+    let mut opts = &msg[24..];
+    let mut tlla = None;
+    while opts.len() >= 8 && opts[1] != 0 {
+        if opts[0] == 2 && opts[1] == 1 {
+            tlla = Some(&opts[2..8]);
+        }
+        opts = &opts[usize::from(opts[1]) * 8..];
+    }
+    assert_eq!(
+        tlla,
+        Some(&ep.mac.0[..]),
+        "{name} #{i}: TLLA = endpoint MAC"
+    );
+    assert_eq!(
+        &a[6..12],
+        &ep.mac.0[..],
+        "{name} #{i}: from the endpoint's MAC"
+    );
+    let asker_mac = slla.unwrap_or(&q[6..12]);
+    assert_eq!(&a[0..6], asker_mac, "{name} #{i}: to the asker's MAC");
+}
+
+/// Only frames that pass every check teach a next hop: in `source.pcap`, frames from VTEP
+/// 198.18.0.2 through the outer MAC 02:00:00:00:66:66 are all dropped (spoofed source, malformed,
+/// denied), so no transmitted frame is ever addressed to that MAC.
+#[test]
+fn dropped_frames_teach_no_next_hop() {
+    let attacker = [2, 0, 0, 0, 0x66, 0x66];
+    let table = table("fixtures.toml");
+    let frames = replay::read_capture(&fixtures().join("source.pcap")).unwrap();
+    let sent: Vec<_> = frames
+        .iter()
+        .filter(|f| f.data[6..12] == attacker)
+        .collect();
+    assert!(sent.len() >= 3, "source.pcap has the attacker's frames");
+    let out = replay::replay(&table, &frames);
+    let toward_g = out
+        .transmitted
+        .iter()
+        .filter(|(_, _, b)| {
+            vtep::parse_overlay(b, 4789).unwrap().dst_ip == "198.18.0.2".parse::<IpAddr>().unwrap()
+        })
+        .count();
+    assert!(
+        toward_g >= 1,
+        "something is sent toward 198.18.0.2 after the attack"
+    );
+    for (i, _, bytes) in &out.transmitted {
+        assert_ne!(
+            bytes[0..6],
+            attacker,
+            "source.pcap #{i}: sent to the attacker's MAC"
+        );
+    }
+}
+
+const WIDE_BASE: &str = r#"
+[gateway]
+underlay_ip = "198.18.0.254"
+
+[[segment]]
+vni = 1
+identity = "gbp"
+
+[[segment]]
+vni = 600
+identity = "vni"
+tenant = "wide"
+
+[[tenant]]
+name = "narrow"
+id = 10
+
+[[tenant]]
+name = "wide"
+id = 65546
+
+[[endpoint]]
+tenant = "narrow"
+ip = "198.19.0.1"
+mac = "02:00:00:00:0a:01"
+vtep = "198.18.0.1"
+vni = 1
+
+[[endpoint]]
+tenant = "wide"
+ip = "198.19.9.1"
+mac = "02:00:00:00:09:01"
+vtep = "198.18.0.9"
+vni = 600
+"#;
+
+fn load_wide(extra: &str) -> Result<Document, String> {
+    Document::from_toml(&format!("{WIDE_BASE}{extra}"), "width.toml").map_err(|e| e.to_string())
+}
+
+/// Identity on the way out is never truncated: a policy where tenant "wide" (id 65546, its own VNI
+/// segment) could send to an endpoint on GBP segment 1 is refused, naming the tenant and the segment.
+#[test]
+fn a_tenant_too_wide_for_a_gbp_segment_it_could_reach_is_refused() {
+    load_wide("").expect("no rule: wide cannot reach the GBP segment");
+    load_wide("[[rule]]\nfrom = \"wide\"\nto = \"narrow\"\naction = \"deny\"\n")
+        .expect("a deny lets nothing through");
+    let named = |e: &str| {
+        e.contains("wide")
+            && (e.contains("segment 1") || e.contains("VNI 1") || e.contains("vni 1"))
+    };
+    for (what, rule) in [
+        ("wide -> narrow", "from = \"wide\"\nto = \"narrow\"\n"),
+        (
+            "narrow -> wide (replies)",
+            "from = \"narrow\"\nto = \"wide\"\n",
+        ),
+        ("* -> narrow", "from = \"*\"\nto = \"narrow\"\n"),
+        ("wide -> *", "from = \"wide\"\nto = \"*\"\n"),
+    ] {
+        let e = load_wide(&format!(
+            "[[rule]]\n{rule}proto = \"tcp\"\nports = \"443\"\naction = \"allow\"\n"
+        ))
+        .err()
+        .unwrap_or_else(|| panic!("{what}: a policy truncating wide's id is accepted"));
+        assert!(
+            named(&e),
+            "{what}: the error names the tenant and the segment: {e}"
+        );
+    }
+}
+
+/// The same refusal when the wide tenant has an endpoint of its own on the GBP segment (its
+/// intra-tenant traffic would leave with a truncated group id).
+#[test]
+fn a_tenant_too_wide_for_its_own_gbp_endpoint_is_refused_by_name() {
+    let e = load_wide(
+        "[[endpoint]]\ntenant = \"wide\"\nip = \"198.19.9.2\"\nmac = \"02:00:00:00:09:02\"\nvtep = \"198.18.0.9\"\nvni = 1\n",
+    )
+    .err()
+    .expect("wide's own endpoint on a GBP segment is refused");
+    assert!(
+        e.contains("\"wide\"") && (e.contains("segment 1") || e.contains("VNI 1")),
+        "the error names the tenant and the segment: {e}"
+    );
 }
