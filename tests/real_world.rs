@@ -57,7 +57,7 @@ fn every_real_world_frame_is_accounted_for() {
             let dropped: u64 = s.dropped.values().sum();
             assert_eq!(s.frames, frames.len() as u64, "{name}");
             assert_eq!(
-                s.forwarded + s.arp_replied + dropped,
+                s.forwarded + s.arp_replied + s.nd_replied + dropped,
                 s.frames,
                 "{name}: outcomes add up"
             );
