@@ -543,8 +543,7 @@ fn a_tenant_too_wide_for_its_own_gbp_endpoint_is_refused_by_name() {
     let e = load_wide(
         "[[endpoint]]\ntenant = \"wide\"\nip = \"198.19.9.2\"\nmac = \"02:00:00:00:09:02\"\nvtep = \"198.18.0.9\"\nvni = 1\n",
     )
-    .err()
-    .expect("wide's own endpoint on a GBP segment is refused");
+    .expect_err("wide's own endpoint on a GBP segment is refused");
     assert!(
         e.contains("\"wide\"") && (e.contains("segment 1") || e.contains("VNI 1")),
         "the error names the tenant and the segment: {e}"
