@@ -19,7 +19,7 @@ sanitizer=${FUZZ_SANITIZER:-address}
 export RUSTC_BOOTSTRAP=1
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
-all_targets=(frame_parser pipeline config_toml config_json capture)
+all_targets=(frame_parser pipeline config_toml config_fast config_json capture)
 if (($# > 0)); then targets=("$@"); else targets=("${all_targets[@]}"); fi
 
 if ! command -v c++ >/dev/null 2>&1; then
@@ -33,7 +33,7 @@ fi
 
 # --- seed corpora (fuzz/corpus is git-ignored; libFuzzer adds what it finds there) -------------------
 corpus="$root/fuzz/corpus"
-mkdir -p "$corpus"/{frame_parser,pipeline,config_toml,config_json,capture}
+mkdir -p "$corpus"/{frame_parser,pipeline,config_toml,config_fast,config_json,capture}
 
 u32le() { od -An -tu4 --endian=little -j "$2" -N4 "$1" | tr -d ' \n'; }
 # Copies LEN bytes at OFFSET of FILE to OUT.
@@ -83,7 +83,9 @@ if [[ ! -e $seed_stamp || -n $(find pcap-fixtures examples -newer "$seed_stamp" 
         cp "$f" "$corpus/capture/"
     done
     for f in pcap-fixtures/*.toml examples/*.toml; do
-        [[ -e $f ]] && cp "$f" "$corpus/config_toml/$(echo "$f" | tr / _)"
+        [[ -e $f ]] || continue
+        cp "$f" "$corpus/config_toml/$(echo "$f" | tr / _)"
+        cp "$f" "$corpus/config_fast/$(echo "$f" | tr / _)"
     done
     cat >"$corpus/config_json/seed.json" <<'EOF'
 {"gateway":{"underlay_ip":"198.18.0.254","underlay_ip6":"2001:2::fe","udp_port":4789,"mtu":1500},

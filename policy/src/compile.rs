@@ -7,6 +7,7 @@ use crate::flat::FlatMap;
 use crate::huge::HugeBuf;
 use crate::table::*;
 use hashbrown::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -23,39 +24,109 @@ pub enum RuleChange<'a> {
     },
 }
 
-/// FNV-1a, 64 bits.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+/// The digests' hasher: 64-bit words folded in with a wide multiply (wyhash-style), so hashing an
+/// entry is a few multiplications per field instead of a serialisation. Deterministic for a build
+/// (digests are only compared between processes of the same build).
+struct Fold(u64);
+
+const K0: u64 = 0xa076_1d64_78bd_642f;
+const K1: u64 = 0xe703_7ed1_a0b4_28db;
+
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let m = u128::from(a) * u128::from(b);
+    (m as u64) ^ ((m >> 64) as u64)
 }
 
-fn hash_of<T: serde::Serialize>(salt: u64, v: &T) -> u64 {
-    // Serialising cannot fail for the document's types (no maps with non-string keys); an empty
-    // serialisation would only weaken the digest, never panic.
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    let mut h = fnv1a(&bytes) ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    h ^= h >> 31;
-    h.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+impl Fold {
+    #[inline]
+    fn word(&mut self, v: u64) {
+        self.0 = fold_mul(self.0 ^ v, K1).wrapping_add(K0);
+    }
+}
+
+impl Hasher for Fold {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.word(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            // The length in the top byte (a tail holds ≤ 7 bytes): "a\0" and "a" differ.
+            self.word(u64::from_le_bytes(w) ^ (rest.len() as u64) << 56);
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, v: u8) {
+        self.word(u64::from(v));
+    }
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.word(u64::from(v));
+    }
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.word(u64::from(v));
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.word(v);
+    }
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.word(v as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        fold_mul(self.0, K0 ^ 0x5555_5555_5555_5555)
+    }
+}
+
+/// One entry's hash, salted by its kind (or, for rules, its position).
+fn hash_of<T: Hash + ?Sized>(salt: u64, v: &T) -> u64 {
+    let mut h = Fold(salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ K0);
+    v.hash(&mut h);
+    let h = h.finish();
+    (h ^ h >> 31).wrapping_mul(0xbf58_476d_1ce4_e5b9)
 }
 
 fn rule_hash(index: usize, r: &Rule) -> u64 {
-    hash_of(index as u64 + 1, r)
+    let key = (
+        (&r.from, &r.to, r.proto, &r.ports, &r.from_cidr, &r.to_cidr),
+        (r.action, r.priority, &r.not_before, &r.not_after),
+    );
+    hash_of(index as u64 + 1, &key)
 }
 
 fn core_digest(doc: &Document) -> u64 {
-    let mut d = hash_of(1, &doc.gateway);
+    let g = &doc.gateway;
+    let ft = g
+        .flow_timeouts
+        .map(|f| (f.tcp, f.tcp_opening, f.tcp_closing, f.udp, f.icmp, f.other));
+    let gkey = (
+        g.underlay_ip,
+        g.underlay_ip6,
+        g.udp_port,
+        g.mtu,
+        g.replies,
+        g.max_flows,
+        ft,
+    );
+    let mut d = hash_of(1, &gkey);
     for s in &doc.segments {
-        d = d.wrapping_add(hash_of(2, s));
+        d = d.wrapping_add(hash_of(2, &(s.vni, s.identity, &s.tenant)));
     }
     for t in &doc.tenants {
-        d = d.wrapping_add(hash_of(3, t));
+        d = d.wrapping_add(hash_of(3, &(&t.name, t.id, &t.vteps, &t.address_space)));
     }
     for e in &doc.endpoints {
-        d = d.wrapping_add(hash_of(4, e));
+        d = d.wrapping_add(hash_of(4, &(&e.tenant, e.ip, e.mac, e.vtep, e.vni)));
     }
     d
 }

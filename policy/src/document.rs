@@ -350,8 +350,21 @@ pub fn parse_ports(s: &str) -> Result<(u16, u16), String> {
 
 impl Document {
     /// Reads and validates a TOML config file.
+    ///
+    /// The file is first read line by line by the fast path ([`crate::fastload`]), which never holds
+    /// the whole text; when that path declines (syntax it does not handle, any error) or the document
+    /// is invalid, the text is read whole and goes through [`Document::from_toml`], whose errors name
+    /// lines and columns.
     pub fn load(path: &Path) -> Result<Document, ConfigError> {
         let file = path.display().to_string();
+        if let Ok(f) = std::fs::File::open(path) {
+            let r = std::io::BufReader::with_capacity(1 << 20, f);
+            if let Some(doc) = crate::fastload::parse_reader(r) {
+                if doc.validate().is_empty() {
+                    return Ok(doc);
+                }
+            }
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             file: file.clone(),
             source,
@@ -361,15 +374,10 @@ impl Document {
 
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Document, ConfigError> {
-        let doc: Document = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            ConfigError::Syntax {
-                file: file.to_string(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }
-        })?;
+        let doc = match crate::fastload::parse(text) {
+            Some(doc) => doc,
+            None => Self::parse_toml(text, file)?,
+        };
         let mut issues = doc.validate();
         if issues.is_empty() {
             return Ok(doc);
@@ -380,6 +388,19 @@ impl Document {
         Err(ConfigError::Invalid {
             file: file.to_string(),
             issues,
+        })
+    }
+
+    /// The full TOML parse (the `toml` crate and serde): all of TOML, errors with line and column.
+    fn parse_toml(text: &str, file: &str) -> Result<Document, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError::Syntax {
+                file: file.to_string(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
         })
     }
 
@@ -429,8 +450,8 @@ impl Document {
             );
         }
 
-        let mut tenants: HashMap<&str, &Tenant> = HashMap::new();
-        let mut ids: HashMap<u32, &str> = HashMap::new();
+        let mut tenants: HashMap<&str, &Tenant> = HashMap::with_capacity(self.tenants.len());
+        let mut ids: HashMap<u32, &str> = HashMap::with_capacity(self.tenants.len());
         for (i, t) in self.tenants.iter().enumerate() {
             let p = |f: &str| format!("tenant[{i}].{f}");
             if t.name.is_empty() || t.name == ANY_TENANT || t.name.chars().any(|c| c.is_control()) {
@@ -451,9 +472,15 @@ impl Document {
                 );
             }
             if let Some(v) = &t.vteps {
+                // Lists are short: a pairwise look below a handful, a set above.
                 let mut seen = HashSet::new();
                 for (j, ip) in v.iter().enumerate() {
-                    if !seen.insert(ip) {
+                    let twice = if v.len() <= 16 {
+                        v[..j].contains(ip)
+                    } else {
+                        !seen.insert(ip)
+                    };
+                    if twice {
                         err(
                             format!("tenant[{i}].vteps[{j}]"),
                             format!("{ip} is listed twice"),
@@ -463,7 +490,7 @@ impl Document {
             }
         }
 
-        let mut segs: HashMap<u32, &Segment> = HashMap::new();
+        let mut segs: HashMap<u32, &Segment> = HashMap::with_capacity(self.segments.len());
         for (i, s) in self.segments.iter().enumerate() {
             let p = |f: &str| format!("segment[{i}].{f}");
             if s.vni > 0x00ff_ffff {
@@ -489,7 +516,7 @@ impl Document {
                 _ => {}
             }
         }
-        let mut eps: HashSet<(&str, IpAddr)> = HashSet::new();
+        let mut eps: HashSet<(&str, IpAddr)> = HashSet::with_capacity(self.endpoints.len());
         for (i, e) in self.endpoints.iter().enumerate() {
             let p = |f: &str| format!("endpoint[{i}].{f}");
             let tenant = tenants.get(e.tenant.as_str());
@@ -533,7 +560,10 @@ impl Document {
                         if let Some(t) = tenant.filter(|t| t.id > 0xffff) {
                             err(
                                 p("vni"),
-                                format!("tenant id {} does not fit a GBP group id", t.id),
+                                format!(
+                                    "tenant {:?} (id {}) does not fit the 16-bit group id of GBP segment {}",
+                                    t.name, t.id, e.vni
+                                ),
                             );
                         }
                     }
@@ -541,7 +571,10 @@ impl Document {
                         if let Some(t) = tenant.filter(|t| !(1..=4094).contains(&t.id)) {
                             err(
                                 p("vni"),
-                                format!("tenant id {} is not a VLAN id (1–4094)", t.id),
+                                format!(
+                                    "tenant {:?} (id {}) is not a VLAN id (1–4094) for VLAN segment {}",
+                                    t.name, t.id, e.vni
+                                ),
                             );
                         }
                     }
@@ -577,6 +610,7 @@ impl Document {
             }
             let wide = |n: &str| tenants.get(n).filter(|t| t.id > 0xffff);
             let any_wide = self.tenants.iter().find(|t| t.id > 0xffff);
+            let any_gbp = gbp_seg.iter().next().map(|(t, v)| (*t, *v));
             for (i, r) in self.rules.iter().enumerate() {
                 if r.action != Action::Allow {
                     continue;
@@ -589,7 +623,7 @@ impl Document {
                     };
                     let Some(sender) = sender else { continue };
                     let target = if b == ANY_TENANT {
-                        gbp_seg.iter().next().map(|(t, v)| (*t, *v))
+                        any_gbp
                     } else {
                         gbp_seg.get(b.as_str()).map(|v| (b.as_str(), *v))
                     };

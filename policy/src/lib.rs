@@ -9,6 +9,7 @@ pub mod audit;
 pub mod compile;
 pub mod document;
 pub mod error;
+pub mod fastload;
 pub mod flat;
 pub mod huge;
 pub mod table;
