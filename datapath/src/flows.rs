@@ -144,6 +144,24 @@ pub struct Found {
     slot: usize,
     pub epoch: u32,
     state: u32,
+    /// The slot's sequence when it was read: a cached reference to the flow is valid while it holds.
+    seq: u32,
+}
+
+/// A flow remembered by a worker's decision cache: its slot and the slot's sequence then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowRef {
+    pub slot: u32,
+    pub seq: u32,
+}
+
+impl Found {
+    pub fn reference(&self) -> FlowRef {
+        FlowRef {
+            slot: self.slot as u32,
+            seq: self.seq,
+        }
+    }
 }
 
 /// Flow-table counters (process-wide).
@@ -263,28 +281,36 @@ impl FlowTable {
         None
     }
 
-    /// The live flow `id` (with hash `h`) at `now`.
+    /// The live flow `id` (with hash `h`) at `now`. A slot never used ends the search (inserts
+    /// never pass one); a slot whose cheap fields differ is skipped without a consistent read.
     #[inline]
     pub fn find(&self, id: &FlowId, h: u64, now: i64) -> Option<Found> {
         let home = self.home(h);
         for k in 0..WINDOW {
             let i = (home + k) & self.mask;
+            let s = &self.slots[i];
+            let q = s.seq.load(Acquire);
+            if q == 0 {
+                return None;
+            }
+            if s.meta.load(Relaxed) != id.meta || s.ports.load(Relaxed) != id.ports {
+                continue;
+            }
             let Some((key, last, state, epoch)) = self.read(i) else {
                 continue;
             };
-            if last == 0 {
+            if last == 0 || key != *id {
                 continue;
             }
-            if key == *id {
-                if now - last > self.timeout(key.meta, state) {
-                    return None;
-                }
-                return Some(Found {
-                    slot: i,
-                    epoch,
-                    state,
-                });
+            if now - last > self.timeout(key.meta, state) {
+                return None;
             }
+            return Some(Found {
+                slot: i,
+                epoch,
+                state,
+                seq: q,
+            });
         }
         None
     }
@@ -315,6 +341,32 @@ impl FlowTable {
         now - last > S
     }
 
+    /// A decision cache's hit on flow `r`: if the slot still holds that flow, alive and not cut,
+    /// refreshes it like [`FlowTable::touch`] and says true; otherwise the frame takes the full path.
+    #[inline(always)]
+    pub fn touch_ref(&self, r: FlowRef, now: i64, reply: bool) -> bool {
+        let Some(s) = self.slots.get(r.slot as usize) else {
+            return false;
+        };
+        if s.seq.load(Acquire) != r.seq {
+            return false;
+        }
+        let state = s.state.load(Relaxed);
+        let last = s.last.load(Relaxed) as i64;
+        if state & DEAD != 0 || last == 0 || now - last > self.timeout(s.meta.load(Relaxed), state)
+        {
+            return false;
+        }
+        if now - last > 1_000_000 {
+            s.last.store(now as u64, Relaxed);
+        }
+        if reply && state & REPLIED == 0 {
+            s.state.fetch_or(REPLIED, Relaxed);
+        }
+        // A refresh after a quiet second also needs the host-pair note: take the full path then.
+        now - last <= S
+    }
+
     /// Records that the flow was judged allowed at policy `version`.
     pub fn judged(&self, f: &Found, version: u64) {
         self.slots[f.slot].epoch.store(version as u32, Relaxed);
@@ -330,13 +382,20 @@ impl FlowTable {
     }
 
     /// Tracks `id` (seen at `now`, allowed at `version`); an existing entry is refreshed. Returns
-    /// false when there is no room (the table is full, or the key's window is).
-    pub fn insert(&self, id: &FlowId, h: u64, now: i64, version: u64, tcp_flags: u8) -> bool {
+    /// the flow, or None when there is no room (the table is full, or the key's window is).
+    pub fn insert(
+        &self,
+        id: &FlowId,
+        h: u64,
+        now: i64,
+        version: u64,
+        tcp_flags: u8,
+    ) -> Option<FlowRef> {
         if let Some(f) = self.find(id, h, now) {
             if !Self::is_dead(&f) {
                 self.touch(&f, now, tcp_flags, false);
                 self.judged(&f, version);
-                return true;
+                return Some(f.reference());
             }
         }
         let home = self.home(h);
@@ -347,6 +406,10 @@ impl FlowTable {
             let q = s.seq.load(Acquire);
             if q & 1 == 1 {
                 continue;
+            }
+            if q == 0 && full {
+                // Never pass a slot never used (find stops there): no room.
+                break;
             }
             let last = s.last.load(Relaxed) as i64;
             let meta = s.meta.load(Relaxed);
@@ -397,12 +460,15 @@ impl FlowTable {
             if id.meta & PAIR == 0 {
                 self.created.fetch_add(1, Relaxed);
             }
-            return true;
+            return Some(FlowRef {
+                slot: i as u32,
+                seq: q.wrapping_add(2),
+            });
         }
         if id.meta & PAIR == 0 {
             self.refused.fetch_add(1, Relaxed);
         }
-        false
+        None
     }
 
     /// Notes that `hosts` (a [`FlowId::hosts`]) has a live flow: refreshed at most once a second.
@@ -490,7 +556,7 @@ mod tests {
         let a = id(1000);
         let h = a.hash();
         assert!(t.find(&a, h, S).is_none());
-        assert!(t.insert(&a, h, S, 1, tcp::SYN));
+        assert!(t.insert(&a, h, S, 1, tcp::SYN).is_some());
         let f = t.find(&a, h, S).unwrap();
         assert_eq!(f.epoch, 1);
         // Unanswered: the opening timeout applies.
@@ -516,7 +582,7 @@ mod tests {
         let mut ok = 0;
         for p in 0..200 {
             let a = id(p);
-            if t.insert(&a, a.hash(), S, 1, 0) {
+            if t.insert(&a, a.hash(), S, 1, 0).is_some() {
                 ok += 1;
             }
         }

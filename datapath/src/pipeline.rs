@@ -4,7 +4,7 @@
 //! No I/O, no locks, no allocation per frame.
 
 use crate::counters::{Counters, DropReason, Event, TenantCounters};
-use crate::flows::{FlowId, FlowTable, Timeouts};
+use crate::flows::{FlowId, FlowRef, FlowTable, Timeouts};
 use crate::frags::{FragKey, FragVerdict, Frags};
 use hashbrown::HashMap;
 use policy::{Ep, FlowKey, Ident, IdentityMode, Replies, Table, TenantIdx, VtepIdx};
@@ -178,6 +178,15 @@ pub struct Worker {
     frags: Frags,
     /// The last sending VTEP seen (VPP's last-tunnel cache): outer source, its index.
     last_vtep: (u32, Option<VtepIdx>, usize),
+    /// Per-frame scratch of a chunk, kept between batches (nothing to clear but `kind`).
+    meta: Option<Box<[Meta; CHUNK]>>,
+    /// The decision cache, its epoch (bumped when the table changes) and the table it is for.
+    cache: Vec<Cached>,
+    cache_epoch: u32,
+    cache_for: (usize, u64),
+    /// Decisions served from the cache, and made by the full path.
+    pub cache_hits: u64,
+    pub cache_misses: u64,
 }
 
 impl Default for Worker {
@@ -216,9 +225,34 @@ enum Kind {
     #[default]
     Done,
     Ip,
+    /// An IPv4 frame whose decision the worker's cache holds.
+    Cached,
     Arp,
     Nd,
 }
+
+/// Entries of a worker's decision cache.
+const CACHE_SLOTS: usize = 1 << 16;
+
+/// A cached decision (OPTE-style): the outcome of the full path for one (tenant, sending VTEP, inner
+/// IPv4 5-tuple), valid for one table (the worker's epoch) until the next rule-window edge, and —
+/// for tracked flows — while the flow it relied on still lives.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cached {
+    key: [u64; 3],
+    /// The worker's table epoch at insertion (0: empty).
+    epoch: u32,
+    rule: u32,
+    expires: i64,
+    ep: Ep,
+    flow: FlowRef,
+    /// FLOW: `flow` must be alive; REPLY: the frame is a tracked reply.
+    flags: u8,
+}
+
+const C_FLOW: u8 = 1;
+const C_REPLY: u8 = 2;
+const NO_RULE: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Meta {
@@ -244,6 +278,13 @@ struct Meta {
     /// The outer source (the sender's next hop) and destination (ours) MACs.
     src_mac: Mac,
     dst_mac: Mac,
+    /// Decision-cache key and slot (IPv4 frames whose decision can be cached).
+    cacheable: bool,
+    ckey: [u64; 3],
+    cslot: u32,
+    /// From the cache: the deciding rule and whether the frame is a tracked reply.
+    rule: Option<u32>,
+    tracked_reply: bool,
 }
 
 /// What the outer headers say, read at fixed offsets for IPv4 without options.
@@ -359,6 +400,12 @@ impl Worker {
             flows,
             frags: Frags::default(),
             last_vtep: (0, None, 0),
+            meta: Some(Box::new([Meta::default(); CHUNK])),
+            cache: vec![Cached::default(); CACHE_SLOTS],
+            cache_epoch: 0,
+            cache_for: (0, 0),
+            cache_hits: 0,
+            cache_misses: 0,
         }
     }
 
@@ -385,6 +432,10 @@ impl Worker {
         if self.last_vtep.2 != tid {
             self.last_vtep = (0, table.vtep_index4(0), tid);
         }
+        if self.cache_for != (tid, table.version()) {
+            self.cache_for = (tid, table.version());
+            self.cache_epoch = self.cache_epoch.wrapping_add(1).max(1);
+        }
         self.flows.sweep(frames.len(), now);
         for (fs, os) in frames.chunks_mut(CHUNK).zip(outcomes.chunks_mut(CHUNK)) {
             self.chunk(table, fs, os, now);
@@ -393,7 +444,14 @@ impl Worker {
 
     fn chunk(&mut self, table: &Table, frames: &mut [Frame<'_>], outs: &mut [Outcome], now: i64) {
         let n = frames.len().min(outs.len());
-        let mut meta = [Meta::default(); CHUNK];
+        // The scratch is lent out of the worker for the chunk (a pointer move, no copy).
+        let mut meta = self
+            .meta
+            .take()
+            .unwrap_or_else(|| Box::new([Meta::default(); CHUNK]));
+        for m in meta.iter_mut().take(n) {
+            m.kind = Kind::Done;
+        }
         let mut bytes = 0u64;
         // Stage 1: outer headers, identity, sender, inner headers; prefetch the endpoints.
         for i in 0..n {
@@ -424,6 +482,7 @@ impl Worker {
             let r = match m.kind {
                 Kind::Done => continue,
                 Kind::Ip => self.forward(table, &mut frames[i], m, &mut outs[i]),
+                Kind::Cached => self.cached(table, &mut frames[i], m, &mut outs[i]),
                 Kind::Arp => self.arp(table, &mut frames[i], m),
                 Kind::Nd => self.nd(table, &mut frames[i], m),
             };
@@ -458,6 +517,7 @@ impl Worker {
             }
             m.kind = Kind::Done;
         }
+        self.meta = Some(meta);
     }
 
     #[inline(always)]
@@ -531,8 +591,8 @@ impl Worker {
         m.inner_off = ov.inner_off as u16;
         m.inner_len = ov.inner_len as u16;
         m.tagged = tagged;
-        m.dst_mac = Mac([data[0], data[1], data[2], data[3], data[4], data[5]]);
-        m.src_mac = Mac([data[6], data[7], data[8], data[9], data[10], data[11]]);
+        m.dst_mac.0.copy_from_slice(&data[0..6]);
+        m.src_mac.0.copy_from_slice(&data[6..12]);
 
         // The inner frame.
         let l3_off = if tagged { 18 } else { 14 };
@@ -563,7 +623,34 @@ impl Worker {
         };
         m.ip = ip;
         m.kind = Kind::Ip;
+        m.cacheable = false;
         if !ip.v6 {
+            let icmp = match ip.icmp {
+                None => 0u64,
+                Some(IcmpKind::EchoRequest) => 1,
+                Some(IcmpKind::EchoReply) => 2,
+                Some(_) => 3,
+            };
+            // Cacheable: whole IPv4 packets that are not TCP opens or closes, nor ICMP errors.
+            m.cacheable = ip.frag == Frag::Whole
+                && icmp < 3
+                && ip.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0;
+            if m.cacheable {
+                m.ckey = [
+                    u64::from(t) << 32 | u64::from(v.unwrap_or(u32::MAX)),
+                    (ip.src as u64) << 32 | (ip.dst as u64 & 0xffff_ffff),
+                    u64::from(ip.src_port) << 48
+                        | u64::from(ip.dst_port) << 32
+                        | u64::from(ip.proto) << 24
+                        | u64::from(tagged) << 16
+                        | icmp,
+                ];
+                let h = crate::hash64(
+                    m.ckey[0] ^ m.ckey[1].rotate_left(21) ^ m.ckey[2].rotate_left(42),
+                );
+                m.cslot = (h >> 40) as u32 & (CACHE_SLOTS as u32 - 1);
+                policy::flat::prefetch(self.cache.as_ptr().wrapping_add(m.cslot as usize));
+            }
             let space = ident.space();
             (m.src_key, m.src_h) = Table::ep4_hash(space, ip.src as u32);
             (m.dst_key, m.dst_h) = Table::ep4_hash(space, ip.dst as u32);
@@ -599,6 +686,23 @@ impl Worker {
         if m.kind != Kind::Ip {
             return Ok(()); // neighbour requests are answered in stage 3
         }
+        if m.cacheable {
+            let e = self.cache[m.cslot as usize];
+            if e.epoch == self.cache_epoch
+                && e.key == m.ckey
+                && m.now < e.expires
+                && (e.flags & C_FLOW == 0
+                    || self.flows.touch_ref(e.flow, m.now, e.flags & C_REPLY != 0))
+            {
+                self.cache_hits += 1;
+                m.kind = Kind::Cached;
+                m.dst_ep = Some(e.ep);
+                m.rule = (e.rule != NO_RULE).then_some(e.rule);
+                m.tracked_reply = e.flags & C_REPLY != 0;
+                return Ok(());
+            }
+            self.cache_misses += 1;
+        }
         let src = Self::ep(table, m, true);
         Self::valid_source(m, src)?;
         let dst = Self::ep(table, m, false).ok_or(DropReason::NoEndpoint)?;
@@ -611,8 +715,9 @@ impl Worker {
         Ok(())
     }
 
-    /// The verdict of an IP frame, with tracked replies and fragments. `l4` is the frame's transport
-    /// header and what follows (for the packet an ICMP error quotes).
+    /// The verdict of an IP frame, with tracked replies and fragments, and the tracked flow it
+    /// relied on (with whether the frame is that flow's reply). `l4` is the frame's transport header
+    /// and what follows (for the packet an ICMP error quotes).
     #[inline(always)]
     fn judge(
         &mut self,
@@ -620,7 +725,7 @@ impl Worker {
         m: &Meta,
         d: TenantIdx,
         l4: &[u8],
-    ) -> Result<FragVerdict, DropReason> {
+    ) -> Result<(FragVerdict, Option<(FlowRef, bool)>), DropReason> {
         let s = m.ident.tenant;
         let ip = &m.ip;
         let now = m.now;
@@ -636,6 +741,7 @@ impl Worker {
             return self
                 .frags
                 .get(&fkey(id), now)
+                .map(|v| (v, None))
                 .ok_or(DropReason::OrphanFragment);
         }
         let k = FlowKey {
@@ -652,6 +758,7 @@ impl Worker {
             rule: dec.rule,
             tracked_reply: false,
         };
+        let mut flow = None;
         if table.replies() == Replies::Tracked {
             let space = m.ident.space();
             let id = FlowId::new(
@@ -666,27 +773,34 @@ impl Worker {
             );
             if dec.allow {
                 if dec.rule.is_some() || s != d {
-                    self.track(table, &id, ip, now);
+                    flow = self.track(table, &id, ip, now);
                 }
-            } else if self.is_reply(table, m, d, &id, l4) {
+            } else if let Some(r) = self.is_reply(table, m, d, &id, l4) {
                 v = FragVerdict {
                     allow: true,
                     rule: None,
                     tracked_reply: true,
                 };
                 self.counters.replies_tracked += 1;
+                flow = Some((r, true));
             }
         }
         if let Frag::First(fid) = ip.frag {
             self.frags.put(fkey(fid), now, v);
         }
-        Ok(v)
+        Ok((v, flow))
     }
 
     /// Starts or refreshes the flow of an allowed frame (or, when the frame answers a flow the other
-    /// side started, that flow).
+    /// side started, that flow). Returns the flow and whether the frame is its reply.
     #[inline(always)]
-    fn track(&mut self, table: &Table, id: &FlowId, ip: &IpInfo, now: i64) {
+    fn track(
+        &mut self,
+        table: &Table,
+        id: &FlowId,
+        ip: &IpInfo,
+        now: i64,
+    ) -> Option<(FlowRef, bool)> {
         let fl = &*self.flows;
         let h = id.hash();
         if let Some(f) = fl.find(id, h, now) {
@@ -695,7 +809,7 @@ impl Worker {
                     fl.note_hosts(&id.hosts(), now, table.version());
                 }
                 fl.judged(&f, table.version());
-                return;
+                return Some((f.reference(), false));
             }
         }
         let mirror = id.mirrored();
@@ -704,51 +818,60 @@ impl Worker {
                 if fl.touch(&f, now, ip.tcp_flags, true) {
                     fl.note_hosts(&mirror.hosts(), now, table.version());
                 }
-                return;
+                return Some((f.reference(), true));
             }
         }
-        if fl.insert(id, h, now, table.version(), ip.tcp_flags) {
-            self.counters.flows_created += 1;
-            fl.note_hosts(&id.hosts(), now, table.version());
-        } else {
-            self.counters.flows_refused += 1;
+        match fl.insert(id, h, now, table.version(), ip.tcp_flags) {
+            Some(r) => {
+                self.counters.flows_created += 1;
+                fl.note_hosts(&id.hosts(), now, table.version());
+                Some((r, false))
+            }
+            None => {
+                self.counters.flows_refused += 1;
+                None
+            }
         }
     }
 
     /// Whether a frame the rules do not admit answers a live flow its destination started (or is an
-    /// ICMP error about one); re-judges that flow's request when the policy changed since.
-    fn is_reply(&mut self, table: &Table, m: &Meta, d: TenantIdx, id: &FlowId, l4: &[u8]) -> bool {
+    /// ICMP error about one): that flow. Re-judges the flow's request when the policy changed since.
+    fn is_reply(
+        &mut self,
+        table: &Table,
+        m: &Meta,
+        d: TenantIdx,
+        id: &FlowId,
+        l4: &[u8],
+    ) -> Option<FlowRef> {
         let ip = &m.ip;
         let s = m.ident.tenant;
         let space = m.ident.space();
         // Never a new connection from the other side, whatever its ports.
         if ip.proto == ipproto::TCP && ip.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN {
-            return false;
+            return None;
         }
         let (initiator, error) = match ip.icmp {
             Some(IcmpKind::Error) => {
                 // The quoted packet is the initiator's request, sent by this frame's destination.
-                let Some((qs, qd, qp, qsp, qdp)) =
-                    l4.get(8..).and_then(|q| inner::parse_quote(ip.v6, q))
-                else {
-                    return false;
-                };
+                let (qs, qd, qp, qsp, qdp) =
+                    l4.get(8..).and_then(|q| inner::parse_quote(ip.v6, q))?;
                 if qs != ip.dst {
-                    return false;
+                    return None;
                 }
                 (FlowId::new(space, space, qs, qd, ip.v6, qp, qsp, qdp), true)
             }
             Some(IcmpKind::EchoReply) | None => (id.mirrored(), false),
-            Some(_) => return false,
+            Some(_) => return None,
         };
         let fl = &*self.flows;
-        let Some(f) = fl.find(&initiator, initiator.hash(), m.now) else {
-            return false;
-        };
+        let f = fl.find(&initiator, initiator.hash(), m.now)?;
         if FlowTable::is_dead(&f) {
-            return false;
+            return None;
         }
-        if f.epoch != table.version() as u32 {
+        // Re-judge the request when the policy changed since, or may have by the clock (a rule's
+        // validity window): a flow whose request is no longer allowed admits nothing more.
+        if f.epoch != table.version() as u32 || table.has_window_edges() {
             let p = initiator.ports;
             let req = FlowKey {
                 src: initiator.src,
@@ -760,17 +883,18 @@ impl Worker {
             };
             if !table.forward_allows(d, s, &req, m.now) {
                 fl.cut(&f);
-                return false;
+                return None;
             }
             fl.judged(&f, table.version());
         }
         if !error && fl.touch(&f, m.now, ip.tcp_flags, true) {
             fl.note_hosts(&initiator.hosts(), m.now, table.version());
         }
-        true
+        Some(f.reference())
     }
 
-    /// An IP frame: verdict, then the rewrite toward the destination endpoint.
+    /// An IP frame on the full path: verdict, the rewrite toward the destination endpoint, and the
+    /// decision remembered in the cache.
     #[inline(always)]
     fn forward(
         &mut self,
@@ -784,7 +908,7 @@ impl Worker {
         let inner_start = f.start + usize::from(m.inner_off);
         let l4_start = inner_start + usize::from(m.l3_off) + usize::from(m.ip.l4_off);
         let l4_end = inner_start + usize::from(m.l3_off) + usize::from(m.ip.ip_len);
-        let v = {
+        let (v, flow) = {
             let l4 = f.buf.get(l4_start..l4_end).unwrap_or(&[]);
             self.judge(table, m, d, l4)?
         };
@@ -793,10 +917,60 @@ impl Worker {
         if !v.allow {
             return Err(DropReason::PolicyDenied);
         }
-        let s = m.ident.tenant;
-        o.egress = Some(ep.vtep());
+        let r = self.rewrite(table, f, m, ep, o)?;
+        if m.cacheable {
+            let (flow, mut flags) = match flow {
+                Some((r, reply)) => (r, C_FLOW | if reply { C_REPLY } else { 0 }),
+                None => (FlowRef::default(), 0),
+            };
+            if v.tracked_reply {
+                flags |= C_REPLY;
+            }
+            self.cache[m.cslot as usize] = Cached {
+                key: m.ckey,
+                epoch: self.cache_epoch,
+                rule: v.rule.unwrap_or(NO_RULE),
+                expires: table.next_window_edge(m.now),
+                ep,
+                flow,
+                flags,
+            };
+        }
+        Ok(r)
+    }
 
-        // Rewrite: inner destination MAC, inner tag as the egress segment wants it, new outer headers.
+    /// An IPv4 frame whose decision the cache held: straight to the rewrite.
+    #[inline(always)]
+    fn cached(
+        &mut self,
+        table: &Table,
+        f: &mut Frame<'_>,
+        m: &Meta,
+        o: &mut Outcome,
+    ) -> Result<Disposition, DropReason> {
+        let ep = m.dst_ep.ok_or(DropReason::NoEndpoint)?;
+        o.rule = m.rule;
+        o.tracked_reply = m.tracked_reply;
+        if m.tracked_reply {
+            self.counters.replies_tracked += 1;
+        }
+        self.rewrite(table, f, m, ep, o)
+    }
+
+    /// The rewrite of an allowed frame toward endpoint `ep`: inner destination MAC, inner tag as the
+    /// egress segment wants it, the VTEP's outer header template.
+    #[inline(always)]
+    fn rewrite(
+        &mut self,
+        table: &Table,
+        f: &mut Frame<'_>,
+        m: &Meta,
+        ep: Ep,
+        o: &mut Outcome,
+    ) -> Result<Disposition, DropReason> {
+        let (s, d) = (m.ident.tenant, ep.tenant());
+        let inner_start = f.start + usize::from(m.inner_off);
+        o.egress = Some(ep.vtep());
         let (egress_vid, group) = match ep.egress() {
             IdentityMode::Vlan => (Some(table.tenant_id(d) as u16), None),
             IdentityMode::Gbp => {

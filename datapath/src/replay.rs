@@ -77,7 +77,7 @@ impl Arena {
 
 /// Replays `frames` through the pipeline once, keeping every outcome and transmitted frame.
 pub fn replay(table: &Table, frames: &[Captured]) -> ReplayOutput {
-    let mut worker = Worker::new();
+    let mut worker = Worker::with_flows(crate::pipeline::flow_table_for(table));
     let mut arena = Arena::new(frames);
     let mut outcomes = vec![Outcome::default(); frames.len()];
     let mut transmitted = Vec::new();
@@ -117,7 +117,7 @@ pub fn measure(table: &Table, frames: &[Captured], repeat: u32) -> Rate {
     let plan = batches(frames);
     let mut arena = Arena::new(frames);
     let mut outcomes = [Outcome::default(); BATCH];
-    let mut worker = Worker::new();
+    let mut worker = Worker::with_flows(crate::pipeline::flow_table_for(table));
     let mut null_counters = Counters::default();
     let total = frames.len() as u64 * u64::from(repeat);
     let mut best = [f64::MAX; 2];

@@ -5,8 +5,8 @@
 //! Shape of a workload (every address in 198.18.0.0/15, the benchmarking range):
 //! - tenant `t` (0-based) is named `t{t}`, has id `t + 1`; tenants with an id ≤ 65535 are identified
 //!   by their GBP group id on the one shared segment (VNI 1), except every `vni_every`-th, which has
-//!   its own legacy `vni` segment; tenants beyond 65535 always have their own `vni` segment
-//!   (VNI `0x10000 + t`);
+//!   its own legacy `vni` segment (VNI `0x10000 + t`); with more than 65535 tenants, every tenant has
+//!   its own `vni` segment (ids that do not fit 16 bits must not reach GBP endpoints);
 //! - tenants live in `spaces` address spaces (`s{t % spaces}`), so inner addresses repeat across
 //!   spaces; inner addresses are 198.19.x.y, underlay VTEPs 198.18.x.y, the gateway 198.18.0.254;
 //! - endpoint `e` belongs to tenant `e % tenants` and sits behind one of `vteps` VTEPs;
@@ -65,6 +65,8 @@ pub struct Params {
     pub denied: f64,
     /// Timestamp of the first frame; frames follow 1 µs apart.
     pub start_ns: u64,
+    /// How the gateway admits replies (tracked: every reply's request comes first).
+    pub replies: policy::Replies,
 }
 
 impl Default for Params {
@@ -84,6 +86,7 @@ impl Default for Params {
             allowed: 0.5,
             denied: 0.1,
             start_ns: START_NS,
+            replies: policy::Replies::Tracked,
         }
     }
 }
@@ -120,6 +123,9 @@ pub struct FlowSpec {
     pub src_port: u16,
     pub dst_port: u16,
     pub kind: Kind,
+    /// For a reply: the flow whose request it answers (emitted first, so that tracked replies
+    /// are admitted).
+    pub request: Option<u32>,
 }
 
 /// Frame counts by kind: a replay should forward `intra + allowed` and deny `denied`.
@@ -172,8 +178,9 @@ fn tenant_name(t: u32) -> String {
 
 /// The identity mode of tenant `t`'s own segment.
 fn tenant_mode(p: &Params, t: u32) -> IdentityMode {
-    let id = t + 1;
-    if id > 0xffff || (p.vni_every > 0 && t % p.vni_every == p.vni_every - 1) {
+    // Past 65535 tenants every tenant has a segment of its own: a tenant whose id does not fit a
+    // GBP group id may not send to endpoints on a GBP segment (its identity would be truncated).
+    if p.tenants > 0xffff || (p.vni_every > 0 && t % p.vni_every == p.vni_every - 1) {
         IdentityMode::Vni
     } else {
         IdentityMode::Gbp
@@ -321,6 +328,7 @@ pub fn generate(p: &Params) -> Result<Workload, SynthError> {
     let mut rng = Rng::new(p.seed ^ 0x00f4_a3e5);
     let mut out = Vec::with_capacity(p.frames as usize);
     let mut expect = Expect::default();
+    let mut sent = vec![false; flows.len()];
     let (mut acc_a, mut acc_d) = (0.0f64, 0.0f64);
     for i in 0..p.frames {
         acc_a += p.allowed;
@@ -339,7 +347,14 @@ pub fn generate(p: &Params) -> Result<Workload, SynthError> {
             .map(|k| &by_kind[k as usize])
             .find(|v| !v.is_empty())
             .expect("at least one flow");
-        let fi = pool[rng.below(pool.len() as u32) as usize] as usize;
+        let mut fi = pool[rng.below(pool.len() as u32) as usize] as usize;
+        if let Some(r) = flows[fi].request {
+            // A reply before its request has been seen: send the request first.
+            if !sent[r as usize] {
+                fi = r as usize;
+            }
+        }
+        sent[fi] = true;
         match flows[fi].kind {
             Kind::Intra => expect.intra += 1,
             Kind::Allowed => expect.allowed += 1,
@@ -459,7 +474,7 @@ fn document(p: &Params, lay: &Layout) -> Document {
             underlay_ip6: None,
             udp_port: vtep::VXLAN_PORT,
             mtu: 1500,
-            replies: policy::Replies::Stateless,
+            replies: p.replies,
             max_flows: None,
             flow_timeouts: None,
         },
@@ -624,8 +639,19 @@ fn flows(p: &Params, lay: &Layout, doc: &Document) -> Vec<FlowSpec> {
             if present(a, b, proto, port, Action::Allow) {
                 let (sa, sb) = (pick_ep(&mut rng, a), pick_ep(&mut rng, b));
                 let eph = ephemeral(&mut rng);
+                let request = FlowSpec {
+                    src_ep: sa,
+                    dst_ep: sb,
+                    proto: ipproto,
+                    src_port: eph,
+                    dst_port: port,
+                    kind: Kind::Allowed,
+                    request: None,
+                };
                 made = Some(if i % 4 == 3 {
-                    // A reply, admitted by the mirrored match on the source port.
+                    // A reply: admitted as the reply of its tracked request (or, stateless, by
+                    // the mirrored match on the source port). Its request is a flow too.
+                    out.push(request);
                     FlowSpec {
                         src_ep: sb,
                         dst_ep: sa,
@@ -633,16 +659,10 @@ fn flows(p: &Params, lay: &Layout, doc: &Document) -> Vec<FlowSpec> {
                         src_port: port,
                         dst_port: eph,
                         kind: Kind::Allowed,
+                        request: Some(out.len() as u32 - 1),
                     }
                 } else {
-                    FlowSpec {
-                        src_ep: sa,
-                        dst_ep: sb,
-                        proto: ipproto,
-                        src_port: eph,
-                        dst_port: port,
-                        kind: Kind::Allowed,
-                    }
+                    request
                 });
             }
         }
@@ -670,6 +690,7 @@ fn flows(p: &Params, lay: &Layout, doc: &Document) -> Vec<FlowSpec> {
                         src_port: eph,
                         dst_port: port,
                         kind: Kind::Denied,
+                        request: None,
                     });
                 }
             }
@@ -698,6 +719,7 @@ fn flows(p: &Params, lay: &Layout, doc: &Document) -> Vec<FlowSpec> {
                     src_port: ephemeral(&mut rng),
                     dst_port,
                     kind: Kind::Intra,
+                    request: None,
                 }
             }
         };

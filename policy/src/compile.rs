@@ -245,8 +245,8 @@ impl RuleSet {
     fn get(&self, k: Key) -> Bucket {
         match k {
             Key::Pair(a, b) => self.pairs.get(u64::from(a) << 32 | u64::from(b)),
-            Key::FromAny(a) => self.from_any.get(u64::from(a)),
-            Key::ToAny(b) => self.to_any.get(u64::from(b)),
+            Key::FromAny(a) => self.from_any.get(a as usize).copied(),
+            Key::ToAny(b) => self.to_any.get(b as usize).copied(),
             Key::AnyAny => Some(self.any_any),
         }
         .unwrap_or_default()
@@ -254,19 +254,34 @@ impl RuleSet {
 
     fn set(&mut self, k: Key, b: Bucket) {
         let empty = b.count() == 0;
-        let (map, key) = match k {
-            Key::Pair(a, t) => (&mut self.pairs, u64::from(a) << 32 | u64::from(t)),
-            Key::FromAny(a) => (&mut self.from_any, u64::from(a)),
-            Key::ToAny(t) => (&mut self.to_any, u64::from(t)),
-            Key::AnyAny => {
-                self.any_any = b;
-                return;
+        let slots = self.slots;
+        let dense = |v: &mut Vec<Bucket>, n: &mut usize, i: u32| {
+            if v.is_empty() {
+                if empty {
+                    return;
+                }
+                v.resize(slots, Bucket::default());
+            }
+            let was = v[i as usize].count() > 0;
+            v[i as usize] = b;
+            match (was, !empty) {
+                (false, true) => *n += 1,
+                (true, false) => *n -= 1,
+                _ => {}
             }
         };
-        if empty {
-            map.remove(key);
-        } else {
-            map.insert(key, b);
+        match k {
+            Key::Pair(a, t) => {
+                let key = u64::from(a) << 32 | u64::from(t);
+                if empty {
+                    self.pairs.remove(key);
+                } else {
+                    self.pairs.insert(key, b);
+                }
+            }
+            Key::FromAny(a) => dense(&mut self.from_any, &mut self.n_from_any, a),
+            Key::ToAny(t) => dense(&mut self.to_any, &mut self.n_to_any, t),
+            Key::AnyAny => self.any_any = b,
         }
     }
 
@@ -288,17 +303,23 @@ impl RuleSet {
             arena: Vec::with_capacity(self.arena.len() - self.garbage),
             digest: self.digest,
             pairs: FlatMap::with_capacity(self.pairs.len()),
-            from_any: FlatMap::with_capacity(self.from_any.len()),
-            to_any: FlatMap::with_capacity(self.to_any.len()),
+            slots: self.slots,
             ..RuleSet::default()
+        };
+        let dense = |v: &[Bucket], f: fn(u32) -> Key| {
+            v.iter()
+                .enumerate()
+                .filter(|(_, b)| b.count() > 0)
+                .map(move |(i, _)| f(i as u32))
+                .collect::<Vec<Key>>()
         };
         let mut keys: Vec<Key> = self
             .pairs
             .iter()
             .map(|(k, _)| Key::Pair((k >> 32) as u32, k as u32))
-            .chain(self.from_any.iter().map(|(k, _)| Key::FromAny(k as u32)))
-            .chain(self.to_any.iter().map(|(k, _)| Key::ToAny(k as u32)))
             .collect();
+        keys.extend(dense(&self.from_any, Key::FromAny));
+        keys.extend(dense(&self.to_any, Key::ToAny));
         keys.push(Key::AnyAny);
         for k in keys {
             let old = self.get(k);
@@ -310,7 +331,19 @@ impl RuleSet {
     }
 }
 
-fn build_rules(names: &HashMap<Box<str>, TenantIdx>, doc_rules: &[Rule]) -> RuleSet {
+/// The instants at which validity windows open (`not_before`) or close (`not_after` + 1 ns).
+fn window_edges(arena: &[CRule]) -> Arc<Vec<i64>> {
+    let mut e: Vec<i64> = arena
+        .iter()
+        .flat_map(|r| [r.not_before, r.not_after.saturating_add(1)])
+        .filter(|&t| t != i64::MIN && t != i64::MAX)
+        .collect();
+    e.sort_unstable();
+    e.dedup();
+    Arc::new(e)
+}
+
+fn build_rules(names: &HashMap<Box<str>, TenantIdx>, slots: usize, doc_rules: &[Rule]) -> RuleSet {
     let mut buckets: HashMap<Key, Vec<CRule>> = HashMap::new();
     let mut digest = 0u64;
     for (i, r) in doc_rules.iter().enumerate() {
@@ -324,8 +357,7 @@ fn build_rules(names: &HashMap<Box<str>, TenantIdx>, doc_rules: &[Rule]) -> Rule
         arena: Vec::with_capacity(doc_rules.len()),
         digest,
         pairs: FlatMap::with_capacity(count(|k| matches!(k, Key::Pair(..)))),
-        from_any: FlatMap::with_capacity(count(|k| matches!(k, Key::FromAny(..)))),
-        to_any: FlatMap::with_capacity(count(|k| matches!(k, Key::ToAny(..)))),
+        slots,
         ..RuleSet::default()
     };
     // Lay buckets out in key order: pairs of one source tenant end up side by side.
@@ -337,6 +369,7 @@ fn build_rules(names: &HashMap<Box<str>, TenantIdx>, doc_rules: &[Rule]) -> Rule
         let b = rules.push_bucket(v);
         rules.set(k, b);
     }
+    rules.edges = window_edges(&rules.arena);
     rules
 }
 
@@ -360,7 +393,7 @@ impl Table {
     ) -> Result<Table, ConfigError> {
         doc.check()?;
         let core = build_core(&doc, prev)?;
-        let rules = build_rules(&core.names, &doc.rules);
+        let rules = build_rules(&core.names, core.tenants.len(), &doc.rules);
         Ok(Table {
             version,
             doc,
@@ -412,6 +445,7 @@ impl Table {
         if rules.garbage > rules.arena.len() / 2 + 64 {
             rules.compact();
         }
+        rules.edges = window_edges(&rules.arena);
         Table {
             version,
             doc,

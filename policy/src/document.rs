@@ -450,8 +450,13 @@ impl Document {
             );
         }
 
-        let mut tenants: HashMap<&str, &Tenant> = HashMap::with_capacity(self.tenants.len());
-        let mut ids: HashMap<u32, &str> = HashMap::with_capacity(self.tenants.len());
+        // Lookups by tenant name key short names inline (no pointer to follow when comparing) and
+        // map to the tenant's index; what the checks need of a tenant (address space, id) sits in a
+        // dense side table. At a million entries, every pointer followed is a cache miss.
+        let mut tenants: HashMap<NameKey, u32> = HashMap::with_capacity(self.tenants.len());
+        let mut tinfo: Vec<(u32, u32)> = Vec::with_capacity(self.tenants.len());
+        let mut spaces: HashMap<&str, u32> = HashMap::new();
+        let mut ids: HashMap<u32, u32> = HashMap::with_capacity(self.tenants.len());
         for (i, t) in self.tenants.iter().enumerate() {
             let p = |f: &str| format!("tenant[{i}].{f}");
             if t.name.is_empty() || t.name == ANY_TENANT || t.name.chars().any(|c| c.is_control()) {
@@ -460,15 +465,21 @@ impl Document {
                     format!("{:?} is not a usable tenant name", t.name),
                 );
             }
-            if tenants.insert(t.name.as_str(), t).is_some() {
+            let n = spaces.len() as u32;
+            let space = *spaces.entry(t.space()).or_insert(n);
+            tinfo.push((space, t.id));
+            if tenants.insert(NameKey::of(&t.name), i as u32).is_some() {
                 err(p("name"), format!("tenant {:?} is defined twice", t.name));
             }
             if t.id == 0 {
                 err(p("id"), "0 is reserved (GBP's unknown group)".into());
-            } else if let Some(other) = ids.insert(t.id, t.name.as_str()) {
+            } else if let Some(other) = ids.insert(t.id, i as u32) {
                 err(
                     p("id"),
-                    format!("id {} is already tenant {other:?}'s", t.id),
+                    format!(
+                        "id {} is already tenant {:?}'s",
+                        t.id, self.tenants[other as usize].name
+                    ),
                 );
             }
             if let Some(v) = &t.vteps {
@@ -489,21 +500,26 @@ impl Document {
                 }
             }
         }
+        let tenant_idx = |n: &str| tenants.get(&NameKey::of(n)).map(|&i| i as usize);
 
-        let mut segs: HashMap<u32, &Segment> = HashMap::with_capacity(self.segments.len());
+        // VNI → (segment index, identity, index of its tenant if that names a tenant).
+        let mut segs: HashMap<u32, (u32, IdentityMode, u32)> =
+            HashMap::with_capacity(self.segments.len());
         for (i, s) in self.segments.iter().enumerate() {
             let p = |f: &str| format!("segment[{i}].{f}");
             if s.vni > 0x00ff_ffff {
                 err(p("vni"), format!("{} does not fit in 24 bits", s.vni));
             }
-            if segs.insert(s.vni, s).is_some() {
+            let st = s.tenant.as_deref().and_then(tenant_idx);
+            let entry = (i as u32, s.identity, st.map_or(u32::MAX, |t| t as u32));
+            if segs.insert(s.vni, entry).is_some() {
                 err(p("vni"), format!("VNI {} is on two segments", s.vni));
             }
             match (s.identity, &s.tenant) {
                 (IdentityMode::Vni, None) => {
                     err(p("tenant"), "a segment with identity \"vni\" needs a tenant".into())
                 }
-                (IdentityMode::Vni, Some(t)) if !tenants.contains_key(t.as_str()) => {
+                (IdentityMode::Vni, Some(t)) if st.is_none() => {
                     err(p("tenant"), format!("unknown tenant {t:?}"))
                 }
                 (IdentityMode::Gbp | IdentityMode::Vlan, Some(_)) => err(
@@ -516,20 +532,20 @@ impl Document {
                 _ => {}
             }
         }
-        let mut eps: HashSet<(&str, IpAddr)> = HashSet::with_capacity(self.endpoints.len());
+        let mut eps: HashSet<(u32, IpAddr)> = HashSet::with_capacity(self.endpoints.len());
         for (i, e) in self.endpoints.iter().enumerate() {
             let p = |f: &str| format!("endpoint[{i}].{f}");
-            let tenant = tenants.get(e.tenant.as_str());
+            let tenant = tenant_idx(&e.tenant);
             match tenant {
                 None => err(p("tenant"), format!("unknown tenant {:?}", e.tenant)),
                 Some(t) => {
-                    if !eps.insert((t.space(), e.ip)) {
+                    if !eps.insert((tinfo[t].0, e.ip)) {
                         err(
                             p("ip"),
                             format!(
                                 "{} is already an endpoint in address space {:?}",
                                 e.ip,
-                                t.space()
+                                self.tenants[t].space()
                             ),
                         );
                     }
@@ -541,44 +557,48 @@ impl Document {
                     format!("{} is a group (multicast) address", e.mac),
                 );
             }
+            let id = |t: usize| tinfo[t].1;
             match segs.get(&e.vni) {
                 None => err(
                     p("vni"),
                     format!("VNI {} is not a configured segment", e.vni),
                 ),
-                Some(s) => match s.identity {
-                    IdentityMode::Vni if s.tenant.as_deref() != Some(e.tenant.as_str()) => err(
-                        p("vni"),
-                        format!(
-                            "VNI {} is tenant {:?}'s segment, not {:?}'s",
-                            e.vni,
-                            s.tenant.as_deref().unwrap_or(""),
-                            e.tenant
-                        ),
-                    ),
-                    IdentityMode::Gbp => {
-                        if let Some(t) = tenant.filter(|t| t.id > 0xffff) {
+                Some(&(si, mode, st)) => match mode {
+                    IdentityMode::Vni => {
+                        // Same tenant: by index when both name tenants, else by name.
+                        let s = &self.segments[si as usize];
+                        let same = match tenant {
+                            Some(t) if st != u32::MAX => st as usize == t,
+                            _ => s.tenant.as_deref() == Some(e.tenant.as_str()),
+                        };
+                        if !same {
                             err(
                                 p("vni"),
                                 format!(
-                                    "tenant {:?} (id {}) does not fit the 16-bit group id of GBP segment {}",
-                                    t.name, t.id, e.vni
+                                    "VNI {} is tenant {:?}'s segment, not {:?}'s",
+                                    e.vni,
+                                    s.tenant.as_deref().unwrap_or(""),
+                                    e.tenant
                                 ),
+                            )
+                        }
+                    }
+                    IdentityMode::Gbp => {
+                        if let Some(t) = tenant.filter(|&t| id(t) > 0xffff) {
+                            err(
+                                p("vni"),
+                                format!("tenant id {} does not fit a GBP group id", id(t)),
                             );
                         }
                     }
                     IdentityMode::Vlan => {
-                        if let Some(t) = tenant.filter(|t| !(1..=4094).contains(&t.id)) {
+                        if let Some(t) = tenant.filter(|&t| !(1..=4094).contains(&id(t))) {
                             err(
                                 p("vni"),
-                                format!(
-                                    "tenant {:?} (id {}) is not a VLAN id (1–4094) for VLAN segment {}",
-                                    t.name, t.id, e.vni
-                                ),
+                                format!("tenant id {} is not a VLAN id (1–4094)", id(t)),
                             );
                         }
                     }
-                    _ => {}
                 },
             }
             match e.vtep {
@@ -593,7 +613,7 @@ impl Document {
         }
 
         for (i, r) in self.rules.iter().enumerate() {
-            for issue in validate_rule(i, r, &|t| tenants.contains_key(t)) {
+            for issue in validate_rule(i, r, &|t| tenant_idx(t).is_some()) {
                 err(issue.path, issue.message);
             }
         }
@@ -604,11 +624,15 @@ impl Document {
         if self.tenants.iter().any(|t| t.id > 0xffff) {
             let mut gbp_seg: HashMap<&str, u32> = HashMap::new();
             for e in &self.endpoints {
-                if let Some(s) = segs.get(&e.vni).filter(|s| s.identity == IdentityMode::Gbp) {
-                    gbp_seg.entry(e.tenant.as_str()).or_insert(s.vni);
+                if let Some((_, IdentityMode::Gbp, _)) = segs.get(&e.vni) {
+                    gbp_seg.entry(e.tenant.as_str()).or_insert(e.vni);
                 }
             }
-            let wide = |n: &str| tenants.get(n).filter(|t| t.id > 0xffff);
+            let wide = |n: &str| {
+                tenant_idx(n)
+                    .filter(|&t| tinfo[t].1 > 0xffff)
+                    .map(|t| &self.tenants[t])
+            };
             let any_wide = self.tenants.iter().find(|t| t.id > 0xffff);
             let any_gbp = gbp_seg.iter().next().map(|(t, v)| (*t, *v));
             for (i, r) in self.rules.iter().enumerate() {
@@ -616,11 +640,7 @@ impl Document {
                     continue;
                 }
                 for (a, b) in [(&r.from, &r.to), (&r.to, &r.from)] {
-                    let sender = if a == ANY_TENANT {
-                        any_wide
-                    } else {
-                        wide(a).copied()
-                    };
+                    let sender = if a == ANY_TENANT { any_wide } else { wide(a) };
                     let Some(sender) = sender else { continue };
                     let target = if b == ANY_TENANT {
                         any_gbp
@@ -641,6 +661,27 @@ impl Document {
             }
         }
         out
+    }
+}
+
+/// A tenant name as a hash key: names of up to 22 bytes inline (comparing them follows no pointer).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum NameKey<'a> {
+    Short(u8, [u8; 22]),
+    Long(&'a str),
+}
+
+impl<'a> NameKey<'a> {
+    #[inline]
+    fn of(s: &'a str) -> NameKey<'a> {
+        let b = s.as_bytes();
+        if b.len() <= 22 {
+            let mut a = [0u8; 22];
+            a[..b.len()].copy_from_slice(b);
+            NameKey::Short(b.len() as u8, a)
+        } else {
+            NameKey::Long(s)
+        }
     }
 }
 

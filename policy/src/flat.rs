@@ -89,7 +89,9 @@ impl<V: Copy + Default> FlatMap<V> {
     pub fn get_hashed(&self, key: u64, h: u64) -> Option<V> {
         let mut i = self.home(h);
         loop {
-            let s = &self.slots[i];
+            // SAFETY: `i` is masked by `mask = slots - 1`, so it is in bounds; and at least half
+            // the slots are empty, so the loop ends.
+            let s = unsafe { self.slots.get_unchecked(i) };
             if s.key == key {
                 return Some(s.val);
             }

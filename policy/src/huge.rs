@@ -14,10 +14,10 @@ pub static HUGETLB_BYTES: AtomicU64 = AtomicU64::new(0);
 pub static THP_BYTES: AtomicU64 = AtomicU64::new(0);
 
 enum Store<T: Copy> {
-    Vec(Vec<T>),
+    /// Owns the buffer `HugeBuf::ptr` points into.
+    Vec(#[allow(dead_code)] Vec<T>),
     Map {
         ptr: NonNull<T>,
-        len: usize,
         bytes: usize,
         hugetlb: bool,
     },
@@ -26,6 +26,9 @@ enum Store<T: Copy> {
 /// A fixed-length array of `Copy` values.
 pub struct HugeBuf<T: Copy> {
     store: Store<T>,
+    /// The elements (of either store), cached so that indexing is one bounds check and a load.
+    ptr: *mut T,
+    len: usize,
 }
 
 // SAFETY: a `Map` store owns its mapping exclusively, like a `Vec` owns its heap block; `T: Send/Sync`
@@ -86,40 +89,53 @@ impl<T: Copy> HugeBuf<T> {
                 return HugeBuf {
                     store: Store::Map {
                         ptr,
-                        len,
                         bytes: mapped,
                         hugetlb,
                     },
+                    ptr: ptr.as_ptr(),
+                    len,
                 };
             }
         }
+        Self::from_vec(vec![v; len])
+    }
+
+    fn from_vec(mut v: Vec<T>) -> Self {
+        let (ptr, len) = (v.as_mut_ptr(), v.len());
         HugeBuf {
-            store: Store::Vec(vec![v; len]),
+            store: Store::Vec(v),
+            ptr,
+            len,
         }
     }
 
+    #[inline(always)]
     pub fn as_slice(&self) -> &[T] {
-        match &self.store {
-            Store::Vec(v) => v,
-            // SAFETY: `ptr` points to `len` initialised `T`s that live as long as `self`.
-            Store::Map { ptr, len, .. } => unsafe {
-                std::slice::from_raw_parts(ptr.as_ptr(), *len)
-            },
-        }
+        // SAFETY: `ptr` points to `len` initialised `T`s owned by `store` (a vector's buffer, never
+        // reallocated, or a mapping), which live as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
+    #[inline(always)]
     pub fn as_mut_slice(&mut self) -> &mut [T] {
-        match &mut self.store {
-            Store::Vec(v) => v,
-            // SAFETY: as in `as_slice`, and `&mut self` makes the access exclusive.
-            Store::Map { ptr, len, .. } => unsafe {
-                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
-            },
-        }
+        // SAFETY: as in `as_slice`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
+    #[inline(always)]
     pub fn as_ptr(&self) -> *const T {
-        self.as_slice().as_ptr()
+        self.ptr
+    }
+
+    /// Element `i`, which the caller guarantees is in bounds (a masked index).
+    ///
+    /// # Safety
+    /// `i < self.len()`.
+    #[inline(always)]
+    pub unsafe fn get_unchecked(&self, i: usize) -> &T {
+        debug_assert!(i < self.len);
+        // SAFETY: the caller guarantees `i < len`; see `as_slice`.
+        unsafe { &*self.ptr.add(i) }
     }
 
     /// Whether this array sits on 2 MB pages (explicit or transparent).
@@ -156,9 +172,7 @@ impl<T: Copy> Clone for HugeBuf<T> {
     fn clone(&self) -> Self {
         let s = self.as_slice();
         match s.first() {
-            None => HugeBuf {
-                store: Store::Vec(Vec::new()),
-            },
+            None => Self::from_vec(Vec::new()),
             Some(&first) => {
                 let mut b = HugeBuf::filled(s.len(), first);
                 b.as_mut_slice().copy_from_slice(s);

@@ -378,18 +378,26 @@ pub(crate) struct RuleSet {
     pub garbage: usize,
     /// Key: from slot << 32 | to slot.
     pub pairs: FlatMap<Bucket>,
-    /// Key: the tenant slot.
-    pub from_any: FlatMap<Bucket>,
-    pub to_any: FlatMap<Bucket>,
+    /// Rules from a tenant to `*` and from `*` to a tenant, by tenant slot: direct indexes, empty
+    /// while no such rule exists.
+    pub from_any: Vec<Bucket>,
+    pub to_any: Vec<Bucket>,
+    pub n_from_any: usize,
+    pub n_to_any: usize,
+    /// Tenant slots the direct indexes are sized for.
+    pub slots: usize,
     pub any_any: Bucket,
     /// Σ of the rules' hashes (with their index): the rules' part of the digest.
     pub digest: u64,
+    /// Every instant a rule's validity window opens or closes (sorted): decisions made between two
+    /// of them stay true until the next.
+    pub edges: Arc<Vec<i64>>,
 }
 
 impl RuleSet {
     #[inline(always)]
     pub(crate) fn has_wildcards(&self) -> bool {
-        self.any_any.count() > 0 || !self.from_any.is_empty() || !self.to_any.is_empty()
+        self.any_any.count() > 0 || self.n_from_any > 0 || self.n_to_any > 0
     }
     #[inline(always)]
     fn rules(&self, b: Bucket) -> &[CRule] {
@@ -415,8 +423,8 @@ impl RuleSet {
         }
         [
             pair,
-            self.from_any.get(u64::from(s)).unwrap_or_default(),
-            self.to_any.get(u64::from(d)).unwrap_or_default(),
+            self.from_any.get(s as usize).copied().unwrap_or_default(),
+            self.to_any.get(d as usize).copied().unwrap_or_default(),
             self.any_any,
         ]
     }
@@ -562,8 +570,7 @@ impl Table {
             + c.ep6.len() * 40
             + r.arena.len() * std::mem::size_of::<CRule>()
             + r.pairs.bytes()
-            + r.from_any.bytes()
-            + r.to_any.bytes()
+            + (r.from_any.len() + r.to_any.len()) * std::mem::size_of::<Bucket>()
     }
 
     // ---- the hot path's queries ----
@@ -724,6 +731,20 @@ impl Table {
                 rule: None,
             },
         }
+    }
+
+    /// Whether any rule has a validity window (then decisions may change with the clock alone).
+    #[inline(always)]
+    pub fn has_window_edges(&self) -> bool {
+        !self.rules.edges.is_empty()
+    }
+
+    /// The first instant after `now` at which some rule's validity window opens or closes
+    /// (`i64::MAX`: never): a decision made at `now` holds until then.
+    pub fn next_window_edge(&self, now: i64) -> i64 {
+        let e = &self.rules.edges;
+        let i = e.partition_point(|&t| t <= now);
+        e.get(i).copied().unwrap_or(i64::MAX)
     }
 
     /// Whether a rule (forward only) would admit `k` from `s` to `d` at `now`: the verdict a tracked

@@ -100,15 +100,15 @@ fn transport(info: &mut IpInfo, l4: &[u8]) -> Result<(), WireError> {
                 info.tcp_flags = l4[13];
             }
         }
-        ipproto::ICMP | ipproto::ICMPV6 if (info.proto == ipproto::ICMPV6) == info.v6 => {
-            if l4.len() >= 4 {
-                let k = icmp_kind(info.v6, l4[0]);
-                info.icmp = Some(k);
-                if matches!(k, IcmpKind::EchoRequest | IcmpKind::EchoReply) && l4.len() >= 8 {
-                    let id = be16(l4, 4);
-                    info.src_port = id;
-                    info.dst_port = id;
-                }
+        ipproto::ICMP | ipproto::ICMPV6
+            if (info.proto == ipproto::ICMPV6) == info.v6 && l4.len() >= 4 =>
+        {
+            let k = icmp_kind(info.v6, l4[0]);
+            info.icmp = Some(k);
+            if matches!(k, IcmpKind::EchoRequest | IcmpKind::EchoReply) && l4.len() >= 8 {
+                let id = be16(l4, 4);
+                info.src_port = id;
+                info.dst_port = id;
             }
         }
         _ => {}
