@@ -216,7 +216,7 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
     }
     let summary = out.worker.counters.summary(&table);
     let dropped: u64 = summary.dropped.values().sum();
-    if summary.forwarded + summary.arp_replied + dropped != summary.frames {
+    if summary.forwarded + summary.arp_replied + summary.nd_replied + dropped != summary.frames {
         bail!("internal error: outcomes do not add up to the frames replayed");
     }
     let rate = match a.repeat {
@@ -228,6 +228,14 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
     let mut w = stdout.lock();
     if a.json {
         let mut v = serde_json::to_value(&summary)?;
+        v["flows"] = serde_json::json!({
+            "stats": out.worker.flows.stats(),
+            "replies_tracked": out.worker.counters.replies_tracked,
+        });
+        v["decision_cache"] = serde_json::json!({
+            "hits": out.worker.cache_hits,
+            "misses": out.worker.cache_misses,
+        });
         if let Some(r) = rate {
             v["rate"] = serde_json::to_value(r)?;
         }
