@@ -264,7 +264,8 @@ impl Dataplane for Plane {
 
 /// `joypath run`'s management plane, plugged into the AF_XDP driver: the policy starts from the
 /// store (seeded by --config), the socket is served once the workers run, and SIGHUP commits the
-/// re-read config file as a new version.
+/// re-read config file as a change on top of the current version, or refuses it when
+/// the store holds changes made since the file was last loaded (`mgmt::Server::reload_file`).
 pub struct MgmtControl {
     args: MgmtArgs,
     config: PathBuf,
@@ -321,13 +322,10 @@ impl datapath::afxdp::Control for MgmtControl {
             .as_ref()
             .ok_or("the management server is not running")?;
         let doc = Document::load(&self.config).map_err(|e| e.to_string())?;
-        server
-            .apply_document(
-                doc,
-                0,
-                "sighup",
-                Some(format!("re-read {}", self.config.display())),
-            )
-            .map_err(|e| e.to_string())
+        match server.reload_file(doc, &self.config.display().to_string()) {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Ok(server.table()),
+            Err(e) => Err(e.message),
+        }
     }
 }

@@ -34,6 +34,9 @@ pub fn serve(
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing signal handlers")?;
     let frames = Arc::new(frames);
     let per_worker_pps = pps / shared.len() as u64;
     let threads: Vec<_> = shared
@@ -55,6 +58,22 @@ pub fn serve(
     );
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
+        if hup.swap(false, Ordering::Relaxed) {
+            // SIGHUP: the config file as a change on top of the current version, or refused when
+            // the store holds changes the file does not (mgmt::Server::reload_file logs which).
+            match config.map(policy::Document::load) {
+                Some(Ok(doc)) => {
+                    let source = config.map(|c| c.display().to_string()).unwrap_or_default();
+                    if let Ok(Some(t)) = server.reload_file(doc, &source) {
+                        tracing::info!(version = t.version(), "SIGHUP: config file applied");
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: the config file is invalid; nothing changed")
+                }
+                None => tracing::warn!("SIGHUP: no --config to re-read"),
+            }
+        }
     }
     let mut total = datapath::Counters::default();
     for t in threads {

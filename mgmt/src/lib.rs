@@ -13,4 +13,4 @@ pub mod store;
 pub use client::Client;
 pub use protocol::{ErrorCode, Request, Response};
 pub use server::{Access, Dataplane, Server, ServerConfig, TraceRequest, WorkerStatus};
-pub use store::{Store, StoreError, VersionRecord};
+pub use store::{Change, Store, StoreError, VersionMeta, VersionRecord};

@@ -4,7 +4,7 @@
 
 use crate::edit;
 use crate::protocol::{ErrorCode, OpError, Request, Response};
-use crate::store::{Store, StoreError, VersionRecord};
+use crate::store::{Change, Store, StoreError, VersionRecord};
 use arc_swap::ArcSwap;
 use policy::{Document, Table};
 use serde::Serialize;
@@ -279,8 +279,65 @@ impl Server {
         op: &str,
         comment: Option<String>,
     ) -> Result<Arc<Table>, OpError> {
-        self.commit(uid, op, comment, None, move |_| Ok(doc))?;
+        self.commit((uid, op, comment), None, None, move |_| Ok(doc))?;
         Ok(self.table())
+    }
+
+    /// SIGHUP: the config file `doc` (from `source`) is applied as a change on top of the current
+    /// version, with its diff in the log — when every version since the file was last loaded came from
+    /// the file. When the store holds changes made since (through the socket), they are not silently
+    /// replaced: the reload is refused, naming them. Returns the new table, or `None` when the file
+    /// already is the current policy.
+    pub fn reload_file(&self, doc: Document, source: &str) -> Result<Option<Arc<Table>>, OpError> {
+        const FROM_FILE: &[&str] = &["config", "sighup"];
+        {
+            let store = self.store();
+            let cur = store
+                .current()
+                .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?;
+            if cur.meta.digest == format!("{:016x}", policy::table::digest(&doc)) {
+                tracing::info!(
+                    version = cur.meta.version,
+                    file = source,
+                    "SIGHUP: the file is the current policy; nothing to do"
+                );
+                return Ok(None);
+            }
+            let history = store.history(usize::MAX);
+            let since: Vec<String> = history
+                .iter()
+                .take_while(|m| !FROM_FILE.contains(&m.op.as_str()))
+                .map(|m| format!("version {} ({} by uid {})", m.version, m.op, m.uid))
+                .collect();
+            let loaded = history.iter().any(|m| FROM_FILE.contains(&m.op.as_str()));
+            if !since.is_empty() || !loaded {
+                let msg = format!(
+                    "SIGHUP refused: the store holds changes made since {source} was last loaded ({}); \
+                     the file would silently undo them. Apply it deliberately with `joypath ctl apply`",
+                    if loaded { since.join(", ") } else { "the file's version is no longer kept".into() }
+                );
+                tracing::error!("{msg}");
+                return Err(OpError::new(ErrorCode::VersionConflict, msg));
+            }
+            let diff = edit::diff(&cur.document, &doc);
+            tracing::info!(file = source, from_version = cur.meta.version, diff = %diff, "SIGHUP: applying the file");
+        }
+        self.commit(
+            (0, "sighup", Some(format!("re-read {source}"))),
+            None,
+            None,
+            move |_| Ok(doc),
+        )?;
+        Ok(Some(self.table()))
+    }
+
+    /// The store, even after a thread panicked while holding it: every change to it is complete
+    /// before it is visible (a version is pushed only once durable), so what it holds is consistent.
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.inner
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The table of the store's current version.
@@ -304,15 +361,7 @@ impl Server {
     /// Binds the socket (mode and ownership as configured) and serves it from a `mgmt` thread.
     pub fn spawn(&self) -> std::io::Result<ServerHandle> {
         let path = &self.inner.cfg.socket;
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("{}: another process is serving this socket", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
+        check_socket_path(path)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -443,9 +492,29 @@ impl Server {
             }
         };
         let id = req.id.clone();
-        match self.dispatch(&req, uid, access) {
-            Ok(v) => Response::ok(id, v),
-            Err(e) => Response::err(id, e),
+        // A bug in an operation fails that request, never the server: the lock it held is
+        // released and the next request is served.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.dispatch(&req, uid, access)
+        }));
+        match outcome {
+            Ok(Ok(v)) => Response::ok(id, v),
+            Ok(Err(e)) => Response::err(id, e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                tracing::error!(op = %req.op, panic = %what, "an operation panicked; request refused");
+                Response::err(
+                    id,
+                    OpError::new(
+                        ErrorCode::Internal,
+                        format!("internal error in {:?}: {what}", req.op),
+                    ),
+                )
+            }
         }
     }
 
@@ -475,7 +544,7 @@ impl Server {
         match op {
             "status" => Ok(self.status()),
             "policy.get" => {
-                let store = self.inner.store.lock().expect("store lock");
+                let store = self.store();
                 let r = match opt_u64(args, "version")? {
                     Some(v) => store.read(v).map_err(storage)?,
                     None => store
@@ -498,7 +567,7 @@ impl Server {
             }
             "policy.apply" => {
                 let doc = doc_arg(args)?;
-                self.commit(uid, op, comment, expected, move |_| Ok(doc))
+                self.commit((uid, op, comment), expected, None, move |_| Ok(doc))
             }
             "policy.edit" => {
                 // Several edits, all or nothing, as one version (e.g. onboarding a tenant with its
@@ -513,7 +582,8 @@ impl Server {
                             "missing argument \"edits\" (a list of {op, args})",
                         )
                     })?;
-                self.commit(uid, op, comment, expected, move |cur| {
+                let delta = Value::Array(edits.clone());
+                self.commit((uid, op, comment), expected, Some(&delta), move |cur| {
                     let mut doc = cur.clone();
                     for (i, e) in edits.iter().enumerate() {
                         let eop = e.get("op").and_then(Value::as_str).unwrap_or_default();
@@ -536,26 +606,15 @@ impl Server {
                 let v = opt_u64(args, "version")?.ok_or_else(|| {
                     OpError::new(ErrorCode::BadArgs, "missing argument \"version\"")
                 })?;
-                let old = self
-                    .inner
-                    .store
-                    .lock()
-                    .expect("store lock")
-                    .read(v)
-                    .map_err(storage)?;
+                let old = self.store().read(v).map_err(storage)?;
                 let comment = comment.or_else(|| Some(format!("rollback to version {v}")));
-                self.commit(uid, op, comment, expected, move |_| {
+                self.commit((uid, op, comment), expected, None, move |_| {
                     Ok((*old.document).clone())
                 })
             }
             "history" => {
                 let limit = opt_u64(args, "limit")?.unwrap_or(20) as usize;
-                Ok(json!(self
-                    .inner
-                    .store
-                    .lock()
-                    .expect("store lock")
-                    .history(limit)))
+                Ok(json!(self.store().history(limit)))
             }
             "audit.reachability" => {
                 let t = self.table();
@@ -601,12 +660,13 @@ impl Server {
                     .map_err(|e| OpError::new(ErrorCode::Internal, e))
             }
             "rule.add" | "rule.update" if self.rule_fast_path(op, args) => {
-                self.commit_rule(uid, op, comment, expected, args)
+                self.commit_rule((uid, op, comment), expected, args)
             }
             _ => {
                 let op_name = op.to_string();
+                let delta = json!([{"op": op, "args": args}]);
                 let args = args.clone();
-                self.commit(uid, op, comment, expected, move |cur| {
+                self.commit((uid, op, comment), expected, Some(&delta), move |cur| {
                     let mut doc = cur.clone();
                     edit::apply(&op_name, &args, &mut doc)?;
                     Ok(doc)
@@ -616,52 +676,43 @@ impl Server {
     }
 
     fn current_document(&self) -> Result<Arc<Document>, OpError> {
-        self.inner
-            .store
-            .lock()
-            .expect("store lock")
+        self.store()
             .current()
             .map(|c| c.document.clone())
             .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))
     }
 
-    /// Publishes `table` to the workers, then persists `doc` as its version; if persisting fails, the
-    /// previous table is published again and the change is refused. Returns (version, digest).
-    fn publish_and_persist(
+    /// Persists `doc` (compiled into `table`, made from the current version by `change`) as the next
+    /// version, then publishes `table` to the workers: a change that could not be made durable never
+    /// runs, and its number is never handed out.
+    fn persist_and_publish(
         &self,
         store: &mut Store,
-        (old, table): (Arc<Table>, Arc<Table>),
-        doc: impl FnOnce() -> Result<Arc<Document>, OpError>,
+        table: Arc<Table>,
+        doc: Arc<Document>,
+        change: Change<'_>,
         (uid, op, comment): (u32, &str, Option<String>),
         (t0, compiled): (Instant, f64),
     ) -> Result<Value, OpError> {
+        let meta = store.meta_for(table.digest(), uid, op, comment);
+        debug_assert_eq!(meta.version, table.version());
+        let rec = store.commit_meta(doc, meta, change).map_err(|e| {
+            tracing::error!(error = %e, op, "could not persist a change; it was refused and does not run");
+            storage(e)
+        })?;
+        let persisted = t0.elapsed().as_secs_f64() * 1e3;
+        let version = rec.meta.version;
+        let digest = rec.meta.digest.clone();
         self.inner.table.store(table.clone());
-        self.inner.dataplane.publish(table.clone());
-        let published = t0.elapsed().as_secs_f64() * 1e3;
-        let persisted = doc().and_then(|d| {
-            table.set_document(d.clone());
-            store
-                .commit(d, table.digest(), uid, op, comment)
-                .map_err(storage)
-        });
-        match persisted {
-            Ok(rec) => {
-                tracing::info!(uid, op, version = rec.meta.version, "policy changed");
-                Ok(json!({
-                    "version": rec.meta.version,
-                    "digest": rec.meta.digest,
-                    "compile_ms": compiled,
-                    "publish_ms": published,
-                    "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
-                }))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not persist a change; the previous version runs again");
-                self.inner.table.store(old.clone());
-                self.inner.dataplane.publish(old);
-                Err(e)
-            }
-        }
+        self.inner.dataplane.publish(table);
+        tracing::info!(uid, op, version, "policy changed");
+        Ok(json!({
+            "version": version,
+            "digest": digest,
+            "compile_ms": compiled,
+            "persist_ms": persisted,
+            "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
+        }))
     }
 
     /// The version a change builds on and its document, if it is the one the client expects.
@@ -689,27 +740,32 @@ impl Server {
     }
 
     /// Validates and compiles a change made by `build` from the current document off the hot path,
-    /// publishes it, and acknowledges it once persisted.
+    /// persists it (as the `edits` delta when given, whole otherwise), then publishes it.
     fn commit(
         &self,
-        uid: u32,
-        op: &str,
-        comment: Option<String>,
+        (uid, op, comment): (u32, &str, Option<String>),
         expected: Option<u64>,
+        edits: Option<&Value>,
         build: impl FnOnce(&Document) -> Result<Document, OpError>,
     ) -> Result<Value, OpError> {
         let t0 = Instant::now();
-        let mut store = self.inner.store.lock().expect("store lock");
-        let (current, base) = Self::base(&store, expected)?;
+        let mut store = self.store();
+        let (_, base) = Self::base(&store, expected)?;
         let old = self.table();
         let doc = build(&base)?;
-        let table = Table::compile(Arc::new(doc), current + 1, Some(&old)).map_err(invalid)?;
+        let table =
+            Table::compile(Arc::new(doc), store.next_version(), Some(&old)).map_err(invalid)?;
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
         let doc = table.document().clone();
-        self.publish_and_persist(
+        let change = match edits {
+            Some(e) => Change::Edits(e),
+            None => Change::Whole,
+        };
+        self.persist_and_publish(
             &mut store,
-            (old, Arc::new(table)),
-            || Ok(doc),
+            Arc::new(table),
+            doc,
+            change,
             (uid, op, comment),
             (t0, compiled),
         )
@@ -734,15 +790,13 @@ impl Server {
 
     fn commit_rule(
         &self,
-        uid: u32,
-        op: &str,
-        comment: Option<String>,
+        (uid, op, comment): (u32, &str, Option<String>),
         expected: Option<u64>,
         args: &Value,
     ) -> Result<Value, OpError> {
         let t0 = Instant::now();
-        let mut store = self.inner.store.lock().expect("store lock");
-        let (current, base) = Self::base(&store, expected)?;
+        let mut store = self.store();
+        let (_, base) = Self::base(&store, expected)?;
         let rule: policy::Rule = serde_json::from_value(
             args.get("rule")
                 .cloned()
@@ -780,32 +834,39 @@ impl Server {
                 new: &rule,
             }
         };
-        let table = Arc::new(old.with_rule_change(current + 1, change, n));
+        let table = Arc::new(old.with_rule_change(store.next_version(), change, n));
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
-        self.publish_and_persist(
+        let mut doc = (*base).clone();
+        if index == n {
+            doc.rules.push(rule.clone());
+        } else {
+            doc.rules[index] = rule.clone();
+        }
+        let doc = Arc::new(doc);
+        table.set_document(doc.clone());
+        let mut delta_args = json!({"rule": rule});
+        if op == "rule.update" {
+            delta_args["index"] = json!(index);
+        }
+        let edits = json!([{"op": op, "args": delta_args}]);
+        self.persist_and_publish(
             &mut store,
-            (old, table),
-            || {
-                let mut doc = (*base).clone();
-                if index == n {
-                    doc.rules.push(rule.clone());
-                } else {
-                    doc.rules[index] = rule.clone();
-                }
-                Ok(Arc::new(doc))
-            },
+            table,
+            doc,
+            Change::Edits(&edits),
             (uid, op, comment),
             (t0, compiled),
         )
     }
 
     fn status(&self) -> Value {
-        let (version, digest, dir) = {
-            let s = self.inner.store.lock().expect("store lock");
+        let (version, digest, dir, quarantined) = {
+            let s = self.store();
             (
                 s.version(),
                 s.current().map(|c| c.meta.digest.clone()),
                 s.dir().display().to_string(),
+                s.quarantined().to_vec(),
             )
         };
         let workers: Vec<Value> = self
@@ -825,13 +886,14 @@ impl Server {
             "digest": digest,
             "uptime_s": self.inner.started.elapsed().as_secs_f64(),
             "state_dir": dir,
+            "quarantined": quarantined,
             "workers": workers,
         })
     }
 
     fn verify(&self) -> Value {
         let (version, digest) = {
-            let s = self.inner.store.lock().expect("store lock");
+            let s = self.store();
             (
                 s.version(),
                 s.current()
@@ -852,6 +914,34 @@ impl Server {
         let ok = workers.iter().all(|w| w["ok"] == json!(true));
         json!({"ok": ok, "expected": {"version": version, "digest": digest}, "workers": workers})
     }
+}
+
+/// Makes way for a new socket at `path`: nothing there, or a stale socket (no one answers on it),
+/// which is removed. Anything else — a live socket, a regular file, a directory, a symlink — is
+/// refused and left alone.
+pub fn check_socket_path(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket: refusing to replace it (remove it or choose another --socket)",
+                path.display()
+            ),
+        ));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{}: another process is serving this socket", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
 }
 
 fn write_response(w: &mut impl Write, r: &Response) -> std::io::Result<()> {

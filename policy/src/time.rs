@@ -6,7 +6,8 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     let bad = || format!("{s:?} is not an RFC 3339 timestamp like 2026-01-01T00:00:00Z");
     // Every byte position below is sliced as text: anything but ASCII is refused first, so a
     // multi-byte character can never put a slice off a character boundary.
-    if !s.is_ascii() || b.len() < 20
+    if !s.is_ascii()
+        || b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
         || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
