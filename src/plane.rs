@@ -39,6 +39,25 @@ pub struct MgmtArgs {
     /// Members of this group (name or gid) get read-only access.
     #[arg(long)]
     pub readonly_group: Option<String>,
+    /// Share the policy with a fleet of gateways through etcd (client URLs, comma-separated). The
+    /// state directory then caches what etcd holds, and is what runs while etcd is down.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of the fleet's policy in etcd.
+    #[arg(long, default_value = "/joypath")]
+    pub etcd_prefix: String,
+    /// This gateway's name in the fleet (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// The host name, from the kernel.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "joypath".into())
 }
 
 /// Resolves a group name or number via /etc/group.
@@ -59,6 +78,19 @@ pub fn resolve_group(g: &str) -> Result<u32> {
 }
 
 impl MgmtArgs {
+    /// Joins the fleet when `--etcd` is given.
+    pub fn start_fleet(&self, server: &mgmt::Server) -> Result<Option<Arc<mgmt::Fleet>>> {
+        if self.etcd.is_empty() {
+            return Ok(None);
+        }
+        let name = self.name.clone().unwrap_or_else(hostname);
+        let cfg = mgmt::FleetConfig::new(self.etcd.clone(), &self.etcd_prefix, &name);
+        tracing::info!(etcd = ?self.etcd, prefix = %self.etcd_prefix, name = %name, "joining the fleet");
+        Ok(Some(
+            mgmt::Fleet::start(cfg, server.clone()).context("starting the fleet link")?,
+        ))
+    }
+
     pub fn server_config(&self) -> Result<mgmt::ServerConfig> {
         let mut c = mgmt::ServerConfig::new(self.socket.clone());
         c.mode = u32::from_str_radix(&self.socket_mode, 8)
@@ -311,6 +343,9 @@ impl datapath::afxdp::Control for MgmtControl {
         let handle = server
             .spawn()
             .map_err(|e| format!("{}: {e}", self.args.socket.display()))?;
+        self.args
+            .start_fleet(&server)
+            .map_err(|e| format!("{e:#}"))?;
         self.server = Some(server);
         self.handle = Some(handle);
         Ok(())

@@ -29,6 +29,7 @@ pub fn serve(
     let handle = server
         .spawn()
         .with_context(|| format!("serving {}", m.socket.display()))?;
+    let _fleet = m.start_fleet(&server)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -106,6 +106,8 @@ struct Inner {
     dataplane: Arc<dyn Dataplane>,
     started: Instant,
     owner_uid: u32,
+    /// The etcd link, in fleet mode.
+    fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
 
 /// The server; cheap to clone.
@@ -190,6 +192,7 @@ fn current_euid() -> u32 {
 
 const READ_OPS: &[&str] = &[
     "status",
+    "fleet.status",
     "policy.get",
     "policy.validate",
     "history",
@@ -205,6 +208,18 @@ fn storage(e: StoreError) -> OpError {
         }
         e => OpError::new(ErrorCode::Storage, e.to_string()),
     }
+}
+
+fn fleet_error(e: crate::fleet::FleetError) -> OpError {
+    use crate::fleet::FleetError as F;
+    let code = match &e {
+        F::Unavailable(_) => ErrorCode::Unavailable,
+        F::Conflict { .. } => ErrorCode::VersionConflict,
+        F::TooLarge { .. } => ErrorCode::TooLarge,
+        F::Corrupt(_) => ErrorCode::Internal,
+    };
+    tracing::warn!(error = %e, "fleet refused a change");
+    OpError::new(code, e.to_string())
 }
 
 fn invalid(e: policy::ConfigError) -> OpError {
@@ -266,6 +281,7 @@ impl Server {
                 dataplane,
                 started: Instant::now(),
                 owner_uid,
+                fleet: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -329,6 +345,113 @@ impl Server {
             move |_| Ok(doc),
         )?;
         Ok(Some(self.table()))
+    }
+
+    /// Joins the fleet (called by [`crate::fleet::Fleet::start`]).
+    pub(crate) fn attach_fleet(&self, fleet: Arc<crate::fleet::Fleet>) {
+        let _ = self.inner.fleet.set(fleet);
+    }
+
+    /// The fleet link, in fleet mode.
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::Fleet>> {
+        self.inner.fleet.get()
+    }
+
+    pub(crate) fn store_version(&self) -> u64 {
+        self.store().version()
+    }
+
+    /// (version, digest) of the store's current version.
+    pub(crate) fn store_head(&self) -> (u64, String) {
+        let s = self.store();
+        (
+            s.version(),
+            s.current()
+                .map(|c| c.meta.digest.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    pub(crate) fn store_current(&self) -> Option<(crate::store::VersionMeta, Document)> {
+        let s = self.store();
+        s.current().map(|c| (c.meta.clone(), (*c.document).clone()))
+    }
+
+    /// What this gateway runs, for the fleet's membership record.
+    pub(crate) fn member_status(&self) -> Value {
+        let (version, digest) = self.store_head();
+        let workers = self.inner.dataplane.workers();
+        let running = workers
+            .iter()
+            .map(|w| w.active_version)
+            .min()
+            .unwrap_or(version);
+        let workers_digest_ok = workers.iter().all(|w| w.active_digest == digest);
+        json!({
+            "version": running,
+            "store_version": version,
+            "digest": digest,
+            "workers": workers.len(),
+            "workers_digest_ok": workers_digest_ok,
+        })
+    }
+
+    /// Applies a version that came from the fleet: its `edits` on top of the current version when
+    /// it is the next one, or the whole `doc`; checked against its digest, cached in the local store,
+    /// then published. Versions this gateway already has are ignored.
+    pub(crate) fn fleet_apply(
+        &self,
+        meta: crate::store::VersionMeta,
+        edits: Option<&Value>,
+        doc: Option<Document>,
+    ) -> Result<(), String> {
+        let t0 = Instant::now();
+        let mut store = self.store();
+        if meta.version <= store.version() {
+            return Ok(());
+        }
+        let (doc, change) = match (doc, edits) {
+            (Some(d), _) => (d, Change::Whole),
+            (None, Some(e)) => {
+                if meta.version != store.version() + 1 {
+                    return Err(format!(
+                        "version {} does not follow this gateway's {}",
+                        meta.version,
+                        store.version()
+                    ));
+                }
+                let mut d = store
+                    .current()
+                    .map(|c| (*c.document).clone())
+                    .ok_or("the store is empty")?;
+                crate::store::apply_edits(&mut d, e)?;
+                (d, Change::Edits(e))
+            }
+            (None, None) => return Err("neither edits nor a document".into()),
+        };
+        let old = self.table();
+        let table = Table::compile(Arc::new(doc), meta.version, Some(&old))
+            .map_err(|e| format!("version {} does not compile: {e}", meta.version))?;
+        let digest = format!("{:016x}", table.digest());
+        if digest != meta.digest {
+            return Err(format!(
+                "version {}: digest {digest} differs from the fleet's {}",
+                meta.version, meta.digest
+            ));
+        }
+        let version = meta.version;
+        store
+            .commit_meta(table.document().clone(), meta, change)
+            .map_err(|e| e.to_string())?;
+        let table = Arc::new(table);
+        self.inner.table.store(table.clone());
+        self.inner.dataplane.publish(table);
+        tracing::info!(
+            version,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "fleet: version applied"
+        );
+        Ok(())
     }
 
     /// The store, even after a thread panicked while holding it: every change to it is complete
@@ -543,6 +666,7 @@ impl Server {
             .map(str::to_string);
         match op {
             "status" => Ok(self.status()),
+            "fleet.status" => self.fleet_status(),
             "policy.get" => {
                 let store = self.store();
                 let r = match opt_u64(args, "version")? {
@@ -685,17 +809,29 @@ impl Server {
     /// Persists `doc` (compiled into `table`, made from the current version by `change`) as the next
     /// version, then publishes `table` to the workers: a change that could not be made durable never
     /// runs, and its number is never handed out.
+    #[allow(clippy::too_many_arguments)]
     fn persist_and_publish(
         &self,
         store: &mut Store,
-        table: Arc<Table>,
+        (base, table): (&Document, Arc<Table>),
         doc: Arc<Document>,
         change: Change<'_>,
         (uid, op, comment): (u32, &str, Option<String>),
         (t0, compiled): (Instant, f64),
     ) -> Result<Value, OpError> {
-        let meta = store.meta_for(table.digest(), uid, op, comment);
+        let mut meta = store.meta_for(table.digest(), uid, op, comment);
         debug_assert_eq!(meta.version, table.version());
+        if let Some(fleet) = self.inner.fleet.get() {
+            // The fleet's transaction decides; the local store then caches what etcd holds.
+            let edits = match change {
+                Change::Edits(e) => Some(e),
+                Change::Whole => None,
+            };
+            let revision = fleet
+                .commit(store.version(), base, &doc, &meta, edits)
+                .map_err(fleet_error)?;
+            meta.revision = Some(revision);
+        }
         let rec = store.commit_meta(doc, meta, change).map_err(|e| {
             tracing::error!(error = %e, op, "could not persist a change; it was refused and does not run");
             storage(e)
@@ -763,7 +899,7 @@ impl Server {
         };
         self.persist_and_publish(
             &mut store,
-            Arc::new(table),
+            (&base, Arc::new(table)),
             doc,
             change,
             (uid, op, comment),
@@ -851,12 +987,29 @@ impl Server {
         let edits = json!([{"op": op, "args": delta_args}]);
         self.persist_and_publish(
             &mut store,
-            table,
+            (&base, table),
             doc,
             Change::Edits(&edits),
             (uid, op, comment),
             (t0, compiled),
         )
+    }
+
+    /// `fleet.status`: every gateway of the fleet (this one alone without `--etcd`).
+    fn fleet_status(&self) -> Result<Value, OpError> {
+        match self.inner.fleet.get() {
+            Some(f) => f.status().map_err(fleet_error),
+            None => {
+                let (version, _) = self.store_head();
+                let mut me = self.member_status();
+                me["name"] = json!("local");
+                me["lag"] = json!(version.saturating_sub(me["version"].as_u64().unwrap_or(0)));
+                me["alive"] = json!(true);
+                me["uptime_s"] = json!(self.inner.started.elapsed().as_secs());
+                let ok = me["lag"] == json!(0);
+                Ok(json!({"latest": version, "prefix": null, "gateways": [me], "ok": ok}))
+            }
+        }
     }
 
     fn status(&self) -> Value {
@@ -887,6 +1040,11 @@ impl Server {
             "uptime_s": self.inner.started.elapsed().as_secs_f64(),
             "state_dir": dir,
             "quarantined": quarantined,
+            "fleet": self.inner.fleet.get().map(|f| json!({
+                "name": f.name(),
+                "latest": f.latest(),
+                "synced": f.synced(),
+            })),
             "workers": workers,
         })
     }

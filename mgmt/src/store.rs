@@ -50,6 +50,9 @@ pub struct VersionMeta {
     /// The tenants whose objects the change touched (tenant-scoped administration), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenants: Option<Vec<String>>,
+    /// The etcd revision of the transaction that made this version (fleet mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
 }
 
 /// A committed version.
@@ -517,6 +520,7 @@ impl Store {
             comment,
             digest: format!("{digest:016x}"),
             tenants: None,
+            revision: None,
         }
     }
 
