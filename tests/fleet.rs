@@ -257,6 +257,14 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- {} log (last lines) ---", self.name);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
@@ -307,12 +315,6 @@ fn two_gateways_share_one_policy_through_etcd() {
     a.wait_version(1, Duration::from_secs(30));
     let mut b = Gateway::start(root.path(), "gw-b", &urls);
     b.wait_version(1, Duration::from_secs(30));
-    let history = ok(a.call("history", json!({"limit": 1})));
-    assert!(
-        history[0]["revision"].as_i64().is_some(),
-        "versions map to etcd revisions: {history}"
-    );
-
     // A change through A reaches B.
     let t = Instant::now();
     let r = ok(a.call("rule.add", rule(9001)));
@@ -323,10 +325,17 @@ fn two_gateways_share_one_policy_through_etcd() {
         r["commit_ms"].as_f64().unwrap_or(0.0),
         t.elapsed().as_secs_f64() * 1e3
     );
-    assert_eq!(
-        ok(b.call("policy.get", json!({})))["document"],
-        ok(a.call("policy.get", json!({})))["document"]
+    let (got_a, got_b) = (
+        ok(a.call("policy.get", json!({}))),
+        ok(b.call("policy.get", json!({}))),
     );
+    assert_eq!(got_b["document"], got_a["document"]);
+    // Versions map to etcd revisions, the same on both sides; B applied A's edits (a delta).
+    let rev = got_a["meta"]["revision"]
+        .as_i64()
+        .expect("an etcd revision");
+    assert_eq!(got_b["meta"]["revision"].as_i64(), Some(rev));
+    assert_eq!(got_b["meta"]["op"], "rule.add");
 
     // A stale expected_version through B is refused.
     let mut stale = rule(9002);
@@ -339,8 +348,12 @@ fn two_gateways_share_one_policy_through_etcd() {
     loop {
         let v = fleet_view(&b);
         let both = ["gw-a", "gw-b"].iter().all(|n| {
-            let g = gateway_in(&v, n);
-            g["alive"] == json!(true) && g["lag"] == json!(0) && g["version"] == json!(2)
+            v["gateways"].as_array().unwrap().iter().any(|g| {
+                g["name"] == *n
+                    && g["alive"] == json!(true)
+                    && g["lag"] == json!(0)
+                    && g["version"] == json!(2)
+            })
         });
         if both {
             assert_eq!(v["latest"], 2);

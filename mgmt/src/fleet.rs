@@ -82,6 +82,9 @@ pub struct Fleet {
     cfg: FleetConfig,
     rt: tokio::runtime::Runtime,
     client: Mutex<Option<Client>>,
+    /// Which endpoint to try first when (re)connecting: one member at a time, so that a dead one
+    /// fails fast and the next is tried.
+    preferred: AtomicU64,
     /// The newest version seen in etcd.
     latest: AtomicU64,
     /// The watch is live and this gateway has caught up with etcd at least once.
@@ -124,6 +127,7 @@ impl Fleet {
             cfg,
             rt,
             client: Mutex::new(None),
+            preferred: AtomicU64::new(0),
             latest: AtomicU64::new(0),
             synced: AtomicBool::new(false),
             started: Instant::now(),
@@ -182,10 +186,15 @@ impl Fleet {
         meta: &VersionMeta,
         edits: Option<&Value>,
     ) -> Result<i64, FleetError> {
-        if !self.synced() {
-            return Err(FleetError::Unavailable(
-                "this gateway has not caught up with etcd yet".into(),
-            ));
+        // A watch that is being re-established (a member went away) gets a moment to catch up.
+        let deadline = Instant::now() + self.cfg.timeout;
+        while !self.synced() {
+            if Instant::now() >= deadline {
+                return Err(FleetError::Unavailable(
+                    "this gateway has not caught up with etcd".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         let mut ops = object_ops(&self.cfg.prefix, old, new, edits);
         let record = json!({"meta": meta, "edits": edits});
@@ -219,8 +228,27 @@ impl Fleet {
             .and_then(to_txn_ops(ops))
             .or_else([TxnOp::get(self.key("version"), None)]);
         let mut c = self.client()?;
-        let resp = self.rt.block_on(self.timed(c.txn(txn)))?;
+        let mut retried = false;
+        let resp = loop {
+            match self.rt.block_on(self.timed(c.txn(txn.clone()))) {
+                Ok(r) => break r,
+                Err(e) if !retried => {
+                    // This member may be gone: once more through another (the watch reconnects too).
+                    tracing::debug!(error = %e, "fleet: transaction failed; retrying through another member");
+                    retried = true;
+                    self.fail_over();
+                    c = self.rt.block_on(self.connect())?;
+                    *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        if !resp.succeeded() && retried && self.committed_already(&mut c, meta) {
+            // The first attempt did commit; only its answer was lost.
+            self.latest.fetch_max(meta.version, Ordering::AcqRel);
+            return Ok(revision);
+        }
         if !resp.succeeded() {
             let fleet = resp
                 .op_responses()
@@ -241,6 +269,22 @@ impl Fleet {
         }
         self.latest.fetch_max(meta.version, Ordering::AcqRel);
         Ok(revision)
+    }
+
+    /// Whether `meta`'s version in etcd is this very change (same time, uid, op and digest).
+    fn committed_already(&self, c: &mut Client, meta: &VersionMeta) -> bool {
+        let key = self.key(&format!("history/{:020}", meta.version));
+        let got = self.rt.block_on(self.timed(c.get(key, None)));
+        got.ok()
+            .and_then(|r| r.kvs().first().map(|kv| kv.value().to_vec()))
+            .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
+            .and_then(|r| serde_json::from_value::<VersionMeta>(r["meta"].clone()).ok())
+            .is_some_and(|m| {
+                m.time == meta.time
+                    && m.uid == meta.uid
+                    && m.op == meta.op
+                    && m.digest == meta.digest
+            })
     }
 
     /// `fleet.status`: every gateway that ever joined, with its version, digest, lag and liveness.
@@ -313,14 +357,49 @@ impl Fleet {
         })
     }
 
+    /// Connects to one member that has a leader, trying each endpoint in turn.
     async fn connect(&self) -> Result<Client, FleetError> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(self.cfg.timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_require_leader(true);
-        self.timed(Client::connect(self.cfg.endpoints.clone(), Some(opts)))
-            .await
+        let n = self.cfg.endpoints.len().max(1);
+        let mut last = FleetError::Unavailable("no etcd endpoint".into());
+        for k in 0..n {
+            let i = (self.preferred.load(Ordering::Acquire) as usize + k) % n;
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(1))
+                .with_timeout(self.cfg.timeout)
+                .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+                .with_require_leader(true);
+            let ep = self.cfg.endpoints[i].clone();
+            let attempt = async {
+                let mut c = self
+                    .timed(Client::connect([ep.clone()], Some(opts)))
+                    .await?;
+                // A member cut off from the others answers "no leader" at once.
+                self.timed(c.get(self.key("version"), None)).await?;
+                Ok::<_, FleetError>(c)
+            };
+            match attempt.await {
+                Ok(c) => {
+                    self.preferred.store(i as u64, Ordering::Release);
+                    tracing::debug!(endpoint = %ep, "fleet: connected");
+                    return Ok(c);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Drops the current connection; the next one starts with another member.
+    fn fail_over(&self) {
+        let had = self
+            .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some();
+        if had {
+            self.preferred.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Connect, catch up (seed or adopt), watch; on any failure start over after a pause.
@@ -329,20 +408,26 @@ impl Fleet {
         let hb_server = server.clone();
         self.rt
             .spawn(async move { hb.heartbeat_loop(hb_server).await });
-        let mut logged = false;
+        let mut failures = 0u32;
         loop {
             let r = self.sync_and_watch(&server).await;
-            self.synced.store(false, Ordering::Release);
+            if r.is_err() {
+                self.fail_over();
+            }
+            if self.synced.swap(false, Ordering::AcqRel) {
+                failures = 0; // it had been in sync: this is a new outage
+            }
             if let Err(e) = r {
-                if !logged {
+                if failures == 1 {
                     tracing::warn!(error = %e, "fleet: lost etcd; running the last version, changes refused until it is back");
-                    logged = true;
+                } else {
+                    tracing::debug!(error = %e, "fleet: etcd still unavailable");
                 }
+                failures += 1;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if logged && self.client().is_ok() {
-                // keep the client: tonic reconnects by itself
-            }
+            // The first retry at once (another member answers); then every half second.
+            let pause = if failures <= 1 { 20 } else { 500 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
 
@@ -370,18 +455,29 @@ impl Fleet {
             )
             .await?;
         self.synced.store(true, Ordering::Release);
+        let version = on_server(server, |s| s.store_version()).await?;
         tracing::info!(
-            version = server.store_version(),
+            version,
             revision = rev,
             "fleet: in sync with etcd, watching"
         );
+        let mut asked = Instant::now();
+        let mut heard = Instant::now();
         loop {
-            // A progress notification arrives every few seconds on an idle watch: silence longer
-            // than that means the member we talk to is gone or cut off.
-            let msg = tokio::time::timeout(Duration::from_secs(15), stream.message())
-                .await
-                .map_err(|_| FleetError::Unavailable("the watch went silent".into()))?
-                .map_err(unavailable)?;
+            // Ask for a progress report every few seconds: a watch that hears nothing for long is
+            // talking to a member that is gone or cut off, and starts over.
+            if asked.elapsed() > Duration::from_secs(3) {
+                let _ = self.timed(stream.request_progress()).await;
+                asked = Instant::now();
+            }
+            let msg = match tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
+                Err(_) if heard.elapsed() > Duration::from_secs(20) => {
+                    return Err(FleetError::Unavailable("the watch went silent".into()))
+                }
+                Err(_) => continue,
+                Ok(m) => m.map_err(unavailable)?,
+            };
+            heard = Instant::now();
             let Some(resp) = msg else {
                 return Err(FleetError::Unavailable("the watch ended".into()));
             };
@@ -400,19 +496,24 @@ impl Fleet {
                 let Some(kv) = ev.kv() else { continue };
                 let record: Value = serde_json::from_slice(kv.value())
                     .map_err(|e| FleetError::Corrupt(format!("history record: {e}")))?;
-                let meta: VersionMeta = serde_json::from_value(record["meta"].clone())
+                let mut meta: VersionMeta = serde_json::from_value(record["meta"].clone())
                     .map_err(|e| FleetError::Corrupt(format!("history meta: {e}")))?;
+                // The record is written in the transaction whose revision it cannot know.
+                meta.revision = Some(kv.mod_revision());
                 self.latest.fetch_max(meta.version, Ordering::AcqRel);
-                let edits = record.get("edits").filter(|e| e.is_array());
+                let edits = record.get("edits").filter(|e| e.is_array()).cloned();
                 let applied = match edits {
-                    Some(e) => server.fleet_apply(meta.clone(), Some(e), None),
+                    Some(e) => {
+                        let m = meta.clone();
+                        on_server(server, move |s| s.fleet_apply(m, Some(&e), None)).await?
+                    }
                     None => Err("a whole document".to_string()),
                 };
                 if let Err(why) = applied {
                     tracing::info!(version = meta.version, why = %why, "fleet: loading the version's objects");
                     let (m, doc) = self.load(&mut c, kv.mod_revision()).await?;
-                    server
-                        .fleet_apply(m, None, Some(doc))
+                    on_server(server, move |s| s.fleet_apply(m, None, Some(doc)))
+                        .await?
                         .map_err(FleetError::Corrupt)?;
                 }
             }
@@ -437,7 +538,7 @@ impl Fleet {
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| FleetError::Corrupt("version key".into()))?;
             self.latest.fetch_max(fleet_v, Ordering::AcqRel);
-            let (local_v, local_digest) = server.store_head();
+            let (local_v, local_digest) = on_server(server, |s| s.store_head()).await?;
             if fleet_v == local_v {
                 let h = self
                     .timed(c.get(self.key(&format!("history/{fleet_v:020}")), None))
@@ -457,8 +558,8 @@ impl Fleet {
                 return Ok(rev);
             }
             let (meta, doc) = self.load(c, rev).await?;
-            server
-                .fleet_apply(meta, None, Some(doc))
+            on_server(server, move |s| s.fleet_apply(meta, None, Some(doc)))
+                .await?
                 .map_err(FleetError::Corrupt)?;
             return Ok(rev);
         }
@@ -559,7 +660,7 @@ impl Fleet {
     /// Seeds an empty prefix with the server's current version, if this gateway gets the seed lock.
     /// Returns whether it seeded.
     async fn seed(&self, c: &mut Client, server: &Server) -> Result<bool, FleetError> {
-        let Some((meta, doc)) = server.store_current() else {
+        let Some((meta, doc)) = on_server(server, |s| s.store_current()).await? else {
             return Ok(false);
         };
         let lease = self.timed(c.lease_grant(30, None)).await?.id();
@@ -657,7 +758,7 @@ impl Fleet {
         let mut last = Value::Null;
         let mut last_keepalive = Instant::now() - Duration::from_secs(60);
         loop {
-            let mut status = server.member_status();
+            let mut status = on_server(server, |s| s.member_status()).await?;
             status["name"] = json!(self.cfg.name);
             status["uptime_s"] = json!(self.started.elapsed().as_secs());
             let mut compare = status.clone();
@@ -683,6 +784,18 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Runs `f` on the server off the runtime's worker: the server's store lock may be held by a
+/// management thread that is itself waiting on this runtime (a change's etcd transaction).
+async fn on_server<T: Send + 'static>(
+    server: &Server,
+    f: impl FnOnce(&Server) -> T + Send + 'static,
+) -> Result<T, FleetError> {
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| FleetError::Corrupt(format!("applying a version failed: {e}")))
 }
 
 fn prefix_end(prefix: &str) -> Vec<u8> {
