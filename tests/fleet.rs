@@ -365,6 +365,17 @@ fn two_gateways_share_one_policy_through_etcd() {
     }
     let (code, table) = ctl_fleet(&a, false);
     assert_eq!(code, 0, "{table}");
+    let verify = ok(a.call("audit.verify", json!({})));
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert_eq!(verify["fleet"]["gateways"].as_array().unwrap().len(), 2);
+    let prom = ok(b.call("stats", json!({"format": "prometheus"})));
+    assert!(
+        prom["text"]
+            .as_str()
+            .unwrap()
+            .contains("joypath_policy_lag 0\n"),
+        "{prom}"
+    );
     assert!(table.contains("gw-a") && table.contains("gw-b"), "{table}");
     let (code, js) = ctl_fleet(&a, true);
     assert_eq!(code, 0);
@@ -403,12 +414,10 @@ fn two_gateways_share_one_policy_through_etcd() {
     etcd.kill_member(1);
     let frames = a.frames();
     let t = Instant::now();
-    let e = loop {
-        match a.call("rule.add", rule(9004)).error {
-            Some(e) => break e,
-            None => panic!("a change was accepted without quorum"),
-        }
-    };
+    let e = a
+        .call("rule.add", rule(9004))
+        .error
+        .expect("a change was accepted without quorum");
     let refused_after = t.elapsed();
     assert_eq!(e.code, ErrorCode::Unavailable, "{}", e.message);
     assert!(e.message.contains("etcd"), "{}", e.message);
@@ -449,10 +458,20 @@ fn two_gateways_share_one_policy_through_etcd() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(r["version"], 4);
+    // The refused change can still surface as version 4 when it reached a leader just before
+    // quorum went (etcd commits such a proposal once quorum is back): the error said so.
+    let v = r["version"].as_u64().unwrap();
+    assert!(v == 4 || v == 5, "{r}");
+    if v == 5 {
+        let four = ok(a.call("policy.get", json!({"version": 4})));
+        assert!(
+            four["document"]["rule"].to_string().contains("9004"),
+            "{four}"
+        );
+    }
     eprintln!(
         "fleet: quorum back, a change accepted after {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    b.wait_version(4, Duration::from_secs(30));
+    b.wait_version(v, Duration::from_secs(30));
 }

@@ -240,6 +240,14 @@ impl Fleet {
                     c = self.rt.block_on(self.connect())?;
                     *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
                 }
+                Err(FleetError::Unavailable(why)) => {
+                    // A proposal that reached a leader just before quorum was lost may still commit
+                    // once it returns: say so rather than promise it did not happen.
+                    return Err(FleetError::Unavailable(format!(
+                        "{why}; if etcd had accepted it, version {} may still appear once quorum returns: check history",
+                        meta.version
+                    )));
+                }
                 Err(e) => return Err(e),
             }
         };

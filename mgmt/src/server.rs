@@ -757,14 +757,28 @@ impl Server {
                     )),
                 }
             }
-            "audit.verify" => Ok(self.verify()),
+            "audit.verify" => {
+                let mut v = self.verify();
+                // In a fleet: every live gateway runs the fleet's latest version.
+                if let Some(f) = self.inner.fleet.get() {
+                    let fleet = f.status().map_err(fleet_error)?;
+                    if fleet["ok"] != json!(true) {
+                        v["ok"] = json!(false);
+                    }
+                    v["fleet"] = fleet;
+                }
+                Ok(v)
+            }
             "stats" => {
                 let stats = self.inner.dataplane.stats();
                 match args.get("format").and_then(Value::as_str).unwrap_or("json") {
                     "json" => Ok(stats),
-                    "prometheus" => Ok(
-                        json!({"text": prometheus(&stats, &self.inner.dataplane.workers(), self.table().version())}),
-                    ),
+                    "prometheus" => {
+                        let workers = self.inner.dataplane.workers();
+                        let mut text = prometheus(&stats, &workers, self.table().version());
+                        text.push_str(&self.lag_metric(&workers));
+                        Ok(json!({ "text": text }))
+                    }
                     f => Err(OpError::new(
                         ErrorCode::BadArgs,
                         format!("format {f:?}: json or prometheus"),
@@ -992,6 +1006,27 @@ impl Server {
             Change::Edits(&edits),
             (uid, op, comment),
             (t0, compiled),
+        )
+    }
+
+    /// `joypath_policy_lag`: versions between the newest policy (the fleet's, or the store's) and
+    /// the oldest one a worker of this gateway runs.
+    fn lag_metric(&self, workers: &[WorkerStatus]) -> String {
+        let store = self.store_version();
+        let latest = self
+            .inner
+            .fleet
+            .get()
+            .map_or(store, |f| f.latest().max(store));
+        let running = workers
+            .iter()
+            .map(|w| w.active_version)
+            .min()
+            .unwrap_or(store);
+        format!(
+            "# HELP joypath_policy_lag Policy versions this gateway's workers are behind the newest (the fleet's with --etcd).\n\
+             # TYPE joypath_policy_lag gauge\njoypath_policy_lag {}\n",
+            latest.saturating_sub(running)
         )
     }
 
