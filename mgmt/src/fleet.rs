@@ -764,6 +764,7 @@ impl Fleet {
         ))
         .await?;
         let mut last = Value::Null;
+        let mut last_put = Instant::now();
         let mut last_keepalive = Instant::now() - Duration::from_secs(60);
         loop {
             let mut status = on_server(server, |s| s.member_status()).await?;
@@ -771,7 +772,9 @@ impl Fleet {
             status["uptime_s"] = json!(self.started.elapsed().as_secs());
             let mut compare = status.clone();
             compare["uptime_s"] = Value::Null;
-            if compare != last {
+            // Rewritten when something changed, and every few seconds for the uptime.
+            if compare != last || last_put.elapsed() >= Duration::from_secs(5) {
+                last_put = Instant::now();
                 self.timed(c.put(
                     self.key(&format!("members/{name}")),
                     status.to_string(),
