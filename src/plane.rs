@@ -39,6 +39,10 @@ pub struct MgmtArgs {
     /// Members of this group (name or gid) get read-only access.
     #[arg(long)]
     pub readonly_group: Option<String>,
+    /// Tenant-scoped administration, GROUP=TENANT (repeat): members of the Unix group (name or
+    /// gid) may change only that tenant's endpoints and the rules from that tenant.
+    #[arg(long, value_name = "GROUP=TENANT")]
+    pub tenant_admin: Vec<String>,
     /// Share the policy with a fleet of gateways through etcd (client URLs, comma-separated). The
     /// state directory then caches what etcd holds, and is what runs while etcd is down.
     #[arg(long, value_delimiter = ',')]
@@ -105,6 +109,12 @@ impl MgmtArgs {
             .as_deref()
             .map(resolve_group)
             .transpose()?;
+        for m in &self.tenant_admin {
+            let (g, t) = m
+                .split_once('=')
+                .with_context(|| format!("--tenant-admin {m:?}: GROUP=TENANT"))?;
+            c.tenant_admins.push((resolve_group(g)?, t.to_string()));
+        }
         Ok(c)
     }
 }

@@ -68,6 +68,9 @@ pub struct TraceRequest {
 pub enum Access {
     ReadWrite,
     ReadOnly,
+    /// A tenant's administrator (a member of a group mapped to tenants): reads, and changes only
+    /// those tenants' endpoints and the rules from those tenants.
+    Tenant,
     None,
 }
 
@@ -84,6 +87,8 @@ pub struct ServerConfig {
     pub readonly_gid: Option<u32>,
     /// Largest request line accepted.
     pub max_request: usize,
+    /// Tenant-scoped administration: members of group `gid` administer `tenant`.
+    pub tenant_admins: Vec<(u32, String)>,
 }
 
 impl ServerConfig {
@@ -95,6 +100,7 @@ impl ServerConfig {
             group: None,
             readonly_gid: None,
             max_request: 64 << 20,
+            tenant_admins: Vec::new(),
         }
     }
 }
@@ -188,6 +194,76 @@ fn groups_of(pid: i32) -> Vec<u32> {
 fn current_euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// What a tenant's administrator may change (each checked by [`tenant_may`]).
+const TENANT_OPS: &[&str] = &[
+    "endpoint.add",
+    "endpoint.update",
+    "endpoint.remove",
+    "rule.add",
+    "rule.update",
+    "rule.remove",
+    "policy.edit",
+];
+
+/// Whether an administrator of `scope` may make the edit `op` with `args` to `doc`: only endpoints of
+/// its tenants, and only rules from its tenants (before and after the change).
+fn tenant_may(scope: &[String], op: &str, args: &Value, doc: &Document) -> Result<(), OpError> {
+    let mine = |t: &str| scope.iter().any(|s| s == t);
+    let deny = |what: String| {
+        Err(OpError::new(
+            ErrorCode::Forbidden,
+            format!("{what}: this peer administers tenant(s) {scope:?} only"),
+        ))
+    };
+    let rule_at = |args: &Value| -> Result<&policy::Rule, OpError> {
+        let i = args
+            .get("index")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX) as usize;
+        doc.rules
+            .get(i)
+            .ok_or_else(|| OpError::new(ErrorCode::NotFound, format!("no rule {i}")))
+    };
+    match op {
+        "endpoint.add" | "endpoint.update" => {
+            let t = args["endpoint"]["tenant"].as_str().unwrap_or_default();
+            if !mine(t) {
+                return deny(format!("an endpoint of tenant {t:?}"));
+            }
+        }
+        "endpoint.remove" => {
+            let t = args["tenant"].as_str().unwrap_or_default();
+            if !mine(t) {
+                return deny(format!("an endpoint of tenant {t:?}"));
+            }
+        }
+        "rule.add" | "rule.update" => {
+            let from = args["rule"]["from"].as_str().unwrap_or_default();
+            if !mine(from) {
+                return deny(format!("a rule from {from:?}"));
+            }
+            if op == "rule.update" {
+                let old = rule_at(args)?;
+                if !mine(&old.from) {
+                    return deny(format!("rule {} (from {:?})", args["index"], old.from));
+                }
+            }
+            // Inserting inside the list renumbers other tenants' rules: only appends.
+            if op == "rule.add" && args.get("index").is_some_and(|i| !i.is_null()) {
+                return deny("inserting a rule before others".into());
+            }
+        }
+        "rule.remove" => {
+            let old = rule_at(args)?;
+            if !mine(&old.from) {
+                return deny(format!("rule {} (from {:?})", args["index"], old.from));
+            }
+        }
+        _ => return deny(format!("{op:?}")),
+    }
+    Ok(())
 }
 
 const READ_OPS: &[&str] = &[
@@ -295,7 +371,7 @@ impl Server {
         op: &str,
         comment: Option<String>,
     ) -> Result<Arc<Table>, OpError> {
-        self.commit((uid, op, comment), None, None, move |_| Ok(doc))?;
+        self.commit((uid, op, comment, None), None, None, move |_| Ok(doc))?;
         Ok(self.table())
     }
 
@@ -339,7 +415,7 @@ impl Server {
             tracing::info!(file = source, from_version = cur.meta.version, diff = %diff, "SIGHUP: applying the file");
         }
         self.commit(
-            (0, "sighup", Some(format!("re-read {source}"))),
+            (0, "sighup", Some(format!("re-read {source}")), None),
             None,
             None,
             move |_| Ok(doc),
@@ -473,12 +549,34 @@ impl Server {
         if peer.uid == 0 || peer.uid == self.inner.owner_uid {
             return Access::ReadWrite;
         }
+        if !self.tenant_scope(peer).is_empty() {
+            return Access::Tenant;
+        }
         if let Some(g) = self.inner.cfg.readonly_gid {
             if peer.gid == g || groups_of(peer.pid).contains(&g) {
                 return Access::ReadOnly;
             }
         }
         Access::None
+    }
+
+    /// The tenants a peer administers, through the groups it belongs to.
+    pub fn tenant_scope(&self, peer: &Peer) -> Vec<String> {
+        if self.inner.cfg.tenant_admins.is_empty() {
+            return Vec::new();
+        }
+        let groups = groups_of(peer.pid);
+        let mut out: Vec<String> = self
+            .inner
+            .cfg
+            .tenant_admins
+            .iter()
+            .filter(|(g, _)| peer.gid == *g || groups.contains(g))
+            .map(|(_, t)| t.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Binds the socket (mode and ownership as configured) and serves it from a `mgmt` thread.
@@ -553,6 +651,11 @@ impl Server {
             let _ = write_response(&mut writer, &r);
             return;
         }
+        let scope = if access == Access::Tenant {
+            self.tenant_scope(&peer)
+        } else {
+            Vec::new()
+        };
         let max = self.inner.cfg.max_request;
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
@@ -591,7 +694,7 @@ impl Server {
                 if text.trim().is_empty() {
                     continue;
                 }
-                self.handle_line(&text, peer.uid, access)
+                self.handle_scoped(&text, peer.uid, access, &scope)
             };
             if write_response(&mut writer, &resp).is_err() {
                 return;
@@ -601,6 +704,17 @@ impl Server {
 
     /// Handles one request line from a peer with `uid` and `access`.
     pub fn handle_line(&self, line: &str, uid: u32, access: Access) -> Response {
+        self.handle_scoped(line, uid, access, &[])
+    }
+
+    /// Handles one request line from a tenant administrator of `scope` (or anyone, scope empty).
+    pub fn handle_scoped(
+        &self,
+        line: &str,
+        uid: u32,
+        access: Access,
+        scope: &[String],
+    ) -> Response {
         let req: Request = match serde_json::from_str(line) {
             Ok(r) => r,
             Err(e) => {
@@ -618,7 +732,7 @@ impl Server {
         // A bug in an operation fails that request, never the server: the lock it held is
         // released and the next request is served.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.dispatch(&req, uid, access)
+            self.dispatch(&req, uid, access, scope)
         }));
         match outcome {
             Ok(Ok(v)) => Response::ok(id, v),
@@ -641,7 +755,13 @@ impl Server {
         }
     }
 
-    fn dispatch(&self, req: &Request, uid: u32, access: Access) -> Result<Value, OpError> {
+    fn dispatch(
+        &self,
+        req: &Request,
+        uid: u32,
+        access: Access,
+        scope: &[String],
+    ) -> Result<Value, OpError> {
         let op = req.op.as_str();
         let args = &req.args;
         let known = READ_OPS.contains(&op)
@@ -653,12 +773,23 @@ impl Server {
                 format!("unknown op {op:?}"),
             ));
         }
-        if access != Access::ReadWrite && !READ_OPS.contains(&op) {
+        let scoped = access == Access::Tenant;
+        if scoped && !READ_OPS.contains(&op) && !TENANT_OPS.contains(&op) {
+            return Err(OpError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "uid {uid} administers tenant(s) {scope:?} only: {op:?} is not one tenant's endpoint or rule change"
+                ),
+            ));
+        }
+        if !scoped && access != Access::ReadWrite && !READ_OPS.contains(&op) {
             return Err(OpError::new(
                 ErrorCode::Forbidden,
                 format!("uid {uid} has read-only access; {op:?} changes the gateway"),
             ));
         }
+        // What a tenant administrator's change touches (checked against the document it applies to).
+        let tenants = scoped.then(|| scope.to_vec());
         let expected = opt_u64(args, "expected_version")?;
         let comment = args
             .get("comment")
@@ -691,7 +822,7 @@ impl Server {
             }
             "policy.apply" => {
                 let doc = doc_arg(args)?;
-                self.commit((uid, op, comment), expected, None, move |_| Ok(doc))
+                self.commit((uid, op, comment, None), expected, None, move |_| Ok(doc))
             }
             "policy.edit" => {
                 // Several edits, all or nothing, as one version (e.g. onboarding a tenant with its
@@ -707,24 +838,36 @@ impl Server {
                         )
                     })?;
                 let delta = Value::Array(edits.clone());
-                self.commit((uid, op, comment), expected, Some(&delta), move |cur| {
-                    let mut doc = cur.clone();
-                    for (i, e) in edits.iter().enumerate() {
-                        let eop = e.get("op").and_then(Value::as_str).unwrap_or_default();
-                        let eargs = e.get("args").cloned().unwrap_or(Value::Null);
-                        let known = edit::apply(eop, &eargs, &mut doc).map_err(|mut err| {
-                            err.message = format!("edits[{i}] ({eop}): {}", err.message);
-                            err
-                        })?;
-                        if !known {
-                            return Err(OpError::new(
-                                ErrorCode::BadArgs,
-                                format!("edits[{i}]: {eop:?} is not an edit"),
-                            ));
+                let scope_owned = tenants.clone();
+                self.commit(
+                    (uid, op, comment, tenants),
+                    expected,
+                    Some(&delta),
+                    move |cur| {
+                        let mut doc = cur.clone();
+                        for (i, e) in edits.iter().enumerate() {
+                            let eop = e.get("op").and_then(Value::as_str).unwrap_or_default();
+                            let eargs = e.get("args").cloned().unwrap_or(Value::Null);
+                            if let Some(scope) = &scope_owned {
+                                tenant_may(scope, eop, &eargs, &doc).map_err(|mut err| {
+                                    err.message = format!("edits[{i}]: {}", err.message);
+                                    err
+                                })?;
+                            }
+                            let known = edit::apply(eop, &eargs, &mut doc).map_err(|mut err| {
+                                err.message = format!("edits[{i}] ({eop}): {}", err.message);
+                                err
+                            })?;
+                            if !known {
+                                return Err(OpError::new(
+                                    ErrorCode::BadArgs,
+                                    format!("edits[{i}]: {eop:?} is not an edit"),
+                                ));
+                            }
                         }
-                    }
-                    Ok(doc)
-                })
+                        Ok(doc)
+                    },
+                )
             }
             "rollback" => {
                 let v = opt_u64(args, "version")?.ok_or_else(|| {
@@ -732,7 +875,7 @@ impl Server {
                 })?;
                 let old = self.store().read(v).map_err(storage)?;
                 let comment = comment.or_else(|| Some(format!("rollback to version {v}")));
-                self.commit((uid, op, comment), expected, None, move |_| {
+                self.commit((uid, op, comment, None), expected, None, move |_| {
                     Ok((*old.document).clone())
                 })
             }
@@ -797,18 +940,27 @@ impl Server {
                     .trace(&req)
                     .map_err(|e| OpError::new(ErrorCode::Internal, e))
             }
-            "rule.add" | "rule.update" if self.rule_fast_path(op, args) => {
+            "rule.add" | "rule.update" if !scoped && self.rule_fast_path(op, args) => {
                 self.commit_rule((uid, op, comment), expected, args)
             }
             _ => {
                 let op_name = op.to_string();
                 let delta = json!([{"op": op, "args": args}]);
                 let args = args.clone();
-                self.commit((uid, op, comment), expected, Some(&delta), move |cur| {
-                    let mut doc = cur.clone();
-                    edit::apply(&op_name, &args, &mut doc)?;
-                    Ok(doc)
-                })
+                let scope_owned = tenants.clone();
+                self.commit(
+                    (uid, op, comment, tenants),
+                    expected,
+                    Some(&delta),
+                    move |cur| {
+                        if let Some(scope) = &scope_owned {
+                            tenant_may(scope, &op_name, &args, cur)?;
+                        }
+                        let mut doc = cur.clone();
+                        edit::apply(&op_name, &args, &mut doc)?;
+                        Ok(doc)
+                    },
+                )
             }
         }
     }
@@ -830,10 +982,11 @@ impl Server {
         (base, table): (&Document, Arc<Table>),
         doc: Arc<Document>,
         change: Change<'_>,
-        (uid, op, comment): (u32, &str, Option<String>),
+        (uid, op, comment, tenants): (u32, &str, Option<String>, Option<Vec<String>>),
         (t0, compiled): (Instant, f64),
     ) -> Result<Value, OpError> {
         let mut meta = store.meta_for(table.digest(), uid, op, comment);
+        meta.tenants = tenants;
         debug_assert_eq!(meta.version, table.version());
         if let Some(fleet) = self.inner.fleet.get() {
             // The fleet's transaction decides; the local store then caches what etcd holds.
@@ -893,7 +1046,7 @@ impl Server {
     /// persists it (as the `edits` delta when given, whole otherwise), then publishes it.
     fn commit(
         &self,
-        (uid, op, comment): (u32, &str, Option<String>),
+        (uid, op, comment, tenants): (u32, &str, Option<String>, Option<Vec<String>>),
         expected: Option<u64>,
         edits: Option<&Value>,
         build: impl FnOnce(&Document) -> Result<Document, OpError>,
@@ -916,7 +1069,7 @@ impl Server {
             (&base, Arc::new(table)),
             doc,
             change,
-            (uid, op, comment),
+            (uid, op, comment, tenants),
             (t0, compiled),
         )
     }
@@ -1004,7 +1157,7 @@ impl Server {
             (&base, table),
             doc,
             Change::Edits(&edits),
-            (uid, op, comment),
+            (uid, op, comment, None),
             (t0, compiled),
         )
     }
