@@ -87,7 +87,7 @@ fn call_as(ids: (u32, u32, u32), sock: &Path, op: &str, args: &[String]) -> (i32
         .arg("call")
         .arg(op)
         .args(args);
-    let groups = vec![extra];
+    let groups = [extra];
     // SAFETY: setgroups/setgid/setuid are async-signal-safe and touch no memory of the parent; they
     // run in the forked child before exec, as pre_exec requires.
     unsafe {
