@@ -18,6 +18,14 @@ pub fn serve(
     workers: usize,
     pps: u64,
 ) -> Result<()> {
+    // Signals first: once the socket answers, a SIGHUP must find its handler.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing signal handlers")?;
     let (store, table) = open_policy(config, &m.state_dir, m.history)?;
     tracing::info!(version = table.version(), state_dir = %m.state_dir.display(), "policy loaded");
     let policy = Arc::new(ArcSwap::new(table.clone()));
@@ -31,13 +39,6 @@ pub fn serve(
         .with_context(|| format!("serving {}", m.socket.display()))?;
     let _fleet = m.start_fleet(&server)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
-    }
-    let hup = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
-        .context("installing signal handlers")?;
     let frames = Arc::new(frames);
     let per_worker_pps = pps / shared.len() as u64;
     let threads: Vec<_> = shared

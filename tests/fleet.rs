@@ -177,7 +177,15 @@ impl Gateway {
                 "2",
                 "--config",
             ])
-            .arg(fixtures().join("fixtures.toml"))
+            .arg({
+                // A gateway may have its own config file (gw.toml in its directory).
+                let own = self.dir.join("gw.toml");
+                if own.exists() {
+                    own
+                } else {
+                    fixtures().join("fixtures.toml")
+                }
+            })
             .arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")
@@ -337,6 +345,21 @@ fn two_gateways_share_one_policy_through_etcd() {
     assert_eq!(got_b["meta"]["revision"].as_i64(), Some(rev));
     assert_eq!(got_b["meta"]["op"], "rule.add");
 
+    // A gateway joining with another config file: the populated prefix wins over its file.
+    std::fs::create_dir_all(root.path().join("gw-c")).unwrap();
+    let other = std::fs::read_to_string(fixtures().join("fixtures.toml")).unwrap()
+        + "\n[[rule]]\nfrom = \"globex\"\nto = \"acme\"\nproto = \"udp\"\nports = \"53\"\naction = \"allow\"\n";
+    std::fs::write(root.path().join("gw-c/gw.toml"), other).unwrap();
+    let c = Gateway::start(root.path(), "gw-c", &urls);
+    c.wait_version(2, Duration::from_secs(30));
+    // (Loaded from the objects, sections may come in another order: the digest ignores it.)
+    let got_c = ok(c.call("policy.get", json!({})));
+    assert_eq!(
+        got_c["meta"]["digest"], got_a["meta"]["digest"],
+        "the fleet's policy wins over gw-c's config file"
+    );
+    assert_eq!(got_c["document"]["rule"], got_a["document"]["rule"]);
+
     // A stale expected_version through B is refused.
     let mut stale = rule(9002);
     stale["expected_version"] = json!(1);
@@ -347,7 +370,7 @@ fn two_gateways_share_one_policy_through_etcd() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let v = fleet_view(&b);
-        let both = ["gw-a", "gw-b"].iter().all(|n| {
+        let both = ["gw-a", "gw-b", "gw-c"].iter().all(|n| {
             v["gateways"].as_array().unwrap().iter().any(|g| {
                 g["name"] == *n
                     && g["alive"] == json!(true)
@@ -367,7 +390,7 @@ fn two_gateways_share_one_policy_through_etcd() {
     assert_eq!(code, 0, "{table}");
     let verify = ok(a.call("audit.verify", json!({})));
     assert_eq!(verify["ok"], true, "{verify}");
-    assert_eq!(verify["fleet"]["gateways"].as_array().unwrap().len(), 2);
+    assert_eq!(verify["fleet"]["gateways"].as_array().unwrap().len(), 3);
     let prom = ok(b.call("stats", json!({"format": "prometheus"})));
     assert!(
         prom["text"]
@@ -380,7 +403,7 @@ fn two_gateways_share_one_policy_through_etcd() {
     let (code, js) = ctl_fleet(&a, true);
     assert_eq!(code, 0);
     let js: Value = serde_json::from_str(&js).unwrap();
-    assert_eq!(js["gateways"].as_array().unwrap().len(), 2);
+    assert_eq!(js["gateways"].as_array().unwrap().len(), 3);
 
     // A killed etcd member changes nothing.
     etcd.kill_member(2);
@@ -474,4 +497,5 @@ fn two_gateways_share_one_policy_through_etcd() {
         t.elapsed().as_secs_f64()
     );
     b.wait_version(v, Duration::from_secs(30));
+    c.wait_version(v, Duration::from_secs(30));
 }

@@ -87,6 +87,8 @@ pub struct Fleet {
     preferred: AtomicU64,
     /// The newest version seen in etcd.
     latest: AtomicU64,
+    /// Why this gateway's store cannot follow the fleet, if it cannot.
+    diverged: Mutex<Option<String>>,
     /// The watch is live and this gateway has caught up with etcd at least once.
     synced: AtomicBool,
     started: Instant,
@@ -129,6 +131,7 @@ impl Fleet {
             client: Mutex::new(None),
             preferred: AtomicU64::new(0),
             latest: AtomicU64::new(0),
+            diverged: Mutex::new(None),
             synced: AtomicBool::new(false),
             started: Instant::now(),
         });
@@ -195,6 +198,18 @@ impl Fleet {
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(why) = self
+            .diverged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(FleetError::Conflict {
+                fleet: self.latest(),
+                expected: base,
+                why,
+            });
         }
         let mut ops = object_ops(&self.cfg.prefix, old, new, edits);
         let record = json!({"meta": meta, "edits": edits});
@@ -560,11 +575,19 @@ impl Fleet {
                     return Ok(rev);
                 }
             }
-            if fleet_v < local_v {
-                tracing::error!(fleet = fleet_v, local = local_v,
-                    "fleet: this gateway's store is ahead of etcd (etcd was reset?); adopting etcd's policy above the local numbers is not possible: keeping the local version");
+            if fleet_v <= local_v {
+                // Same number, other content, or a local store ahead of etcd (etcd was reset, or
+                // this state directory served another fleet): the numbers cannot be reconciled.
+                // Keep forwarding on the local version, refuse changes, say why.
+                let why = format!(
+                    "this gateway's store (version {local_v}, digest {local_digest}) diverges from the fleet's (version {fleet_v}): \
+                     start it with an empty --state-dir to join the fleet"
+                );
+                tracing::error!("fleet: {why}");
+                *self.diverged.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
                 return Ok(rev);
             }
+            *self.diverged.lock().unwrap_or_else(|p| p.into_inner()) = None;
             let (meta, doc) = self.load(c, rev).await?;
             on_server(server, move |s| s.fleet_apply(meta, None, Some(doc)))
                 .await?
