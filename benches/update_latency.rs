@@ -1,6 +1,7 @@
-//! Hitless updates, measured: the time from a management request (one rule added) to every worker
-//! running the new version, with frames flowing through replay workers the whole time, at 1k and 100k
-//! rules with 1M endpoints. Run: `cargo bench --bench update_latency` (JOYPATH_UPDATE_SCALES to pick,
+//! Hitless updates, measured: the time from a management request (one rule added) to its durable
+//! acknowledgement (a small delta file written and fsynced) and to every worker running the new
+//! version, with frames flowing through replay workers the whole time, at 1k and 100k rules with 1M
+//! endpoints by default. Run: `cargo bench --bench update_latency` (JOYPATH_UPDATE_SCALES to pick,
 //! e.g. "1000:1000000,100000:1000000"; JOYPATH_UPDATE_ROUNDS rounds per scale).
 
 use arc_swap::ArcSwap;
@@ -58,8 +59,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     let workers_n = 1;
-    println!("| rules | endpoints | request → all workers (median ms) | request → ack (median ms) | compile (ms) | frames during updates | frames accounted |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| rules | endpoints | request → all workers (median ms) | request → ack (median ms) | compile (ms) | compiled → durable (ms) | frames during updates | frames accounted |");
+    println!("|---|---|---|---|---|---|---|---|");
     for scale in scales.split(',') {
         let (rules, endpoints) = scale.split_once(':').expect("RULES:ENDPOINTS");
         let (rules, endpoints): (u32, u32) = (rules.parse().unwrap(), endpoints.parse().unwrap());
@@ -105,7 +106,8 @@ fn main() {
             .iter()
             .map(|s| s.frames.load(Ordering::Acquire))
             .sum::<u64>();
-        let (mut to_workers, mut to_ack, mut compile) = (vec![], vec![], vec![]);
+        let (mut to_workers, mut to_ack, mut compile, mut persist) =
+            (vec![], vec![], vec![], vec![]);
         // Frames are flowing: every worker runs version 1.
         while !shared
             .iter()
@@ -137,6 +139,7 @@ fn main() {
             assert_eq!(res["version"].as_u64().unwrap(), v);
             to_ack.push(ack.as_secs_f64() * 1e3);
             compile.push(res["compile_ms"].as_f64().unwrap());
+            persist.push(res["persist_ms"].as_f64().unwrap() - res["compile_ms"].as_f64().unwrap());
         }
         stop.store(true, Ordering::Relaxed);
         let mut total = datapath::Counters::default();
@@ -145,10 +148,11 @@ fn main() {
         }
         let accounted = total.forwarded + total.arp_replied + total.total_dropped() == total.frames;
         println!(
-            "| {rules} | {endpoints} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {rules} | {endpoints} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
             median(&mut to_workers),
             median(&mut to_ack),
             median(&mut compile),
+            median(&mut persist),
             total.frames - frames_before.min(total.frames),
             if accounted { "all" } else { "NO" }
         );

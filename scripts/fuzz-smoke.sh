@@ -97,6 +97,14 @@ if [[ ! -e $seed_stamp || -n $(find pcap-fixtures examples -newer "$seed_stamp" 
           "action":"allow","priority":10,"not_before":"2026-01-01T00:00:00Z","not_after":"2026-12-31T00:00:00Z"},
          {"from":"*","to":"*","proto":"udp","to_cidr":"2001:2::/48","action":"deny"}]}
 EOF
+    # RFC 3339 offsets, valid and not (a multi-byte character where a digit or ':' belongs once
+    # panicked the parser): every validity window goes through it.
+    for o in "+01:00" "-23:59" "+€00" "+00:€" "+0€0" "Z"; do
+        printf '[gateway]\nunderlay_ip = "198.18.0.254"\n[[tenant]]\nname = "a"\nid = 1\n[[rule]]\nfrom = "a"\nto = "*"\naction = "allow"\nnot_before = "2026-01-01T00:00:00%s"\nnot_after = "2026-12-31T00:00:00.5%s"\n' "$o" "$o" \
+            >"$corpus/config_toml/rfc3339$(echo "$o" | od -An -tx1 | tr -d ' \n').toml"
+        printf '{"gateway":{"underlay_ip":"198.18.0.254"},"tenant":[{"name":"a","id":1}],"rule":[{"from":"a","to":"*","action":"deny","not_before":"2026-01-01T00:00:00%s"}]}\n' "$o" \
+            >"$corpus/config_json/rfc3339$(echo "$o" | od -An -tx1 | tr -d ' \n').json"
+    done
     touch "$seed_stamp"
 fi
 

@@ -10,6 +10,9 @@ PKGS=(
   iproute2 nftables tcpdump netsniff-ng sysstat ethtool iputils-ping netcat-openbsd
   # management socket scripting, instruction counts
   socat valgrind python3 procps
+  # the fleet: etcd (the integration test starts a 3-member cluster on loopback) and protoc with the
+  # well-known types, which the etcd-client crate's build script needs
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev
 )
 
 missing=()

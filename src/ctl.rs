@@ -77,6 +77,9 @@ pub enum CtlCmd {
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// The fleet: every gateway sharing this one's etcd policy, its version, digest, lag and
+    /// liveness. Exit code 4 when a gateway lags or is gone.
+    Fleet,
     /// Any operation: `joypath ctl call tenant.add tenant='{"name":"x","id":7}' expected_version=3`.
     /// Values are JSON when they parse as JSON, strings otherwise.
     Call { op: String, args: Vec<String> },
@@ -150,6 +153,7 @@ pub fn run(a: CtlArgs) -> Result<i32> {
             ("audit.reachability".into(), v)
         }
         CtlCmd::Verify => ("audit.verify".into(), json!({})),
+        CtlCmd::Fleet => ("fleet.status".into(), json!({})),
         CtlCmd::Stats { prometheus } => (
             "stats".into(),
             json!({"format": if *prometheus { "prometheus" } else { "json" }}),
@@ -208,11 +212,61 @@ pub fn run(a: CtlArgs) -> Result<i32> {
     if matches!(a.cmd, CtlCmd::Verify) && r["ok"] != json!(true) {
         return Ok(3);
     }
+    if matches!(a.cmd, CtlCmd::Fleet) && !fleet_healthy(&r) {
+        return Ok(4);
+    }
     Ok(0)
+}
+
+/// Every gateway that ever joined is alive and runs the latest version.
+fn fleet_healthy(r: &Value) -> bool {
+    r["gateways"].as_array().is_some_and(|g| {
+        g.iter()
+            .all(|g| g["alive"] == json!(true) && g["lag"] == json!(0))
+    })
+}
+
+fn human_fleet(r: &Value) {
+    println!(
+        "latest version {}{}",
+        r["latest"],
+        r["prefix"]
+            .as_str()
+            .map(|p| format!("  prefix {p}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "{:<20} {:>5} {:>8} {:>4} {:<16} {:>7} {:>8}",
+        "gateway", "alive", "version", "lag", "digest", "workers", "uptime"
+    );
+    for g in r["gateways"].as_array().into_iter().flatten() {
+        let n = |k: &str| g[k].as_u64().map(|v| v.to_string()).unwrap_or("-".into());
+        println!(
+            "{:<20} {:>5} {:>8} {:>4} {:<16} {:>7} {:>8}",
+            g["name"].as_str().unwrap_or(""),
+            if g["alive"] == json!(true) {
+                "yes"
+            } else {
+                "NO"
+            },
+            n("version"),
+            n("lag"),
+            g["digest"].as_str().unwrap_or("-"),
+            n("workers"),
+            g["uptime_s"]
+                .as_u64()
+                .map(|s| format!("{s}s"))
+                .unwrap_or("-".into()),
+        );
+    }
+    if !fleet_healthy(r) {
+        println!("NOT IN SYNC: a gateway lags or is gone");
+    }
 }
 
 fn human(cmd: &CtlCmd, r: &Value) -> Result<()> {
     match cmd {
+        CtlCmd::Fleet => human_fleet(r),
         CtlCmd::Status => {
             println!(
                 "policy version {}  digest {}  uptime {:.0}s  state {}",

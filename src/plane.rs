@@ -39,6 +39,29 @@ pub struct MgmtArgs {
     /// Members of this group (name or gid) get read-only access.
     #[arg(long)]
     pub readonly_group: Option<String>,
+    /// Tenant-scoped administration, GROUP=TENANT (repeat): members of the Unix group (name or
+    /// gid) may change only that tenant's endpoints and the rules from that tenant.
+    #[arg(long, value_name = "GROUP=TENANT")]
+    pub tenant_admin: Vec<String>,
+    /// Share the policy with a fleet of gateways through etcd (client URLs, comma-separated). The
+    /// state directory then caches what etcd holds, and is what runs while etcd is down.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of the fleet's policy in etcd.
+    #[arg(long, default_value = "/joypath")]
+    pub etcd_prefix: String,
+    /// This gateway's name in the fleet (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// The host name, from the kernel.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "joypath".into())
 }
 
 /// Resolves a group name or number via /etc/group.
@@ -59,6 +82,19 @@ pub fn resolve_group(g: &str) -> Result<u32> {
 }
 
 impl MgmtArgs {
+    /// Joins the fleet when `--etcd` is given.
+    pub fn start_fleet(&self, server: &mgmt::Server) -> Result<Option<Arc<mgmt::Fleet>>> {
+        if self.etcd.is_empty() {
+            return Ok(None);
+        }
+        let name = self.name.clone().unwrap_or_else(hostname);
+        let cfg = mgmt::FleetConfig::new(self.etcd.clone(), &self.etcd_prefix, &name);
+        tracing::info!(etcd = ?self.etcd, prefix = %self.etcd_prefix, name = %name, "joining the fleet");
+        Ok(Some(
+            mgmt::Fleet::start(cfg, server.clone()).context("starting the fleet link")?,
+        ))
+    }
+
     pub fn server_config(&self) -> Result<mgmt::ServerConfig> {
         let mut c = mgmt::ServerConfig::new(self.socket.clone());
         c.mode = u32::from_str_radix(&self.socket_mode, 8)
@@ -73,6 +109,12 @@ impl MgmtArgs {
             .as_deref()
             .map(resolve_group)
             .transpose()?;
+        for m in &self.tenant_admin {
+            let (g, t) = m
+                .split_once('=')
+                .with_context(|| format!("--tenant-admin {m:?}: GROUP=TENANT"))?;
+            c.tenant_admins.push((resolve_group(g)?, t.to_string()));
+        }
         Ok(c)
     }
 }
@@ -265,7 +307,8 @@ impl Dataplane for Plane {
 
 /// `joypath run`'s management plane, plugged into the AF_XDP driver: the policy starts from the
 /// store (seeded by --config), the socket is served once the workers run, and SIGHUP commits the
-/// re-read config file as a new version.
+/// re-read config file as a change on top of the current version, or refuses it when
+/// the store holds changes made since the file was last loaded (`mgmt::Server::reload_file`).
 pub struct MgmtControl {
     args: MgmtArgs,
     config: PathBuf,
@@ -311,6 +354,9 @@ impl datapath::afxdp::Control for MgmtControl {
         let handle = server
             .spawn()
             .map_err(|e| format!("{}: {e}", self.args.socket.display()))?;
+        self.args
+            .start_fleet(&server)
+            .map_err(|e| format!("{e:#}"))?;
         self.server = Some(server);
         self.handle = Some(handle);
         Ok(())
@@ -322,13 +368,10 @@ impl datapath::afxdp::Control for MgmtControl {
             .as_ref()
             .ok_or("the management server is not running")?;
         let doc = Document::load(&self.config).map_err(|e| e.to_string())?;
-        server
-            .apply_document(
-                doc,
-                0,
-                "sighup",
-                Some(format!("re-read {}", self.config.display())),
-            )
-            .map_err(|e| e.to_string())
+        match server.reload_file(doc, &self.config.display().to_string()) {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Ok(server.table()),
+            Err(e) => Err(e.message),
+        }
     }
 }

@@ -18,6 +18,14 @@ pub fn serve(
     workers: usize,
     pps: u64,
 ) -> Result<()> {
+    // Signals first: once the socket answers, a SIGHUP must find its handler.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing signal handlers")?;
     let (store, table) = open_policy(config, &m.state_dir, m.history)?;
     tracing::info!(version = table.version(), state_dir = %m.state_dir.display(), "policy loaded");
     let policy = Arc::new(ArcSwap::new(table.clone()));
@@ -29,11 +37,8 @@ pub fn serve(
     let handle = server
         .spawn()
         .with_context(|| format!("serving {}", m.socket.display()))?;
+    let _fleet = m.start_fleet(&server)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
-    }
     let frames = Arc::new(frames);
     let per_worker_pps = pps / shared.len() as u64;
     // One flow table for every worker: a flow's request and its replies may meet different ones.
@@ -62,6 +67,22 @@ pub fn serve(
     );
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
+        if hup.swap(false, Ordering::Relaxed) {
+            // SIGHUP: the config file as a change on top of the current version, or refused when
+            // the store holds changes the file does not (mgmt::Server::reload_file logs which).
+            match config.map(policy::Document::load) {
+                Some(Ok(doc)) => {
+                    let source = config.map(|c| c.display().to_string()).unwrap_or_default();
+                    if let Ok(Some(t)) = server.reload_file(doc, &source) {
+                        tracing::info!(version = t.version(), "SIGHUP: config file applied");
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: the config file is invalid; nothing changed")
+                }
+                None => tracing::warn!("SIGHUP: no --config to re-read"),
+            }
+        }
     }
     let mut total = datapath::Counters::default();
     for t in threads {

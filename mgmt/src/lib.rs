@@ -6,11 +6,13 @@
 
 pub mod client;
 pub mod edit;
+pub mod fleet;
 pub mod protocol;
 pub mod server;
 pub mod store;
 
 pub use client::Client;
+pub use fleet::{Fleet, FleetConfig, FleetError};
 pub use protocol::{ErrorCode, Request, Response};
 pub use server::{Access, Dataplane, Server, ServerConfig, TraceRequest, WorkerStatus};
-pub use store::{Store, StoreError, VersionRecord};
+pub use store::{Change, Store, StoreError, VersionMeta, VersionRecord};

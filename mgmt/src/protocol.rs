@@ -40,6 +40,9 @@ pub enum ErrorCode {
     Forbidden,
     /// The store could not persist the change.
     Storage,
+    /// The shared policy source (etcd) cannot take changes now (no quorum, unreachable): the
+    /// gateway keeps forwarding on its last version; retry later.
+    Unavailable,
     Internal,
 }
 

@@ -4,7 +4,7 @@
 
 use crate::edit;
 use crate::protocol::{ErrorCode, OpError, Request, Response};
-use crate::store::{Store, StoreError, VersionRecord};
+use crate::store::{Change, Store, StoreError, VersionRecord};
 use arc_swap::ArcSwap;
 use policy::{Document, Table};
 use serde::Serialize;
@@ -68,6 +68,9 @@ pub struct TraceRequest {
 pub enum Access {
     ReadWrite,
     ReadOnly,
+    /// A tenant's administrator (a member of a group mapped to tenants): reads, and changes only
+    /// those tenants' endpoints and the rules from those tenants.
+    Tenant,
     None,
 }
 
@@ -84,6 +87,8 @@ pub struct ServerConfig {
     pub readonly_gid: Option<u32>,
     /// Largest request line accepted.
     pub max_request: usize,
+    /// Tenant-scoped administration: members of group `gid` administer `tenant`.
+    pub tenant_admins: Vec<(u32, String)>,
 }
 
 impl ServerConfig {
@@ -95,6 +100,7 @@ impl ServerConfig {
             group: None,
             readonly_gid: None,
             max_request: 64 << 20,
+            tenant_admins: Vec::new(),
         }
     }
 }
@@ -106,6 +112,8 @@ struct Inner {
     dataplane: Arc<dyn Dataplane>,
     started: Instant,
     owner_uid: u32,
+    /// The etcd link, in fleet mode.
+    fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
 
 /// The server; cheap to clone.
@@ -188,8 +196,79 @@ fn current_euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// What a tenant's administrator may change (each checked by [`tenant_may`]).
+const TENANT_OPS: &[&str] = &[
+    "endpoint.add",
+    "endpoint.update",
+    "endpoint.remove",
+    "rule.add",
+    "rule.update",
+    "rule.remove",
+    "policy.edit",
+];
+
+/// Whether an administrator of `scope` may make the edit `op` with `args` to `doc`: only endpoints of
+/// its tenants, and only rules from its tenants (before and after the change).
+fn tenant_may(scope: &[String], op: &str, args: &Value, doc: &Document) -> Result<(), OpError> {
+    let mine = |t: &str| scope.iter().any(|s| s == t);
+    let deny = |what: String| {
+        Err(OpError::new(
+            ErrorCode::Forbidden,
+            format!("{what}: this peer administers tenant(s) {scope:?} only"),
+        ))
+    };
+    let rule_at = |args: &Value| -> Result<&policy::Rule, OpError> {
+        let i = args
+            .get("index")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX) as usize;
+        doc.rules
+            .get(i)
+            .ok_or_else(|| OpError::new(ErrorCode::NotFound, format!("no rule {i}")))
+    };
+    match op {
+        "endpoint.add" | "endpoint.update" => {
+            let t = args["endpoint"]["tenant"].as_str().unwrap_or_default();
+            if !mine(t) {
+                return deny(format!("an endpoint of tenant {t:?}"));
+            }
+        }
+        "endpoint.remove" => {
+            let t = args["tenant"].as_str().unwrap_or_default();
+            if !mine(t) {
+                return deny(format!("an endpoint of tenant {t:?}"));
+            }
+        }
+        "rule.add" | "rule.update" => {
+            let from = args["rule"]["from"].as_str().unwrap_or_default();
+            if !mine(from) {
+                return deny(format!("a rule from {from:?}"));
+            }
+            if op == "rule.update" {
+                let old = rule_at(args)?;
+                if !mine(&old.from) {
+                    return deny(format!("rule {} (from {:?})", args["index"], old.from));
+                }
+            }
+            // Inserting inside the list renumbers other tenants' rules: only appends.
+            if op == "rule.add" && args.get("index").is_some_and(|i| !i.is_null()) {
+                return deny("inserting a rule before others".into());
+            }
+        }
+        "rule.remove" => {
+            let old = rule_at(args)?;
+            if !mine(&old.from) {
+                return deny(format!("rule {} (from {:?})", args["index"], old.from));
+            }
+        }
+        _ => return deny(format!("{op:?}")),
+    }
+    Ok(())
+}
+
 const READ_OPS: &[&str] = &[
     "status",
+    "fleet.status",
     "policy.get",
     "policy.validate",
     "history",
@@ -205,6 +284,18 @@ fn storage(e: StoreError) -> OpError {
         }
         e => OpError::new(ErrorCode::Storage, e.to_string()),
     }
+}
+
+fn fleet_error(e: crate::fleet::FleetError) -> OpError {
+    use crate::fleet::FleetError as F;
+    let code = match &e {
+        F::Unavailable(_) => ErrorCode::Unavailable,
+        F::Conflict { .. } => ErrorCode::VersionConflict,
+        F::TooLarge { .. } => ErrorCode::TooLarge,
+        F::Corrupt(_) => ErrorCode::Internal,
+    };
+    tracing::warn!(error = %e, "fleet refused a change");
+    OpError::new(code, e.to_string())
 }
 
 fn invalid(e: policy::ConfigError) -> OpError {
@@ -266,6 +357,7 @@ impl Server {
                 dataplane,
                 started: Instant::now(),
                 owner_uid,
+                fleet: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -279,8 +371,172 @@ impl Server {
         op: &str,
         comment: Option<String>,
     ) -> Result<Arc<Table>, OpError> {
-        self.commit(uid, op, comment, None, move |_| Ok(doc))?;
+        self.commit((uid, op, comment, None), None, None, move |_| Ok(doc))?;
         Ok(self.table())
+    }
+
+    /// SIGHUP: the config file `doc` (from `source`) is applied as a change on top of the current
+    /// version, with its diff in the log — when every version since the file was last loaded came from
+    /// the file. When the store holds changes made since (through the socket), they are not silently
+    /// replaced: the reload is refused, naming them. Returns the new table, or `None` when the file
+    /// already is the current policy.
+    pub fn reload_file(&self, doc: Document, source: &str) -> Result<Option<Arc<Table>>, OpError> {
+        const FROM_FILE: &[&str] = &["config", "sighup"];
+        {
+            let store = self.store();
+            let cur = store
+                .current()
+                .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))?;
+            if cur.meta.digest == format!("{:016x}", policy::table::digest(&doc)) {
+                tracing::info!(
+                    version = cur.meta.version,
+                    file = source,
+                    "SIGHUP: the file is the current policy; nothing to do"
+                );
+                return Ok(None);
+            }
+            let history = store.history(usize::MAX);
+            let since: Vec<String> = history
+                .iter()
+                .take_while(|m| !FROM_FILE.contains(&m.op.as_str()))
+                .map(|m| format!("version {} ({} by uid {})", m.version, m.op, m.uid))
+                .collect();
+            let loaded = history.iter().any(|m| FROM_FILE.contains(&m.op.as_str()));
+            if !since.is_empty() || !loaded {
+                let msg = format!(
+                    "SIGHUP refused: the store holds changes made since {source} was last loaded ({}); \
+                     the file would silently undo them. Apply it deliberately with `joypath ctl apply`",
+                    if loaded { since.join(", ") } else { "the file's version is no longer kept".into() }
+                );
+                tracing::error!("{msg}");
+                return Err(OpError::new(ErrorCode::VersionConflict, msg));
+            }
+            let diff = edit::diff(&cur.document, &doc);
+            tracing::info!(file = source, from_version = cur.meta.version, diff = %diff, "SIGHUP: applying the file");
+        }
+        self.commit(
+            (0, "sighup", Some(format!("re-read {source}")), None),
+            None,
+            None,
+            move |_| Ok(doc),
+        )?;
+        Ok(Some(self.table()))
+    }
+
+    /// Joins the fleet (called by [`crate::fleet::Fleet::start`]).
+    pub(crate) fn attach_fleet(&self, fleet: Arc<crate::fleet::Fleet>) {
+        let _ = self.inner.fleet.set(fleet);
+    }
+
+    /// The fleet link, in fleet mode.
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::Fleet>> {
+        self.inner.fleet.get()
+    }
+
+    pub(crate) fn store_version(&self) -> u64 {
+        self.store().version()
+    }
+
+    /// (version, digest) of the store's current version.
+    pub(crate) fn store_head(&self) -> (u64, String) {
+        let s = self.store();
+        (
+            s.version(),
+            s.current()
+                .map(|c| c.meta.digest.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    pub(crate) fn store_current(&self) -> Option<(crate::store::VersionMeta, Document)> {
+        let s = self.store();
+        s.current().map(|c| (c.meta.clone(), (*c.document).clone()))
+    }
+
+    /// What this gateway runs, for the fleet's membership record.
+    pub(crate) fn member_status(&self) -> Value {
+        let (version, digest) = self.store_head();
+        let workers = self.inner.dataplane.workers();
+        let running = workers
+            .iter()
+            .map(|w| w.active_version)
+            .min()
+            .unwrap_or(version);
+        let workers_digest_ok = workers.iter().all(|w| w.active_digest == digest);
+        json!({
+            "version": running,
+            "store_version": version,
+            "digest": digest,
+            "workers": workers.len(),
+            "workers_digest_ok": workers_digest_ok,
+        })
+    }
+
+    /// Applies a version that came from the fleet: its `edits` on top of the current version when
+    /// it is the next one, or the whole `doc`; checked against its digest, cached in the local store,
+    /// then published. Versions this gateway already has are ignored.
+    pub(crate) fn fleet_apply(
+        &self,
+        meta: crate::store::VersionMeta,
+        edits: Option<&Value>,
+        doc: Option<Document>,
+    ) -> Result<(), String> {
+        let t0 = Instant::now();
+        let mut store = self.store();
+        if meta.version <= store.version() {
+            return Ok(());
+        }
+        let (doc, change) = match (doc, edits) {
+            (Some(d), _) => (d, Change::Whole),
+            (None, Some(e)) => {
+                if meta.version != store.version() + 1 {
+                    return Err(format!(
+                        "version {} does not follow this gateway's {}",
+                        meta.version,
+                        store.version()
+                    ));
+                }
+                let mut d = store
+                    .current()
+                    .map(|c| (*c.document).clone())
+                    .ok_or("the store is empty")?;
+                crate::store::apply_edits(&mut d, e)?;
+                (d, Change::Edits(e))
+            }
+            (None, None) => return Err("neither edits nor a document".into()),
+        };
+        let old = self.table();
+        let table = Table::compile(Arc::new(doc), meta.version, Some(&old))
+            .map_err(|e| format!("version {} does not compile: {e}", meta.version))?;
+        let digest = format!("{:016x}", table.digest());
+        if digest != meta.digest {
+            return Err(format!(
+                "version {}: digest {digest} differs from the fleet's {}",
+                meta.version, meta.digest
+            ));
+        }
+        let version = meta.version;
+        store
+            .commit_meta(table.document().clone(), meta, change)
+            .map_err(|e| e.to_string())?;
+        let table = Arc::new(table);
+        self.inner.table.store(table.clone());
+        self.inner.dataplane.publish(table);
+        tracing::info!(
+            version,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "fleet: version applied"
+        );
+        Ok(())
+    }
+
+    /// The store, even after a thread panicked while holding it: every change to it is complete
+    /// before it is visible (a version is pushed only once durable), so what it holds is consistent.
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.inner
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The table of the store's current version.
@@ -293,6 +549,9 @@ impl Server {
         if peer.uid == 0 || peer.uid == self.inner.owner_uid {
             return Access::ReadWrite;
         }
+        if !self.tenant_scope(peer).is_empty() {
+            return Access::Tenant;
+        }
         if let Some(g) = self.inner.cfg.readonly_gid {
             if peer.gid == g || groups_of(peer.pid).contains(&g) {
                 return Access::ReadOnly;
@@ -301,18 +560,29 @@ impl Server {
         Access::None
     }
 
+    /// The tenants a peer administers, through the groups it belongs to.
+    pub fn tenant_scope(&self, peer: &Peer) -> Vec<String> {
+        if self.inner.cfg.tenant_admins.is_empty() {
+            return Vec::new();
+        }
+        let groups = groups_of(peer.pid);
+        let mut out: Vec<String> = self
+            .inner
+            .cfg
+            .tenant_admins
+            .iter()
+            .filter(|(g, _)| peer.gid == *g || groups.contains(g))
+            .map(|(_, t)| t.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Binds the socket (mode and ownership as configured) and serves it from a `mgmt` thread.
     pub fn spawn(&self) -> std::io::Result<ServerHandle> {
         let path = &self.inner.cfg.socket;
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("{}: another process is serving this socket", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
+        check_socket_path(path)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -381,6 +651,11 @@ impl Server {
             let _ = write_response(&mut writer, &r);
             return;
         }
+        let scope = if access == Access::Tenant {
+            self.tenant_scope(&peer)
+        } else {
+            Vec::new()
+        };
         let max = self.inner.cfg.max_request;
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
@@ -419,7 +694,7 @@ impl Server {
                 if text.trim().is_empty() {
                     continue;
                 }
-                self.handle_line(&text, peer.uid, access)
+                self.handle_scoped(&text, peer.uid, access, &scope)
             };
             if write_response(&mut writer, &resp).is_err() {
                 return;
@@ -429,6 +704,17 @@ impl Server {
 
     /// Handles one request line from a peer with `uid` and `access`.
     pub fn handle_line(&self, line: &str, uid: u32, access: Access) -> Response {
+        self.handle_scoped(line, uid, access, &[])
+    }
+
+    /// Handles one request line from a tenant administrator of `scope` (or anyone, scope empty).
+    pub fn handle_scoped(
+        &self,
+        line: &str,
+        uid: u32,
+        access: Access,
+        scope: &[String],
+    ) -> Response {
         let req: Request = match serde_json::from_str(line) {
             Ok(r) => r,
             Err(e) => {
@@ -443,13 +729,39 @@ impl Server {
             }
         };
         let id = req.id.clone();
-        match self.dispatch(&req, uid, access) {
-            Ok(v) => Response::ok(id, v),
-            Err(e) => Response::err(id, e),
+        // A bug in an operation fails that request, never the server: the lock it held is
+        // released and the next request is served.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.dispatch(&req, uid, access, scope)
+        }));
+        match outcome {
+            Ok(Ok(v)) => Response::ok(id, v),
+            Ok(Err(e)) => Response::err(id, e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                tracing::error!(op = %req.op, panic = %what, "an operation panicked; request refused");
+                Response::err(
+                    id,
+                    OpError::new(
+                        ErrorCode::Internal,
+                        format!("internal error in {:?}: {what}", req.op),
+                    ),
+                )
+            }
         }
     }
 
-    fn dispatch(&self, req: &Request, uid: u32, access: Access) -> Result<Value, OpError> {
+    fn dispatch(
+        &self,
+        req: &Request,
+        uid: u32,
+        access: Access,
+        scope: &[String],
+    ) -> Result<Value, OpError> {
         let op = req.op.as_str();
         let args = &req.args;
         let known = READ_OPS.contains(&op)
@@ -461,12 +773,23 @@ impl Server {
                 format!("unknown op {op:?}"),
             ));
         }
-        if access != Access::ReadWrite && !READ_OPS.contains(&op) {
+        let scoped = access == Access::Tenant;
+        if scoped && !READ_OPS.contains(&op) && !TENANT_OPS.contains(&op) {
+            return Err(OpError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "uid {uid} administers tenant(s) {scope:?} only: {op:?} is not one tenant's endpoint or rule change"
+                ),
+            ));
+        }
+        if !scoped && access != Access::ReadWrite && !READ_OPS.contains(&op) {
             return Err(OpError::new(
                 ErrorCode::Forbidden,
                 format!("uid {uid} has read-only access; {op:?} changes the gateway"),
             ));
         }
+        // What a tenant administrator's change touches (checked against the document it applies to).
+        let tenants = scoped.then(|| scope.to_vec());
         let expected = opt_u64(args, "expected_version")?;
         let comment = args
             .get("comment")
@@ -474,8 +797,9 @@ impl Server {
             .map(str::to_string);
         match op {
             "status" => Ok(self.status()),
+            "fleet.status" => self.fleet_status(),
             "policy.get" => {
-                let store = self.inner.store.lock().expect("store lock");
+                let store = self.store();
                 let r = match opt_u64(args, "version")? {
                     Some(v) => store.read(v).map_err(storage)?,
                     None => store
@@ -498,7 +822,7 @@ impl Server {
             }
             "policy.apply" => {
                 let doc = doc_arg(args)?;
-                self.commit(uid, op, comment, expected, move |_| Ok(doc))
+                self.commit((uid, op, comment, None), expected, None, move |_| Ok(doc))
             }
             "policy.edit" => {
                 // Several edits, all or nothing, as one version (e.g. onboarding a tenant with its
@@ -513,49 +837,51 @@ impl Server {
                             "missing argument \"edits\" (a list of {op, args})",
                         )
                     })?;
-                self.commit(uid, op, comment, expected, move |cur| {
-                    let mut doc = cur.clone();
-                    for (i, e) in edits.iter().enumerate() {
-                        let eop = e.get("op").and_then(Value::as_str).unwrap_or_default();
-                        let eargs = e.get("args").cloned().unwrap_or(Value::Null);
-                        let known = edit::apply(eop, &eargs, &mut doc).map_err(|mut err| {
-                            err.message = format!("edits[{i}] ({eop}): {}", err.message);
-                            err
-                        })?;
-                        if !known {
-                            return Err(OpError::new(
-                                ErrorCode::BadArgs,
-                                format!("edits[{i}]: {eop:?} is not an edit"),
-                            ));
+                let delta = Value::Array(edits.clone());
+                let scope_owned = tenants.clone();
+                self.commit(
+                    (uid, op, comment, tenants),
+                    expected,
+                    Some(&delta),
+                    move |cur| {
+                        let mut doc = cur.clone();
+                        for (i, e) in edits.iter().enumerate() {
+                            let eop = e.get("op").and_then(Value::as_str).unwrap_or_default();
+                            let eargs = e.get("args").cloned().unwrap_or(Value::Null);
+                            if let Some(scope) = &scope_owned {
+                                tenant_may(scope, eop, &eargs, &doc).map_err(|mut err| {
+                                    err.message = format!("edits[{i}]: {}", err.message);
+                                    err
+                                })?;
+                            }
+                            let known = edit::apply(eop, &eargs, &mut doc).map_err(|mut err| {
+                                err.message = format!("edits[{i}] ({eop}): {}", err.message);
+                                err
+                            })?;
+                            if !known {
+                                return Err(OpError::new(
+                                    ErrorCode::BadArgs,
+                                    format!("edits[{i}]: {eop:?} is not an edit"),
+                                ));
+                            }
                         }
-                    }
-                    Ok(doc)
-                })
+                        Ok(doc)
+                    },
+                )
             }
             "rollback" => {
                 let v = opt_u64(args, "version")?.ok_or_else(|| {
                     OpError::new(ErrorCode::BadArgs, "missing argument \"version\"")
                 })?;
-                let old = self
-                    .inner
-                    .store
-                    .lock()
-                    .expect("store lock")
-                    .read(v)
-                    .map_err(storage)?;
+                let old = self.store().read(v).map_err(storage)?;
                 let comment = comment.or_else(|| Some(format!("rollback to version {v}")));
-                self.commit(uid, op, comment, expected, move |_| {
+                self.commit((uid, op, comment, None), expected, None, move |_| {
                     Ok((*old.document).clone())
                 })
             }
             "history" => {
                 let limit = opt_u64(args, "limit")?.unwrap_or(20) as usize;
-                Ok(json!(self
-                    .inner
-                    .store
-                    .lock()
-                    .expect("store lock")
-                    .history(limit)))
+                Ok(json!(self.store().history(limit)))
             }
             "audit.reachability" => {
                 let t = self.table();
@@ -574,14 +900,28 @@ impl Server {
                     )),
                 }
             }
-            "audit.verify" => Ok(self.verify()),
+            "audit.verify" => {
+                let mut v = self.verify();
+                // In a fleet: every live gateway runs the fleet's latest version.
+                if let Some(f) = self.inner.fleet.get() {
+                    let fleet = f.status().map_err(fleet_error)?;
+                    if fleet["ok"] != json!(true) {
+                        v["ok"] = json!(false);
+                    }
+                    v["fleet"] = fleet;
+                }
+                Ok(v)
+            }
             "stats" => {
                 let stats = self.inner.dataplane.stats();
                 match args.get("format").and_then(Value::as_str).unwrap_or("json") {
                     "json" => Ok(stats),
-                    "prometheus" => Ok(
-                        json!({"text": prometheus(&stats, &self.inner.dataplane.workers(), self.table().version())}),
-                    ),
+                    "prometheus" => {
+                        let workers = self.inner.dataplane.workers();
+                        let mut text = prometheus(&stats, &workers, self.table().version());
+                        text.push_str(&self.lag_metric(&workers));
+                        Ok(json!({ "text": text }))
+                    }
                     f => Err(OpError::new(
                         ErrorCode::BadArgs,
                         format!("format {f:?}: json or prometheus"),
@@ -600,67 +940,82 @@ impl Server {
                     .trace(&req)
                     .map_err(|e| OpError::new(ErrorCode::Internal, e))
             }
-            "rule.add" | "rule.update" if self.rule_fast_path(op, args) => {
-                self.commit_rule(uid, op, comment, expected, args)
+            "rule.add" | "rule.update" if !scoped && self.rule_fast_path(op, args) => {
+                self.commit_rule((uid, op, comment), expected, args)
             }
             _ => {
                 let op_name = op.to_string();
+                let delta = json!([{"op": op, "args": args}]);
                 let args = args.clone();
-                self.commit(uid, op, comment, expected, move |cur| {
-                    let mut doc = cur.clone();
-                    edit::apply(&op_name, &args, &mut doc)?;
-                    Ok(doc)
-                })
+                let scope_owned = tenants.clone();
+                self.commit(
+                    (uid, op, comment, tenants),
+                    expected,
+                    Some(&delta),
+                    move |cur| {
+                        if let Some(scope) = &scope_owned {
+                            tenant_may(scope, &op_name, &args, cur)?;
+                        }
+                        let mut doc = cur.clone();
+                        edit::apply(&op_name, &args, &mut doc)?;
+                        Ok(doc)
+                    },
+                )
             }
         }
     }
 
     fn current_document(&self) -> Result<Arc<Document>, OpError> {
-        self.inner
-            .store
-            .lock()
-            .expect("store lock")
+        self.store()
             .current()
             .map(|c| c.document.clone())
             .ok_or_else(|| OpError::new(ErrorCode::NotFound, "the store is empty"))
     }
 
-    /// Publishes `table` to the workers, then persists `doc` as its version; if persisting fails, the
-    /// previous table is published again and the change is refused. Returns (version, digest).
-    fn publish_and_persist(
+    /// Persists `doc` (compiled into `table`, made from the current version by `change`) as the next
+    /// version, then publishes `table` to the workers: a change that could not be made durable never
+    /// runs, and its number is never handed out.
+    #[allow(clippy::too_many_arguments)]
+    fn persist_and_publish(
         &self,
         store: &mut Store,
-        (old, table): (Arc<Table>, Arc<Table>),
-        doc: impl FnOnce() -> Result<Arc<Document>, OpError>,
-        (uid, op, comment): (u32, &str, Option<String>),
+        (base, table): (&Document, Arc<Table>),
+        doc: Arc<Document>,
+        change: Change<'_>,
+        (uid, op, comment, tenants): (u32, &str, Option<String>, Option<Vec<String>>),
         (t0, compiled): (Instant, f64),
     ) -> Result<Value, OpError> {
-        self.inner.table.store(table.clone());
-        self.inner.dataplane.publish(table.clone());
-        let published = t0.elapsed().as_secs_f64() * 1e3;
-        let persisted = doc().and_then(|d| {
-            store
-                .commit(d, table.digest(), uid, op, comment)
-                .map_err(storage)
-        });
-        match persisted {
-            Ok(rec) => {
-                tracing::info!(uid, op, version = rec.meta.version, "policy changed");
-                Ok(json!({
-                    "version": rec.meta.version,
-                    "digest": rec.meta.digest,
-                    "compile_ms": compiled,
-                    "publish_ms": published,
-                    "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
-                }))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not persist a change; the previous version runs again");
-                self.inner.table.store(old.clone());
-                self.inner.dataplane.publish(old);
-                Err(e)
-            }
+        let mut meta = store.meta_for(table.digest(), uid, op, comment);
+        meta.tenants = tenants;
+        debug_assert_eq!(meta.version, table.version());
+        if let Some(fleet) = self.inner.fleet.get() {
+            // The fleet's transaction decides; the local store then caches what etcd holds.
+            let edits = match change {
+                Change::Edits(e) => Some(e),
+                Change::Whole => None,
+            };
+            let revision = fleet
+                .commit(store.version(), base, &doc, &meta, edits)
+                .map_err(fleet_error)?;
+            meta.revision = Some(revision);
         }
+        let rec = store.commit_meta(doc, meta, change).map_err(|e| {
+            tracing::error!(error = %e, op, "could not persist a change; it was refused and does not run");
+            storage(e)
+        })?;
+        let persisted = t0.elapsed().as_secs_f64() * 1e3;
+        let version = rec.meta.version;
+        let digest = rec.meta.digest.clone();
+        self.inner.table.store(table.clone());
+        self.inner.dataplane.publish(table);
+        tracing::info!(uid, op, version, "policy changed");
+        Ok(json!({
+            "version": version,
+            "digest": digest,
+            "compile_ms": compiled,
+            "persist_ms": persisted,
+            "commit_ms": t0.elapsed().as_secs_f64() * 1e3,
+        }))
     }
 
     /// The version a change builds on and its document, if it is the one the client expects.
@@ -688,28 +1043,33 @@ impl Server {
     }
 
     /// Validates and compiles a change made by `build` from the current document off the hot path,
-    /// publishes it, and acknowledges it once persisted.
+    /// persists it (as the `edits` delta when given, whole otherwise), then publishes it.
     fn commit(
         &self,
-        uid: u32,
-        op: &str,
-        comment: Option<String>,
+        (uid, op, comment, tenants): (u32, &str, Option<String>, Option<Vec<String>>),
         expected: Option<u64>,
+        edits: Option<&Value>,
         build: impl FnOnce(&Document) -> Result<Document, OpError>,
     ) -> Result<Value, OpError> {
         let t0 = Instant::now();
-        let mut store = self.inner.store.lock().expect("store lock");
-        let (current, base) = Self::base(&store, expected)?;
+        let mut store = self.store();
+        let (_, base) = Self::base(&store, expected)?;
         let old = self.table();
         let doc = build(&base)?;
-        let table = Table::compile(Arc::new(doc), current + 1, Some(&old)).map_err(invalid)?;
+        let table =
+            Table::compile(Arc::new(doc), store.next_version(), Some(&old)).map_err(invalid)?;
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
         let doc = table.document().clone();
-        self.publish_and_persist(
+        let change = match edits {
+            Some(e) => Change::Edits(e),
+            None => Change::Whole,
+        };
+        self.persist_and_publish(
             &mut store,
-            (old, Arc::new(table)),
-            || Ok(doc),
-            (uid, op, comment),
+            (&base, Arc::new(table)),
+            doc,
+            change,
+            (uid, op, comment, tenants),
             (t0, compiled),
         )
     }
@@ -733,15 +1093,13 @@ impl Server {
 
     fn commit_rule(
         &self,
-        uid: u32,
-        op: &str,
-        comment: Option<String>,
+        (uid, op, comment): (u32, &str, Option<String>),
         expected: Option<u64>,
         args: &Value,
     ) -> Result<Value, OpError> {
         let t0 = Instant::now();
-        let mut store = self.inner.store.lock().expect("store lock");
-        let (current, base) = Self::base(&store, expected)?;
+        let mut store = self.store();
+        let (_, base) = Self::base(&store, expected)?;
         let rule: policy::Rule = serde_json::from_value(
             args.get("rule")
                 .cloned()
@@ -786,24 +1144,69 @@ impl Server {
             doc.rules[index] = rule.clone();
         }
         let doc = Arc::new(doc);
-        let table = Arc::new(old.with_rule_change(current + 1, change, doc.clone()));
+        let table = Arc::new(old.with_rule_change(store.next_version(), change, doc.clone()));
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
-        self.publish_and_persist(
+        let mut delta_args = json!({"rule": rule});
+        if op == "rule.update" {
+            delta_args["index"] = json!(index);
+        }
+        let edits = json!([{"op": op, "args": delta_args}]);
+        self.persist_and_publish(
             &mut store,
-            (old, table),
-            || Ok(doc),
-            (uid, op, comment),
+            (&base, table),
+            doc,
+            Change::Edits(&edits),
+            (uid, op, comment, None),
             (t0, compiled),
         )
     }
 
+    /// `joypath_policy_lag`: versions between the newest policy (the fleet's, or the store's) and
+    /// the oldest one a worker of this gateway runs.
+    fn lag_metric(&self, workers: &[WorkerStatus]) -> String {
+        let store = self.store_version();
+        let latest = self
+            .inner
+            .fleet
+            .get()
+            .map_or(store, |f| f.latest().max(store));
+        let running = workers
+            .iter()
+            .map(|w| w.active_version)
+            .min()
+            .unwrap_or(store);
+        format!(
+            "# HELP joypath_policy_lag Policy versions this gateway's workers are behind the newest (the fleet's with --etcd).\n\
+             # TYPE joypath_policy_lag gauge\njoypath_policy_lag {}\n",
+            latest.saturating_sub(running)
+        )
+    }
+
+    /// `fleet.status`: every gateway of the fleet (this one alone without `--etcd`).
+    fn fleet_status(&self) -> Result<Value, OpError> {
+        match self.inner.fleet.get() {
+            Some(f) => f.status().map_err(fleet_error),
+            None => {
+                let (version, _) = self.store_head();
+                let mut me = self.member_status();
+                me["name"] = json!("local");
+                me["lag"] = json!(version.saturating_sub(me["version"].as_u64().unwrap_or(0)));
+                me["alive"] = json!(true);
+                me["uptime_s"] = json!(self.inner.started.elapsed().as_secs());
+                let ok = me["lag"] == json!(0);
+                Ok(json!({"latest": version, "prefix": null, "gateways": [me], "ok": ok}))
+            }
+        }
+    }
+
     fn status(&self) -> Value {
-        let (version, digest, dir) = {
-            let s = self.inner.store.lock().expect("store lock");
+        let (version, digest, dir, quarantined) = {
+            let s = self.store();
             (
                 s.version(),
                 s.current().map(|c| c.meta.digest.clone()),
                 s.dir().display().to_string(),
+                s.quarantined().to_vec(),
             )
         };
         let workers: Vec<Value> = self
@@ -823,13 +1226,19 @@ impl Server {
             "digest": digest,
             "uptime_s": self.inner.started.elapsed().as_secs_f64(),
             "state_dir": dir,
+            "quarantined": quarantined,
+            "fleet": self.inner.fleet.get().map(|f| json!({
+                "name": f.name(),
+                "latest": f.latest(),
+                "synced": f.synced(),
+            })),
             "workers": workers,
         })
     }
 
     fn verify(&self) -> Value {
         let (version, digest) = {
-            let s = self.inner.store.lock().expect("store lock");
+            let s = self.store();
             (
                 s.version(),
                 s.current()
@@ -850,6 +1259,34 @@ impl Server {
         let ok = workers.iter().all(|w| w["ok"] == json!(true));
         json!({"ok": ok, "expected": {"version": version, "digest": digest}, "workers": workers})
     }
+}
+
+/// Makes way for a new socket at `path`: nothing there, or a stale socket (no one answers on it),
+/// which is removed. Anything else — a live socket, a regular file, a directory, a symlink — is
+/// refused and left alone.
+pub fn check_socket_path(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket: refusing to replace it (remove it or choose another --socket)",
+                path.display()
+            ),
+        ));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("{}: another process is serving this socket", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
 }
 
 fn write_response(w: &mut impl Write, r: &Response) -> std::io::Result<()> {

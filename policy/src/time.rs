@@ -18,7 +18,10 @@ pub fn parse_rfc3339_ns(s: &str) -> Result<i64, String> {
 fn parse(s: &str) -> Result<(i64, u32), String> {
     let b = s.as_bytes();
     let bad = || format!("{s:?} is not an RFC 3339 timestamp like 2026-01-01T00:00:00Z");
-    if b.len() < 20
+    // Every byte position below is sliced as text: anything but ASCII is refused first, so a
+    // multi-byte character can never put a slice off a character boundary.
+    if !s.is_ascii()
+        || b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
         || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
@@ -174,6 +177,12 @@ mod tests {
             "2026-01-01T00:00:00",
             "yesterday",
             "2026-01-01T00:00:00+1:00",
+            "2026-01-01T00:00:00+€00",
+            "2026-01-01T00:00:0€+00:00",
+            "2026-01-01T00:00:00.€",
+            "2026-01-01T00:00:00+00:€",
+            "2026-01-01T00:00:00+00€0",
+            "€026-01-01T00:00:00Z",
         ] {
             assert!(parse_rfc3339(s).is_err(), "{s}");
         }
@@ -200,6 +209,39 @@ mod tests {
             parse_rfc3339_ns("2026-01-01T00:00:00.123456789123Z").unwrap(),
             1_767_225_600_123_456_789
         );
+    }
+
+    #[test]
+    fn never_panics_on_any_text() {
+        // Every prefix of, and every multi-byte character spliced at every position of, a valid
+        // timestamp with an offset: parsing answers, never panics.
+        let base = "2026-01-01T00:00:00.5+01:00";
+        for cut in 0..=base.len() {
+            let _ = parse_rfc3339(&base[..cut]);
+            for c in ['€', 'é', '\u{10FFFF}', '\0'] {
+                let mut s = base.to_string();
+                s.insert(cut, c);
+                assert!(parse_rfc3339(&s).is_err(), "{s:?}");
+                let mut s = base.to_string();
+                s.replace_range(cut..(cut + 1).min(base.len()), &c.to_string());
+                let _ = parse_rfc3339(&s);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_generated_text(
+            s in "[0-9€]{4}-[0-9]{2}-[0-9]{2}[Tt €][0-9]{2}:[0-9]{2}:[0-9€]{2}(\\.[0-9€]{0,3})?[Z+\\-€][0-9€:]{0,6}",
+            t in ".*",
+        ) {
+            // Anything the parser accepts is a real instant that formats and parses back the same.
+            for x in [&s, &t] {
+                if let Ok(v) = parse_rfc3339(x) {
+                    proptest::prop_assert_eq!(parse_rfc3339(&format_rfc3339(v)), Ok(v));
+                }
+            }
+        }
     }
 
     #[test]
