@@ -1,5 +1,6 @@
 //! `joypath run`: the live gateway on AF_XDP sockets (datapath::afxdp), until SIGINT/SIGTERM.
 
+use crate::out::outln;
 use anyhow::{bail, Context, Result};
 use datapath::afxdp::{self, PollMode, RunConfig, XdpMode, ZeroCopy};
 use std::path::PathBuf;
@@ -90,28 +91,28 @@ pub fn cmd_run(a: RunArgs) -> Result<()> {
     let report = afxdp::run_with(&cfg, control)
         .with_context(|| format!("joypath run on {}", a.interface.join(",")))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let s = &report.summary;
         let dropped: u64 = s.dropped.values().sum();
-        println!(
+        outln!(
             "stopped after {:.1}s on policy version {} ({} reloads, {} failed)",
             report.uptime_secs, report.policy_version, report.reloads, report.reload_errors
         );
-        println!(
+        outln!(
             "{} frames: {} forwarded, {} ARP replied, {} dropped by the pipeline",
             s.frames, s.forwarded, s.arp_replied, dropped
         );
         for (r, n) in s.dropped.iter().filter(|(_, n)| **n > 0) {
-            println!("  {r:<18} {n}");
+            outln!("  {r:<18} {n}");
         }
         let d = &report.driver;
-        println!(
+        outln!(
             "driver: rx {} tx {} unresolved_next_hop {} tx_ring_full {} (kernel: rx_dropped {} rx_ring_full {} fill_ring_empty {})",
             d.rx, d.tx, d.unresolved_next_hop, d.tx_ring_full, d.xsk_rx_dropped, d.xsk_rx_ring_full, d.xsk_fill_ring_empty
         );
         for (name, t) in &s.tenants {
-            println!(
+            outln!(
                 "  tenant {name:<12} in {:>8} out {:>8} denied {:>6}",
                 t.frames_in, t.forwarded, t.denied
             );

@@ -2,6 +2,7 @@
 //! captures while the management socket serves the versioned policy store.
 
 use crate::plane::{open_policy, MgmtArgs, Plane};
+use crate::out::outln;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use datapath::live::WorkerShared;
@@ -64,6 +65,6 @@ pub fn serve(
     }
     drop(handle);
     let s = total.summary(&policy.load());
-    println!("{}", serde_json::to_string_pretty(&s)?);
+    outln!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }
