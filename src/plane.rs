@@ -137,7 +137,8 @@ impl Plane {
     }
 }
 
-fn describe(t: &TracedFrame) -> String {
+/// A traced frame's comment. Rules are named from `table` when it is the version that judged the frame.
+fn describe(t: &TracedFrame, table: &Table) -> String {
     let (verdict, reason) = match t.disposition {
         Disposition::Forward => ("forward", None),
         Disposition::ArpReply => ("arp_reply", None),
@@ -152,7 +153,10 @@ fn describe(t: &TracedFrame) -> String {
         s.push_str(&format!(" drop_reason={r}"));
     }
     match t.rule {
-        Some(r) => s.push_str(&format!(" rule={r}")),
+        Some(r) if table.version() == t.version => {
+            s.push_str(&format!(" rule={}", mgmt::explain::rule_name(table, r)))
+        }
+        Some(r) => s.push_str(&format!(" rule=#{r}")),
         None if matches!(
             t.disposition,
             Disposition::Forward | Disposition::Drop(datapath::DropReason::PolicyDenied)
@@ -247,8 +251,9 @@ impl Dataplane for Plane {
         let mut out =
             datapath::capture::PcapNgWriter::new(std::io::BufWriter::new(file), "joypath trace")
                 .map_err(|e| e.to_string())?;
+        let table = self.policy.load();
         for t in &got {
-            out.write(t.ts_ns, &t.data, &describe(t))
+            out.write(t.ts_ns, &t.data, &describe(t, &table))
                 .map_err(|e| e.to_string())?;
         }
         out.flush().map_err(|e| e.to_string())?;
@@ -257,7 +262,7 @@ impl Dataplane for Plane {
             "frames": got.len(),
             "requested": req.count,
             "complete": got.len() == req.count,
-            "comments": got.iter().map(describe).collect::<Vec<_>>(),
+            "comments": got.iter().map(|t| describe(t, &table)).collect::<Vec<_>>(),
         }))
     }
 }

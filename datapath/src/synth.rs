@@ -387,6 +387,7 @@ fn rule(from: u32, to: u32, proto: Proto, ports: (u16, u16), action: Action, pri
         }
     };
     Rule {
+        name: None,
         from: name(from),
         to: name(to),
         proto: Some(proto),

@@ -6,7 +6,9 @@
 
 pub mod client;
 pub mod edit;
+pub mod explain;
 pub mod protocol;
+pub mod rules;
 pub mod server;
 pub mod store;
 

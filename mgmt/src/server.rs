@@ -196,6 +196,7 @@ const READ_OPS: &[&str] = &[
     "audit.reachability",
     "audit.verify",
     "stats",
+    "explain",
 ];
 
 fn storage(e: StoreError) -> OpError {
@@ -488,7 +489,8 @@ impl Server {
                 )
             }
             "policy.validate" => {
-                let doc = doc_arg(args)?;
+                let mut doc = doc_arg(args)?;
+                policy::names::name_rules(&mut doc);
                 let issues = doc.validate();
                 if !issues.is_empty() {
                     return Ok(json!({"valid": false, "issues": issues}));
@@ -575,6 +577,14 @@ impl Server {
                 }
             }
             "audit.verify" => Ok(self.verify()),
+            "explain" => {
+                let now = match args.get("at").and_then(Value::as_str) {
+                    Some(s) => policy::time::parse_rfc3339(s)
+                        .map_err(|e| OpError::new(ErrorCode::BadArgs, e))?,
+                    None => unix_now(),
+                };
+                crate::explain::explain(&self.table(), args, now)
+            }
             "stats" => {
                 let stats = self.inner.dataplane.stats();
                 match args.get("format").and_then(Value::as_str).unwrap_or("json") {
@@ -702,7 +712,16 @@ impl Server {
         let mut store = self.inner.store.lock().expect("store lock");
         let (current, base) = Self::base(&store, expected)?;
         let old = self.table();
-        let doc = build(&base)?;
+        let mut doc = build(&base)?;
+        policy::names::name_rules(&mut doc);
+        if doc == *base {
+            // The document already in force: no new version.
+            return Ok(json!({
+                "version": current,
+                "digest": store.current().map(|c| c.meta.digest.clone()),
+                "unchanged": true,
+            }));
+        }
         let table = Table::compile(Arc::new(doc), current + 1, Some(&old)).map_err(invalid)?;
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
         let doc = table.document().clone();
@@ -743,7 +762,7 @@ impl Server {
         let t0 = Instant::now();
         let mut store = self.inner.store.lock().expect("store lock");
         let (current, base) = Self::base(&store, expected)?;
-        let rule: policy::Rule = serde_json::from_value(
+        let mut rule: policy::Rule = serde_json::from_value(
             args.get("rule")
                 .cloned()
                 .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"rule\""))?,
@@ -753,16 +772,16 @@ impl Server {
         let index = if op == "rule.add" {
             n
         } else {
-            let i = args
-                .get("index")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"index\""))?
-                as usize;
-            if i >= n {
-                return Err(OpError::new(ErrorCode::NotFound, format!("no rule {i}")));
-            }
-            i
+            crate::rules::rule_index(&base, args)?
         };
+        crate::rules::name_for(&base, index, &mut rule)?;
+        if base.rules.get(index) == Some(&rule) {
+            return Ok(json!({
+                "version": current,
+                "digest": store.current().map(|c| c.meta.digest.clone()),
+                "unchanged": true,
+            }));
+        }
         let old = self.table();
         let issues = old.check_rule(index, &rule);
         if !issues.is_empty() {

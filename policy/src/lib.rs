@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod document;
 pub mod error;
+pub mod names;
 pub mod table;
 pub mod time;
 
@@ -15,4 +16,6 @@ pub use document::{
     Action, Document, Endpoint, Gateway, IdentityMode, Proto, Rule, Segment, Tenant,
 };
 pub use error::{ConfigError, Issue};
+/// The inner 5-tuple a verdict is judged on (from `vtep`), for callers that build one themselves.
+pub use vtep::Flow;
 pub use table::{Decision, EndpointEntry, RuleChange, SegmentEntry, Table, TenantEntry, TenantIdx};

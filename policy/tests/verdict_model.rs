@@ -70,6 +70,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                     _ => None,
                 };
                 Rule {
+                    name: None,
                     from,
                     to,
                     proto,
@@ -257,6 +258,7 @@ proptest! {
 fn deny_wins_ties_and_priority_beats_it() {
     let mut rules = vec![
         Rule {
+            name: None,
             from: "a".into(),
             to: "b".into(),
             proto: None,
@@ -269,6 +271,7 @@ fn deny_wins_ties_and_priority_beats_it() {
             not_after: None,
         },
         Rule {
+            name: None,
             from: "*".into(),
             to: "b".into(),
             proto: None,
