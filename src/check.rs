@@ -87,7 +87,11 @@ const RULE: &[Field] = &[
     f("from_cidr", Kind::Cidr, false),
     f("to_cidr", Kind::Cidr, false),
     f("action", Kind::Enum(&["allow", "deny"]), true),
-    f("priority", Kind::Int(i32::MIN as i64, i32::MAX as i64), false),
+    f(
+        "priority",
+        Kind::Int(i32::MIN as i64, i32::MAX as i64),
+        false,
+    ),
     f("not_before", Kind::Time, false),
     f("not_after", Kind::Time, false),
 ];
@@ -258,7 +262,10 @@ fn check_table(
             }
         }
     }
-    for f in fields.iter().filter(|f| f.required && !t.contains_key(f.name)) {
+    for f in fields
+        .iter()
+        .filter(|f| f.required && !t.contains_key(f.name))
+    {
         out.push(Problem {
             path: format!("{path}.{}", f.name),
             line: None,
@@ -288,7 +295,9 @@ fn check_shape(root: &toml::map::Map<String, Value>) -> Vec<Problem> {
             (Value::Array(items), true) => {
                 for (i, it) in items.iter().enumerate() {
                     match it {
-                        Value::Table(t) => check_table(&format!("{name}[{i}]"), fields, t, &mut out),
+                        Value::Table(t) => {
+                            check_table(&format!("{name}[{i}]"), fields, t, &mut out)
+                        }
                         v => out.push(Problem {
                             path: format!("{name}[{i}]"),
                             line: None,
@@ -402,14 +411,29 @@ pub fn cmd_check(path: &Path, json: bool) -> Result<i32> {
     } else {
         None
     };
+    let code = if problems.is_empty() { 0 } else { 1 };
+    // A closed pipe cuts the report short but does not hide the verdict: the exit code stays.
+    match print_report(&file, &problems, doc.as_ref(), json) {
+        Err(e) if crate::is_broken_pipe(&e) => Ok(code),
+        Err(e) => Err(e),
+        Ok(()) => Ok(code),
+    }
+}
+
+fn print_report(
+    file: &str,
+    problems: &[Problem],
+    doc: Option<&policy::Document>,
+    json: bool,
+) -> Result<()> {
     if json {
         let mut v = json!({"file": file, "valid": problems.is_empty(), "issues": problems});
-        if let Some(d) = &doc {
+        if let Some(d) = doc {
             v["counts"] = json!({"segments": d.segments.len(), "tenants": d.tenants.len(),
                 "endpoints": d.endpoints.len(), "rules": d.rules.len()});
         }
         outln!("{}", serde_json::to_string_pretty(&v)?);
-    } else if let Some(d) = &doc {
+    } else if let Some(d) = doc {
         outln!(
             "{file}: valid: {} segments, {} tenants, {} endpoints, {} rules",
             d.segments.len(),
@@ -423,7 +447,7 @@ pub fn cmd_check(path: &Path, json: bool) -> Result<i32> {
             problems.len(),
             if problems.len() == 1 { "" } else { "s" }
         );
-        for p in &problems {
+        for p in problems {
             let at = p.line.map(|l| format!("{file}:{l}: ")).unwrap_or_default();
             let path = if p.path.is_empty() {
                 String::new()
@@ -438,7 +462,7 @@ pub fn cmd_check(path: &Path, json: bool) -> Result<i32> {
             outln!("  {at}{path}{}{hint}", p.message);
         }
     }
-    Ok(if problems.is_empty() { 0 } else { 1 })
+    Ok(())
 }
 
 /// The line of `section[idx].field` (or `section.field`): the `field =` line inside the idx-th
@@ -532,9 +556,15 @@ action = "alow"
         assert_eq!(port.suggestion.as_deref(), Some("4789"));
         assert!(!port.message.contains("u16"), "{}", port.message);
         assert!(find("gateway.mtu").message.contains("99999"));
-        assert_eq!(find("segment[0].identity").suggestion.as_deref(), Some("vni"));
+        assert_eq!(
+            find("segment[0].identity").suggestion.as_deref(),
+            Some("vni")
+        );
         assert_eq!(find("tenant[0].colour").line, Some(15));
-        assert_eq!(find("endpoint[0].ip").suggestion.as_deref(), Some("198.19.0.1"));
+        assert_eq!(
+            find("endpoint[0].ip").suggestion.as_deref(),
+            Some("198.19.0.1")
+        );
         assert!(find("endpoint[0].mac").message.contains("02:00:00:00:0a"));
         let proto = find("rule[0].proto");
         assert_eq!(proto.value.as_deref(), Some("\"tpc\""));

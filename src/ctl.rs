@@ -4,7 +4,7 @@
 
 use crate::out::{self, out, outln, usage};
 use crate::plane::DEFAULT_SOCKET;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use mgmt::Client;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -284,15 +284,25 @@ pub fn run(a: CtlArgs) -> Result<i32> {
         return Ok(1);
     }
     let r = resp.result.unwrap_or(Value::Null);
-    if a.json {
-        outln!("{}", serde_json::to_string_pretty(&r)?);
+    let code = match a.cmd {
+        CtlCmd::Verify if r["ok"] != json!(true) => 3,
+        CtlCmd::Validate { .. } if r["valid"] == json!(false) => 1,
+        _ => 0,
+    };
+    let printed = if a.json {
+        (|| {
+            outln!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        })()
     } else {
-        human(&a.cmd, &r)?;
+        human(&a.cmd, &r)
+    };
+    match printed {
+        // A closed pipe cuts the output short but keeps the exit code.
+        Err(e) if crate::is_broken_pipe(&e) => Ok(code),
+        Err(e) => Err(e),
+        Ok(()) => Ok(code),
     }
-    if matches!(a.cmd, CtlCmd::Verify) && r["ok"] != json!(true) {
-        return Ok(3);
-    }
-    Ok(0)
 }
 
 fn s(v: &Value) -> String {
@@ -313,7 +323,10 @@ fn human(cmd: &CtlCmd, r: &Value) -> Result<()> {
                 r["uptime_s"].as_f64().unwrap_or(0.0),
                 r["state_dir"].as_str().unwrap_or("")
             );
-            let mut t = out::table(&["worker", "version", "lag", "frames", "pps"], &[0, 1, 2, 3, 4]);
+            let mut t = out::table(
+                &["worker", "version", "lag", "frames", "pps"],
+                &[0, 1, 2, 3, 4],
+            );
             for w in r["workers"].as_array().into_iter().flatten() {
                 t.add_row(vec![
                     s(&w["id"]),
@@ -469,7 +482,6 @@ fn human(cmd: &CtlCmd, r: &Value) -> Result<()> {
                         i["message"].as_str().unwrap_or("")
                     );
                 }
-                bail!("the policy is invalid");
             }
         }
         _ => outln!("{}", serde_json::to_string_pretty(r)?),

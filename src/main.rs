@@ -1,18 +1,18 @@
 //! The `joypath` binary: wires vtep, policy and datapath together behind a clap CLI.
 //! Errors get their context here, once, at the edge.
 
-mod out;
 mod check;
 mod ctl;
+mod out;
 mod plane;
 mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use out::{out, outln, usage};
 use datapath::counters::Summary;
 use datapath::replay::{self, Captured};
 use datapath::Disposition;
+use out::{out, outln, usage};
 use policy::{Document, Table};
 use std::io::Write;
 use std::path::PathBuf;
@@ -212,7 +212,9 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Audit { config, dot, at } => {
             let table = compile(load(&config)?)?;
             let now = match at {
-                Some(t) => policy::time::parse_rfc3339(&t).map_err(|e| usage(format!("--at: {e}")))?,
+                Some(t) => {
+                    policy::time::parse_rfc3339(&t).map_err(|e| usage(format!("--at: {e}")))?
+                }
                 None => unix_now(),
             };
             let r = policy::reachability(&table, now);
@@ -250,7 +252,10 @@ fn write_man_page(cmd: &clap::Command, name: String, dir: &std::path::Path) -> R
     let path = dir.join(format!("{name}.1"));
     std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
     let mut n = 1;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         n += write_man_page(sub, format!("{name}-{}", sub.get_name()), dir)?;
     }
     Ok(n)
@@ -476,11 +481,13 @@ mod tests {
 
     #[test]
     fn global_flags_anywhere_on_the_line() {
-        let c = Cli::try_parse_from(["joypath", "ctl", "stats", "--json", "--socket", "/x"]).unwrap();
+        let c =
+            Cli::try_parse_from(["joypath", "ctl", "stats", "--json", "--socket", "/x"]).unwrap();
         let Cmd::Ctl(a) = c.cmd else { panic!() };
         assert!(a.json);
         assert_eq!(a.socket, PathBuf::from("/x"));
-        let c = Cli::try_parse_from(["joypath", "audit", "-c", "f", "--log-format", "json"]).unwrap();
+        let c =
+            Cli::try_parse_from(["joypath", "audit", "-c", "f", "--log-format", "json"]).unwrap();
         assert_eq!(c.log_format, LogFormat::Json);
     }
 }

@@ -97,11 +97,17 @@ pub fn cmd_run(a: RunArgs) -> Result<()> {
         let dropped: u64 = s.dropped.values().sum();
         outln!(
             "stopped after {:.1}s on policy version {} ({} reloads, {} failed)",
-            report.uptime_secs, report.policy_version, report.reloads, report.reload_errors
+            report.uptime_secs,
+            report.policy_version,
+            report.reloads,
+            report.reload_errors
         );
         outln!(
             "{} frames: {} forwarded, {} ARP replied, {} dropped by the pipeline",
-            s.frames, s.forwarded, s.arp_replied, dropped
+            s.frames,
+            s.forwarded,
+            s.arp_replied,
+            dropped
         );
         for (r, n) in s.dropped.iter().filter(|(_, n)| **n > 0) {
             outln!("  {r:<18} {n}");
@@ -114,7 +120,9 @@ pub fn cmd_run(a: RunArgs) -> Result<()> {
         for (name, t) in &s.tenants {
             outln!(
                 "  tenant {name:<12} in {:>8} out {:>8} denied {:>6}",
-                t.frames_in, t.forwarded, t.denied
+                t.frames_in,
+                t.forwarded,
+                t.denied
             );
         }
     }

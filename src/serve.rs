@@ -1,8 +1,8 @@
 //! `joypath replay --serve`: the replay kept alive as a gateway without a NIC — workers loop over the
 //! captures while the management socket serves the versioned policy store.
 
-use crate::plane::{open_policy, MgmtArgs, Plane};
 use crate::out::outln;
+use crate::plane::{open_policy, MgmtArgs, Plane};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use datapath::live::WorkerShared;

@@ -157,7 +157,13 @@ fn ctl_commands_into_a_closed_pipe() {
         vec!["stats", "--prometheus"],
         vec!["validate", &f],
         vec![
-            "explain", "--tenant", "acme", "--src", "198.19.0.1", "--dst", "198.19.0.2",
+            "explain",
+            "--tenant",
+            "acme",
+            "--src",
+            "198.19.0.1",
+            "--dst",
+            "198.19.0.2",
         ],
     ] {
         let mut a = strings(&["ctl", "--socket", &s]);
@@ -195,7 +201,10 @@ fn get_then_apply_round_trips_and_errors_are_as_documented() {
 
     // Usage errors exit 2: a bad KEY=VALUE, a missing file, an unknown flag.
     assert_eq!(g.ctl(&["call", "status", "novalue"]).status.code(), Some(2));
-    assert_eq!(g.ctl(&["apply", "/nonexistent/p.toml"]).status.code(), Some(2));
+    assert_eq!(
+        g.ctl(&["apply", "/nonexistent/p.toml"]).status.code(),
+        Some(2)
+    );
     assert_eq!(g.ctl(&["status", "--bogus"]).status.code(), Some(2));
 
     // `--json` after the subcommand.

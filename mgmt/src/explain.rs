@@ -92,9 +92,7 @@ pub fn explain(table: &Table, args: &Value, now: i64) -> Result<Value, OpError> 
         src_port: sport,
         dst_port: dport,
     };
-    let source_known = table
-        .endpoint(s, src)
-        .is_some_and(|e| e.tenant == s);
+    let source_known = table.endpoint(s, src).is_some_and(|e| e.tenant == s);
     let mut r = json!({
         "version": table.version(),
         "tenant": tenant,

@@ -334,7 +334,14 @@ impl Reachability {
 mod tests {
     use super::*;
 
-    fn r(from: &str, to: &str, proto: &str, ports: Option<&str>, rule: Option<u32>, c: bool) -> Reach {
+    fn r(
+        from: &str,
+        to: &str,
+        proto: &str,
+        ports: Option<&str>,
+        rule: Option<u32>,
+        c: bool,
+    ) -> Reach {
         Reach {
             from: from.into(),
             to: to.into(),
@@ -362,12 +369,23 @@ mod tests {
             ],
         };
         let d = a.to_dot();
-        let edges: Vec<&str> = d.lines().filter(|l| l.contains("->") && !l.contains("label=\"A may") && !l.contains("only some")).collect();
+        let edges: Vec<&str> = d
+            .lines()
+            .filter(|l| {
+                l.contains("->") && !l.contains("label=\"A may") && !l.contains("only some")
+            })
+            .collect();
         assert_eq!(edges.len(), 2, "{d}");
         assert!(edges[0].contains("tcp 443, 8000-8080 · udp 53*"), "{d}");
         assert!(edges[0].contains("r1, r2 +1 more"), "{d}");
-        assert!(edges[1].contains("style=dashed") && edges[1].contains("any*"), "{d}");
-        assert!(!d.contains("\"a\" -> \"a\"") && !d.contains("\"b\" -> \"b\""), "{d}");
+        assert!(
+            edges[1].contains("style=dashed") && edges[1].contains("any*"),
+            "{d}"
+        );
+        assert!(
+            !d.contains("\"a\" -> \"a\"") && !d.contains("\"b\" -> \"b\""),
+            "{d}"
+        );
         assert!(d.contains("own traffic restricted") && d.contains("cluster_legend"));
     }
 }

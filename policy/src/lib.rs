@@ -16,6 +16,6 @@ pub use document::{
     Action, Document, Endpoint, Gateway, IdentityMode, Proto, Rule, Segment, Tenant,
 };
 pub use error::{ConfigError, Issue};
+pub use table::{Decision, EndpointEntry, RuleChange, SegmentEntry, Table, TenantEntry, TenantIdx};
 /// The inner 5-tuple a verdict is judged on (from `vtep`), for callers that build one themselves.
 pub use vtep::Flow;
-pub use table::{Decision, EndpointEntry, RuleChange, SegmentEntry, Table, TenantEntry, TenantIdx};

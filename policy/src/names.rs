@@ -113,7 +113,12 @@ mod tests {
         let names: Vec<&str> = d.rules.iter().map(|r| r.name.as_deref().unwrap()).collect();
         assert_eq!(
             names,
-            ["a-b-tcp-443-2", "a-b-tcp-443", "a-b-tcp-443-3", "any-b-tcp-443"]
+            [
+                "a-b-tcp-443-2",
+                "a-b-tcp-443",
+                "a-b-tcp-443-3",
+                "any-b-tcp-443"
+            ]
         );
         let again = {
             let mut e = d.clone();
