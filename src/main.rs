@@ -3,6 +3,7 @@
 
 mod check;
 mod ctl;
+mod metrics;
 mod out;
 mod plane;
 mod serve;
@@ -152,6 +153,8 @@ struct ReplayArgs {
     pps: u64,
     #[command(flatten)]
     mgmt: plane::MgmtArgs,
+    #[command(flatten)]
+    observe: plane::ObserveArgs,
     /// pcap or pcapng captures, replayed in order.
     #[arg(required = true)]
     captures: Vec<PathBuf>,
@@ -282,7 +285,14 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
         frames.extend(replay::read_capture(p)?);
     }
     if a.serve {
-        return serve::serve(Some(&a.config), frames, &a.mgmt, a.workers, a.pps);
+        return serve::serve(
+            Some(&a.config),
+            frames,
+            &a.mgmt,
+            &a.observe,
+            a.workers,
+            a.pps,
+        );
     }
     let table = compile(load(&a.config)?)?;
     let out = replay::replay(&table, &frames);

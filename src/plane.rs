@@ -18,6 +18,14 @@ pub const DEFAULT_SOCKET: &str = "/run/joypath/joypath.sock";
 /// Default state directory of the policy store.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/joypath";
 
+/// Observability options shared by `run` and `replay --serve`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ObserveArgs {
+    /// Serve Prometheus /metrics and /healthz over HTTP on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
 /// Management options shared by `run` and `replay --serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MgmtArgs {
@@ -117,6 +125,8 @@ pub struct Plane {
     pub policy: Arc<ArcSwap<Table>>,
     pub workers: Vec<Arc<WorkerShared>>,
     samples: Mutex<Vec<(Instant, u64)>>,
+    /// The AF_XDP driver's counters, live (none for `replay --serve`).
+    driver: Option<datapath::afxdp::DriverReader>,
 }
 
 impl Plane {
@@ -127,7 +137,14 @@ impl Plane {
             policy,
             workers,
             samples,
+            driver: None,
         }
+    }
+
+    /// With the driver's counters in `stats`.
+    pub fn with_driver(mut self, d: Option<datapath::afxdp::DriverReader>) -> Self {
+        self.driver = d;
+        self
     }
 
     /// The summed counters as the replay summary JSON.
@@ -205,7 +222,12 @@ impl Dataplane for Plane {
     }
 
     fn stats(&self) -> Value {
-        serde_json::to_value(self.summary()).unwrap_or(Value::Null)
+        let mut v = serde_json::to_value(self.summary()).unwrap_or(Value::Null);
+        v["rules"] = json!(datapath::live::collect_rule_hits(&self.workers));
+        if let Some(d) = &self.driver {
+            v["driver"] = serde_json::to_value(d()).unwrap_or(Value::Null);
+        }
+        v
     }
 
     fn trace(&self, req: &TraceRequest) -> Result<Value, String> {
@@ -277,6 +299,9 @@ pub struct MgmtControl {
     table: Option<Arc<Table>>,
     server: Option<mgmt::Server>,
     handle: Option<mgmt::server::ServerHandle>,
+    metrics_listen: Option<std::net::SocketAddr>,
+    metrics: Option<crate::metrics::MetricsHandle>,
+    driver: Option<datapath::afxdp::DriverReader>,
 }
 
 impl MgmtControl {
@@ -288,7 +313,16 @@ impl MgmtControl {
             table: None,
             server: None,
             handle: None,
+            metrics_listen: None,
+            metrics: None,
+            driver: None,
         }
+    }
+
+    /// Also serve /metrics and /healthz on `addr`.
+    pub fn with_metrics(mut self, addr: Option<std::net::SocketAddr>) -> Self {
+        self.metrics_listen = addr;
+        self
     }
 }
 
@@ -307,7 +341,7 @@ impl datapath::afxdp::Control for MgmtControl {
         policy: Arc<ArcSwap<Table>>,
         workers: Vec<Arc<WorkerShared>>,
     ) -> Result<(), String> {
-        let plane = Arc::new(Plane::new(policy, workers));
+        let plane = Arc::new(Plane::new(policy, workers).with_driver(self.driver.clone()));
         let store = self.store.take().ok_or("the store is not open")?;
         let table = self.table.clone().ok_or("no initial table")?;
         let cfg = self.args.server_config().map_err(|e| format!("{e:#}"))?;
@@ -315,9 +349,24 @@ impl datapath::afxdp::Control for MgmtControl {
         let handle = server
             .spawn()
             .map_err(|e| format!("{}: {e}", self.args.socket.display()))?;
+        if let Some(addr) = self.metrics_listen {
+            self.metrics =
+                Some(crate::metrics::spawn(addr, server.clone()).map_err(|e| format!("{e:#}"))?);
+        }
+        crate::metrics::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!(
+                "serving policy version {}",
+                server.table().version()
+            )),
+        ]);
         self.server = Some(server);
         self.handle = Some(handle);
         Ok(())
+    }
+
+    fn driver_counters(&mut self, read: datapath::afxdp::DriverReader) {
+        self.driver = Some(read);
     }
 
     fn reload(&mut self, _old: &Arc<Table>) -> Result<Arc<Table>, String> {
@@ -325,14 +374,26 @@ impl datapath::afxdp::Control for MgmtControl {
             .server
             .as_ref()
             .ok_or("the management server is not running")?;
-        let doc = Document::load(&self.config).map_err(|e| e.to_string())?;
-        server
-            .apply_document(
-                doc,
-                0,
-                "sighup",
-                Some(format!("re-read {}", self.config.display())),
-            )
+        crate::metrics::notify(&[sd_notify::NotifyState::Reloading]);
+        let r = Document::load(&self.config)
             .map_err(|e| e.to_string())
+            .and_then(|doc| {
+                server
+                    .apply_document(
+                        doc,
+                        0,
+                        "sighup",
+                        Some(format!("re-read {}", self.config.display())),
+                    )
+                    .map_err(|e| e.to_string())
+            });
+        crate::metrics::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!(
+                "serving policy version {}",
+                server.table().version()
+            )),
+        ]);
+        r
     }
 }

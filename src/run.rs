@@ -36,7 +36,7 @@ pub struct RunArgs {
     /// Entries of each AF_XDP ring (power of two).
     #[arg(long, default_value_t = 2048)]
     pub ring_size: u32,
-    /// Log a status line every N seconds (0: never).
+    /// Log the counters' deltas (frames, drops, driver) every N seconds (0: never).
     #[arg(long, default_value_t = 0)]
     pub stats_every: u64,
     /// Print the final counters as JSON (default: a short text report).
@@ -51,6 +51,8 @@ pub struct RunArgs {
     pub no_mgmt: bool,
     #[command(flatten)]
     pub mgmt: crate::plane::MgmtArgs,
+    #[command(flatten)]
+    pub observe: crate::plane::ObserveArgs,
 }
 
 pub fn cmd_run(a: RunArgs) -> Result<()> {
@@ -82,7 +84,8 @@ pub fn cmd_run(a: RunArgs) -> Result<()> {
         stats_every: Duration::from_secs(a.stats_every),
         null: a.null,
     };
-    let mut control = crate::plane::MgmtControl::new(a.mgmt.clone(), a.config.clone());
+    let mut control = crate::plane::MgmtControl::new(a.mgmt.clone(), a.config.clone())
+        .with_metrics(a.observe.metrics_listen);
     let control: Option<&mut dyn afxdp::Control> = if a.no_mgmt || a.null {
         None
     } else {

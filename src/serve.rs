@@ -16,6 +16,7 @@ pub fn serve(
     config: Option<&Path>,
     frames: Vec<Captured>,
     m: &MgmtArgs,
+    obs: &crate::plane::ObserveArgs,
     workers: usize,
     pps: u64,
 ) -> Result<()> {
@@ -30,6 +31,10 @@ pub fn serve(
     let handle = server
         .spawn()
         .with_context(|| format!("serving {}", m.socket.display()))?;
+    let metrics = obs
+        .metrics_listen
+        .map(|a| crate::metrics::spawn(a, server.clone()))
+        .transpose()?;
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -54,9 +59,12 @@ pub fn serve(
         policy.load().version(),
         threads.len()
     );
+    crate::metrics::notify(&[sd_notify::NotifyState::Ready]);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    crate::metrics::notify(&[sd_notify::NotifyState::Stopping]);
+    drop(metrics);
     let mut total = datapath::Counters::default();
     for t in threads {
         if let Ok(w) = t.join() {

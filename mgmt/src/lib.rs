@@ -7,6 +7,7 @@
 pub mod client;
 pub mod edit;
 pub mod explain;
+pub mod metrics;
 pub mod protocol;
 pub mod rules;
 pub mod server;
