@@ -250,6 +250,19 @@ pub fn run(a: CtlArgs) -> Result<i32> {
             return Ok(2);
         }
     };
+    if let CtlCmd::Trace {
+        count,
+        out,
+        timeout_ms,
+        ..
+    } = &a.cmd
+    {
+        eprintln!(
+            "joypath ctl: tracing up to {count} frame(s) into {} for at most {:.1}s…",
+            out.display(),
+            *timeout_ms as f64 / 1e3
+        );
+    }
     let resp = match c.call(&op, args) {
         Ok(r) => r,
         Err(e) => {
@@ -286,6 +299,10 @@ pub fn run(a: CtlArgs) -> Result<i32> {
     let r = resp.result.unwrap_or(Value::Null);
     let code = match a.cmd {
         CtlCmd::Verify if r["ok"] != json!(true) => 3,
+        CtlCmd::Trace { .. } if r["frames"].as_u64() == Some(0) => {
+            eprintln!("joypath ctl: trace: nothing matched before the timeout");
+            1
+        }
         CtlCmd::Validate { .. } if r["valid"] == json!(false) => 1,
         _ => 0,
     };
@@ -449,6 +466,17 @@ fn human(cmd: &CtlCmd, r: &Value) -> Result<()> {
             outln!("policy       version {}", r["version"]);
             if let Some(why) = r["why"].as_str() {
                 outln!("why          {why}");
+            }
+        }
+        CtlCmd::Trace { .. } => {
+            outln!(
+                "captured {} of {} frame(s) into {}",
+                r["frames"],
+                r["requested"],
+                r["path"].as_str().unwrap_or("")
+            );
+            for c in r["comments"].as_array().into_iter().flatten() {
+                outln!("  {}", c.as_str().unwrap_or(""));
             }
         }
         CtlCmd::Apply { .. } | CtlCmd::Rollback { .. } => {

@@ -183,9 +183,14 @@ fn describe(t: &TracedFrame, table: &Table) -> String {
         }
         None => {}
     }
+    if let Some((vtep, vni)) = t.egress {
+        s.push_str(&format!(" egress_vtep={vtep} egress_vni={vni}"));
+    }
     s.push_str(&format!(
-        " policy_version={} worker={}",
-        t.version, t.worker
+        " interface={} policy_version={} worker={}",
+        t.ifname.as_deref().unwrap_or("-"),
+        t.version,
+        t.worker
     ));
     s
 }

@@ -306,3 +306,58 @@ fn terminate(child: &Child) {
         .unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn trace_names_rules_and_egress_with_ns_timestamps_and_fails_when_empty() {
+    let g = Gateway::start(&[]);
+    let out = g.dir.path().join("t.pcapng");
+    let o = g.ctl(&[
+        "trace",
+        "--count",
+        "4",
+        "--outcome",
+        "forward",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("captured 4 of 4"), "{text}");
+    assert!(text.contains("egress_vtep=198.18."), "{text}");
+    assert!(text.contains("interface="), "{text}");
+    let frames = datapath::replay::read_capture(&out).unwrap();
+    assert_eq!(frames.len(), 4);
+    assert!(
+        frames.iter().any(|f| f.ts_ns % 1_000_000_000 != 0),
+        "whole-second timestamps"
+    );
+    // Rules by name in the comments.
+    let o = g.ctl(&[
+        "trace",
+        "--count",
+        "1",
+        "--tenant",
+        "acme",
+        "--outcome",
+        "policy_denied",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("rule="), "{text}");
+    assert!(!text.contains("rule=#"), "{text}");
+    // Nothing matches (contractor sends nothing): a non-zero exit.
+    let o = g.ctl(&[
+        "trace",
+        "--count",
+        "1",
+        "--tenant",
+        "contractor",
+        "--timeout-ms",
+        "300",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing matched"));
+}
