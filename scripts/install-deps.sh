@@ -10,6 +10,8 @@ PKGS=(
   iproute2 nftables tcpdump netsniff-ng sysstat ethtool iputils-ping netcat-openbsd
   # management socket scripting, instruction counts
   socat valgrind python3 procps
+  # packaging: the .deb's unit checked by systemd-analyze, its contents by dpkg-deb; the audit picture
+  systemd dpkg-dev graphviz
 )
 
 missing=()
@@ -29,3 +31,8 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done
+# cargo deb builds the .deb (scripts/package.sh); installed once, from crates.io.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing cargo-deb"
+  cargo install cargo-deb --locked --quiet
+fi

@@ -406,7 +406,15 @@ fn frame_list(table: &Table, outcomes: &[datapath::Outcome]) -> Vec<serde_json::
                 .tenant
                 .map(|t| table.tenant(t).name.to_string())
                 .unwrap_or_else(|| "-".into());
-            let rule = o.rule.map(|r| format!(" rule {r}")).unwrap_or_default();
+            let rule = o
+                .rule
+                .map(|r| {
+                    format!(
+                        " rule {}",
+                        policy::names::rule_name(table.document(), r as usize)
+                    )
+                })
+                .unwrap_or_default();
             serde_json::Value::String(format!("{tenant:<12} {what}{rule}"))
         })
         .collect()

@@ -175,7 +175,7 @@ fn tells_systemd_when_ready() {
 /// from `replay --serve`, and the AF_XDP driver's (`joypath_driver_*`, only from `run`).
 #[test]
 fn the_grafana_dashboard_uses_exported_metrics() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/grafana-dashboard.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json");
     let d: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let addr = free_port();

@@ -341,8 +341,8 @@ fn build_routes(
             if let Some(p) = ifaces.iter().position(|i| i.on_link(v)) {
                 return Some((p, v));
             }
-            let (dev, via) = net::route_get(v)?;
-            let p = ifaces.iter().position(|i| i.name == dev)?;
+            let (oif, via) = net::route_get(v)?;
+            let p = ifaces.iter().position(|i| i.index == oif)?;
             Some((p, via))
         });
         let Some((port, next_hop)) = hop else {
@@ -554,6 +554,13 @@ pub fn run_with(
     let started = Instant::now();
     let (mut reloads, mut reload_errors) = (0u64, 0u64);
     let mut last_routes = Instant::now();
+    let mut watch = match net::Watch::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot follow netlink events; re-reading routes every second");
+            None
+        }
+    };
     let mut last_stats = Instant::now();
     let mut last_driver = DriverCounters::default();
     let mut last_pipeline = (0u64, 0u64);
@@ -594,7 +601,23 @@ pub fn run_with(
                 }
             }
         }
-        if last_routes.elapsed() >= Duration::from_secs(1) {
+        // Routes and next hops follow the kernel's netlink events; a next hop still unresolved is
+        // probed (and looked at) again every second, and everything every 30 s in case an event
+        // was missed (or every second when the event socket could not be opened).
+        let changes = watch.as_mut().map(|w| w.changes()).unwrap_or(net::Changes {
+            routes: false,
+            neighbours: last_routes.elapsed() >= Duration::from_secs(1),
+        });
+        let unresolved = shared.routes.load().map.values().any(|r| r.mac.is_none());
+        let every = if unresolved || watch.is_none() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        };
+        if changes.routes || changes.neighbours || last_routes.elapsed() >= every {
+            if changes.routes {
+                route_cache.clear();
+            }
             last_routes = Instant::now();
             let t = shared.table.load_full();
             shared
