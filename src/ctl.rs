@@ -4,7 +4,7 @@
 
 use crate::out::{self, out, outln, usage};
 use crate::plane::DEFAULT_SOCKET;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use mgmt::Client;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -143,9 +143,27 @@ fn document_from_file(p: &Path) -> Result<Value> {
         }
         Ok(v)
     } else {
-        // Parse without validating: the gateway validates and reports every problem.
+        // Wrong keys and types are reported here, every one with its line and a suggestion (as
+        // `joypath check` does); what only the gateway can judge, it judges.
         let v: toml::Value =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        let file = p.display().to_string();
+        let problems = crate::check::check_text(&text, &file)?;
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|x| {
+                    let at = x.line.map(|l| format!("{file}:{l}: ")).unwrap_or_default();
+                    let hint = x
+                        .suggestion
+                        .as_ref()
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                    format!("  {at}{}: {}{hint}", x.path, x.message)
+                })
+                .collect();
+            bail!("{file} is not a valid policy:\n{}", lines.join("\n"));
+        }
         Ok(serde_json::to_value(v)?)
     }
 }

@@ -361,3 +361,31 @@ fn trace_names_rules_and_egress_with_ns_timestamps_and_fails_when_empty() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing matched"));
 }
+
+#[test]
+fn ctl_apply_reports_type_errors_like_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(cfg())
+        .unwrap()
+        .replacen("proto = \"tcp\"", "proto = \"tpc\"", 1)
+        .replacen("vni = 100", "vni = \"100\"", 1);
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    for sub in ["apply", "validate"] {
+        let o = Command::new(BIN)
+            .args(["ctl", sub])
+            .arg(&bad)
+            .arg("--socket")
+            .arg(tmp.path().join("none.sock"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("did you mean \"tcp\"?"), "{err}");
+        assert!(err.contains("segment[0].vni"), "{err}");
+        assert!(
+            !err.contains("u32") && !err.contains("invalid type"),
+            "{err}"
+        );
+    }
+}
