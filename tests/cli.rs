@@ -389,3 +389,54 @@ fn ctl_apply_reports_type_errors_like_check() {
         );
     }
 }
+
+#[test]
+fn one_log_line_per_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("s.sock");
+    let child = Command::new(BIN)
+        .args([
+            "replay",
+            "--serve",
+            "--config",
+            &cfg(),
+            "--log-format",
+            "json",
+        ])
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .arg(cap("verdicts.pcap"))
+        .env("JOYPATH_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mgmt::Client::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = mgmt::Client::connect(&sock).unwrap();
+    let r = c
+        .call(
+            "tenant.add",
+            serde_json::json!({"tenant": {"name": "newco", "id": 999}}),
+        )
+        .unwrap();
+    assert!(r.ok);
+    terminate(&child);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let about_v2: Vec<&str> = err
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .map(|v| v["fields"]["version"] == 2)
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(about_v2.len(), 1, "{err}");
+    assert!(about_v2[0].contains("tenant.add"), "{err}");
+}

@@ -201,7 +201,7 @@ impl Store {
         }
         fs::rename(&tmp, version_file(&self.dir, meta.version)).map_err(&err)?;
         File::open(&vdir).and_then(|d| d.sync_all()).map_err(&err)?;
-        tracing::info!(version = meta.version, uid, op, "policy version committed");
+        tracing::debug!(version = meta.version, uid, op, "policy version committed");
         self.metas.push(meta.clone());
         self.current = Some(VersionRecord {
             meta,
