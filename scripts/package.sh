@@ -13,5 +13,5 @@ gzip -9n target/assets/man/*.1
 $JP completions bash > target/assets/completions/joypath
 $JP completions zsh > target/assets/completions/_joypath
 $JP completions fish > target/assets/completions/joypath.fish
-cargo deb --no-build --no-strip --quiet
+cargo deb --no-build --quiet
 ls target/debian/*.deb
