@@ -454,7 +454,7 @@ fn document(p: &Params, lay: &Layout) -> Document {
             }
         })
         .collect();
-    Document {
+    let mut doc = Document {
         gateway: Gateway {
             underlay_ip: GATEWAY_IP,
             underlay_ip6: None,
@@ -465,7 +465,10 @@ fn document(p: &Params, lay: &Layout) -> Document {
         tenants,
         endpoints,
         rules: rules(p, lay),
-    }
+    };
+    // Named as loading the written config would name them, so the document round-trips.
+    policy::names::name_rules(&mut doc);
+    doc
 }
 
 /// The tenant whose `t → *` SSH deny is generated.
