@@ -13,6 +13,8 @@ PKGS=(
   # the fleet: etcd (the integration test starts a 3-member cluster on loopback) and protoc with the
   # well-known types, which the etcd-client crate's build script needs
   etcd-server etcd-client protobuf-compiler libprotobuf-dev
+  # packaging: the .deb's unit checked by systemd-analyze, its contents by dpkg-deb; the audit picture
+  systemd dpkg-dev graphviz
 )
 
 missing=()
@@ -32,3 +34,8 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done
+# cargo deb builds the .deb (scripts/package.sh); installed once, from crates.io.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing cargo-deb"
+  cargo install cargo-deb --locked --quiet
+fi

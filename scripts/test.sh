@@ -18,6 +18,8 @@ python3 scripts/mkfixtures.py "$tmp" >/dev/null
 for f in "$tmp"/*; do
   cmp "$f" "pcap-fixtures/$(basename "$f")" || { echo "pcap-fixtures/$(basename "$f") differs from a fresh run of scripts/mkfixtures.py" >&2; exit 1; }
 done
+echo "== the .deb: contents, conffiles, man pages, completions, systemd-analyze verify"
+scripts/test-package.sh
 echo "== scripted management session (socat)"
 scripts/onboard.sh >/dev/null
 if [ -x scripts/fuzz-smoke.sh ]; then

@@ -1,15 +1,19 @@
 //! The `joypath` binary: wires vtep, policy and datapath together behind a clap CLI.
 //! Errors get their context here, once, at the edge.
 
+mod check;
 mod ctl;
+mod metrics;
+mod out;
 mod plane;
 mod serve;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use datapath::counters::Summary;
 use datapath::replay::{self, Captured};
 use datapath::Disposition;
+use out::{out, outln, usage};
 use policy::{Document, Table};
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,21 +28,35 @@ mod run;
     about = "A userspace, poll-mode VXLAN gateway enforcing tenant isolation as policy"
 )]
 struct Cli {
+    /// Log format on stderr: text (coloured only on a terminal) or json (one object a line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run captures through the gateway's pipeline and report what it would do with each frame.
     Replay(ReplayArgs),
-    /// Validate a config file and print what it defines.
+    /// Validate a config file: every problem in one pass, with the bad value and a suggestion.
     Check {
+        /// The config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// One JSON object: {"file", "valid", "issues": [{path, line, message, value, suggestion}], …}.
+        #[arg(long)]
+        json: bool,
     },
     /// Who may reach whom under a config: the reachability audit.
     Audit {
+        /// The config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
         /// Graphviz DOT instead of JSON.
@@ -54,18 +72,34 @@ enum Cmd {
     Synth(SynthArgs),
     /// Run the live gateway on AF_XDP sockets until SIGINT/SIGTERM (SIGHUP reloads the policy).
     Run(run::RunArgs),
+    /// Print a shell completion script (e.g. `joypath completions bash > /etc/bash_completion.d/joypath`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (joypath.1 and one per subcommand, e.g. joypath-ctl.1) into a directory.
+    Man {
+        /// Directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
 struct SynthArgs {
+    /// Tenants to define.
     #[arg(long, default_value_t = 10_000)]
     tenants: u32,
+    /// Endpoints spread over the tenants.
     #[arg(long, default_value_t = 100_000)]
     endpoints: u32,
+    /// Cross-tenant rules.
     #[arg(long, default_value_t = 10_000)]
     rules: u32,
+    /// Distinct inner flows the frames are drawn from.
     #[arg(long, default_value_t = 10_000)]
     flows: u32,
+    /// Frames to write into synth.pcap.
     #[arg(long, default_value_t = 100_000)]
     frames: u32,
     /// Inner Ethernet frame length in bytes (at least the headers: 54 for TCP, 42 for UDP).
@@ -83,6 +117,7 @@ struct SynthArgs {
     /// Address spaces (0: as few as keep each under 50 000 endpoints).
     #[arg(long, default_value_t = 0)]
     spaces: u32,
+    /// Seed of the deterministic generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Directory to write synth.toml and synth.pcap into.
@@ -118,68 +153,115 @@ struct ReplayArgs {
     pps: u64,
     #[command(flatten)]
     mgmt: plane::MgmtArgs,
+    #[command(flatten)]
+    observe: plane::ObserveArgs,
     /// pcap or pcapng captures, replayed in order.
     #[arg(required = true)]
     captures: Vec<PathBuf>,
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JOYPATH_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = run(Cli::parse()) {
-        // Output cut short by a closed pipe (`joypath … | head`) is not an error.
-        if e.chain()
-            .filter_map(|c| c.downcast_ref::<std::io::Error>())
-            .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-        {
-            std::process::exit(0);
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                // Output cut short by a closed pipe (`joypath … | head`) is not an error.
+                0
+            } else {
+                eprintln!("joypath: {e:#}");
+                if e.downcast_ref::<out::Usage>().is_some() {
+                    2
+                } else {
+                    1
+                }
+            }
         }
-        eprintln!("joypath: {e:#}");
-        std::process::exit(1);
+    };
+    // Flush what is buffered before exiting; a closed pipe here is not an error either.
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Logs go to stderr: coloured only when stderr is a terminal, or one JSON object a line.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOYPATH_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().with_current_span(false).init(),
+        LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs a command; returns the process's exit code.
+fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Replay(a) => cmd_replay(a),
-        Cmd::Synth(a) => cmd_synth(a),
-        Cmd::Run(a) => run::cmd_run(a),
-        Cmd::Ctl(a) => {
-            let code = ctl::run(a)?;
-            std::process::exit(code)
-        }
-        Cmd::Check { config } => {
-            let doc = load(&config)?;
-            println!(
-                "{}: valid: {} segments, {} tenants, {} endpoints, {} rules",
-                config.display(),
-                doc.segments.len(),
-                doc.tenants.len(),
-                doc.endpoints.len(),
-                doc.rules.len()
-            );
-            Ok(())
-        }
+        Cmd::Replay(a) => cmd_replay(a)?,
+        Cmd::Synth(a) => cmd_synth(a)?,
+        Cmd::Run(a) => run::cmd_run(a)?,
+        Cmd::Ctl(a) => return ctl::run(a),
+        Cmd::Check { config, json } => return check::cmd_check(&config, json),
         Cmd::Audit { config, dot, at } => {
             let table = compile(load(&config)?)?;
             let now = match at {
-                Some(t) => policy::time::parse_rfc3339(&t).map_err(anyhow::Error::msg)?,
+                Some(t) => {
+                    policy::time::parse_rfc3339(&t).map_err(|e| usage(format!("--at: {e}")))?
+                }
                 None => unix_now(),
             };
             let r = policy::reachability(&table, now);
             if dot {
-                print!("{}", r.to_dot());
+                out!("{}", r.to_dot());
             } else {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             }
-            Ok(())
+        }
+        Cmd::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "joypath", &mut buf);
+            std::io::stdout().lock().write_all(&buf)?;
+        }
+        Cmd::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let n = write_man_pages(Cli::command(), &dir)?;
+            outln!("wrote {n} man pages into {}", dir.display());
         }
     }
+    Ok(0)
+}
+
+/// Writes the page of `cmd` and, recursively, of each visible subcommand (`joypath-ctl-status.1`).
+fn write_man_pages(cmd: clap::Command, dir: &std::path::Path) -> Result<usize> {
+    let mut cmd = cmd;
+    cmd.build();
+    write_man_page(&cmd, cmd.get_name().to_string(), dir)
+}
+
+fn write_man_page(cmd: &clap::Command, name: String, dir: &std::path::Path) -> Result<usize> {
+    let page = cmd.clone().name(name.clone());
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(page).render(&mut buf)?;
+    let path = dir.join(format!("{name}.1"));
+    std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
+    let mut n = 1;
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        n += write_man_page(sub, format!("{name}-{}", sub.get_name()), dir)?;
+    }
+    Ok(n)
 }
 
 fn unix_now() -> i64 {
@@ -203,7 +285,14 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
         frames.extend(replay::read_capture(p)?);
     }
     if a.serve {
-        return serve::serve(Some(&a.config), frames, &a.mgmt, a.workers, a.pps);
+        return serve::serve(
+            Some(&a.config),
+            frames,
+            &a.mgmt,
+            &a.observe,
+            a.workers,
+            a.pps,
+        );
     }
     let table = compile(load(&a.config)?)?;
     let out = replay::replay(&table, &frames);
@@ -220,7 +309,7 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
         bail!("internal error: outcomes do not add up to the frames replayed");
     }
     let rate = match a.repeat {
-        Some(0) => bail!("--repeat must be at least 1"),
+        Some(0) => return Err(usage("--repeat must be at least 1")),
         Some(n) if !frames.is_empty() => Some(replay::measure(&table, &frames, n)),
         _ => None,
     };
@@ -289,7 +378,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
     let w = synth::generate(&p)?;
     let (config, pcap) =
         synth::write(&a.out, &w).with_context(|| format!("writing into {}", a.out.display()))?;
-    println!(
+    outln!(
         "wrote {} ({} segments, {} tenants, {} endpoints, {} rules, {} address spaces) and {} ({} frames of {} flows)",
         config.display(),
         w.doc.segments.len(),
@@ -301,7 +390,7 @@ fn cmd_synth(a: SynthArgs) -> Result<()> {
         w.frames.len(),
         w.flows.len()
     );
-    println!(
+    outln!(
         "expected: {} forwarded ({} intra-tenant, {} cross-tenant allowed), {} policy_denied",
         w.expect.intra + w.expect.allowed,
         w.expect.intra,
@@ -326,7 +415,15 @@ fn frame_list(table: &Table, outcomes: &[datapath::Outcome]) -> Vec<serde_json::
                 .tenant
                 .map(|t| table.tenant(t).name.to_string())
                 .unwrap_or_else(|| "-".into());
-            let rule = o.rule.map(|r| format!(" rule {r}")).unwrap_or_default();
+            let rule = o
+                .rule
+                .map(|r| {
+                    format!(
+                        " rule {}",
+                        policy::names::rule_name(table.document(), r as usize)
+                    )
+                })
+                .unwrap_or_default();
             serde_json::Value::String(format!("{tenant:<12} {what}{rule}"))
         })
         .collect()
@@ -340,34 +437,84 @@ pub(crate) fn print_table(w: &mut impl Write, s: &Summary) -> std::io::Result<()
         s.frames, s.forwarded, s.arp_replied, dropped
     )?;
     writeln!(w)?;
-    writeln!(
-        w,
-        "{:<16} {:>8} {:>10} {:>9} {:>10} {:>5} {:>7}  drops",
-        "tenant", "frames", "bytes", "forwarded", "bytes_out", "arp", "denied"
-    )?;
-    for (name, t) in &s.tenants {
-        let drops: Vec<String> = t.dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();
-        writeln!(
-            w,
-            "{:<16} {:>8} {:>10} {:>9} {:>10} {:>5} {:>7}  {}",
-            name,
-            t.frames_in,
-            t.bytes_in,
-            t.forwarded,
-            t.bytes_out,
-            t.arp_replied,
-            t.denied,
+    let mut t = out::table(
+        &[
+            "tenant",
+            "frames",
+            "bytes",
+            "forwarded",
+            "bytes_out",
+            "arp",
+            "denied",
+            "drops",
+        ],
+        &[1, 2, 3, 4, 5, 6],
+    );
+    for (name, c) in &s.tenants {
+        let drops: Vec<String> = c.dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        t.add_row(vec![
+            name.clone(),
+            c.frames_in.to_string(),
+            c.bytes_in.to_string(),
+            c.forwarded.to_string(),
+            c.bytes_out.to_string(),
+            c.arp_replied.to_string(),
+            c.denied.to_string(),
             if drops.is_empty() {
                 "-".to_string()
             } else {
                 drops.join(" ")
-            }
-        )?;
+            },
+        ]);
     }
+    out::write_table(w, &t)?;
     writeln!(w)?;
-    writeln!(w, "drop reasons:")?;
+    let mut t = out::table(&["drop reason", "frames"], &[1]);
     for (r, n) in &s.dropped {
-        writeln!(w, "  {r:<18} {n}")?;
+        t.add_row(vec![r.to_string(), n.to_string()]);
     }
-    Ok(())
+    out::write_table(w, &t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let path = format!("{path} {}", cmd.get_name());
+        if cmd.get_about().is_none() && !cmd.is_hide_set() {
+            out.push(format!("{path}: no about"));
+        }
+        for a in cmd.get_arguments() {
+            let builtin = matches!(a.get_id().as_str(), "help" | "version");
+            if !builtin && !a.is_hide_set() && a.get_help().is_none() {
+                out.push(format!("{path} {}: no help", a.get_id()));
+            }
+        }
+        for s in cmd.get_subcommands() {
+            undocumented(s, &path, out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_option_has_help() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        undocumented(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    #[test]
+    fn global_flags_anywhere_on_the_line() {
+        let c =
+            Cli::try_parse_from(["joypath", "ctl", "stats", "--json", "--socket", "/x"]).unwrap();
+        let Cmd::Ctl(a) = c.cmd else { panic!() };
+        assert!(a.json);
+        assert_eq!(a.socket, PathBuf::from("/x"));
+        let c =
+            Cli::try_parse_from(["joypath", "audit", "-c", "f", "--log-format", "json"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
 }

@@ -18,6 +18,14 @@ pub const DEFAULT_SOCKET: &str = "/run/joypath/joypath.sock";
 /// Default state directory of the policy store.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/joypath";
 
+/// Observability options shared by `run` and `replay --serve`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ObserveArgs {
+    /// Serve Prometheus /metrics and /healthz over HTTP on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
 /// Management options shared by `run` and `replay --serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MgmtArgs {
@@ -159,6 +167,8 @@ pub struct Plane {
     pub policy: Arc<ArcSwap<Table>>,
     pub workers: Vec<Arc<WorkerShared>>,
     samples: Mutex<Vec<(Instant, u64)>>,
+    /// The AF_XDP driver's counters, live (none for `replay --serve`).
+    driver: Option<datapath::afxdp::DriverReader>,
 }
 
 impl Plane {
@@ -169,7 +179,14 @@ impl Plane {
             policy,
             workers,
             samples,
+            driver: None,
         }
+    }
+
+    /// With the driver's counters in `stats`.
+    pub fn with_driver(mut self, d: Option<datapath::afxdp::DriverReader>) -> Self {
+        self.driver = d;
+        self
     }
 
     /// The summed counters as the replay summary JSON.
@@ -179,7 +196,8 @@ impl Plane {
     }
 }
 
-fn describe(t: &TracedFrame) -> String {
+/// A traced frame's comment. Rules are named from `table` when it is the version that judged the frame.
+fn describe(t: &TracedFrame, table: &Table) -> String {
     let (verdict, reason) = match t.disposition {
         Disposition::Forward => ("forward", None),
         Disposition::ArpReply => ("arp_reply", None),
@@ -195,7 +213,10 @@ fn describe(t: &TracedFrame) -> String {
         s.push_str(&format!(" drop_reason={r}"));
     }
     match t.rule {
-        Some(r) => s.push_str(&format!(" rule={r}")),
+        Some(r) if table.version() == t.version => {
+            s.push_str(&format!(" rule={}", mgmt::explain::rule_name(table, r)))
+        }
+        Some(r) => s.push_str(&format!(" rule=#{r}")),
         None if matches!(
             t.disposition,
             Disposition::Forward | Disposition::Drop(datapath::DropReason::PolicyDenied)
@@ -205,9 +226,14 @@ fn describe(t: &TracedFrame) -> String {
         }
         None => {}
     }
+    if let Some((vtep, vni)) = t.egress {
+        s.push_str(&format!(" egress_vtep={vtep} egress_vni={vni}"));
+    }
     s.push_str(&format!(
-        " policy_version={} worker={}",
-        t.version, t.worker
+        " interface={} policy_version={} worker={}",
+        t.ifname.as_deref().unwrap_or("-"),
+        t.version,
+        t.worker
     ));
     s
 }
@@ -244,7 +270,12 @@ impl Dataplane for Plane {
     }
 
     fn stats(&self) -> Value {
-        serde_json::to_value(self.summary()).unwrap_or(Value::Null)
+        let mut v = serde_json::to_value(self.summary()).unwrap_or(Value::Null);
+        v["rules"] = json!(datapath::live::collect_rule_hits(&self.workers));
+        if let Some(d) = &self.driver {
+            v["driver"] = serde_json::to_value(d()).unwrap_or(Value::Null);
+        }
+        v
     }
 
     fn trace(&self, req: &TraceRequest) -> Result<Value, String> {
@@ -290,8 +321,9 @@ impl Dataplane for Plane {
         let mut out =
             datapath::capture::PcapNgWriter::new(std::io::BufWriter::new(file), "joypath trace")
                 .map_err(|e| e.to_string())?;
+        let table = self.policy.load();
         for t in &got {
-            out.write(t.ts_ns, &t.data, &describe(t))
+            out.write(t.ts_ns, &t.data, &describe(t, &table))
                 .map_err(|e| e.to_string())?;
         }
         out.flush().map_err(|e| e.to_string())?;
@@ -300,7 +332,7 @@ impl Dataplane for Plane {
             "frames": got.len(),
             "requested": req.count,
             "complete": got.len() == req.count,
-            "comments": got.iter().map(describe).collect::<Vec<_>>(),
+            "comments": got.iter().map(|t| describe(t, &table)).collect::<Vec<_>>(),
         }))
     }
 }
@@ -316,6 +348,9 @@ pub struct MgmtControl {
     table: Option<Arc<Table>>,
     server: Option<mgmt::Server>,
     handle: Option<mgmt::server::ServerHandle>,
+    metrics_listen: Option<std::net::SocketAddr>,
+    metrics: Option<crate::metrics::MetricsHandle>,
+    driver: Option<datapath::afxdp::DriverReader>,
 }
 
 impl MgmtControl {
@@ -327,7 +362,16 @@ impl MgmtControl {
             table: None,
             server: None,
             handle: None,
+            metrics_listen: None,
+            metrics: None,
+            driver: None,
         }
+    }
+
+    /// Also serve /metrics and /healthz on `addr`.
+    pub fn with_metrics(mut self, addr: Option<std::net::SocketAddr>) -> Self {
+        self.metrics_listen = addr;
+        self
     }
 }
 
@@ -346,7 +390,7 @@ impl datapath::afxdp::Control for MgmtControl {
         policy: Arc<ArcSwap<Table>>,
         workers: Vec<Arc<WorkerShared>>,
     ) -> Result<(), String> {
-        let plane = Arc::new(Plane::new(policy, workers));
+        let plane = Arc::new(Plane::new(policy, workers).with_driver(self.driver.clone()));
         let store = self.store.take().ok_or("the store is not open")?;
         let table = self.table.clone().ok_or("no initial table")?;
         let cfg = self.args.server_config().map_err(|e| format!("{e:#}"))?;
@@ -357,9 +401,24 @@ impl datapath::afxdp::Control for MgmtControl {
         self.args
             .start_fleet(&server)
             .map_err(|e| format!("{e:#}"))?;
+        if let Some(addr) = self.metrics_listen {
+            self.metrics =
+                Some(crate::metrics::spawn(addr, server.clone()).map_err(|e| format!("{e:#}"))?);
+        }
+        crate::metrics::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!(
+                "serving policy version {}",
+                server.table().version()
+            )),
+        ]);
         self.server = Some(server);
         self.handle = Some(handle);
         Ok(())
+    }
+
+    fn driver_counters(&mut self, read: datapath::afxdp::DriverReader) {
+        self.driver = Some(read);
     }
 
     fn reload(&mut self, _old: &Arc<Table>) -> Result<Arc<Table>, String> {
@@ -367,11 +426,23 @@ impl datapath::afxdp::Control for MgmtControl {
             .server
             .as_ref()
             .ok_or("the management server is not running")?;
-        let doc = Document::load(&self.config).map_err(|e| e.to_string())?;
-        match server.reload_file(doc, &self.config.display().to_string()) {
-            Ok(Some(t)) => Ok(t),
-            Ok(None) => Ok(server.table()),
-            Err(e) => Err(e.message),
-        }
+        crate::metrics::notify(&[sd_notify::NotifyState::Reloading]);
+        let r = Document::load(&self.config)
+            .map_err(|e| e.to_string())
+            .and_then(
+                |doc| match server.reload_file(doc, &self.config.display().to_string()) {
+                    Ok(Some(t)) => Ok(t),
+                    Ok(None) => Ok(server.table()),
+                    Err(e) => Err(e.message),
+                },
+            );
+        crate::metrics::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!(
+                "serving policy version {}",
+                server.table().version()
+            )),
+        ]);
+        r
     }
 }

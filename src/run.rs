@@ -1,5 +1,6 @@
 //! `joypath run`: the live gateway on AF_XDP sockets (datapath::afxdp), until SIGINT/SIGTERM.
 
+use crate::out::outln;
 use anyhow::{bail, Context, Result};
 use datapath::afxdp::{self, PollMode, RunConfig, XdpMode, ZeroCopy};
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ pub struct RunArgs {
     /// Entries of each AF_XDP ring (power of two).
     #[arg(long, default_value_t = 2048)]
     pub ring_size: u32,
-    /// Log a status line every N seconds (0: never).
+    /// Log the counters' deltas (frames, drops, driver) every N seconds (0: never).
     #[arg(long, default_value_t = 0)]
     pub stats_every: u64,
     /// Print the final counters as JSON (default: a short text report).
@@ -50,6 +51,8 @@ pub struct RunArgs {
     pub no_mgmt: bool,
     #[command(flatten)]
     pub mgmt: crate::plane::MgmtArgs,
+    #[command(flatten)]
+    pub observe: crate::plane::ObserveArgs,
 }
 
 pub fn cmd_run(a: RunArgs) -> Result<()> {
@@ -81,7 +84,8 @@ pub fn cmd_run(a: RunArgs) -> Result<()> {
         stats_every: Duration::from_secs(a.stats_every),
         null: a.null,
     };
-    let mut control = crate::plane::MgmtControl::new(a.mgmt.clone(), a.config.clone());
+    let mut control = crate::plane::MgmtControl::new(a.mgmt.clone(), a.config.clone())
+        .with_metrics(a.observe.metrics_listen);
     let control: Option<&mut dyn afxdp::Control> = if a.no_mgmt || a.null {
         None
     } else {
@@ -90,30 +94,38 @@ pub fn cmd_run(a: RunArgs) -> Result<()> {
     let report = afxdp::run_with(&cfg, control)
         .with_context(|| format!("joypath run on {}", a.interface.join(",")))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let s = &report.summary;
         let dropped: u64 = s.dropped.values().sum();
-        println!(
+        outln!(
             "stopped after {:.1}s on policy version {} ({} reloads, {} failed)",
-            report.uptime_secs, report.policy_version, report.reloads, report.reload_errors
+            report.uptime_secs,
+            report.policy_version,
+            report.reloads,
+            report.reload_errors
         );
-        println!(
+        outln!(
             "{} frames: {} forwarded, {} ARP replied, {} dropped by the pipeline",
-            s.frames, s.forwarded, s.arp_replied, dropped
+            s.frames,
+            s.forwarded,
+            s.arp_replied,
+            dropped
         );
         for (r, n) in s.dropped.iter().filter(|(_, n)| **n > 0) {
-            println!("  {r:<18} {n}");
+            outln!("  {r:<18} {n}");
         }
         let d = &report.driver;
-        println!(
+        outln!(
             "driver: rx {} tx {} unresolved_next_hop {} tx_ring_full {} (kernel: rx_dropped {} rx_ring_full {} fill_ring_empty {})",
             d.rx, d.tx, d.unresolved_next_hop, d.tx_ring_full, d.xsk_rx_dropped, d.xsk_rx_ring_full, d.xsk_fill_ring_empty
         );
         for (name, t) in &s.tenants {
-            println!(
+            outln!(
                 "  tenant {name:<12} in {:>8} out {:>8} denied {:>6}",
-                t.frames_in, t.forwarded, t.denied
+                t.frames_in,
+                t.forwarded,
+                t.denied
             );
         }
     }

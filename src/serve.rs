@@ -1,6 +1,7 @@
 //! `joypath replay --serve`: the replay kept alive as a gateway without a NIC — workers loop over the
 //! captures while the management socket serves the versioned policy store.
 
+use crate::out::outln;
 use crate::plane::{open_policy, MgmtArgs, Plane};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -15,6 +16,7 @@ pub fn serve(
     config: Option<&Path>,
     frames: Vec<Captured>,
     m: &MgmtArgs,
+    obs: &crate::plane::ObserveArgs,
     workers: usize,
     pps: u64,
 ) -> Result<()> {
@@ -38,6 +40,10 @@ pub fn serve(
         .spawn()
         .with_context(|| format!("serving {}", m.socket.display()))?;
     let _fleet = m.start_fleet(&server)?;
+    let metrics = obs
+        .metrics_listen
+        .map(|a| crate::metrics::spawn(a, server.clone()))
+        .transpose()?;
 
     let frames = Arc::new(frames);
     let per_worker_pps = pps / shared.len() as u64;
@@ -65,6 +71,7 @@ pub fn serve(
         policy.load().version(),
         threads.len()
     );
+    crate::metrics::notify(&[sd_notify::NotifyState::Ready]);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         if hup.swap(false, Ordering::Relaxed) {
@@ -84,6 +91,8 @@ pub fn serve(
             }
         }
     }
+    crate::metrics::notify(&[sd_notify::NotifyState::Stopping]);
+    drop(metrics);
     let mut total = datapath::Counters::default();
     for t in threads {
         if let Ok(w) = t.join() {
@@ -92,6 +101,6 @@ pub fn serve(
     }
     drop(handle);
     let s = total.summary(&policy.load());
-    println!("{}", serde_json::to_string_pretty(&s)?);
+    outln!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

@@ -20,6 +20,10 @@ pub struct TracedFrame {
     pub disposition: Disposition,
     pub rule: Option<u32>,
     pub version: u64,
+    /// The interface the frame came in on, when the driver knows it.
+    pub ifname: Option<Arc<str>>,
+    /// For a forwarded frame: the outer destination (VTEP) and VNI it leaves with.
+    pub egress: Option<(std::net::IpAddr, u32)>,
 }
 
 /// A trace request as the workers see it: which frames, how many, where to send them.
@@ -71,6 +75,8 @@ pub struct WorkerShared {
     snapshot: Mutex<Option<Counters>>,
     /// Armed by `trace`, disarmed when satisfied.
     pub trace: ArcSwapOption<TraceTap>,
+    /// Frames decided by each rule, by rule name, since the worker started (updated once per batch).
+    pub rule_hits: Mutex<hashbrown::HashMap<String, u64>>,
 }
 
 impl WorkerShared {
@@ -118,6 +124,19 @@ impl Worker {
         outcomes: &mut [Outcome],
         ts_ns: u64,
     ) {
+        self.process_on(table, shared, frames, outcomes, ts_ns, None);
+    }
+
+    /// [`Worker::process_with`] for frames received on interface `ifname` (named in traces).
+    pub fn process_on(
+        &mut self,
+        table: &Table,
+        shared: &WorkerShared,
+        frames: &mut [Frame<'_>],
+        outcomes: &mut [Outcome],
+        ts_ns: u64,
+        ifname: Option<&Arc<str>>,
+    ) {
         let now = ts_ns as i64;
         let tap = shared.trace.load();
         match tap.as_ref() {
@@ -126,7 +145,7 @@ impl Worker {
                 // Tracing only: keep the frames as received, before the in-place rewrite.
                 let before: Vec<Vec<u8>> = frames.iter().map(|f| f.data().to_vec()).collect();
                 self.process(table, frames, outcomes, now);
-                for (data, o) in before.into_iter().zip(outcomes.iter()) {
+                for ((data, o), f) in before.into_iter().zip(outcomes.iter()).zip(frames.iter()) {
                     if !tap.wants(table, o) {
                         continue;
                     }
@@ -146,10 +165,16 @@ impl Worker {
                         disposition: o.disposition,
                         rule: o.rule,
                         version: table.version(),
+                        ifname: ifname.cloned(),
+                        egress: matches!(o.disposition, Disposition::Forward)
+                            .then(|| vtep::parse_overlay(f.data(), table.udp_port()).ok())
+                            .flatten()
+                            .map(|ov| (ov.dst_ip, ov.vni)),
                     });
                 }
             }
         }
+        count_rule_hits(table, shared, outcomes);
         self.publish_state(table, shared);
     }
 
@@ -182,6 +207,48 @@ impl Worker {
     pub fn idle_with(&mut self, table: &Table, shared: &WorkerShared) {
         self.publish_state(table, shared);
     }
+}
+
+/// Adds a batch's frames to the hits of the rules that decided them, by name (one lock a batch, an
+/// allocation only the first time a rule is seen).
+fn count_rule_hits(table: &Table, shared: &WorkerShared, outcomes: &[Outcome]) {
+    if !outcomes.iter().any(|o| o.rule.is_some()) {
+        return;
+    }
+    let Ok(mut hits) = shared.rule_hits.lock() else {
+        return;
+    };
+    let rules = &table.document().rules;
+    for r in outcomes.iter().filter_map(|o| o.rule) {
+        let named = rules.get(r as usize).and_then(|x| x.name.as_deref());
+        let fallback;
+        let name = match named {
+            Some(n) => n,
+            None => {
+                fallback = format!("#{r}");
+                &fallback
+            }
+        };
+        match hits.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                hits.insert(name.to_string(), 1);
+            }
+        }
+    }
+}
+
+/// Sums the rule hits of several workers.
+pub fn collect_rule_hits(workers: &[Arc<WorkerShared>]) -> std::collections::BTreeMap<String, u64> {
+    let mut total = std::collections::BTreeMap::new();
+    for w in workers {
+        if let Ok(h) = w.rule_hits.lock() {
+            for (k, v) in h.iter() {
+                *total.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+    }
+    total
 }
 
 /// Sums the counters of several workers, asking each for a snapshot and waiting up to `wait` for them.

@@ -1116,8 +1116,10 @@ impl Worker {
         }
         let icmp = &f.buf[l3 + usize::from(ip.l4_off)..l3 + usize::from(ip.ip_len)];
         let ns = inner::parse_solicit(icmp).ok_or(DropReason::Malformed)?;
-        if ip.src == 0 {
-            // Duplicate address detection: nothing to answer for.
+        let link_local = |a: u128| a >> 118 == 0x3fa; // fe80::/10
+        if ip.src == 0 || link_local(ip.src) || link_local(ns.target) {
+            // Duplicate address detection, or link-local neighbours (hosts' own business on their
+            // segment, never endpoints): nothing to answer, nothing spoofed.
             return Err(DropReason::Unsupported);
         }
         let space = m.ident.space();

@@ -402,6 +402,7 @@ fn rule(from: u32, to: u32, proto: Proto, ports: (u16, u16), action: Action, pri
         }
     };
     Rule {
+        name: None,
         from: name(from),
         to: name(to),
         proto: Some(proto),
@@ -468,7 +469,7 @@ fn document(p: &Params, lay: &Layout) -> Document {
             }
         })
         .collect();
-    Document {
+    let mut doc = Document {
         gateway: Gateway {
             underlay_ip: GATEWAY_IP,
             underlay_ip6: None,
@@ -482,7 +483,10 @@ fn document(p: &Params, lay: &Layout) -> Document {
         tenants,
         endpoints,
         rules: rules(p, lay),
-    }
+    };
+    // Named as loading the written config would name them, so the document round-trips.
+    policy::names::name_rules(&mut doc);
+    doc
 }
 
 /// The tenant whose `t → *` SSH deny is generated.

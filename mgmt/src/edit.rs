@@ -128,19 +128,13 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
             }
         }
         "rule.update" => {
-            let i: usize = arg(args, "index")?;
-            let r: Rule = arg(args, "rule")?;
-            let slot = doc
-                .rules
-                .get_mut(i)
-                .ok_or_else(|| not_found(format!("no rule {i}")))?;
-            *slot = r;
+            let i = crate::rules::rule_index(doc, args)?;
+            let mut r: Rule = arg(args, "rule")?;
+            crate::rules::name_for(doc, i, &mut r)?;
+            doc.rules[i] = r;
         }
         "rule.remove" => {
-            let i: usize = arg(args, "index")?;
-            if i >= doc.rules.len() {
-                return Err(not_found(format!("no rule {i}")));
-            }
+            let i = crate::rules::rule_index(doc, args)?;
             doc.rules.remove(i);
         }
         _ => return Ok(false),
@@ -184,31 +178,14 @@ fn keyed_diff<T: PartialEq + serde::Serialize, K: PartialEq + serde::Serialize>(
     json!({"added": added, "removed": removed, "changed": changed})
 }
 
-/// What changes from `old` to `new`: per section, the added, removed and changed entries (rules are
-/// compared as a list: added and removed).
+/// What changes from `old` to `new`: per section, the added, removed and changed entries (rules keyed
+/// by name).
 pub fn diff(old: &Document, new: &Document) -> Value {
-    let rules_added: Vec<(usize, &Rule)> = new
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !old.rules.contains(r))
-        .collect();
-    let rules_removed: Vec<(usize, &Rule)> = old
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !new.rules.contains(r))
-        .collect();
-    let idx = |v: Vec<(usize, &Rule)>| -> Vec<Value> {
-        v.into_iter()
-            .map(|(i, r)| json!({"index": i, "rule": r}))
-            .collect()
-    };
     json!({
         "gateway": if old.gateway != new.gateway { json!({"from": old.gateway, "to": new.gateway}) } else { Value::Null },
         "tenants": keyed_diff(&old.tenants, &new.tenants, |t| t.name.clone()),
         "segments": keyed_diff(&old.segments, &new.segments, |s| s.vni),
         "endpoints": keyed_diff(&old.endpoints, &new.endpoints, |e| (e.tenant.clone(), e.ip)),
-        "rules": {"added": idx(rules_added), "removed": idx(rules_removed)},
+        "rules": crate::rules::rules_diff(old, new),
     })
 }

@@ -6,8 +6,11 @@
 
 pub mod client;
 pub mod edit;
+pub mod explain;
 pub mod fleet;
+pub mod metrics;
 pub mod protocol;
+pub mod rules;
 pub mod server;
 pub mod store;
 

@@ -275,6 +275,7 @@ const READ_OPS: &[&str] = &[
     "audit.reachability",
     "audit.verify",
     "stats",
+    "explain",
 ];
 
 fn storage(e: StoreError) -> OpError {
@@ -812,7 +813,8 @@ impl Server {
                 )
             }
             "policy.validate" => {
-                let doc = doc_arg(args)?;
+                let mut doc = doc_arg(args)?;
+                policy::names::name_rules(&mut doc);
                 let issues = doc.validate();
                 if !issues.is_empty() {
                     return Ok(json!({"valid": false, "issues": issues}));
@@ -911,6 +913,14 @@ impl Server {
                     v["fleet"] = fleet;
                 }
                 Ok(v)
+            }
+            "explain" => {
+                let now = match args.get("at").and_then(Value::as_str) {
+                    Some(s) => policy::time::parse_rfc3339_ns(s)
+                        .map_err(|e| OpError::new(ErrorCode::BadArgs, e))?,
+                    None => unix_now().saturating_mul(1_000_000_000),
+                };
+                crate::explain::explain(&self.table(), args, now)
             }
             "stats" => {
                 let stats = self.inner.dataplane.stats();
@@ -1055,7 +1065,16 @@ impl Server {
         let mut store = self.store();
         let (_, base) = Self::base(&store, expected)?;
         let old = self.table();
-        let doc = build(&base)?;
+        let mut doc = build(&base)?;
+        policy::names::name_rules(&mut doc);
+        if doc == *base {
+            // The document already in force: no new version.
+            return Ok(json!({
+                "version": store.version(),
+                "digest": store.current().map(|c| c.meta.digest.clone()),
+                "unchanged": true,
+            }));
+        }
         let table =
             Table::compile(Arc::new(doc), store.next_version(), Some(&old)).map_err(invalid)?;
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
@@ -1099,8 +1118,8 @@ impl Server {
     ) -> Result<Value, OpError> {
         let t0 = Instant::now();
         let mut store = self.store();
-        let (_, base) = Self::base(&store, expected)?;
-        let rule: policy::Rule = serde_json::from_value(
+        let (current, base) = Self::base(&store, expected)?;
+        let mut rule: policy::Rule = serde_json::from_value(
             args.get("rule")
                 .cloned()
                 .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"rule\""))?,
@@ -1110,16 +1129,16 @@ impl Server {
         let index = if op == "rule.add" {
             n
         } else {
-            let i = args
-                .get("index")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| OpError::new(ErrorCode::BadArgs, "missing argument \"index\""))?
-                as usize;
-            if i >= n {
-                return Err(OpError::new(ErrorCode::NotFound, format!("no rule {i}")));
-            }
-            i
+            crate::rules::rule_index(&base, args)?
         };
+        crate::rules::name_for(&base, index, &mut rule)?;
+        if base.rules.get(index) == Some(&rule) {
+            return Ok(json!({
+                "version": current,
+                "digest": store.current().map(|c| c.meta.digest.clone()),
+                "unchanged": true,
+            }));
+        }
         let old = self.table();
         let issues = old.check_rule(index, &rule);
         if !issues.is_empty() {
@@ -1302,116 +1321,4 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Renders the stats JSON in the Prometheus text exposition format.
-pub fn prometheus(stats: &Value, workers: &[WorkerStatus], version: u64) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, help: &str, kind: &str, samples: Vec<(String, u64)>| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, v) in samples {
-            out.push_str(&format!("{name}{labels} {v}\n"));
-        }
-    };
-    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    metric(
-        "joypath_frames_total",
-        "Frames received.",
-        "counter",
-        vec![(String::new(), num(stats, "frames"))],
-    );
-    metric(
-        "joypath_forwarded_total",
-        "Frames re-encapsulated and transmitted.",
-        "counter",
-        vec![(String::new(), num(stats, "forwarded"))],
-    );
-    metric(
-        "joypath_arp_replied_total",
-        "ARP requests answered.",
-        "counter",
-        vec![(String::new(), num(stats, "arp_replied"))],
-    );
-    let dropped = stats
-        .get("dropped")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    metric(
-        "joypath_dropped_total",
-        "Frames dropped, by reason.",
-        "counter",
-        dropped
-            .iter()
-            .map(|(r, n)| {
-                (
-                    format!("{{reason=\"{}\"}}", label(r)),
-                    n.as_u64().unwrap_or(0),
-                )
-            })
-            .collect(),
-    );
-    let tenants = stats
-        .get("tenants")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    for (key, help) in [
-        ("frames_in", "Frames identified as the tenant's."),
-        ("bytes_in", "Inner bytes identified as the tenant's."),
-        ("forwarded", "The tenant's frames forwarded."),
-        ("bytes_out", "Bytes of the tenant's forwarded frames."),
-        ("arp_replied", "The tenant's ARP requests answered."),
-        ("denied", "The tenant's frames denied by policy."),
-    ] {
-        metric(
-            &format!("joypath_tenant_{key}_total"),
-            help,
-            "counter",
-            tenants
-                .iter()
-                .map(|(t, v)| (format!("{{tenant=\"{}\"}}", label(t)), num(v, key)))
-                .collect(),
-        );
-    }
-    let mut per_reason = Vec::new();
-    for (t, v) in &tenants {
-        for (r, n) in v
-            .get("dropped")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            per_reason.push((
-                format!("{{tenant=\"{}\",reason=\"{}\"}}", label(t), label(r)),
-                n.as_u64().unwrap_or(0),
-            ));
-        }
-    }
-    metric(
-        "joypath_tenant_dropped_total",
-        "The tenant's frames dropped, by reason.",
-        "counter",
-        per_reason,
-    );
-    metric(
-        "joypath_policy_version",
-        "The store's current policy version.",
-        "gauge",
-        vec![(String::new(), version)],
-    );
-    metric(
-        "joypath_worker_policy_version",
-        "The policy version each worker runs.",
-        "gauge",
-        workers
-            .iter()
-            .map(|w| (format!("{{worker=\"{}\"}}", w.id), w.active_version))
-            .collect(),
-    );
-    out
-}
+pub use crate::metrics::prometheus;

@@ -552,7 +552,7 @@ impl Store {
                 self.last_snapshot = v;
             }
         }
-        tracing::info!(version = v, uid = meta.uid, op = %meta.op, "policy version committed");
+        tracing::debug!(version = v, uid = meta.uid, op = %meta.op, "policy version committed");
         self.high = self.high.max(v);
         self.metas.push(meta.clone());
         self.current = Some(VersionRecord {

@@ -208,6 +208,10 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    /// Unique among the rules; generated from what the rule matches when absent
+    /// ([`crate::names::name_rules`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub from: String,
     pub to: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -359,7 +363,8 @@ impl Document {
         let file = path.display().to_string();
         if let Ok(f) = std::fs::File::open(path) {
             let r = std::io::BufReader::with_capacity(1 << 20, f);
-            if let Some(doc) = crate::fastload::parse_reader(r) {
+            if let Some(mut doc) = crate::fastload::parse_reader(r) {
+                crate::names::name_rules(&mut doc);
                 if doc.validate().is_empty() {
                     return Ok(doc);
                 }
@@ -374,10 +379,11 @@ impl Document {
 
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Document, ConfigError> {
-        let doc = match crate::fastload::parse(text) {
+        let mut doc = match crate::fastload::parse(text) {
             Some(doc) => doc,
             None => Self::parse_toml(text, file)?,
         };
+        crate::names::name_rules(&mut doc);
         let mut issues = doc.validate();
         if issues.is_empty() {
             return Ok(doc);
@@ -406,12 +412,13 @@ impl Document {
 
     /// Parses and validates a JSON document (the management socket's form).
     pub fn from_json(text: &str) -> Result<Document, ConfigError> {
-        let doc: Document = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+        let mut doc: Document = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
             file: "<json>".into(),
             line: e.line(),
             column: e.column(),
             message: e.to_string(),
         })?;
+        crate::names::name_rules(&mut doc);
         doc.check()?;
         Ok(doc)
     }
@@ -612,9 +619,18 @@ impl Document {
             }
         }
 
+        let mut names: HashSet<&str> = HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             for issue in validate_rule(i, r, &|t| tenant_idx(t).is_some()) {
                 err(issue.path, issue.message);
+            }
+            if let Some(n) = &r.name {
+                if !names.insert(n.as_str()) {
+                    err(
+                        format!("rule[{i}].name"),
+                        format!("rule name {n:?} is used twice"),
+                    );
+                }
             }
         }
 
@@ -696,6 +712,9 @@ pub fn validate_rule(i: usize, r: &Rule, tenant_exists: &dyn Fn(&str) -> bool) -
         })
     };
     let p = |f: &str| format!("rule[{i}].{f}");
+    if let Some(problem) = r.name.as_deref().and_then(crate::names::name_problem) {
+        err(p("name"), problem);
+    }
     for (f, t) in [("from", &r.from), ("to", &r.to)] {
         if t != ANY_TENANT && !tenant_exists(t.as_str()) {
             err(p(f), format!("unknown tenant {t:?}"));

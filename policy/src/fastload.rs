@@ -176,6 +176,7 @@ struct RuleP {
     priority: Option<i32>,
     not_before: Option<String>,
     not_after: Option<String>,
+    name: Option<String>,
 }
 
 #[derive(Default)]
@@ -557,6 +558,7 @@ impl Parser {
                     "priority" => set(&mut r.priority, v.int()),
                     "not_before" => set(&mut r.not_before, v.string()),
                     "not_after" => set(&mut r.not_after, v.string()),
+                    "name" => set(&mut r.name, v.string()),
                     _ => None,
                 }
             }
@@ -607,6 +609,7 @@ impl Parser {
                     priority: r.priority.unwrap_or_default(),
                     not_before: r.not_before,
                     not_after: r.not_after,
+                    name: r.name,
                 });
             }
         }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fastload;
 pub mod flat;
 pub mod huge;
+pub mod names;
 pub mod table;
 pub mod time;
 
@@ -26,3 +27,5 @@ pub use table::{
     Decision, EndpointEntry, Ep, FlowKey, Ident, Seg, SegmentEntry, Table, TenantEntry, TenantIdx,
     VtepIdx,
 };
+/// The inner 5-tuple a verdict is judged on (from `vtep`), for callers that build one themselves.
+pub use vtep::Flow;

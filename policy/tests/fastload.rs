@@ -436,6 +436,7 @@ fn document() -> impl Strategy<Value = Document> {
                 priority,
                 not_before: nb,
                 not_after: na,
+                name: None,
             },
         );
     (

@@ -84,6 +84,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                     _ => None,
                 };
                 Rule {
+                    name: None,
                     from,
                     to,
                     proto,
@@ -289,6 +290,7 @@ proptest! {
 fn deny_wins_ties_and_priority_beats_it() {
     let mut rules = vec![
         Rule {
+            name: None,
             from: "a".into(),
             to: "b".into(),
             proto: None,
@@ -301,6 +303,7 @@ fn deny_wins_ties_and_priority_beats_it() {
             not_after: None,
         },
         Rule {
+            name: None,
             from: "*".into(),
             to: "b".into(),
             proto: None,

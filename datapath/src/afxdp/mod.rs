@@ -345,8 +345,8 @@ fn build_routes(
             if let Some(p) = ifaces.iter().position(|i| i.on_link(v)) {
                 return Some((p, v));
             }
-            let (dev, via) = net::route_get(v)?;
-            let p = ifaces.iter().position(|i| i.name == dev)?;
+            let (oif, via) = net::route_get(v)?;
+            let p = ifaces.iter().position(|i| i.index == oif)?;
             Some((p, via))
         });
         let Some((port, next_hop)) = hop else {
@@ -380,7 +380,12 @@ pub trait Control: Send {
     ) -> Result<(), String>;
     /// SIGHUP: the table to run next.
     fn reload(&mut self, old: &Arc<Table>) -> Result<Arc<Table>, String>;
+    /// Called before [`Control::started`] with a way to read the workers' driver counters live.
+    fn driver_counters(&mut self, _read: DriverReader) {}
 }
+
+/// Reads the driver counters of all workers, summed, as they last published them.
+pub type DriverReader = Arc<dyn Fn() -> DriverCounters + Send + Sync>;
 
 /// Runs the gateway until SIGINT or SIGTERM; SIGHUP re-reads `cfg.config` and swaps the policy.
 pub fn run(cfg: &RunConfig) -> Result<RunReport, AfxdpError> {
@@ -508,6 +513,9 @@ pub fn run_with(
         routes: ArcSwap::from_pointee(routes),
         stop: AtomicBool::new(false),
         workers: workers.clone(),
+        driver: (0..all.len())
+            .map(|_| std::sync::Mutex::new(DriverCounters::default()))
+            .collect(),
     });
     let mut handles = Vec::new();
     for (n, s) in all.into_iter().enumerate() {
@@ -537,6 +545,8 @@ pub fn run_with(
     );
 
     if let Some(c) = control.as_mut() {
+        let reader = shared.clone();
+        c.driver_counters(Arc::new(move || reader.driver_totals()));
         if let Err(e) = c.started(shared.table.clone(), workers) {
             shared.stop.store(true, Ordering::Relaxed);
             for h in handles {
@@ -548,7 +558,17 @@ pub fn run_with(
     let started = Instant::now();
     let (mut reloads, mut reload_errors) = (0u64, 0u64);
     let mut last_routes = Instant::now();
+    let mut watch = match net::Watch::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot follow netlink events; re-reading routes every second");
+            None
+        }
+    };
     let mut last_stats = Instant::now();
+    let mut last_driver = DriverCounters::default();
+    let mut last_pipeline = (0u64, 0u64);
+    let workers_for_stats = shared.workers.clone();
     while !stop_sig.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if hup.swap(false, Ordering::Relaxed) {
@@ -566,23 +586,42 @@ pub fn run_with(
                         .store(Arc::new(build_routes(&t, &ifaces, &mut route_cache)));
                     shared.table.store(t);
                     reloads += 1;
-                    tracing::info!(
-                        "SIGHUP: policy reloaded from {}, now version {v}",
-                        cfg.config.display()
-                    );
-                    eprintln!("joypath: policy reloaded, version {v}");
+                    // With a store, the management plane logs the change (one line per change).
+                    if control.is_none() {
+                        tracing::info!(
+                            version = v,
+                            config = %cfg.config.display(),
+                            "SIGHUP: policy reloaded"
+                        );
+                    }
                 }
                 Err(e) => {
                     reload_errors += 1;
-                    tracing::error!("SIGHUP: keeping policy version {}: {e}", old.version());
-                    eprintln!(
-                        "joypath: reload failed, keeping version {}: {e}",
-                        old.version()
+                    tracing::error!(
+                        version = old.version(),
+                        error = %e,
+                        "SIGHUP: reload failed, keeping the running policy"
                     );
                 }
             }
         }
-        if last_routes.elapsed() >= Duration::from_secs(1) {
+        // Routes and next hops follow the kernel's netlink events; a next hop still unresolved is
+        // probed (and looked at) again every second, and everything every 30 s in case an event
+        // was missed (or every second when the event socket could not be opened).
+        let changes = watch.as_mut().map(|w| w.changes()).unwrap_or(net::Changes {
+            routes: false,
+            neighbours: last_routes.elapsed() >= Duration::from_secs(1),
+        });
+        let unresolved = shared.routes.load().map.values().any(|r| r.mac.is_none());
+        let every = if unresolved || watch.is_none() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        };
+        if changes.routes || changes.neighbours || last_routes.elapsed() >= every {
+            if changes.routes {
+                route_cache.clear();
+            }
             last_routes = Instant::now();
             let t = shared.table.load_full();
             shared
@@ -590,12 +629,29 @@ pub fn run_with(
                 .store(Arc::new(build_routes(&t, &ifaces, &mut route_cache)));
         }
         if !cfg.stats_every.is_zero() && last_stats.elapsed() >= cfg.stats_every {
+            let dt = last_stats.elapsed().as_secs_f64();
             last_stats = Instant::now();
+            let now = shared.driver_totals();
+            let pipeline =
+                crate::live::collect_counters(&workers_for_stats, Duration::from_secs(1));
+            let d = |a: u64, b: u64| a.saturating_sub(b);
+            let dropped = pipeline.total_dropped();
             tracing::info!(
-                "uptime {:.0}s, policy version {}",
-                started.elapsed().as_secs_f64(),
-                shared.table.load().version()
+                uptime_s = started.elapsed().as_secs(),
+                version = shared.table.load().version(),
+                rx = d(now.rx, last_driver.rx),
+                tx = d(now.tx, last_driver.tx),
+                rx_pps = (d(now.rx, last_driver.rx) as f64 / dt) as u64,
+                forwarded = d(pipeline.forwarded, last_pipeline.0),
+                dropped = d(dropped, last_pipeline.1),
+                unresolved_next_hop = d(now.unresolved_next_hop, last_driver.unresolved_next_hop),
+                tx_ring_full = d(now.tx_ring_full, last_driver.tx_ring_full),
+                xsk_rx_dropped = d(now.xsk_rx_dropped, last_driver.xsk_rx_dropped),
+                xsk_fill_ring_empty = d(now.xsk_fill_ring_empty, last_driver.xsk_fill_ring_empty),
+                "counters since the last report"
             );
+            last_driver = now;
+            last_pipeline = (pipeline.forwarded, dropped);
         }
     }
     shared.stop.store(true, Ordering::Relaxed);

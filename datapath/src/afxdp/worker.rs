@@ -112,13 +112,44 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// The flow table every worker shares (a flow's request and reply arrive on different queues).
     pub flows: Arc<crate::flows::FlowTable>,
+    /// Each worker's driver counters so far, published about once a second and at every idle round.
+    pub driver: Vec<std::sync::Mutex<DriverCounters>>,
 }
 
-fn unix_now() -> i64 {
+impl Shared {
+    /// The driver counters of all workers, summed, as last published.
+    pub fn driver_totals(&self) -> DriverCounters {
+        let mut t = DriverCounters::default();
+        for d in &self.driver {
+            if let Ok(d) = d.lock() {
+                t.add(&d);
+            }
+        }
+        t
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// The kernel's AF_XDP statistics of a worker's sockets, summed (cumulative, as the kernel keeps them).
+fn xsk_stats(s: &Sockets) -> DriverCounters {
+    let mut c = DriverCounters::default();
+    for p in &s.ports {
+        if let Ok(st) = p.rx.fd().xdp_statistics() {
+            c.xsk_rx_dropped += st.rx_dropped();
+            c.xsk_rx_ring_full += st.rx_ring_full();
+            c.xsk_fill_ring_empty += st.rx_fill_ring_empty_descs();
+            c.xsk_rx_invalid += st.rx_invalid_descs();
+            c.xsk_tx_invalid += st.tx_invalid_descs();
+        }
+    }
+    c
 }
 
 /// Reclaims completed TX frames of every port into `free`.
@@ -184,12 +215,18 @@ pub fn run(
         .collect();
     let frame_mtu = s.frame_mtu;
     let mut idle: u32 = 0;
+    let ifnames: Vec<Arc<str>> = s
+        .ports
+        .iter()
+        .map(|p| Arc::from(p.ifname.as_str()))
+        .collect();
+    let mut last_publish = std::time::Instant::now();
 
     refill(&mut s);
     while !shared.stop.load(Ordering::Relaxed) {
         let table = shared.table.load();
         let routes = shared.routes.load();
-        let now = unix_now();
+        let now_ns = unix_now_ns();
         let mut work = 0usize;
         for i in 0..nports {
             reclaim(&mut s, &mut tmp);
@@ -233,13 +270,13 @@ pub fn run(
                 if null {
                     null_forward(&mut frames[..n], &mut outcomes[..n], &mut w.counters);
                 } else {
-                    let ts_ns = (now as u64).saturating_mul(1_000_000_000);
-                    w.process_with(
+                    w.process_on(
                         &table,
                         &shared.workers[me],
                         &mut frames[..n],
                         &mut outcomes[..n],
-                        ts_ns,
+                        now_ns,
+                        ifnames.get(i),
                     );
                 }
                 for k in 0..n {
@@ -341,6 +378,15 @@ pub fn run(
         if work == 0 {
             w.idle_with(&table, &shared.workers[me]);
         }
+        // Live driver counters for `ctl stats` and /metrics: about once a second.
+        if last_publish.elapsed() >= std::time::Duration::from_secs(1) {
+            last_publish = std::time::Instant::now();
+            let mut p = c;
+            p.add(&xsk_stats(&s));
+            if let Some(Ok(mut d)) = shared.driver.get(me).map(|d| d.lock()) {
+                *d = p;
+            }
+        }
         drop(table);
         drop(routes);
         if work > 0 {
@@ -379,15 +425,9 @@ pub fn run(
             }
         }
     }
-    for p in &s.ports {
-        if let Ok(st) = p.rx.fd().xdp_statistics() {
-            tracing::debug!("{} queue {}: {st:?}", p.ifname, s.queue);
-            c.xsk_rx_dropped += st.rx_dropped();
-            c.xsk_rx_ring_full += st.rx_ring_full();
-            c.xsk_fill_ring_empty += st.rx_fill_ring_empty_descs();
-            c.xsk_rx_invalid += st.rx_invalid_descs();
-            c.xsk_tx_invalid += st.tx_invalid_descs();
-        }
+    c.add(&xsk_stats(&s));
+    if let Some(Ok(mut d)) = shared.driver.get(me).map(|d| d.lock()) {
+        *d = c;
     }
     (w, c)
 }

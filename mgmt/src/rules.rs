@@ -1,0 +1,96 @@
+//! Rules by name: which rule an operation means (`name`, or `index` as a number or a name), naming new
+//! rules, and the rule part of a diff (a rule whose name stays and whose content changes is a change).
+
+use crate::protocol::{ErrorCode, OpError};
+use policy::{Document, Rule};
+use serde_json::{json, Value};
+
+/// The rule `args` designate: `name` (a string), or `index` (a number, or a string naming the rule).
+pub fn rule_index(doc: &Document, args: &Value) -> Result<usize, OpError> {
+    let by_name = |n: &str| {
+        doc.rules
+            .iter()
+            .position(|r| r.name.as_deref() == Some(n))
+            .ok_or_else(|| OpError::new(ErrorCode::NotFound, format!("no rule named {n:?}")))
+    };
+    match (args.get("name"), args.get("index")) {
+        (Some(Value::String(n)), _) => by_name(n),
+        (_, Some(Value::String(n))) => match n.parse::<usize>() {
+            Ok(i) => by_index(doc, i),
+            Err(_) => by_name(n),
+        },
+        (_, Some(v)) => match v.as_u64() {
+            Some(i) => by_index(doc, i as usize),
+            None => Err(OpError::new(
+                ErrorCode::BadArgs,
+                format!("argument \"index\": a number or a rule name, not {v}"),
+            )),
+        },
+        _ => Err(OpError::new(
+            ErrorCode::BadArgs,
+            "missing argument \"name\" (or \"index\")",
+        )),
+    }
+}
+
+fn by_index(doc: &Document, i: usize) -> Result<usize, OpError> {
+    if i < doc.rules.len() {
+        Ok(i)
+    } else {
+        Err(OpError::new(ErrorCode::NotFound, format!("no rule {i}")))
+    }
+}
+
+/// Gives `rule` a name for its place `index` in `doc` (replacing rule `index`, or appended when it is
+/// past the end): the old rule's name on an update without one, else a generated one. Refuses a name
+/// another rule has.
+pub fn name_for(doc: &Document, index: usize, rule: &mut Rule) -> Result<(), OpError> {
+    let others = |n: &str| {
+        doc.rules
+            .iter()
+            .enumerate()
+            .any(|(i, r)| i != index && r.name.as_deref() == Some(n))
+    };
+    match &rule.name {
+        Some(n) if others(n) => Err(OpError::new(
+            ErrorCode::InvalidPolicy,
+            format!("rule name {n:?} is taken by another rule"),
+        )
+        .with_details(json!({"issues": [{"path": "rule.name", "message": format!("rule name {n:?} is used twice")}]}))),
+        Some(_) => Ok(()),
+        None => {
+            rule.name = match doc.rules.get(index).and_then(|r| r.name.clone()) {
+                Some(old) => Some(old),
+                None => Some(policy::names::fresh_name(rule, &others)),
+            };
+            Ok(())
+        }
+    }
+}
+
+/// The rule part of a diff, keyed by name: added, removed, changed (`{name, from, to}`), and moved
+/// (same rule, other position — the order matters only for listing).
+pub fn rules_diff(old: &Document, new: &Document) -> Value {
+    let name = |d: &Document, i: usize| policy::names::rule_name(d, i);
+    let find = |d: &Document, n: &str| (0..d.rules.len()).find(|&i| name(d, i) == n);
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    for (i, r) in new.rules.iter().enumerate() {
+        let n = name(new, i);
+        match find(old, &n) {
+            None => added.push(json!({"index": i, "name": n, "rule": r})),
+            Some(j) if old.rules[j] != *r => {
+                changed.push(json!({"index": i, "name": n, "from": old.rules[j], "to": r}))
+            }
+            Some(_) => {}
+        }
+    }
+    let removed: Vec<Value> = old
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| find(new, &name(old, *i)).is_none())
+        .map(|(i, r)| json!({"index": i, "name": name(old, i), "rule": r}))
+        .collect();
+    json!({"added": added, "removed": removed, "changed": changed})
+}

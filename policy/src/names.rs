@@ -1,0 +1,133 @@
+//! Rule names: every rule has a unique name by which operations, traces, audits and counters refer to
+//! it. A rule without one in the document gets one generated from what it matches —
+//! `acme-globex-tcp-443`, `any-shared` — with `-2`, `-3`… when that is taken.
+
+use crate::document::{Document, Rule, ANY_TENANT};
+use hashbrown::HashSet;
+
+/// The name a rule without one would be given, before disambiguation.
+pub fn base_name(r: &Rule) -> String {
+    let side = |t: &str| {
+        if t == ANY_TENANT {
+            "any".to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    let mut n = format!("{}-{}", side(&r.from), side(&r.to));
+    if let Some(p) = r.proto.filter(|p| *p != crate::Proto::Any) {
+        n.push('-');
+        n.push_str(p.as_str());
+    }
+    if let Some(ports) = &r.ports {
+        n.push('-');
+        n.push_str(ports);
+    }
+    if r.action == crate::Action::Deny {
+        n.push_str("-deny");
+    }
+    n
+}
+
+/// A name for `r` not in `taken`.
+pub fn fresh_name(r: &Rule, taken: &dyn Fn(&str) -> bool) -> String {
+    let base = base_name(r);
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|k| format!("{base}-{k}"))
+        .find(|n| !taken(n))
+        .expect("some suffix is free")
+}
+
+/// Gives every unnamed rule a generated name, unique among all rules' names. Deterministic: the same
+/// document always gets the same names.
+pub fn name_rules(doc: &mut Document) {
+    if doc.rules.iter().all(|r| r.name.is_some()) {
+        return;
+    }
+    let mut taken: HashSet<String> = doc.rules.iter().filter_map(|r| r.name.clone()).collect();
+    for r in doc.rules.iter_mut().filter(|r| r.name.is_none()) {
+        let n = fresh_name(r, &|n| taken.contains(n));
+        taken.insert(n.clone());
+        r.name = Some(n);
+    }
+}
+
+/// The display name of rule `index` of a document: its name, or `#index` if it has none.
+pub fn rule_name(doc: &Document, index: usize) -> String {
+    doc.rules
+        .get(index)
+        .and_then(|r| r.name.clone())
+        .unwrap_or_else(|| format!("#{index}"))
+}
+
+/// What is wrong with a rule name, if anything.
+pub fn name_problem(n: &str) -> Option<String> {
+    if n.is_empty() || n.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some(format!("{n:?}: a rule name is non-empty, without spaces"))
+    } else if n.parse::<u64>().is_ok() {
+        Some(format!(
+            "{n:?}: a rule name is not a number (numbers are rule indexes)"
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(from: &str, to: &str, name: Option<&str>) -> Rule {
+        Rule {
+            name: name.map(str::to_string),
+            from: from.into(),
+            to: to.into(),
+            proto: Some(crate::Proto::Tcp),
+            ports: Some("443".into()),
+            from_cidr: None,
+            to_cidr: None,
+            action: crate::Action::Allow,
+            priority: 0,
+            not_before: None,
+            not_after: None,
+        }
+    }
+
+    #[test]
+    fn generated_names_are_unique_and_keep_explicit_ones() {
+        let mut d = Document::from_toml(
+            "[gateway]\nunderlay_ip = \"198.18.0.254\"\n[[tenant]]\nname=\"a\"\nid=1\n[[tenant]]\nname=\"b\"\nid=2\n",
+            "t",
+        )
+        .unwrap();
+        d.rules = vec![
+            rule("a", "b", None),
+            rule("a", "b", Some("a-b-tcp-443")),
+            rule("a", "b", None),
+            rule("*", "b", None),
+        ];
+        name_rules(&mut d);
+        let names: Vec<&str> = d.rules.iter().map(|r| r.name.as_deref().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "a-b-tcp-443-2",
+                "a-b-tcp-443",
+                "a-b-tcp-443-3",
+                "any-b-tcp-443"
+            ]
+        );
+        let again = {
+            let mut e = d.clone();
+            name_rules(&mut e);
+            e
+        };
+        assert_eq!(again, d);
+        assert!(name_problem("12").is_some());
+        assert!(name_problem("a b").is_some());
+        assert!(name_problem("web-in").is_none());
+    }
+}

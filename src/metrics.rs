@@ -1,0 +1,179 @@
+//! `--metrics-listen ADDR`: a small HTTP server on its own thread for Prometheus and health checks.
+//! `GET /metrics` is the management plane's `stats` in the Prometheus text format; `GET /healthz` is
+//! 200 when every worker runs the version (and digest) the store holds, 503 otherwise.
+
+use anyhow::{Context, Result};
+use mgmt::server::Access;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Keeps the HTTP thread; dropping it stops the server.
+pub struct MetricsHandle {
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for MetricsHandle {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn call(m: &mgmt::Server, op: &str, args: serde_json::Value) -> Option<serde_json::Value> {
+    let line = serde_json::json!({"op": op, "args": args}).to_string();
+    m.handle_line(&line, 0, Access::ReadOnly).result
+}
+
+fn respond(req: tiny_http::Request, code: u16, content_type: &str, body: String) {
+    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+        .expect("a valid header");
+    let r = tiny_http::Response::from_string(body)
+        .with_status_code(code)
+        .with_header(header);
+    if let Err(e) = req.respond(r) {
+        tracing::debug!(error = %e, "metrics: the client went away");
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` from the management server `m`.
+pub fn spawn(addr: SocketAddr, m: mgmt::Server) -> Result<MetricsHandle> {
+    let server = Arc::new(
+        tiny_http::Server::http(addr)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("--metrics-listen {addr}"))?,
+    );
+    tracing::info!(%addr, "metrics listening (/metrics, /healthz)");
+    let s = server.clone();
+    let thread = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for req in s.incoming_requests() {
+                let path = req.url().split('?').next().unwrap_or("").to_string();
+                match (req.method(), path.as_str()) {
+                    (tiny_http::Method::Get, "/metrics") => {
+                        match call(&m, "stats", serde_json::json!({"format": "prometheus"})) {
+                            Some(r) => respond(
+                                req,
+                                200,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                                r["text"].as_str().unwrap_or_default().to_string(),
+                            ),
+                            None => respond(req, 500, "text/plain", "stats failed\n".into()),
+                        }
+                    }
+                    (tiny_http::Method::Get, "/healthz") => {
+                        let v = call(&m, "audit.verify", serde_json::json!({}));
+                        let ok = v.as_ref().is_some_and(|v| v["ok"] == true);
+                        let body = match &v {
+                            Some(v) if ok => format!(
+                                "ok: every worker runs policy version {}\n",
+                                v["expected"]["version"]
+                            ),
+                            Some(v) => format!("{v}\n"),
+                            None => "verify failed\n".into(),
+                        };
+                        respond(req, if ok { 200 } else { 503 }, "text/plain", body);
+                    }
+                    _ => respond(req, 404, "text/plain", "/metrics or /healthz\n".into()),
+                }
+            }
+        })
+        .context("spawning the metrics thread")?;
+    Ok(MetricsHandle {
+        server,
+        thread: Some(thread),
+    })
+}
+
+/// Tells systemd (when it started us with Type=notify) where the service stands; a no-op otherwise.
+pub fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %e, "sd_notify");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgmt::{Dataplane, TraceRequest, WorkerStatus};
+    use policy::Table;
+    use serde_json::Value;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A dataplane whose one worker runs whatever version the test says.
+    struct Fake {
+        version: AtomicU64,
+        digest: String,
+    }
+
+    impl Dataplane for Fake {
+        fn publish(&self, _t: Arc<Table>) {}
+        fn workers(&self) -> Vec<WorkerStatus> {
+            vec![WorkerStatus {
+                id: 0,
+                active_version: self.version.load(Ordering::SeqCst),
+                active_digest: self.digest.clone(),
+                frames: 7,
+                pps: 0.0,
+            }]
+        }
+        fn stats(&self) -> Value {
+            serde_json::json!({"frames": 7, "forwarded": 7, "arp_replied": 0, "dropped": {}, "tenants": {}})
+        }
+        fn trace(&self, _r: &TraceRequest) -> Result<Value, String> {
+            Err("no".into())
+        }
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        let code = r.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = r
+            .split_once("\r\n\r\n")
+            .map(|x| x.1)
+            .unwrap_or("")
+            .to_string();
+        (code, body)
+    }
+
+    #[test]
+    fn healthz_is_503_until_the_workers_run_the_stored_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/pcap-fixtures/fixtures.toml");
+        let (store, table) =
+            crate::plane::open_policy(Some(std::path::Path::new(path)), dir.path(), 4).unwrap();
+        let fake = Arc::new(Fake {
+            version: AtomicU64::new(0),
+            digest: format!("{:016x}", table.digest()),
+        });
+        let server = mgmt::Server::new(
+            mgmt::ServerConfig::new(dir.path().join("s.sock")),
+            store,
+            table,
+            fake.clone(),
+        );
+        // A free port on the loopback.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let _h = spawn(addr, server).unwrap();
+        let (code, body) = get(addr, "/healthz");
+        assert_eq!(code, 503, "{body}");
+        fake.version.store(1, Ordering::SeqCst);
+        let (code, body) = get(addr, "/healthz");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("version 1"), "{body}");
+        let (code, body) = get(addr, "/metrics");
+        assert_eq!(code, 200);
+        assert!(body.contains("joypath_workers_in_sync 1"), "{body}");
+        assert_eq!(get(addr, "/nope").0, 404);
+    }
+}

@@ -1,0 +1,217 @@
+//! Observability of a running gateway: `/metrics` over HTTP, parsed by a Prometheus text parser, with
+//! every drop reason, the tenants, the rules by name and the policy version; readiness told to
+//! systemd (sd_notify READY=1); `ctl stats` with per-rule hits.
+
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_joypath");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
+}
+
+struct Gateway {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn start(extra: &[&str], env: &[(&str, &Path)]) -> Gateway {
+    let dir = tempfile::Builder::new().prefix("jp-obs").tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["replay", "--serve", "--pps", "20000", "--config"])
+        .arg(fixtures().join("fixtures.toml"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(extra)
+        .arg(fixtures().join("verdicts.pcap"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let g = Gateway { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mgmt::Client::connect(&g.dir.path().join("s.sock")).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    g
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let code = r.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, r.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+fn value(v: &prometheus_parse::Value) -> f64 {
+    match v {
+        prometheus_parse::Value::Counter(x)
+        | prometheus_parse::Value::Gauge(x)
+        | prometheus_parse::Value::Untyped(x) => *x,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_over_http_parse_as_prometheus_text() {
+    let addr = free_port();
+    let g = start(
+        &["--metrics-listen", &addr.to_string(), "--workers", "2"],
+        &[],
+    );
+    let mut c = mgmt::Client::connect(&g.dir.path().join("s.sock")).unwrap();
+    // Wait until a whole pass over verdicts.pcap (56 frames) has been counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.call("stats", json!({})).unwrap().result.unwrap();
+        if s["frames"].as_u64().unwrap_or(0) >= 112 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no frames: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = http_get(addr, "/metrics");
+    assert_eq!(code, 200);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let sample = |metric: &str, label: &str, want: &str| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && (label.is_empty() || s.labels.get(label) == Some(want)))
+            .map(|s| value(&s.value))
+    };
+    // Every drop reason the datapath knows, as one labelled series.
+    for r in datapath::DropReason::ALL {
+        assert!(
+            sample("joypath_dropped_total", "reason", r.name()).is_some(),
+            "no series for {}",
+            r.name()
+        );
+    }
+    assert!(sample("joypath_dropped_total", "reason", "policy_denied").unwrap() > 0.0);
+    assert!(sample("joypath_frames_total", "", "").unwrap() >= 112.0);
+    assert!(sample("joypath_tenant_frames_in_total", "tenant", "acme").unwrap() > 0.0);
+    assert!(
+        sample("joypath_rule_hits_total", "rule", "acme-globex-tcp-443").unwrap() > 0.0,
+        "{body}"
+    );
+    assert_eq!(sample("joypath_policy_version", "", ""), Some(1.0));
+    assert_eq!(sample("joypath_workers_in_sync", "", ""), Some(1.0));
+    let lags: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "joypath_worker_policy_lag")
+        .map(|s| value(&s.value))
+        .collect();
+    assert_eq!(lags, [0.0, 0.0]);
+    // Every metric has HELP text and a TYPE.
+    let mut types: HashMap<&str, usize> = HashMap::new();
+    for l in body.lines().filter(|l| l.starts_with("# TYPE ")) {
+        *types.entry(l.split(' ').nth(2).unwrap()).or_default() += 1;
+    }
+    for s in &scrape.samples {
+        assert_eq!(types.get(s.metric.as_str()), Some(&1), "{}", s.metric);
+        assert!(
+            scrape.docs.contains_key(&s.metric),
+            "no HELP for {}",
+            s.metric
+        );
+    }
+
+    let (code, body) = http_get(addr, "/healthz");
+    assert_eq!(code, 200, "{body}");
+
+    // ctl stats shows the rule hits.
+    let o = Command::new(BIN)
+        .args(["ctl", "stats", "--socket"])
+        .arg(g.dir.path().join("s.sock"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("acme-globex-tcp-443"), "{text}");
+}
+
+#[test]
+fn tells_systemd_when_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let _g = start(&[], &[("NOTIFY_SOCKET", &sock_path)]);
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("no sd_notify message");
+    let msg = String::from_utf8_lossy(&buf[..n]);
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+}
+
+/// The Grafana dashboard is JSON and queries only metrics joypath exports: those /metrics shows
+/// from `replay --serve`, and the AF_XDP driver's (`joypath_driver_*`, only from `run`).
+#[test]
+fn the_grafana_dashboard_uses_exported_metrics() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json");
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let addr = free_port();
+    let _g = start(&["--metrics-listen", &addr.to_string()], &[]);
+    let (_, body) = http_get(addr, "/metrics");
+    let exported: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut seen = 0;
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let e = t["expr"].as_str().unwrap();
+            for (i, _) in e.match_indices("joypath_") {
+                let name: String = e[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                seen += 1;
+                if name.starts_with("joypath_driver_") {
+                    let key = name
+                        .trim_start_matches("joypath_driver_")
+                        .trim_end_matches("_total");
+                    assert!(
+                        serde_json::to_value(datapath::afxdp::DriverCounters::default())
+                            .unwrap()
+                            .get(key)
+                            .is_some(),
+                        "{name}: no such driver counter"
+                    );
+                } else {
+                    assert!(exported.contains(&name.as_str()), "{name} is not exported");
+                }
+            }
+        }
+    }
+    assert!(seen > 10);
+}
