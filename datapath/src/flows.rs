@@ -576,6 +576,136 @@ mod tests {
         assert_eq!(t.stats().created, 1);
     }
 
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A request of flow `k` (allowed), with TCP flags.
+        Request(u16, u8),
+        /// A reply of flow `k` (mirrored key), with TCP flags.
+        Reply(u16, u8),
+        /// Time passes (seconds).
+        Wait(u8),
+        /// The policy changes and flow `k`'s request is no longer allowed (cut on its next reply).
+        Revoke(u16),
+        Sweep,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let flags = prop_oneof![
+            Just(tcp::ACK),
+            Just(tcp::SYN),
+            Just(tcp::FIN | tcp::ACK),
+            Just(tcp::RST)
+        ];
+        prop_oneof![
+            3 => (0u16..6, flags.clone()).prop_map(|(k, f)| Op::Request(k, f)),
+            3 => (0u16..6, flags).prop_map(|(k, f)| Op::Reply(k, f)),
+            2 => (0u8..40).prop_map(Op::Wait),
+            1 => (0u16..6).prop_map(Op::Revoke),
+            1 => Just(Op::Sweep),
+        ]
+    }
+
+    /// The reference: per flow, last seen, flags seen, revoked — straight from the contract.
+    #[derive(Debug, Default, Clone)]
+    struct Model {
+        last: i64,
+        fin_i: bool,
+        fin_r: bool,
+        rst: bool,
+        replied: bool,
+        cut: bool,
+    }
+
+    impl Model {
+        fn timeout(&self, t: &Timeouts) -> i64 {
+            if self.rst || (self.fin_i && self.fin_r) {
+                t.tcp_closing
+            } else if !self.replied {
+                t.tcp_opening
+            } else {
+                t.tcp
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whether a reply is admitted equals the reference model through requests, replies, TCP
+        /// closes, idle expiry, sweeps and policy changes.
+        #[test]
+        fn replies_admitted_as_the_model_says(ops in proptest::collection::vec(op(), 1..60)) {
+            let t = Timeouts { tcp: 100 * S, tcp_opening: 20 * S, tcp_closing: 5 * S, ..Timeouts::default() };
+            let table = FlowTable::new(64, t);
+            let mut model: HashMap<u16, Model> = HashMap::new();
+            let mut now = S;
+            let mut version = 1u64;
+            let mut revoked: std::collections::HashSet<u16> = Default::default();
+            for o in ops {
+                match o {
+                    Op::Wait(s) => now += i64::from(s) * S,
+                    Op::Sweep => table.sweep(1 << 10, now),
+                    Op::Revoke(k) => {
+                        version += 1;
+                        revoked.insert(k);
+                    }
+                    Op::Request(k, f) => {
+                        if revoked.contains(&k) {
+                            continue; // the policy denies it: nothing is tracked
+                        }
+                        let a = id(1000 + k);
+                        let live = model.get(&k).is_some_and(|m| !m.cut && now - m.last <= m.timeout(&t));
+                        if !live {
+                            model.insert(k, Model::default());
+                        }
+                        let m = model.get_mut(&k).unwrap();
+                        m.last = now;
+                        m.fin_i |= f & tcp::FIN != 0;
+                        m.rst |= f & tcp::RST != 0;
+                        prop_assert!(table.insert(&a, a.hash(), now, version, f).is_some());
+                    }
+                    Op::Reply(k, f) => {
+                        let a = id(1000 + k);
+                        let want = model.get(&k).is_some_and(|m| {
+                            !m.cut && now - m.last <= m.timeout(&t)
+                        }) && f & (tcp::SYN | tcp::ACK) != tcp::SYN;
+                        // What the pipeline does: find the initiator's flow, re-judge on a new
+                        // version (revoked: cut), touch as a reply.
+                        let got = f & (tcp::SYN | tcp::ACK) != tcp::SYN
+                            && match table.find(&a, a.hash(), now) {
+                                Some(found) if !FlowTable::is_dead(&found) => {
+                                    if found.epoch != version as u32 && revoked.contains(&k) {
+                                        table.cut(&found);
+                                        false
+                                    } else {
+                                        table.judged(&found, version);
+                                        table.touch(&found, now, f, true);
+                                        true
+                                    }
+                                }
+                                _ => false,
+                            };
+                        let want = want && !revoked.contains(&k);
+                        if let Some(m) = model.get_mut(&k) {
+                            if revoked.contains(&k) {
+                                m.cut = true;
+                            } else if want {
+                                m.last = now;
+                                m.replied = true;
+                                m.fin_r |= f & tcp::FIN != 0;
+                                m.rst |= f & tcp::RST != 0;
+                            }
+                        }
+                        prop_assert_eq!(got, want, "reply of flow {} at {}s", k, now / S);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn bounded() {
         let t = FlowTable::new(64, Timeouts::default());
