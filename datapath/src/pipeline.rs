@@ -393,6 +393,13 @@ impl Worker {
 
     /// A worker sharing `flows` with the gateway's other workers.
     pub fn with_flows(flows: Arc<FlowTable>) -> Self {
+        Self::with_flows_and_cache(flows, CACHE_SLOTS)
+    }
+
+    /// [`Worker::with_flows`] with a decision cache of `cache_slots` entries (a power of two; small
+    /// ones for tests and fuzzing, where every input gets a fresh worker).
+    pub fn with_flows_and_cache(flows: Arc<FlowTable>, cache_slots: usize) -> Self {
+        let cache_slots = cache_slots.max(1).next_power_of_two();
         Worker {
             counters: Counters::default(),
             neighbors: Neighbors::with_capacity(4096),
@@ -401,7 +408,7 @@ impl Worker {
             frags: Frags::default(),
             last_vtep: (0, None, 0),
             meta: Some(Box::new([Meta::default(); CHUNK])),
-            cache: vec![Cached::default(); CACHE_SLOTS],
+            cache: vec![Cached::default(); cache_slots],
             cache_epoch: 0,
             cache_for: (0, 0),
             cache_hits: 0,
@@ -648,7 +655,7 @@ impl Worker {
                 let h = crate::hash64(
                     m.ckey[0] ^ m.ckey[1].rotate_left(21) ^ m.ckey[2].rotate_left(42),
                 );
-                m.cslot = (h >> 40) as u32 & (CACHE_SLOTS as u32 - 1);
+                m.cslot = (h >> 40) as u32 & (self.cache.len() as u32 - 1);
                 policy::flat::prefetch(self.cache.as_ptr().wrapping_add(m.cslot as usize));
             }
             let space = ident.space();
