@@ -38,6 +38,8 @@ enum Kind {
     Ports,
     Cidr,
     Time,
+    /// A table of optional seconds (`[gateway.flow_timeouts]`).
+    Timeouts,
 }
 
 struct Field {
@@ -59,7 +61,13 @@ const GATEWAY: &[Field] = &[
     f("underlay_ip6", Kind::Ipv6, false),
     f("udp_port", Kind::Int(1, 65535), false),
     f("mtu", Kind::Int(576, 9216), false),
+    f("replies", Kind::Enum(&["tracked", "stateless"]), false),
+    f("max_flows", Kind::Int(1, u32::MAX as i64), false),
+    f("flow_timeouts", Kind::Timeouts, false),
 ];
+
+/// The keys of `[gateway.flow_timeouts]`.
+const TIMEOUT_KEYS: &[&str] = &["tcp", "tcp_opening", "tcp_closing", "udp", "icmp", "other"];
 const SEGMENT: &[Field] = &[
     f("vni", Kind::Int(0, 0x00ff_ffff), true),
     f("identity", Kind::Enum(&["vni", "gbp", "vlan"]), true),
@@ -229,6 +237,18 @@ fn check_value(kind: Kind, v: &Value) -> Option<(String, Option<String>)> {
                 Some(format!("\"{d}\"")),
             )),
             _ => want_str("an RFC 3339 time string"),
+        },
+        Kind::Timeouts => match v {
+            Value::Table(t) => t.iter().find_map(|(k, v)| {
+                if !TIMEOUT_KEYS.contains(&k.as_str()) {
+                    return Some((
+                        format!("unknown timeout {k:?}"),
+                        did_you_mean(k, TIMEOUT_KEYS.iter().copied()),
+                    ));
+                }
+                check_value(Kind::Int(0, u32::MAX as i64), v).map(|(m, s)| (format!("{k}: {m}"), s))
+            }),
+            _ => want_str("a table of seconds"),
         },
     }
 }
@@ -594,8 +614,20 @@ action = "alow"
 
     #[test]
     fn the_fixtures_are_clean() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/pcap-fixtures/fixtures.toml");
-        let text = std::fs::read_to_string(path).unwrap();
-        assert!(check_text(&text, path).unwrap().is_empty());
+        for f in [
+            "pcap-fixtures/fixtures.toml",
+            "pcap-fixtures/stateless.toml",
+            "examples/live.toml",
+            "examples/gateway.toml",
+        ] {
+            let path = format!("{}/{f}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let p = check_text(&text, &path).unwrap();
+            assert!(p.is_empty(), "{f}: {p:#?}");
+        }
+        let bad = "[gateway]\nunderlay_ip = \"198.18.0.254\"\n[gateway.flow_timeouts]\ntcpp = 5\n";
+        let p = check_text(bad, "t.toml").unwrap();
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].suggestion.as_deref(), Some("tcp"));
     }
 }
