@@ -594,7 +594,12 @@ impl Document {
                         if let Some(t) = tenant.filter(|&t| id(t) > 0xffff) {
                             err(
                                 p("vni"),
-                                format!("tenant id {} does not fit a GBP group id", id(t)),
+                                format!(
+                                    "tenant {:?} (id {}) does not fit the 16-bit group id of GBP segment {}",
+                                    e.tenant,
+                                    id(t),
+                                    e.vni
+                                ),
                             );
                         }
                     }
@@ -602,7 +607,12 @@ impl Document {
                         if let Some(t) = tenant.filter(|&t| !(1..=4094).contains(&id(t))) {
                             err(
                                 p("vni"),
-                                format!("tenant id {} is not a VLAN id (1–4094)", id(t)),
+                                format!(
+                                    "tenant {:?} (id {}) is not a VLAN id (1–4094) for VLAN segment {}",
+                                    e.tenant,
+                                    id(t),
+                                    e.vni
+                                ),
                             );
                         }
                     }
