@@ -937,7 +937,12 @@ fn live_gateway_between_linux_vteps() {
     let t0 = Instant::now();
     loop {
         let log = std::fs::read_to_string(t.dir.join("gw.err")).unwrap_or_default();
-        if log.contains("policy reloaded, version 2") {
+        // The management plane logs each change once: "policy changed … op=\"sighup\" version=2".
+        if log.contains("policy reloaded, version 2")
+            || log.lines().any(|l| {
+                l.contains("policy changed") && l.contains("sighup") && l.contains("version=2")
+            })
+        {
             break;
         }
         assert!(

@@ -141,7 +141,9 @@ fn malformed_timestamps_are_errors_and_the_server_keeps_serving() {
         .arg(&file)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // `check` lists the problems on stdout (issue 10), errors of its own on stderr.
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not_before"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
