@@ -399,7 +399,7 @@ pub fn check_text(text: &str, file: &str) -> Result<Vec<Problem>, policy::Config
     }
     for p in &mut problems {
         if p.line.is_none() {
-            p.line = locate(text, &p.path);
+            p.line = policy::document::locate(text, &p.path);
         }
     }
     Ok(problems)
@@ -483,48 +483,6 @@ fn print_report(
         }
     }
     Ok(())
-}
-
-/// The line of `section[idx].field` (or `section.field`): the `field =` line inside the idx-th
-/// `[[section]]` table, or the table's header line.
-fn locate(text: &str, path: &str) -> Option<usize> {
-    let (head, field) = path.split_once('.').unwrap_or((path, ""));
-    let field = field.split('[').next().unwrap_or("");
-    let (section, idx) = match head.split_once('[') {
-        Some((s, rest)) => (s, rest.trim_end_matches(']').parse::<usize>().ok()?),
-        None => (head, 0),
-    };
-    let header_aot = format!("[[{section}]]");
-    let header_tbl = format!("[{section}]");
-    let mut seen = 0usize;
-    let mut in_table = false;
-    let mut header_line = None;
-    for (n, raw) in text.lines().enumerate() {
-        let l = raw.trim();
-        if l.starts_with('[') {
-            if in_table {
-                break;
-            }
-            let hit =
-                l.starts_with(&header_aot) || (l.starts_with(&header_tbl) && !l.starts_with("[["));
-            if hit {
-                if seen == idx {
-                    in_table = true;
-                    header_line = Some(n + 1);
-                }
-                seen += 1;
-            }
-            continue;
-        }
-        if in_table && !field.is_empty() {
-            if let Some((k, _)) = l.split_once('=') {
-                if k.trim() == field {
-                    return Some(n + 1);
-                }
-            }
-        }
-    }
-    header_line
 }
 
 #[cfg(test)]

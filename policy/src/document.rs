@@ -784,7 +784,7 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 
 /// Finds the line of `section[idx].field` (or `section.field`) in TOML text: the `field =` line inside
 /// the idx-th `[[section]]` table, or the table's header line.
-fn locate(text: &str, path: &str) -> Option<usize> {
+pub fn locate(text: &str, path: &str) -> Option<usize> {
     let (head, field) = path.split_once('.').unwrap_or((path, ""));
     let field = field.split('[').next().unwrap_or("");
     let (section, idx) = match head.split_once('[') {
