@@ -166,6 +166,18 @@ impl Fleet {
             .ok_or_else(|| FleetError::Unavailable("not connected to etcd yet".into()))
     }
 
+    /// The current connection, or a new one to a member that has a leader. A change or a
+    /// heartbeat that finds none connects itself: the watch may be healthy on its own connection
+    /// while a failed transaction dropped the shared one.
+    async fn connected(&self) -> Result<Client, FleetError> {
+        if let Ok(c) = self.client() {
+            return Ok(c);
+        }
+        let c = self.connect().await?;
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
     async fn timed<T, E: std::fmt::Display>(
         &self,
         f: impl std::future::Future<Output = Result<T, E>>,
@@ -242,7 +254,7 @@ impl Fleet {
             .when([cmp])
             .and_then(to_txn_ops(ops))
             .or_else([TxnOp::get(self.key("version"), None)]);
-        let mut c = self.client()?;
+        let mut c = self.rt.block_on(self.connected())?;
         let mut retried = false;
         let resp = loop {
             match self.rt.block_on(self.timed(c.txn(txn.clone()))) {
@@ -312,7 +324,7 @@ impl Fleet {
 
     /// `fleet.status`: every gateway that ever joined, with its version, digest, lag and liveness.
     pub fn status(&self) -> Result<Value, FleetError> {
-        let mut c = self.client()?;
+        let mut c = self.rt.block_on(self.connected())?;
         let prefix = self.cfg.prefix.clone();
         self.rt.block_on(async move {
             let members = self
@@ -455,14 +467,7 @@ impl Fleet {
     }
 
     async fn sync_and_watch(&self, server: &Server) -> Result<(), FleetError> {
-        let mut c = match self.client() {
-            Ok(c) => c,
-            Err(_) => {
-                let c = self.connect().await?;
-                *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
-                c
-            }
-        };
+        let mut c = self.connected().await?;
         let rev = self.catch_up(&mut c, server).await?;
         let mut stream = self
             .timed(
@@ -773,7 +778,7 @@ impl Fleet {
     }
 
     async fn heartbeat(&self, server: &Server) -> Result<(), FleetError> {
-        let mut c = self.client()?;
+        let mut c = self.connected().await?;
         let lease = self
             .timed(c.lease_grant(self.cfg.lease_ttl, None))
             .await?
