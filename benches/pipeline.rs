@@ -1,6 +1,7 @@
 //! `Worker::process` over a 64-frame batch at 10, 10k and 1M tenants, beside the null forwarder over
 //! the same batches. Each iteration copies one batch of the synthetic workload into the arena (as the
-//! replay driver does; both benches pay it) and runs it; batches rotate through 4096 frames.
+//! replay driver does; both benches pay it) and runs it; batches rotate through 131 072 frames of
+//! as many flows (see `synth::Params::scale`), so the 1M tables do not fit in the caches.
 
 mod common;
 

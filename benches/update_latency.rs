@@ -66,6 +66,7 @@ fn main() {
         let (rules, endpoints): (u32, u32) = (rules.parse().unwrap(), endpoints.parse().unwrap());
         let tenants = (endpoints / 10).clamp(10, 100_000);
         let mut p = synth::Params::scale(tenants, endpoints, rules);
+        p.flows = 4096;
         p.frames = 4096;
         let w = synth::generate(&p).expect("workload");
         let dir = tempfile::tempdir().unwrap();

@@ -92,14 +92,15 @@ impl Default for Params {
 }
 
 impl Params {
-    /// The bench scales: tenants, endpoints and rules scaled together.
+    /// The bench scales: tenants, endpoints and rules scaled together, with 131 072 flows (one
+    /// frame each), so that at a million tenants what a frame touches is not already cached.
     pub fn scale(tenants: u32, endpoints: u32, rules: u32) -> Params {
         Params {
             tenants,
             endpoints,
             rules,
-            flows: 4096,
-            frames: 4096,
+            flows: 131_072,
+            frames: 131_072,
             ..Params::default()
         }
     }
@@ -479,10 +480,10 @@ fn document(p: &Params, lay: &Layout) -> Document {
             max_flows: None,
             flow_timeouts: None,
         },
-        segments,
-        tenants,
+        segments: segments.into(),
+        tenants: tenants.into(),
         endpoints,
-        rules: rules(p, lay),
+        rules: rules(p, lay).into(),
     };
     // Named as loading the written config would name them, so the document round-trips.
     policy::names::name_rules(&mut doc);

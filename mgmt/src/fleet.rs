@@ -685,9 +685,9 @@ impl Fleet {
         rules.sort_by_key(|r| r.0);
         let doc = Document {
             gateway: gateway.ok_or_else(|| FleetError::Corrupt("no gateway object".into()))?,
-            segments,
-            tenants,
-            endpoints,
+            segments: segments.into(),
+            tenants: tenants.into(),
+            endpoints: endpoints.into(),
             rules: rules.into_iter().map(|r| r.1).collect(),
         };
         Ok((meta, doc))
@@ -726,10 +726,10 @@ impl Fleet {
         .await?;
         let empty = Document {
             gateway: doc.gateway.clone(),
-            segments: vec![],
-            tenants: vec![],
-            endpoints: vec![],
-            rules: vec![],
+            segments: Default::default(),
+            tenants: Default::default(),
+            endpoints: Default::default(),
+            rules: Default::default(),
         };
         let mut ops = object_ops(&self.cfg.prefix, &empty, &doc, None);
         ops.push((
@@ -1007,7 +1007,8 @@ mod tests {
     fn one_rule_change_touches_one_key_and_removal_shifts_the_rest() {
         let old = doc();
         let mut new = old.clone();
-        new.rules.push(new.rules[0].clone());
+        let first = new.rules[0].clone();
+        new.rules.push(first);
         let edits = json!([{"op": "rule.add", "args": {}}]);
         let ops = object_ops("/j", &old, &new, Some(&edits));
         assert_eq!(ops.len(), 1);
@@ -1044,10 +1045,10 @@ mod tests {
         assert_eq!(dec("a%2Fb%25"), "a/b%");
         // From nothing, every object is a put.
         let empty = Document {
-            segments: vec![],
-            tenants: vec![],
-            endpoints: vec![],
-            rules: vec![],
+            segments: Default::default(),
+            tenants: Default::default(),
+            endpoints: Default::default(),
+            rules: Default::default(),
             ..old.clone()
         };
         assert_eq!(object_ops("/j", &empty, &old, None).len(), 1 + 2 + 1 + 2);

@@ -2,25 +2,31 @@
 //! and its validation, which names every problem with its path and, for files, its line.
 
 use crate::error::{ConfigError, Issue};
+pub use crate::section::Section;
 use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use vtep::Mac;
 
-/// A whole policy: the gateway's own settings, segments, tenants, endpoints and rules.
+/// A whole policy: the gateway's own settings, segments, tenants, endpoints and rules. Its lists are
+/// [`Section`]s: a cloned document shares them until it changes one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
     pub gateway: Gateway,
-    #[serde(default, rename = "segment", skip_serializing_if = "Vec::is_empty")]
-    pub segments: Vec<Segment>,
-    #[serde(default, rename = "tenant", skip_serializing_if = "Vec::is_empty")]
-    pub tenants: Vec<Tenant>,
-    #[serde(default, rename = "endpoint", skip_serializing_if = "Vec::is_empty")]
-    pub endpoints: Vec<Endpoint>,
-    #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<Rule>,
+    #[serde(default, rename = "segment", skip_serializing_if = "Section::is_empty")]
+    pub segments: Section<Segment>,
+    #[serde(default, rename = "tenant", skip_serializing_if = "Section::is_empty")]
+    pub tenants: Section<Tenant>,
+    #[serde(
+        default,
+        rename = "endpoint",
+        skip_serializing_if = "Section::is_empty"
+    )]
+    pub endpoints: Section<Endpoint>,
+    #[serde(default, rename = "rule", skip_serializing_if = "Section::is_empty")]
+    pub rules: Section<Rule>,
 }
 
 fn default_udp_port() -> u16 {

@@ -629,10 +629,10 @@ impl Parser {
                 max_flows: g.max_flows,
                 flow_timeouts: self.flow_timeouts,
             },
-            segments: self.segments,
-            tenants: self.tenants,
-            endpoints: self.endpoints,
-            rules: self.rules,
+            segments: self.segments.into(),
+            tenants: self.tenants.into(),
+            endpoints: self.endpoints.into(),
+            rules: self.rules.into(),
         };
         // Growth by doubling leaves up to half of each list unused.
         doc.segments.shrink_to_fit();

@@ -13,6 +13,7 @@ pub mod fastload;
 pub mod flat;
 pub mod huge;
 pub mod names;
+pub mod section;
 pub mod table;
 pub mod time;
 

@@ -108,7 +108,8 @@ mod tests {
             rule("a", "b", Some("a-b-tcp-443")),
             rule("a", "b", None),
             rule("*", "b", None),
-        ];
+        ]
+        .into();
         name_rules(&mut d);
         let names: Vec<&str> = d.rules.iter().map(|r| r.name.as_deref().unwrap()).collect();
         assert_eq!(

@@ -448,10 +448,10 @@ fn document() -> impl Strategy<Value = Document> {
     )
         .prop_map(|(gateway, segments, tenants, endpoints, rules)| Document {
             gateway,
-            segments,
-            tenants,
-            endpoints,
-            rules,
+            segments: segments.into(),
+            tenants: tenants.into(),
+            endpoints: endpoints.into(),
+            rules: rules.into(),
         })
 }
 

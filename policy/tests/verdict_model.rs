@@ -119,7 +119,8 @@ fn doc_with(rules: Vec<Rule>, replies: Replies) -> Document {
             vni: 1,
             identity: IdentityMode::Gbp,
             tenant: None,
-        }],
+        }]
+        .into(),
         tenants: TENANTS
             .iter()
             .enumerate()
@@ -130,8 +131,8 @@ fn doc_with(rules: Vec<Rule>, replies: Replies) -> Document {
                 address_space: None,
             })
             .collect(),
-        endpoints: vec![],
-        rules,
+        endpoints: Default::default(),
+        rules: rules.into(),
     }
 }
 

@@ -1,0 +1,122 @@
+//! A section of a policy document (its segments, tenants, endpoints or rules), shared between
+//! versions until one of them changes it: cloning a document is a handful of reference counts.
+//! Reads see a `Vec`; the first write to a shared section copies it (copy on write).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+/// A list shared between document versions, copied on its first change (see the module docs).
+pub struct Section<T>(Arc<Vec<T>>);
+
+impl<T> Section<T> {
+    pub fn new() -> Self {
+        Section(Arc::new(Vec::new()))
+    }
+    /// Whether this section and `other` are the very same list (shared, not merely equal).
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T> Default for Section<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for Section<T> {
+    fn clone(&self) -> Self {
+        Section(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Deref for Section<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        &self.0
+    }
+}
+
+impl<T: Clone> DerefMut for Section<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<T> From<Vec<T>> for Section<T> {
+    fn from(v: Vec<T>) -> Self {
+        Section(Arc::new(v))
+    }
+}
+
+impl<T> FromIterator<T> for Section<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Section(Arc::new(iter.into_iter().collect()))
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Section<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<T: PartialEq> PartialEq for Section<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other) || *self.0 == *other.0
+    }
+}
+
+impl<T: Eq> Eq for Section<T> {}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Section<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<T: Serialize> Serialize for Section<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::deserialize(d).map(Self::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_until_one_writes() {
+        let a: Section<u32> = vec![1, 2, 3].into();
+        let mut b = a.clone();
+        assert!(a.same(&b));
+        b.push(4);
+        assert!(!a.same(&b));
+        assert_eq!(*a, vec![1, 2, 3]);
+        assert_eq!(*b, vec![1, 2, 3, 4]);
+        let c = b.clone();
+        assert_eq!(b, c);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn serialises_as_a_list() {
+        let a: Section<u32> = vec![7, 8].into();
+        let js = serde_json::to_string(&a).unwrap();
+        assert_eq!(js, "[7,8]");
+        let back: Section<u32> = serde_json::from_str(&js).unwrap();
+        assert_eq!(back, a);
+    }
+}
