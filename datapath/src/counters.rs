@@ -296,17 +296,16 @@ pub struct Summary {
 
 /// One tenant's line of the report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-/// Fields in the order of their names, as reports print them.
 pub struct TenantSummary {
-    pub arp_replied: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub denied: u64,
-    pub dropped: BTreeMap<String, u64>,
-    pub forwarded: u64,
     pub frames_in: u64,
+    pub bytes_in: u64,
+    pub forwarded: u64,
+    pub bytes_out: u64,
+    pub arp_replied: u64,
     #[serde(default)]
     pub nd_replied: u64,
+    pub denied: u64,
+    pub dropped: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]
