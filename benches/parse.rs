@@ -3,7 +3,7 @@
 mod common;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use datapath::synth::{self, Params};
+use synth::{self, Params};
 
 fn parse(c: &mut Criterion) {
     let w = synth::generate(&Params {

@@ -3,9 +3,9 @@
 mod common;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use datapath::synth::{self, Params};
 use datapath::HEADROOM;
 use std::net::IpAddr;
+use synth::{self, Params};
 use vtep::{encapsulate, set_inner_vlan, Mac, Underlay};
 
 fn rewrite(c: &mut Criterion) {

@@ -5,8 +5,8 @@
 //! e.g. "1000:1000000,100000:1000000"; JOYPATH_UPDATE_ROUNDS rounds per scale).
 
 use arc_swap::ArcSwap;
-use datapath::live::{collect_counters, WorkerShared};
-use datapath::synth;
+use driver::live::{collect_counters, WorkerShared};
+
 use mgmt::{Client, Dataplane, Server, ServerConfig, Store, TraceRequest, WorkerStatus};
 use policy::Table;
 use serde_json::{json, Value};
@@ -100,7 +100,7 @@ fn main() {
             .map(|s| {
                 let (f, pol, s, st) = (frames.clone(), policy.clone(), s.clone(), stop.clone());
                 let fl = flows.clone();
-                std::thread::spawn(move || datapath::replay::serve(&f, &pol, &s, &st, 0, fl))
+                std::thread::spawn(move || driver::replay::serve(&f, &pol, &s, &st, 0, fl))
             })
             .collect();
         let frames_before = shared

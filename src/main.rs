@@ -1,4 +1,4 @@
-//! The `joypath` binary: wires vtep, policy and datapath together behind a clap CLI.
+//! The `joypath` binary: wires vtep, policy, datapath, driver and mgmt together behind a clap CLI.
 //! Errors get their context here, once, at the edge.
 
 mod check;
@@ -11,8 +11,8 @@ mod serve;
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use datapath::counters::Summary;
-use datapath::replay::{self, Captured};
 use datapath::Disposition;
+use driver::replay::{self, Captured};
 use out::{out, outln, usage};
 use policy::{Document, Table};
 use std::io::Write;
@@ -373,7 +373,6 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
 }
 
 fn cmd_synth(a: SynthArgs) -> Result<()> {
-    use datapath::synth;
     let p = synth::Params {
         tenants: a.tenants,
         endpoints: a.endpoints,

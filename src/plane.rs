@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use datapath::live::{collect_counters, TraceTap, TracedFrame, WorkerShared};
 use datapath::Disposition;
+use driver::live::{collect_counters, TraceTap, TracedFrame, WorkerShared};
 use mgmt::{Dataplane, Store, TraceRequest, WorkerStatus};
 use policy::{Document, Table};
 use serde_json::{json, Value};
@@ -168,7 +168,7 @@ pub struct Plane {
     pub workers: Vec<Arc<WorkerShared>>,
     samples: Mutex<Vec<(Instant, u64)>>,
     /// The AF_XDP driver's counters, live (none for `replay --serve`).
-    driver: Option<datapath::afxdp::DriverReader>,
+    driver: Option<driver::afxdp::DriverReader>,
 }
 
 impl Plane {
@@ -184,7 +184,7 @@ impl Plane {
     }
 
     /// With the driver's counters in `stats`.
-    pub fn with_driver(mut self, d: Option<datapath::afxdp::DriverReader>) -> Self {
+    pub fn with_driver(mut self, d: Option<driver::afxdp::DriverReader>) -> Self {
         self.driver = d;
         self
     }
@@ -271,7 +271,7 @@ impl Dataplane for Plane {
 
     fn stats(&self) -> Value {
         let mut v = serde_json::to_value(self.summary()).unwrap_or(Value::Null);
-        v["rules"] = json!(datapath::live::collect_rule_hits(&self.workers));
+        v["rules"] = json!(driver::live::collect_rule_hits(&self.workers));
         if let Some(d) = &self.driver {
             v["driver"] = serde_json::to_value(d()).unwrap_or(Value::Null);
         }
@@ -319,7 +319,7 @@ impl Dataplane for Plane {
             w.trace.store(None);
         }
         let mut out =
-            datapath::capture::PcapNgWriter::new(std::io::BufWriter::new(file), "joypath trace")
+            driver::capture::PcapNgWriter::new(std::io::BufWriter::new(file), "joypath trace")
                 .map_err(|e| e.to_string())?;
         let table = self.policy.load();
         for t in &got {
@@ -350,7 +350,7 @@ pub struct MgmtControl {
     handle: Option<mgmt::server::ServerHandle>,
     metrics_listen: Option<std::net::SocketAddr>,
     metrics: Option<crate::metrics::MetricsHandle>,
-    driver: Option<datapath::afxdp::DriverReader>,
+    driver: Option<driver::afxdp::DriverReader>,
 }
 
 impl MgmtControl {
@@ -375,7 +375,7 @@ impl MgmtControl {
     }
 }
 
-impl datapath::afxdp::Control for MgmtControl {
+impl driver::afxdp::Control for MgmtControl {
     fn initial(&mut self) -> Result<Arc<Table>, String> {
         let (store, table) =
             open_policy(Some(&self.config), &self.args.state_dir, self.args.history)
@@ -417,7 +417,7 @@ impl datapath::afxdp::Control for MgmtControl {
         Ok(())
     }
 
-    fn driver_counters(&mut self, read: datapath::afxdp::DriverReader) {
+    fn driver_counters(&mut self, read: driver::afxdp::DriverReader) {
         self.driver = Some(read);
     }
 

@@ -1,8 +1,8 @@
-//! `joypath run`: the live gateway on AF_XDP sockets (datapath::afxdp), until SIGINT/SIGTERM.
+//! `joypath run`: the live gateway on AF_XDP sockets (driver::afxdp), until SIGINT/SIGTERM.
 
 use crate::out::outln;
 use anyhow::{bail, Context, Result};
-use datapath::afxdp::{self, PollMode, RunConfig, XdpMode, ZeroCopy};
+use driver::afxdp::{self, PollMode, RunConfig, XdpMode, ZeroCopy};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -325,7 +325,7 @@ fn trace_names_rules_and_egress_with_ns_timestamps_and_fails_when_empty() {
     assert!(text.contains("captured 4 of 4"), "{text}");
     assert!(text.contains("egress_vtep=198.18."), "{text}");
     assert!(text.contains("interface="), "{text}");
-    let frames = datapath::replay::read_capture(&out).unwrap();
+    let frames = driver::replay::read_capture(&out).unwrap();
     assert_eq!(frames.len(), 4);
     assert!(
         frames.iter().any(|f| f.ts_ns % 1_000_000_000 != 0),

@@ -3,8 +3,8 @@
 //! the transmitted frames against checked-in goldens (`JOYPATH_BLESS=1` rewrites those two), and every
 //! transmitted frame checked for well-formed headers toward the right VTEP.
 
-use datapath::replay::{self, Captured};
 use datapath::{Disposition, Outcome};
+use driver::replay::{self, Captured};
 use policy::{Document, Table};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -322,7 +322,7 @@ fn every_operation_over_the_socket() {
         )
         .unwrap());
     assert_eq!(t["frames"], 5, "{t}");
-    let frames = datapath::capture::read_capture(&path).unwrap();
+    let frames = driver::capture::read_capture(&path).unwrap();
     assert_eq!(frames.len(), 5);
     let bytes = std::fs::read(&path).unwrap();
     let text = String::from_utf8_lossy(&bytes);

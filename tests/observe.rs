@@ -201,7 +201,7 @@ fn the_grafana_dashboard_uses_exported_metrics() {
                         .trim_start_matches("joypath_driver_")
                         .trim_end_matches("_total");
                     assert!(
-                        serde_json::to_value(datapath::afxdp::DriverCounters::default())
+                        serde_json::to_value(driver::afxdp::DriverCounters::default())
                             .unwrap()
                             .get(key)
                             .is_some(),

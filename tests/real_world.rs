@@ -2,7 +2,7 @@
 //! and each capture's summary under `pcap-fixtures/real-world.toml` equal to its checked-in golden
 //! (`JOYPATH_BLESS=1` rewrites them). Set JOYPATH_REAL_WORLD to read the captures from elsewhere.
 
-use datapath::replay;
+use driver::replay;
 use policy::{Document, Table};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

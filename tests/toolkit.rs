@@ -38,8 +38,8 @@ fn explain_agrees_with_the_fixtures_expectations() {
             .map(|e| fixtures().join(format!("{stem}.{e}")))
             .find(|p| p.exists())
             .unwrap();
-        let frames = datapath::replay::read_capture(&cap).unwrap();
-        let out = datapath::replay::replay(table, &frames);
+        let frames = driver::replay::read_capture(&cap).unwrap();
+        let out = driver::replay::replay(table, &frames);
         let expect =
             std::fs::read_to_string(fixtures().join(format!("{stem}.expect.tsv"))).unwrap();
         let mut transmitted = out.transmitted.iter();

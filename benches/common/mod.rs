@@ -2,12 +2,12 @@
 //! and a batch arena like the replay driver's (frames copied into buffers with headroom).
 #![allow(dead_code)]
 
-use datapath::replay::Captured;
-use datapath::synth::{self, Params};
 use datapath::{Frame, HEADROOM};
+use driver::replay::Captured;
 use policy::Table;
 use std::sync::Arc;
 use std::time::Instant;
+use synth::{self, Params};
 
 /// (label, tenants, endpoints, rules).
 pub const SCALES: [(&str, u32, u32, u32); 3] = [

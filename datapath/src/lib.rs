@@ -1,19 +1,13 @@
-//! The gateway's datapath: the sans-IO pipeline over batches of frame buffers with a policy snapshot and
-//! a worker's counters, and the drivers that feed it (pcap replay here; AF_XDP workers in the binary).
+//! The gateway's sans-IO core: the staged pipeline over a batch of frame buffers, a policy snapshot and
+//! a worker's counters, with the shared flow table, fragment memory and drop reasons it uses.
 //!
-//! The pipeline never allocates per frame, takes no lock, and loads the policy once per batch.
+//! No threads, files or sockets live here (the drivers are in the `driver` crate). The pipeline never
+//! allocates per frame, takes no lock, and loads the policy once per batch.
 
-pub mod capture;
 pub mod counters;
 pub mod flows;
 pub mod frags;
-pub mod live;
 pub mod pipeline;
-pub mod replay;
-pub mod synth;
-
-#[cfg(feature = "afxdp")]
-pub mod afxdp;
 
 pub use counters::{Counters, DropReason, Event, TenantCounters};
 pub use flows::{FlowStats, FlowTable, Timeouts};

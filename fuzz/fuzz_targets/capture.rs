@@ -1,8 +1,8 @@
-//! datapath::capture::parse_capture on arbitrary bytes: never panics, and the frames it returns come
+//! driver::capture::parse_capture on arbitrary bytes: never panics, and the frames it returns come
 //! from the input (their bytes add up to less than the input).
 #![no_main]
 
-use datapath::capture::parse_capture;
+use driver::capture::parse_capture;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -19,7 +19,7 @@
 //!   cross-tenant denied (a pair without rules, a port of the pair's deny rule, or telnet), and every
 //!   flow's destination is a configured endpoint, so allowed frames run the full path.
 
-use crate::capture::{write_pcap, Captured};
+use driver::capture::{write_pcap, Captured};
 use policy::{Action, Document, Endpoint, Gateway, IdentityMode, Proto, Rule, Segment, Tenant};
 use serde::Serialize;
 use std::io;
@@ -937,13 +937,13 @@ pub fn write(dir: &Path, w: &Workload) -> io::Result<(PathBuf, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::DropReason;
+    use datapath::counters::DropReason;
     use std::sync::Arc;
 
-    fn run(p: &Params) -> (Workload, crate::replay::ReplayOutput) {
+    fn run(p: &Params) -> (Workload, driver::replay::ReplayOutput) {
         let w = generate(p).unwrap();
         let table = policy::Table::compile(Arc::new(w.doc.clone()), 1, None).unwrap();
-        let out = crate::replay::replay(&table, &w.frames);
+        let out = driver::replay::replay(&table, &w.frames);
         (w, out)
     }
 

@@ -2,8 +2,9 @@
 //! batches, with every frame's outcome, what would be transmitted, and a rate against a null forwarder.
 
 pub use crate::capture::{read_capture, write_pcap, CaptureError, Captured};
-use crate::counters::Counters;
-use crate::pipeline::{null_forward, Frame, Outcome, Worker, HEADROOM};
+use crate::live::LiveWorker;
+use datapath::counters::Counters;
+use datapath::pipeline::{null_forward, Frame, Outcome, Worker, HEADROOM};
 use policy::Table;
 use serde::Serialize;
 use std::time::Instant;
@@ -77,7 +78,7 @@ impl Arena {
 
 /// Replays `frames` through the pipeline once, keeping every outcome and transmitted frame.
 pub fn replay(table: &Table, frames: &[Captured]) -> ReplayOutput {
-    let mut worker = Worker::with_flows(crate::pipeline::flow_table_for(table));
+    let mut worker = Worker::with_flows(datapath::pipeline::flow_table_for(table));
     let mut arena = Arena::new(frames);
     let mut outcomes = vec![Outcome::default(); frames.len()];
     let mut transmitted = Vec::new();
@@ -117,7 +118,7 @@ pub fn measure(table: &Table, frames: &[Captured], repeat: u32) -> Rate {
     let plan = batches(frames);
     let mut arena = Arena::new(frames);
     let mut outcomes = [Outcome::default(); BATCH];
-    let mut worker = Worker::with_flows(crate::pipeline::flow_table_for(table));
+    let mut worker = Worker::with_flows(datapath::pipeline::flow_table_for(table));
     let mut null_counters = Counters::default();
     let total = frames.len() as u64 * u64::from(repeat);
     let mut best = [f64::MAX; 2];
@@ -162,7 +163,7 @@ pub fn serve(
     shared: &crate::live::WorkerShared,
     stop: &std::sync::atomic::AtomicBool,
     pps: u64,
-    flows: std::sync::Arc<crate::flows::FlowTable>,
+    flows: std::sync::Arc<datapath::flows::FlowTable>,
 ) -> Worker {
     use std::sync::atomic::Ordering;
     let mut worker = Worker::with_flows(flows);

@@ -14,9 +14,9 @@ pub use net::Interface;
 pub use worker::{DriverCounters, MAX_BATCH};
 pub use xdp::Attached;
 
-use crate::counters::{Counters, Summary};
-use crate::pipeline::HEADROOM;
 use arc_swap::ArcSwap;
+use datapath::counters::{Counters, Summary};
+use datapath::pipeline::HEADROOM;
 use hashbrown::HashMap;
 use policy::{Document, Table};
 use serde::Serialize;
@@ -508,7 +508,7 @@ pub fn run_with(
         .map(|n| Arc::new(crate::live::WorkerShared::new(n)))
         .collect();
     let shared = Arc::new(Shared {
-        flows: crate::pipeline::flow_table_for(&table),
+        flows: datapath::pipeline::flow_table_for(&table),
         table: Arc::new(ArcSwap::new(table)),
         routes: ArcSwap::from_pointee(routes),
         stop: AtomicBool::new(false),

@@ -3,8 +3,9 @@
 //! fill ring, completions reclaimed every round; no allocation per frame.
 
 use super::{PollMode, Routes};
-use crate::pipeline::{null_forward, Frame, Outcome, Worker, HEADROOM};
+use crate::live::LiveWorker;
 use arc_swap::ArcSwap;
+use datapath::pipeline::{null_forward, Frame, Outcome, Worker, HEADROOM};
 use policy::Table;
 use serde::Serialize;
 use std::os::fd::AsRawFd;
@@ -111,7 +112,7 @@ pub struct Shared {
     pub routes: ArcSwap<Routes>,
     pub stop: AtomicBool,
     /// The flow table every worker shares (a flow's request and reply arrive on different queues).
-    pub flows: Arc<crate::flows::FlowTable>,
+    pub flows: Arc<datapath::flows::FlowTable>,
     /// Each worker's driver counters so far, published about once a second and at every idle round.
     pub driver: Vec<std::sync::Mutex<DriverCounters>>,
 }

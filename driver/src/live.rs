@@ -2,9 +2,9 @@
 //! loaded once per batch), the version it runs, counter snapshots on request and an optional trace tap.
 //! All of it is touched once per batch, never per frame, and never with a lock on the frame path.
 
-use crate::counters::Counters;
-use crate::pipeline::{Disposition, Frame, Outcome, Worker};
 use arc_swap::{ArcSwap, ArcSwapOption};
+use datapath::counters::Counters;
+use datapath::pipeline::{Disposition, Frame, Outcome, Worker};
 use policy::Table;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -101,10 +101,51 @@ impl WorkerShared {
     }
 }
 
-impl Worker {
+/// The live side of a [`Worker`]: a batch with the policy loaded once, the worker's state published
+/// for the control side, a counter snapshot served, and an armed trace tap fed.
+pub trait LiveWorker {
     /// One live batch: loads the policy once, runs the pipeline, publishes the version run, serves a
     /// pending counter snapshot and feeds an armed trace tap. `ts_ns` stamps traced frames.
-    pub fn process_live(
+    fn process_live(
+        &mut self,
+        policy: &ArcSwap<Table>,
+        shared: &WorkerShared,
+        frames: &mut [Frame<'_>],
+        outcomes: &mut [Outcome],
+        ts_ns: u64,
+    );
+
+    /// [`LiveWorker::process_live`] with the table the driver has already loaded for this batch.
+    fn process_with(
+        &mut self,
+        table: &Table,
+        shared: &WorkerShared,
+        frames: &mut [Frame<'_>],
+        outcomes: &mut [Outcome],
+        ts_ns: u64,
+    );
+
+    /// [`LiveWorker::process_with`] for frames received on interface `ifname` (named in traces).
+    fn process_on(
+        &mut self,
+        table: &Table,
+        shared: &WorkerShared,
+        frames: &mut [Frame<'_>],
+        outcomes: &mut [Outcome],
+        ts_ns: u64,
+        ifname: Option<&Arc<str>>,
+    );
+
+    /// Publishes the worker's state while it is idle (no batch), so an idle worker still reports
+    /// the newest version and answers snapshot requests.
+    fn idle_live(&mut self, policy: &ArcSwap<Table>, shared: &WorkerShared);
+
+    /// [`LiveWorker::idle_live`] with a table already loaded.
+    fn idle_with(&mut self, table: &Table, shared: &WorkerShared);
+}
+
+impl LiveWorker for Worker {
+    fn process_live(
         &mut self,
         policy: &ArcSwap<Table>,
         shared: &WorkerShared,
@@ -115,8 +156,7 @@ impl Worker {
         self.process_with(&policy.load(), shared, frames, outcomes, ts_ns);
     }
 
-    /// [`Worker::process_live`] with the table the driver has already loaded for this batch.
-    pub fn process_with(
+    fn process_with(
         &mut self,
         table: &Table,
         shared: &WorkerShared,
@@ -127,8 +167,7 @@ impl Worker {
         self.process_on(table, shared, frames, outcomes, ts_ns, None);
     }
 
-    /// [`Worker::process_with`] for frames received on interface `ifname` (named in traces).
-    pub fn process_on(
+    fn process_on(
         &mut self,
         table: &Table,
         shared: &WorkerShared,
@@ -175,37 +214,34 @@ impl Worker {
             }
         }
         count_rule_hits(table, shared, outcomes);
-        self.publish_state(table, shared);
+        publish_state(self, table, shared);
     }
 
-    /// Once per batch (or idle round): the version and frame count the worker runs, and a counter
-    /// snapshot if one was asked for.
-    fn publish_state(&mut self, table: &Table, shared: &WorkerShared) {
-        self.active_version = table.version();
-        shared
-            .active_version
-            .store(table.version(), Ordering::Release);
-        shared
-            .active_digest
-            .store(table.digest(), Ordering::Release);
-        shared.frames.store(self.counters.frames, Ordering::Release);
-        if shared.snapshot_wanted.load(Ordering::Acquire) {
-            if let Ok(mut s) = shared.snapshot.lock() {
-                *s = Some(self.counters.clone());
-            }
-            shared.snapshot_wanted.store(false, Ordering::Release);
-        }
-    }
-
-    /// Publishes the worker's state while it is idle (no batch), so an idle worker still reports
-    /// the newest version and answers snapshot requests.
-    pub fn idle_live(&mut self, policy: &ArcSwap<Table>, shared: &WorkerShared) {
+    fn idle_live(&mut self, policy: &ArcSwap<Table>, shared: &WorkerShared) {
         self.idle_with(&policy.load(), shared);
     }
 
-    /// [`Worker::idle_live`] with a table already loaded.
-    pub fn idle_with(&mut self, table: &Table, shared: &WorkerShared) {
-        self.publish_state(table, shared);
+    fn idle_with(&mut self, table: &Table, shared: &WorkerShared) {
+        publish_state(self, table, shared);
+    }
+}
+
+/// Once per batch (or idle round): the version and frame count the worker runs, and a counter
+/// snapshot if one was asked for.
+fn publish_state(w: &mut Worker, table: &Table, shared: &WorkerShared) {
+    w.active_version = table.version();
+    shared
+        .active_version
+        .store(table.version(), Ordering::Release);
+    shared
+        .active_digest
+        .store(table.digest(), Ordering::Release);
+    shared.frames.store(w.counters.frames, Ordering::Release);
+    if shared.snapshot_wanted.load(Ordering::Acquire) {
+        if let Ok(mut s) = shared.snapshot.lock() {
+            *s = Some(w.counters.clone());
+        }
+        shared.snapshot_wanted.store(false, Ordering::Release);
     }
 }
 
