@@ -232,20 +232,37 @@ impl Counters {
     /// reason (every reason, zeros included) and `tenants` by name, using `table` for the names of
     /// tenant slots.
     pub fn summary(&self, table: &policy::Table) -> Summary {
-        let dropped = DropReason::ALL
-            .iter()
-            .map(|r| (r.name().to_string(), self.dropped[*r as usize]))
+        let mut s = self.totals();
+        s.tenants = self
+            .tenant_lines(table)
+            .map(|(name, t)| (name.to_string(), t))
             .collect();
-        let mut per: BTreeMap<u32, TenantSummary> = BTreeMap::new();
-        for (slot, c) in self.tenants.iter().enumerate() {
-            if *c != TenantCounters::default() {
-                let s = per.entry(slot as u32).or_default();
-                s.frames_in = c.frames_in;
-                s.bytes_in = c.bytes_in;
-                s.forwarded = c.frames_out;
-                s.bytes_out = c.bytes_out;
-            }
+        s
+    }
+
+    /// [`Counters::summary`] without its `tenants` (see [`Counters::tenant_lines`]).
+    pub fn totals(&self) -> Summary {
+        Summary {
+            frames: self.frames,
+            forwarded: self.forwarded,
+            arp_replied: self.arp_replied,
+            nd_replied: self.nd_replied,
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), self.dropped[*r as usize]))
+                .collect(),
+            tenants: BTreeMap::new(),
         }
+    }
+
+    /// The summary's tenants in name order, made one at a time: every live tenant, and a removed
+    /// one whose slot still counts something (where two slots share a name, the later one). At a
+    /// million tenants a map of them all would cost more memory than the compiled policy.
+    pub fn tenant_lines<'a>(
+        &'a self,
+        table: &'a policy::Table,
+    ) -> impl Iterator<Item = (&'a str, TenantSummary)> + 'a {
+        let mut per: BTreeMap<u32, TenantSummary> = BTreeMap::new();
         for (t, e, n) in self.events.iter() {
             let s = per.entry(t).or_default();
             match e {
@@ -259,26 +276,29 @@ impl Counters {
                 }
             }
         }
-        let mut tenants = BTreeMap::new();
-        for (slot, t) in table.tenants() {
-            match per.remove(&slot) {
-                Some(s) => {
-                    tenants.insert(t.name.to_string(), s);
-                }
-                None if t.live => {
-                    tenants.insert(t.name.to_string(), TenantSummary::default());
-                }
-                None => {}
-            }
-        }
-        Summary {
-            frames: self.frames,
-            forwarded: self.forwarded,
-            arp_replied: self.arp_replied,
-            nd_replied: self.nd_replied,
-            dropped,
-            tenants,
-        }
+        let traffic = |slot: u32| self.tenants.get(slot as usize).copied().unwrap_or_default();
+        let mut slots: Vec<u32> = table
+            .tenants()
+            .filter(|&(slot, t)| {
+                t.live || per.contains_key(&slot) || traffic(slot) != TenantCounters::default()
+            })
+            .map(|(slot, _)| slot)
+            .collect();
+        let name = |slot: u32| -> &'a str { &table.tenant(slot).name };
+        slots.sort_unstable_by(|&a, &b| name(a).cmp(name(b)).then(a.cmp(&b)));
+        // Of slots sharing a name, the last (sorted by slot within a name) stands.
+        slots.reverse();
+        slots.dedup_by_key(|&mut slot| name(slot));
+        slots.reverse();
+        slots.into_iter().map(move |slot| {
+            let mut s = per.remove(&slot).unwrap_or_default();
+            let c = traffic(slot);
+            s.frames_in = c.frames_in;
+            s.bytes_in = c.bytes_in;
+            s.forwarded = c.frames_out;
+            s.bytes_out = c.bytes_out;
+            (name(slot), s)
+        })
     }
 }
 
@@ -322,6 +342,44 @@ mod tests {
         }
         assert_eq!(DropReason::SpoofedSource.name(), "spoofed_source");
         assert_eq!(DropReason::OrphanFragment.name(), "orphan_fragment");
+    }
+
+    fn table(tenants: &[&str], prev: Option<&policy::Table>) -> policy::Table {
+        let mut text = String::from(
+            "[gateway]\nunderlay_ip = \"198.18.0.254\"\n[[segment]]\nvni = 1\nidentity = \"gbp\"\n",
+        );
+        for (i, t) in tenants.iter().enumerate() {
+            text += &format!("[[tenant]]\nname = \"{t}\"\nid = {}\n", i + 1);
+        }
+        let doc = policy::Document::from_toml(&text, "t.toml").unwrap();
+        policy::Table::compile(std::sync::Arc::new(doc), 1, prev).unwrap()
+    }
+
+    #[test]
+    fn tenant_lines_are_live_tenants_and_removed_ones_that_count() {
+        let v1 = table(&["zeta", "alpha", "mid", "gone-quiet"], None);
+        let v2 = table(&["beta", "zeta", "alpha"], Some(&v1));
+        // Slots keep their tenants across versions: zeta 0, alpha 1, mid 2, gone-quiet 3, beta 4.
+        assert_eq!(v2.tenant_by_name("zeta"), Some(0));
+        assert_eq!(v2.tenant_by_name("beta"), Some(4));
+        assert_eq!(v2.tenant_by_name("mid"), None, "removed tenants are not found by name");
+        let mut c = Counters::default();
+        c.tenants = vec![TenantCounters::default(); 5];
+        c.tenants[0].frames_in = 7;
+        c.tenants[2].frames_in = 3; // mid: removed in v2, still counted
+        c.events.reserve(5);
+        c.events.count(1, Event::Drop(DropReason::PolicyDenied));
+        let lines: Vec<(&str, TenantSummary)> = c.tenant_lines(&v2).collect();
+        let names: Vec<&str> = lines.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["alpha", "beta", "mid", "zeta"]);
+        assert_eq!(lines[0].1.denied, 1);
+        assert_eq!(lines[0].1.dropped.get("policy_denied"), Some(&1));
+        assert_eq!(lines[2].1.frames_in, 3);
+        assert_eq!(lines[3].1.frames_in, 7);
+        assert_eq!(lines[1].1, TenantSummary::default());
+        let s = c.summary(&v2);
+        assert_eq!(s.tenants.keys().map(|k| k.as_str()).collect::<Vec<_>>(), names);
+        assert_eq!(s.tenants["zeta"].frames_in, 7);
     }
 
     #[test]

@@ -195,12 +195,29 @@ impl std::fmt::Debug for FlowTable {
     }
 }
 
+/// `n` empty slots in zeroed memory: an empty slot is all zero bits, and the pages of a big table
+/// that no flow has reached yet are never touched (a 262 144-flow table costs no RSS until used).
+fn empty_slots(n: usize) -> Box<[Slot]> {
+    let layout = std::alloc::Layout::array::<Slot>(n).expect("flow table size fits memory");
+    assert!(layout.size() > 0);
+    // SAFETY: the layout is non-empty (asserted); every field of `Slot` is an atomic integer, whose
+    // all-zero bit pattern is the valid value 0 (what `Slot::default()` holds); the pointer is checked
+    // for null and owns `n` slots from the global allocator with this layout, as `Box` requires.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<Slot>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
+    }
+}
+
 impl FlowTable {
     /// A table for at most `max` flows (host-pair notes included).
     pub fn new(max: usize, timeouts: Timeouts) -> FlowTable {
         let n = (max.max(64) * 2).next_power_of_two();
         FlowTable {
-            slots: (0..n).map(|_| Slot::default()).collect(),
+            slots: empty_slots(n),
             mask: n - 1,
             max: max as u64,
             timeouts,
@@ -533,6 +550,32 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroed_slots_are_default_slots() {
+        let fields = |s: &Slot| {
+            (
+                s.seq.load(Relaxed),
+                s.epoch.load(Relaxed),
+                s.last.load(Relaxed),
+                s.meta.load(Relaxed),
+                s.ports.load(Relaxed),
+                s.state.load(Relaxed),
+                [s.src[0].load(Relaxed), s.src[1].load(Relaxed)],
+                [s.dst[0].load(Relaxed), s.dst[1].load(Relaxed)],
+            )
+        };
+        let slots = empty_slots(256);
+        assert_eq!(slots.len(), 256);
+        for s in slots.iter() {
+            assert_eq!(fields(s), fields(&Slot::default()));
+        }
+        assert_eq!(
+            slots.as_ptr() as usize % 64,
+            0,
+            "slots keep their cache-line alignment"
+        );
+    }
 
     fn id(sport: u16) -> FlowId {
         FlowId::new(0, 1, 0xc613_0001, 0xc613_0002, false, 6, sport, 443)

@@ -201,12 +201,12 @@ enum Key {
     AnyAny,
 }
 
-fn key_of(names: &HashMap<Box<str>, TenantIdx>, r: &Rule) -> Option<Key> {
+fn key_of(core: &Core, r: &Rule) -> Option<Key> {
     let idx = |n: &str| -> Option<Option<TenantIdx>> {
         if n == ANY_TENANT {
             Some(None)
         } else {
-            names.get(n).map(|&i| Some(i))
+            core.names.get(&core.tenants, n).map(Some)
         }
     };
     Some(match (idx(&r.from)?, idx(&r.to)?) {
@@ -343,31 +343,44 @@ fn window_edges(arena: &[CRule]) -> Arc<Vec<i64>> {
     Arc::new(e)
 }
 
-fn build_rules(names: &HashMap<Box<str>, TenantIdx>, slots: usize, doc_rules: &[Rule]) -> RuleSet {
-    let mut buckets: HashMap<Key, Vec<CRule>> = HashMap::new();
+fn build_rules(core: &Core, doc_rules: &[Rule]) -> RuleSet {
+    let slots = core.tenants.len();
+    // Every rule that names existing tenants as (bucket, rule index), sorted: a bucket's rules come
+    // out side by side, in bucket order, with no list per bucket (at a million rules, a million small
+    // allocations would outlive the compile as heap fragmentation: ~350 MB of RSS).
+    let mut keyed: Vec<(Key, u32)> = Vec::with_capacity(doc_rules.len());
     let mut digest = 0u64;
     for (i, r) in doc_rules.iter().enumerate() {
-        if let Some(k) = key_of(names, r) {
-            buckets.entry(k).or_default().push(compile_rule(i, r));
+        if let Some(k) = key_of(core, r) {
+            keyed.push((k, i as u32));
         }
         digest = digest.wrapping_add(rule_hash(i, r));
     }
-    let count = |f: fn(&Key) -> bool| buckets.keys().filter(|k| f(k)).count();
+    keyed.sort_unstable();
+    let buckets = || keyed.chunk_by(|a, b| a.0 == b.0);
     let mut rules = RuleSet {
-        arena: Vec::with_capacity(doc_rules.len()),
+        arena: Vec::with_capacity(keyed.len()),
         digest,
-        pairs: FlatMap::with_capacity(count(|k| matches!(k, Key::Pair(..)))),
+        pairs: FlatMap::with_capacity(
+            buckets()
+                .filter(|b| matches!(b[0].0, Key::Pair(..)))
+                .count(),
+        ),
         slots,
         ..RuleSet::default()
     };
-    // Lay buckets out in key order: pairs of one source tenant end up side by side.
-    let mut keys: Vec<Key> = buckets.keys().copied().collect();
-    keys.sort_unstable();
-    for k in keys {
-        let v = buckets.get_mut(&k).expect("key from the map");
-        sort_bucket(v);
-        let b = rules.push_bucket(v);
-        rules.set(k, b);
+    // Pairs of one source tenant end up side by side in the arena.
+    let mut scratch: Vec<CRule> = Vec::new();
+    for bucket in buckets() {
+        scratch.clear();
+        scratch.extend(
+            bucket
+                .iter()
+                .map(|&(_, i)| compile_rule(i as usize, &doc_rules[i as usize])),
+        );
+        sort_bucket(&mut scratch);
+        let b = rules.push_bucket(&scratch);
+        rules.set(bucket[0].0, b);
     }
     rules.edges = window_edges(&rules.arena);
     rules
@@ -393,7 +406,7 @@ impl Table {
     ) -> Result<Table, ConfigError> {
         doc.check()?;
         let core = build_core(&doc, prev)?;
-        let rules = build_rules(&core.names, core.tenants.len(), &doc.rules);
+        let rules = build_rules(&core, &doc.rules);
         Ok(Table {
             version,
             doc,
@@ -418,22 +431,22 @@ impl Table {
         doc: Arc<Document>,
     ) -> Table {
         let mut rules = (*self.rules).clone();
-        let names = &self.core.names;
+        let core = &*self.core;
         match change {
             RuleChange::Append(r) => {
                 let index = doc.rules.len().saturating_sub(1);
                 let c = compile_rule(index, r);
-                if let Some(k) = key_of(names, r) {
+                if let Some(k) = key_of(core, r) {
                     rules.edit_bucket(k, |v| v.push(c));
                 }
                 rules.digest = rules.digest.wrapping_add(rule_hash(index, r));
             }
             RuleChange::Replace { index, old, new } => {
-                if let Some(k) = key_of(names, old) {
+                if let Some(k) = key_of(core, old) {
                     rules.edit_bucket(k, |v| v.retain(|c| c.index as usize != index));
                 }
                 let c = compile_rule(index, new);
-                if let Some(k) = key_of(names, new) {
+                if let Some(k) = key_of(core, new) {
                     rules.edit_bucket(k, |v| v.push(c));
                 }
                 rules.digest = rules
@@ -457,14 +470,14 @@ impl Table {
 
 fn build_core(doc: &Document, prev: Option<&Table>) -> Result<Core, ConfigError> {
     let mut tenants: Vec<TenantEntry> = Vec::with_capacity(doc.tenants.len());
-    let mut names: HashMap<Box<str>, TenantIdx> = HashMap::with_capacity(doc.tenants.len());
+    let mut names = NameIndex::with_capacity(doc.tenants.len());
     if let Some(p) = prev {
         for t in &p.core.tenants {
-            names.insert(t.name.clone(), tenants.len() as TenantIdx);
             tenants.push(TenantEntry {
                 live: false,
                 ..t.clone()
             });
+            names.insert(&tenants, tenants.len() as TenantIdx - 1);
         }
     }
     let mut spaces: HashMap<&str, u32> = HashMap::new();
@@ -481,15 +494,15 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<Core, ConfigError>
             live: true,
             any_vtep: t.vteps.is_none(),
         };
-        let idx = match names.get(t.name.as_str()) {
-            Some(&i) => {
+        let idx = match names.get(&tenants, &t.name) {
+            Some(i) => {
                 tenants[i as usize] = entry;
                 i
             }
             None => {
                 let i = tenants.len() as TenantIdx;
-                names.insert(t.name.as_str().into(), i);
                 tenants.push(entry);
+                names.insert(&tenants, i);
                 i
             }
         };
@@ -525,8 +538,11 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<Core, ConfigError>
             seg_pages.push(Box::new([Seg::default(); 4096]));
             seg_dir[d] = seg_pages.len() as u32;
         }
-        let ident = match (s.identity, s.tenant.as_deref().and_then(|n| names.get(n))) {
-            (IdentityMode::Vni, Some(&i)) => ident_of(i),
+        let ident = match (
+            s.identity,
+            s.tenant.as_deref().and_then(|n| names.get(&tenants, n)),
+        ) {
+            (IdentityMode::Vni, Some(i)) => ident_of(i),
             _ => Ident::NONE,
         };
         seg_pages[seg_dir[d] as usize - 1][(s.vni & 0xfff) as usize] = Seg::new(s.identity, ident);
@@ -566,7 +582,7 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<Core, ConfigError>
     let mut ep4: FlatMap<Ep> = FlatMap::with_capacity(n4);
     let mut ep6: HashMap<(u32, u128), Ep> = HashMap::new();
     for e in &doc.endpoints {
-        let Some(&t) = names.get(e.tenant.as_str()) else {
+        let Some(t) = names.get(&tenants, &e.tenant) else {
             continue; // validation refused it
         };
         let v = vtep_idx(e.vtep, &mut vtep_ips);

@@ -481,9 +481,55 @@ pub(crate) struct Core {
     pub ep4: FlatMap<Ep>,
     pub ep6: HashMap<(u32, u128), Ep>,
     pub tenants: Vec<TenantEntry>,
-    pub names: HashMap<Box<str>, TenantIdx>,
+    pub names: NameIndex,
     /// Digest of the gateway, segments, tenants and endpoints.
     pub digest: u64,
+}
+
+/// Tenant name → slot, keeping no name of its own: a slot's name is its `TenantEntry`'s (at a million
+/// tenants, a second copy of every name and a 24-byte bucket for it would cost ~45 MB).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NameIndex {
+    slots: hashbrown::HashTable<TenantIdx>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl NameIndex {
+    pub fn with_capacity(n: usize) -> Self {
+        NameIndex {
+            slots: hashbrown::HashTable::with_capacity(n),
+            hasher: Default::default(),
+        }
+    }
+    fn hash(&self, name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(name)
+    }
+    /// The slot named `name` among `tenants` (the entries this index was built over).
+    pub fn get(&self, tenants: &[TenantEntry], name: &str) -> Option<TenantIdx> {
+        self.slots
+            .find(self.hash(name), |&i| &*tenants[i as usize].name == name)
+            .copied()
+    }
+    /// Indexes slot `i` under its name, `tenants[i].name` (replacing a slot of the same name).
+    pub fn insert(&mut self, tenants: &[TenantEntry], i: TenantIdx) {
+        let name = &*tenants[i as usize].name;
+        let h = self.hash(name);
+        let hasher = &self.hasher;
+        match self.slots.entry(
+            h,
+            |&j| &*tenants[j as usize].name == name,
+            |&j| {
+                use std::hash::BuildHasher;
+                hasher.hash_one(&*tenants[j as usize].name)
+            },
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = i,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+        }
+    }
 }
 
 /// An immutable, compiled policy version.
@@ -553,8 +599,7 @@ impl Table {
     pub fn tenant_by_name(&self, name: &str) -> Option<TenantIdx> {
         self.core
             .names
-            .get(name)
-            .copied()
+            .get(&self.core.tenants, name)
             .filter(|&i| self.core.tenants[i as usize].live)
     }
     /// Bytes the hot tables take (slots, arrays and rule arena; not the document).
