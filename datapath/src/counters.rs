@@ -362,7 +362,11 @@ mod tests {
         // Slots keep their tenants across versions: zeta 0, alpha 1, mid 2, gone-quiet 3, beta 4.
         assert_eq!(v2.tenant_by_name("zeta"), Some(0));
         assert_eq!(v2.tenant_by_name("beta"), Some(4));
-        assert_eq!(v2.tenant_by_name("mid"), None, "removed tenants are not found by name");
+        assert_eq!(
+            v2.tenant_by_name("mid"),
+            None,
+            "removed tenants are not found by name"
+        );
         let mut c = Counters::default();
         c.tenants = vec![TenantCounters::default(); 5];
         c.tenants[0].frames_in = 7;
@@ -378,7 +382,10 @@ mod tests {
         assert_eq!(lines[3].1.frames_in, 7);
         assert_eq!(lines[1].1, TenantSummary::default());
         let s = c.summary(&v2);
-        assert_eq!(s.tenants.keys().map(|k| k.as_str()).collect::<Vec<_>>(), names);
+        assert_eq!(
+            s.tenants.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            names
+        );
         assert_eq!(s.tenants["zeta"].frames_in, 7);
     }
 
