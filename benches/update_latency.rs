@@ -2,9 +2,14 @@
 //! acknowledgement (a small delta file written and fsynced) and to every worker running the new
 //! version, with frames flowing through replay workers the whole time, at 1k and 100k rules with 1M
 //! endpoints by default. Run: `cargo bench --bench update_latency` (JOYPATH_UPDATE_SCALES to pick,
-//! e.g. "1000:1000000,100000:1000000"; JOYPATH_UPDATE_ROUNDS rounds per scale).
+//! e.g. "1000:1000000,100000:1000000"; JOYPATH_UPDATE_ROUNDS rounds per scale). With
+//! JOYPATH_UPDATE_OP=endpoint the change is one endpoint added instead of one rule.
 
 use arc_swap::ArcSwap;
+
+/// The allocator the `joypath` binary runs the management server with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use driver::live::{collect_counters, WorkerShared};
 
 use mgmt::{Client, Dataplane, Server, ServerConfig, Store, TraceRequest, WorkerStatus};
@@ -59,6 +64,11 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     let workers_n = 1;
+    let endpoint_op = std::env::var("JOYPATH_UPDATE_OP").as_deref() == Ok("endpoint");
+    println!(
+        "change: one {} added",
+        if endpoint_op { "endpoint" } else { "rule" }
+    );
     println!("| rules | endpoints | request → all workers (median ms) | request → ack (median ms) | compile (ms) | compiled → durable (ms) | frames during updates | frames accounted |");
     println!("|---|---|---|---|---|---|---|---|");
     for scale in scales.split(',') {
@@ -72,6 +82,27 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
         let mut store = Store::open(&dir.path().join("state"), 8).unwrap();
+        // Endpoints to add: beside one of t0's, at inner addresses no endpoint has.
+        let t0_ep = w
+            .doc
+            .endpoints
+            .iter()
+            .find(|e| e.tenant == "t0")
+            .unwrap()
+            .clone();
+        let used: std::collections::HashSet<std::net::IpAddr> =
+            w.doc.endpoints.iter().map(|e| e.ip).collect();
+        let mut free = (0u32..)
+            .map(|i| std::net::IpAddr::V4(std::net::Ipv4Addr::from(0xc613_ff01u32 - i)))
+            .filter(|ip| !used.contains(ip));
+        let new_endpoints: Vec<Value> = (0..rounds)
+            .map(|r| {
+                let mut e = t0_ep.clone();
+                e.ip = free.next().unwrap();
+                e.mac = vtep::Mac([0x02, 0xee, 0, 0, 0, r as u8]);
+                json!({"endpoint": e})
+            })
+            .collect();
         let doc = Arc::new(w.doc);
         store
             .commit(doc.clone(), policy::table::digest(&doc), 0, "config", None)
@@ -116,15 +147,20 @@ fn main() {
         {
             std::thread::sleep(Duration::from_millis(1));
         }
-        for r in 0..rounds {
+        for (r, new_endpoint) in new_endpoints.iter().enumerate() {
             let rule = json!({"from": "t0", "to": format!("t{}", 1 + r), "proto": "tcp", "ports": format!("{}", 10_000 + r), "action": "allow", "priority": 5});
             let v = shared[0].active_version.load(Ordering::Acquire) + 1;
             // The request goes out on another thread; this one watches the workers meanwhile.
             let t = Instant::now();
             let sock = sock.clone();
+            let (op, args) = if endpoint_op {
+                ("endpoint.add", new_endpoint.clone())
+            } else {
+                ("rule.add", json!({"rule": rule}))
+            };
             let req = std::thread::spawn(move || {
                 let mut c = Client::connect(&sock).unwrap();
-                let resp = c.call("rule.add", json!({"rule": rule})).unwrap();
+                let resp = c.call(op, args).unwrap();
                 (resp, t.elapsed())
             });
             while !shared

@@ -367,8 +367,10 @@ mod tests {
             None,
             "removed tenants are not found by name"
         );
-        let mut c = Counters::default();
-        c.tenants = vec![TenantCounters::default(); 5];
+        let mut c = Counters {
+            tenants: vec![TenantCounters::default(); 5],
+            ..Counters::default()
+        };
         c.tenants[0].frames_in = 7;
         c.tenants[2].frames_in = 3; // mid: removed in v2, still counted
         c.events.reserve(5);

@@ -1075,8 +1075,18 @@ impl Server {
                 "unchanged": true,
             }));
         }
-        let table =
-            Table::compile(Arc::new(doc), store.next_version(), Some(&old)).map_err(invalid)?;
+        let doc = Arc::new(doc);
+        let next = store.next_version();
+        // One endpoint added, changed or removed: the running table (compiled from `base`) with
+        // that endpoint changed in place, when the change allows it; otherwise a whole compile.
+        let incremental = (old.version() == store.version())
+            .then(|| endpoint_change(op, edits, &base, &doc))
+            .flatten()
+            .and_then(|change| old.with_endpoint_change(next, change, doc.clone()));
+        let table = match incremental {
+            Some(t) => t,
+            None => Table::compile(doc, next, Some(&old)).map_err(invalid)?,
+        };
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
         let doc = table.document().clone();
         let change = match edits {
@@ -1322,3 +1332,54 @@ fn unix_now() -> i64 {
 }
 
 pub use crate::metrics::prometheus;
+
+/// The one endpoint an `endpoint.*` edit (`edits`, as persisted) changed between `base` and `doc`,
+/// when nothing else changed: what `Table::with_endpoint_change` applies in place.
+fn endpoint_change<'a>(
+    op: &str,
+    edits: Option<&Value>,
+    base: &'a Document,
+    doc: &'a Document,
+) -> Option<policy::EndpointChange<'a>> {
+    // Lists shared with `base` compare by pointer: this costs nothing when only endpoints changed.
+    let only_endpoints = doc.gateway == base.gateway
+        && doc.segments == base.segments
+        && doc.tenants == base.tenants
+        && doc.rules == base.rules;
+    if !only_endpoints {
+        return None;
+    }
+    let args = match edits?.as_array()?.as_slice() {
+        [one] if one.get("op")?.as_str()? == op => one.get("args")?,
+        _ => return None,
+    };
+    let find = |d: &'a Document, tenant: &str, ip: std::net::IpAddr| {
+        d.endpoints
+            .iter()
+            .find(|e| e.tenant == tenant && e.ip == ip)
+    };
+    match op {
+        "endpoint.add" if doc.endpoints.len() == base.endpoints.len() + 1 => {
+            Some(policy::EndpointChange {
+                old: None,
+                new: Some(doc.endpoints.last()?),
+            })
+        }
+        "endpoint.update" => {
+            let e: policy::Endpoint = serde_json::from_value(args.get("endpoint")?.clone()).ok()?;
+            Some(policy::EndpointChange {
+                old: Some(find(base, &e.tenant, e.ip)?),
+                new: Some(find(doc, &e.tenant, e.ip)?),
+            })
+        }
+        "endpoint.remove" if doc.endpoints.len() + 1 == base.endpoints.len() => {
+            let tenant = args.get("tenant")?.as_str()?;
+            let ip: std::net::IpAddr = args.get("ip")?.as_str()?.parse().ok()?;
+            Some(policy::EndpointChange {
+                old: Some(find(base, tenant, ip)?),
+                new: None,
+            })
+        }
+        _ => None,
+    }
+}

@@ -1,14 +1,14 @@
 //! Compiling a validated document into a [`Table`], and deriving a table with one rule changed from
 //! another (sharing everything but the rules), with the digests the store and workers compare.
 
-use crate::document::{Action, Cidr, Document, IdentityMode, Proto, Rule, ANY_TENANT};
+use crate::document::{Action, Cidr, Document, Endpoint, IdentityMode, Proto, Rule, ANY_TENANT};
 use crate::error::{ConfigError, Issue};
 use crate::flat::FlatMap;
 use crate::huge::HugeBuf;
 use crate::table::*;
 use hashbrown::HashMap;
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 /// A one-rule change `Table::with_rule_change` can apply without recompiling everything.
@@ -22,6 +22,14 @@ pub enum RuleChange<'a> {
         old: &'a Rule,
         new: &'a Rule,
     },
+}
+
+/// A one-endpoint change `Table::with_endpoint_change` can apply without recompiling everything: an
+/// endpoint added (`old` none), removed (`new` none) or replaced.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointChange<'a> {
+    pub old: Option<&'a Endpoint>,
+    pub new: Option<&'a Endpoint>,
 }
 
 /// The digests' hasher: 64-bit words folded in with a wide multiply (wyhash-style), so hashing an
@@ -125,10 +133,14 @@ fn core_digest(doc: &Document) -> u64 {
     for t in &doc.tenants {
         d = d.wrapping_add(hash_of(3, &(&t.name, t.id, &t.vteps, &t.address_space)));
     }
-    for e in &doc.endpoints {
-        d = d.wrapping_add(hash_of(4, &(&e.tenant, e.ip, e.mac, e.vtep, e.vni)));
+    for e in doc.endpoints.iter() {
+        d = d.wrapping_add(endpoint_hash(e));
     }
     d
+}
+
+fn endpoint_hash(e: &Endpoint) -> u64 {
+    hash_of(4, &(&e.tenant, e.ip, e.mac, e.vtep, e.vni))
 }
 
 /// The digest the store and workers compare (`audit.verify`): a sum of per-entry hashes, so that a
@@ -468,11 +480,156 @@ impl Table {
     }
 }
 
+impl Table {
+    /// This table with one endpoint added, removed or replaced, as `version`, for `doc` (this
+    /// table's document with the change made): the endpoint maps are copied and changed in place
+    /// (a new VTEP is appended); tenants, segments and rules are shared with this table.
+    ///
+    /// `None` when the change is not one this path makes, and the document must be compiled whole:
+    /// the new endpoint would not pass validation (the full compile names the problem), or it sits
+    /// on a GBP segment while some tenant's id is wider than 16 bits (whether that tenant could
+    /// reach it depends on every rule).
+    pub fn with_endpoint_change(
+        &self,
+        version: u64,
+        change: EndpointChange<'_>,
+        doc: Arc<Document>,
+    ) -> Option<Table> {
+        let c = &*self.core;
+        let key = |e: &Endpoint| -> Option<(TenantIdx, u32, IpAddr)> {
+            let t = self.tenant_by_name(&e.tenant)?;
+            Some((t, c.tenants[t as usize].space, e.ip))
+        };
+        let old = match change.old {
+            Some(e) => Some(key(e)?),
+            None => None,
+        };
+        let new = match change.new {
+            Some(e) => {
+                let (t, space, ip) = key(e)?;
+                if !self.endpoint_fits(e, t) {
+                    return None;
+                }
+                let taken = match ip {
+                    IpAddr::V4(a) => c.ep4.get(u64::from(space) << 32 | u64::from(u32::from(a))),
+                    IpAddr::V6(a) => c.ep6.get(&(space, u128::from(a))).copied(),
+                }
+                .is_some();
+                if taken && old.map(|(_, s, i)| (s, i)) != Some((space, ip)) {
+                    return None; // the address is another endpoint's
+                }
+                Some((e, t, space))
+            }
+            None => None,
+        };
+        let mut core = c.clone();
+        if let (Some((_, space, ip)), Some(e)) = (old, change.old) {
+            match ip {
+                IpAddr::V4(a) => {
+                    Arc::make_mut(&mut core.ep4)
+                        .remove(u64::from(space) << 32 | u64::from(u32::from(a)));
+                }
+                IpAddr::V6(a) => {
+                    Arc::make_mut(&mut core.ep6).remove(&(space, u128::from(a)));
+                }
+            }
+            core.digest = core.digest.wrapping_sub(endpoint_hash(e));
+        }
+        if let Some((e, t, space)) = new {
+            let v = match core.vtep_index_of(e.vtep) {
+                Some(v) => v,
+                None => core.add_vtep(e.vtep)?,
+            };
+            let mode = self.seg(e.vni).mode().unwrap_or(IdentityMode::Vni);
+            let entry = Ep::new(t, v, e.vni, mode, e.mac);
+            match e.ip {
+                IpAddr::V4(a) => Arc::make_mut(&mut core.ep4)
+                    .insert(u64::from(space) << 32 | u64::from(u32::from(a)), entry),
+                IpAddr::V6(a) => {
+                    Arc::make_mut(&mut core.ep6).insert((space, u128::from(a)), entry);
+                }
+            }
+            core.digest = core.digest.wrapping_add(endpoint_hash(e));
+        }
+        Some(Table {
+            version,
+            doc,
+            core: Arc::new(core),
+            rules: self.rules.clone(),
+        })
+    }
+
+    /// Whether endpoint `e` of live tenant `t` passes what `Document::validate` asks of an endpoint
+    /// (but its address being free), and is not on a GBP segment while a tenant id is wider than 16
+    /// bits.
+    fn endpoint_fits(&self, e: &Endpoint, t: TenantIdx) -> bool {
+        let c = &*self.core;
+        let id = c.tenant_ids[t as usize];
+        let seg = self.seg(e.vni);
+        let segment_ok = match seg.mode() {
+            None => false,
+            Some(IdentityMode::Vni) => seg.ident().is_some() && seg.ident().tenant == t,
+            Some(IdentityMode::Gbp) => id <= 0xffff && c.big_ids.is_empty(),
+            Some(IdentityMode::Vlan) => (1..=4094).contains(&id),
+        };
+        let vtep_ok = match e.vtep {
+            IpAddr::V6(_) if c.underlay_ip6.is_none() => false,
+            ip => !(ip.is_unspecified() || ip.is_multicast()),
+        };
+        segment_ok && vtep_ok && !e.mac.is_group()
+    }
+}
+
+impl Core {
+    fn vtep_index_of(&self, ip: IpAddr) -> Option<VtepIdx> {
+        match ip {
+            IpAddr::V4(a) => self.vtep4.get(u64::from(u32::from(a))),
+            IpAddr::V6(a) => self.vtep6.get(&u128::from(a)).copied(),
+        }
+    }
+
+    /// Appends VTEP `ip` with its egress record (`None` when the table holds as many as it can).
+    fn add_vtep(&mut self, ip: IpAddr) -> Option<VtepIdx> {
+        let v = self.vtep_ips.len() as VtepIdx;
+        if self.vtep_ips.len() >= MAX_SLOTS as usize {
+            return None;
+        }
+        match ip {
+            IpAddr::V4(a) => self.vtep4.insert(u64::from(u32::from(a)), v),
+            IpAddr::V6(a) => {
+                self.vtep6.insert(u128::from(a), v);
+            }
+        }
+        self.vtep_ips.push(ip);
+        self.egress.push(egress_template(
+            self.underlay_ip,
+            self.underlay_ip6,
+            self.udp_port,
+            ip,
+        ));
+        Some(v)
+    }
+}
+
+/// The outer header toward VTEP `ip` (`None`: no underlay source address of its family).
+fn egress_template(
+    v4: Ipv4Addr,
+    v6: Option<Ipv6Addr>,
+    udp_port: u16,
+    ip: IpAddr,
+) -> Option<vtep::OuterTemplate> {
+    let src = match ip {
+        IpAddr::V4(_) => Some(IpAddr::V4(v4)),
+        IpAddr::V6(_) => v6.map(IpAddr::V6),
+    }?;
+    vtep::OuterTemplate::new(src, ip, udp_port, 64).ok()
+}
+
 fn build_core(doc: &Document, prev: Option<&Table>) -> Result<Core, ConfigError> {
     let mut tenants: Vec<TenantEntry> = Vec::with_capacity(doc.tenants.len());
     let mut names = NameIndex::with_capacity(doc.tenants.len());
     if let Some(p) = prev {
-        for t in &p.core.tenants {
+        for t in p.core.tenants.iter() {
             tenants.push(TenantEntry {
                 live: false,
                 ..t.clone()
@@ -603,35 +760,29 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<Core, ConfigError>
     let g = &doc.gateway;
     let egress = vtep_ips
         .iter()
-        .map(|ip| {
-            let src = match ip {
-                IpAddr::V4(_) => Some(IpAddr::V4(g.underlay_ip)),
-                IpAddr::V6(_) => g.underlay_ip6.map(IpAddr::V6),
-            }?;
-            vtep::OuterTemplate::new(src, *ip, g.udp_port, 64).ok()
-        })
+        .map(|ip| egress_template(g.underlay_ip, g.underlay_ip6, g.udp_port, *ip))
         .collect();
-    let tenant_ids = tenants.iter().map(|t| t.id).collect();
+    let tenant_ids: Vec<u32> = tenants.iter().map(|t| t.id).collect();
     Ok(Core {
         egress,
-        tenant_ids,
+        tenant_ids: Arc::new(tenant_ids),
         underlay_ip: g.underlay_ip,
         underlay_ip6: g.underlay_ip6,
         udp_port: g.udp_port,
         mtu: g.mtu,
         replies: g.replies,
         seg_dir,
-        seg_pages,
-        ids,
-        big_ids,
+        seg_pages: Arc::new(seg_pages),
+        ids: Arc::new(ids),
+        big_ids: Arc::new(big_ids),
         vtep4,
         vtep6,
         vtep_ips,
-        tenant_vteps: tv,
-        ep4,
-        ep6,
-        tenants,
-        names,
+        tenant_vteps: Arc::new(tv),
+        ep4: Arc::new(ep4),
+        ep6: Arc::new(ep6),
+        tenants: Arc::new(tenants),
+        names: Arc::new(names),
         digest: core_digest(doc),
     })
 }

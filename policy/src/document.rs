@@ -3,6 +3,7 @@
 
 use crate::error::{ConfigError, Issue};
 pub use crate::section::Section;
+use crate::section::TenantName;
 use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -162,7 +163,7 @@ impl Tenant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    pub tenant: String,
+    pub tenant: TenantName,
     pub ip: IpAddr,
     #[serde(with = "mac_str")]
     pub mac: Mac,

@@ -589,7 +589,7 @@ impl Parser {
             Sec::Endpoint => {
                 let e = std::mem::take(&mut self.ep);
                 self.endpoints.push(Endpoint {
-                    tenant: e.tenant?,
+                    tenant: e.tenant?.into(),
                     ip: e.ip?,
                     mac: e.mac?,
                     vtep: e.vtep?,

@@ -18,12 +18,13 @@ pub mod table;
 pub mod time;
 
 pub use audit::{reachability, Reach, Reachability};
-pub use compile::{digest, RuleChange};
+pub use compile::{digest, EndpointChange, RuleChange};
 pub use document::{
     Action, Document, Endpoint, FlowTimeouts, Gateway, IdentityMode, Proto, Replies, Rule, Segment,
     Tenant,
 };
 pub use error::{ConfigError, Issue};
+pub use section::TenantName;
 pub use table::{
     Decision, EndpointEntry, Ep, FlowKey, Ident, Seg, SegmentEntry, Table, TenantEntry, TenantIdx,
     VtepIdx,

@@ -120,3 +120,111 @@ mod tests {
         assert_eq!(back, a);
     }
 }
+
+/// A tenant's name where a document refers to it (an endpoint's `tenant`): shared, so that copying
+/// a list of a million endpoints copies no string. Reads, compares and serialises as a string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantName(Arc<str>);
+
+impl TenantName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TenantName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for TenantName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TenantName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for TenantName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for TenantName {
+    fn from(s: &str) -> Self {
+        TenantName(s.into())
+    }
+}
+
+impl From<String> for TenantName {
+    fn from(s: String) -> Self {
+        TenantName(s.into())
+    }
+}
+
+impl From<&String> for TenantName {
+    fn from(s: &String) -> Self {
+        TenantName(s.as_str().into())
+    }
+}
+
+impl PartialEq<str> for TenantName {
+    fn eq(&self, o: &str) -> bool {
+        &*self.0 == o
+    }
+}
+
+impl PartialEq<&str> for TenantName {
+    fn eq(&self, o: &&str) -> bool {
+        &*self.0 == *o
+    }
+}
+
+impl PartialEq<String> for TenantName {
+    fn eq(&self, o: &String) -> bool {
+        &*self.0 == o.as_str()
+    }
+}
+
+impl PartialEq<TenantName> for String {
+    fn eq(&self, o: &TenantName) -> bool {
+        self.as_str() == &*o.0
+    }
+}
+
+impl PartialEq<TenantName> for str {
+    fn eq(&self, o: &TenantName) -> bool {
+        self == &*o.0
+    }
+}
+
+impl PartialEq<TenantName> for &str {
+    fn eq(&self, o: &TenantName) -> bool {
+        *self == &*o.0
+    }
+}
+
+impl Serialize for TenantName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(TenantName::from)
+    }
+}

@@ -452,8 +452,9 @@ fn scan(rules: &[CRule], k: &FlowKey, now: i64, mirrored: bool, best: &mut Best)
     }
 }
 
-/// The hot half of a table: what frames are judged with.
-#[derive(Debug)]
+/// The hot half of a table: what frames are judged with. Its big tables are shared between versions
+/// (`Arc`): a version that changes one endpoint copies the endpoint maps and nothing else.
+#[derive(Debug, Clone)]
 pub(crate) struct Core {
     pub underlay_ip: Ipv4Addr,
     pub underlay_ip6: Option<Ipv6Addr>,
@@ -462,11 +463,11 @@ pub(crate) struct Core {
     pub replies: Replies,
     /// VNI → segment: directory by the VNI's top 12 bits, pages of 4096 segments.
     pub seg_dir: Vec<u32>,
-    pub seg_pages: Vec<Box<[Seg; 4096]>>,
+    pub seg_pages: Arc<Vec<Box<[Seg; 4096]>>>,
     /// GBP group id / VLAN id → tenant.
-    pub ids: HugeBuf<Ident>,
+    pub ids: Arc<HugeBuf<Ident>>,
     /// Tenant ids above 65535 (identified only by `vni` segments): for the cold side.
-    pub big_ids: HashMap<u32, TenantIdx>,
+    pub big_ids: Arc<HashMap<u32, TenantIdx>>,
     /// VTEP address → index.
     pub vtep4: FlatMap<u32>,
     pub vtep6: HashMap<u128, VtepIdx>,
@@ -474,14 +475,14 @@ pub(crate) struct Core {
     /// Outer headers toward each VTEP (None: no underlay source of its family).
     pub egress: Vec<Option<vtep::OuterTemplate>>,
     /// Tenant id by slot (what GBP and VLAN egress write).
-    pub tenant_ids: Vec<u32>,
+    pub tenant_ids: Arc<Vec<u32>>,
     /// (tenant << 32 | vtep): VTEPs allowed to send for tenants that have a `vteps` list.
-    pub tenant_vteps: FlatMap<u8>,
+    pub tenant_vteps: Arc<FlatMap<u8>>,
     /// (space << 32 | IPv4) → endpoint.
-    pub ep4: FlatMap<Ep>,
-    pub ep6: HashMap<(u32, u128), Ep>,
-    pub tenants: Vec<TenantEntry>,
-    pub names: NameIndex,
+    pub ep4: Arc<FlatMap<Ep>>,
+    pub ep6: Arc<HashMap<(u32, u128), Ep>>,
+    pub tenants: Arc<Vec<TenantEntry>>,
+    pub names: Arc<NameIndex>,
     /// Digest of the gateway, segments, tenants and endpoints.
     pub digest: u64,
 }

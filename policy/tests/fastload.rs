@@ -397,7 +397,7 @@ fn document() -> impl Strategy<Value = Document> {
         });
     let endpoint = (text(), ip(), any::<[u8; 6]>(), ip(), any::<u32>()).prop_map(
         |(tenant, ip, mac, vtep, vni)| Endpoint {
-            tenant,
+            tenant: tenant.into(),
             ip,
             mac: vtep::Mac(mac),
             vtep,

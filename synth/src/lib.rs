@@ -462,7 +462,7 @@ fn document(p: &Params, lay: &Layout) -> Document {
         .map(|e| {
             let t = lay.tenant_of(e);
             Endpoint {
-                tenant: tenant_name(t),
+                tenant: tenant_name(t).into(),
                 ip: IpAddr::V4(Ipv4Addr::from(lay.ip[e as usize])),
                 mac: ep_mac(e),
                 vtep: IpAddr::V4(vtep_ip(lay.vtep[e as usize])),
