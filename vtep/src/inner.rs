@@ -118,6 +118,51 @@ fn transport(info: &mut IpInfo, l4: &[u8]) -> Result<(), WireError> {
 
 /// Parses an IPv4 packet (`l3` from its first byte; trailing link padding allowed).
 #[inline(always)]
+/// Walks an IPv6 extension-header chain — hop-by-hop, routing, fragment, destination options,
+/// authentication — starting with header `next` at the start of `payload`, and returns the
+/// upper-layer protocol with its offset in `payload`. `on_fragment` sees each fragment header's
+/// offset field (flags in its low bits) and identification. Each header takes at least 8 bytes, so
+/// the payload's length bounds the walk.
+pub(crate) fn ipv6_upper(
+    mut next: u8,
+    payload: &[u8],
+    mut on_fragment: impl FnMut(u16, u32),
+) -> Result<(u8, usize), WireError> {
+    let mut off = 0usize;
+    loop {
+        let rest = &payload[off..];
+        match next {
+            ipproto::HOPOPT | ipproto::ROUTING | ipproto::DSTOPTS | ipproto::AH => {
+                if rest.len() < 8 {
+                    return Err(WireError::Truncated("ipv6 extension"));
+                }
+                let len = if next == ipproto::AH {
+                    (usize::from(rest[1]) + 2) * 4
+                } else {
+                    (usize::from(rest[1]) + 1) * 8
+                };
+                if rest.len() < len {
+                    return Err(WireError::Truncated("ipv6 extension"));
+                }
+                next = rest[0];
+                off += len;
+            }
+            ipproto::FRAGMENT => {
+                if rest.len() < 8 {
+                    return Err(WireError::Truncated("ipv6 fragment"));
+                }
+                on_fragment(
+                    be16(rest, 2),
+                    u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]),
+                );
+                next = rest[0];
+                off += 8;
+            }
+            _ => return Ok((next, off)),
+        }
+    }
+}
+
 pub fn parse_ipv4(l3: &[u8]) -> Result<IpInfo, WireError> {
     if l3.len() < 20 {
         return Err(WireError::Truncated("ipv4"));
@@ -183,45 +228,15 @@ pub fn parse_ipv6(l3: &[u8]) -> Result<IpInfo, WireError> {
         return Err(WireError::Truncated("ipv6"));
     }
     let end = 40 + pl;
-    let mut next = l3[6];
-    let mut off = 40usize;
     let mut frag = Frag::Whole;
-    // Each header takes at least 8 bytes, so the payload length bounds the walk.
-    loop {
-        let rest = &l3[off..end];
-        match next {
-            0 | 43 | 60 | 51 => {
-                if rest.len() < 8 {
-                    return Err(WireError::Truncated("ipv6 extension"));
-                }
-                let len = if next == 51 {
-                    (usize::from(rest[1]) + 2) * 4
-                } else {
-                    (usize::from(rest[1]) + 1) * 8
-                };
-                if rest.len() < len {
-                    return Err(WireError::Truncated("ipv6 extension"));
-                }
-                next = rest[0];
-                off += len;
-            }
-            44 => {
-                if rest.len() < 8 {
-                    return Err(WireError::Truncated("ipv6 fragment"));
-                }
-                let fo = be16(rest, 2);
-                let id = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
-                frag = match (fo & 0xfff8, fo & 1 != 0) {
-                    (0, false) => frag, // an atomic fragment: whole
-                    (0, true) => Frag::First(id),
-                    _ => Frag::Later(id),
-                };
-                next = rest[0];
-                off += 8;
-            }
-            _ => break,
-        }
-    }
+    let (next, upper) = ipv6_upper(l3[6], &l3[40..end], |fo, id| {
+        frag = match (fo & 0xfff8, fo & 1 != 0) {
+            (0, false) => frag, // an atomic fragment: whole
+            (0, true) => Frag::First(id),
+            _ => Frag::Later(id),
+        };
+    })?;
+    let off = 40 + upper;
     let mut src = [0u8; 16];
     src.copy_from_slice(&l3[8..24]);
     let mut dst = [0u8; 16];
@@ -272,30 +287,13 @@ pub fn parse_quote(v6: bool, quote: &[u8]) -> Option<(u128, u128, u8, u16, u16)>
         s.copy_from_slice(&quote[8..24]);
         let mut d = [0u8; 16];
         d.copy_from_slice(&quote[24..40]);
-        let mut next = quote[6];
-        let mut off = 40;
-        loop {
-            let rest = quote.get(off..)?;
-            match next {
-                0 | 43 | 60 | 51 => {
-                    let len = if next == 51 {
-                        (usize::from(*rest.get(1)?) + 2) * 4
-                    } else {
-                        (usize::from(*rest.get(1)?) + 1) * 8
-                    };
-                    next = *rest.first()?;
-                    off += len;
-                }
-                44 => {
-                    if rest.len() < 8 || be16(rest, 2) & 0xfff8 != 0 {
-                        return None;
-                    }
-                    next = rest[0];
-                    off += 8;
-                }
-                _ => break,
-            }
+        let mut later = false;
+        let (next, upper) =
+            ipv6_upper(quote[6], &quote[40..], |fo, _| later |= fo & 0xfff8 != 0).ok()?;
+        if later {
+            return None;
         }
+        let off = 40 + upper;
         (
             u128::from_be_bytes(s),
             u128::from_be_bytes(d),

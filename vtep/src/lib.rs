@@ -29,12 +29,18 @@ pub mod ethertype {
     pub const IPV6: u16 = 0x86dd;
 }
 
-/// IP protocol numbers the policy can name.
+/// IP protocol numbers: those the policy can name, and the IPv6 extension headers parsers walk.
 pub mod ipproto {
     pub const ICMP: u8 = 1;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
     pub const ICMPV6: u8 = 58;
+    /// IPv6 extension headers.
+    pub const HOPOPT: u8 = 0;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const AH: u8 = 51;
+    pub const DSTOPTS: u8 = 60;
 }
 
 /// The IANA VXLAN port (RFC 7348).

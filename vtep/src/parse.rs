@@ -264,39 +264,12 @@ fn parse_ipv4_flow(l3: &[u8]) -> Result<Flow, WireError> {
 
 fn parse_ipv6_flow(l3: &[u8]) -> Result<Flow, WireError> {
     let ip = Ipv6Packet::new_checked(l3)?;
-    let mut next = ip.next_header();
-    let mut rest = ip.payload();
     let mut has_l4 = true;
-    // Walk the whole extension header chain (hop-by-hop, routing, fragment, destination options,
-    // authentication); each header takes at least 8 bytes, so the payload length bounds the walk.
-    loop {
-        match next {
-            0 | 43 | 60 | 51 => {
-                if rest.len() < 8 {
-                    return Err(WireError::Truncated("ipv6 extension"));
-                }
-                let len = if next == 51 {
-                    (usize::from(rest[1]) + 2) * 4
-                } else {
-                    (usize::from(rest[1]) + 1) * 8
-                };
-                if rest.len() < len {
-                    return Err(WireError::Truncated("ipv6 extension"));
-                }
-                next = rest[0];
-                rest = &rest[len..];
-            }
-            44 => {
-                if rest.len() < 8 {
-                    return Err(WireError::Truncated("ipv6 fragment"));
-                }
-                has_l4 &= u16::from_be_bytes([rest[2], rest[3]]) & 0xfff8 == 0;
-                next = rest[0];
-                rest = &rest[8..];
-            }
-            _ => break,
-        }
-    }
+    let payload = ip.payload();
+    let (next, off) = crate::inner::ipv6_upper(ip.next_header(), payload, |fo, _| {
+        has_l4 &= fo & 0xfff8 == 0;
+    })?;
+    let rest = &payload[off..];
     let (src_port, dst_port) = ports(next, rest, has_l4)?;
     Ok(Flow {
         src: IpAddr::V6(Ipv6Addr::from(ip.src())),
