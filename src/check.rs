@@ -371,6 +371,15 @@ fn suggest_tenant(message: &str, root: &toml::map::Map<String, Value>) -> Option
 
 /// Every problem of a config's text; empty when valid.
 pub fn check_text(text: &str, file: &str) -> Result<Vec<Problem>, policy::ConfigError> {
+    // A document the fast reader takes has the shape serde accepts (it refuses unknown keys and
+    // values of the wrong type); valid as well, it leaves nothing to word, and no generic TOML tree
+    // is built (for a million tenants that tree alone took 80 s and 9.8 GB).
+    if let Some(mut doc) = policy::fastload::parse(text) {
+        policy::names::name_rules(&mut doc);
+        if doc.validate().is_empty() {
+            return Ok(Vec::new());
+        }
+    }
     let root: toml::map::Map<String, Value> = match toml::from_str(text) {
         Ok(r) => r,
         Err(_) => {
