@@ -3,7 +3,7 @@
 
 use crate::document::{Action, Cidr, Document, Endpoint, IdentityMode, Proto, Rule, ANY_TENANT};
 use crate::error::{ConfigError, Issue};
-use crate::flat::FlatMap;
+use crate::flat::{self, FlatMap};
 use crate::huge::HugeBuf;
 use crate::table::*;
 use hashbrown::HashMap;
@@ -133,9 +133,6 @@ fn core_digest(doc: &Document) -> u64 {
     for t in &doc.tenants {
         d = d.wrapping_add(hash_of(3, &(&t.name, t.id, &t.vteps, &t.address_space)));
     }
-    for e in doc.endpoints.iter() {
-        d = d.wrapping_add(endpoint_hash(e));
-    }
     d
 }
 
@@ -152,7 +149,13 @@ pub fn digest(doc: &Document) -> u64 {
         .iter()
         .enumerate()
         .fold(0u64, |a, (i, r)| a.wrapping_add(rule_hash(i, r)));
-    combine(core_digest(doc), rules)
+    combine(core_digest(doc).wrapping_add(endpoints_digest(doc)), rules)
+}
+
+fn endpoints_digest(doc: &Document) -> u64 {
+    doc.endpoints
+        .iter()
+        .fold(0u64, |d, e| d.wrapping_add(endpoint_hash(e)))
 }
 
 fn ccidr(c: Option<&str>) -> CCidr {
@@ -417,12 +420,13 @@ impl Table {
         prev: Option<&Table>,
     ) -> Result<Table, ConfigError> {
         doc.check()?;
-        let core = build_core(&doc, prev)?;
+        let (core, eps) = build_core(&doc, prev)?;
         let rules = build_rules(&core, &doc.rules);
         Ok(Table {
             version,
             doc,
             core: Arc::new(core),
+            eps: Arc::new(eps),
             rules: Arc::new(rules),
         })
     }
@@ -475,6 +479,7 @@ impl Table {
             version,
             doc,
             core: self.core.clone(),
+            eps: self.eps.clone(),
             rules: Arc::new(rules),
         }
     }
@@ -511,8 +516,11 @@ impl Table {
                     return None;
                 }
                 let taken = match ip {
-                    IpAddr::V4(a) => c.ep4.get(u64::from(space) << 32 | u64::from(u32::from(a))),
-                    IpAddr::V6(a) => c.ep6.get(&(space, u128::from(a))).copied(),
+                    IpAddr::V4(a) => self.ep4(
+                        u64::from(space) << 32 | u64::from(u32::from(a)),
+                        flat::hash(u64::from(space) << 32 | u64::from(u32::from(a))),
+                    ),
+                    IpAddr::V6(a) => self.ep6(space, u128::from(a)),
                 }
                 .is_some();
                 if taken && old.map(|(_, s, i)| (s, i)) != Some((space, ip)) {
@@ -522,39 +530,43 @@ impl Table {
             }
             None => None,
         };
-        let mut core = c.clone();
+        let mut core = self.core.clone();
+        let mut eps = (*self.eps).clone();
         if let (Some((_, space, ip)), Some(e)) = (old, change.old) {
             match ip {
                 IpAddr::V4(a) => {
-                    Arc::make_mut(&mut core.ep4)
+                    eps.ep4
                         .remove(u64::from(space) << 32 | u64::from(u32::from(a)));
                 }
                 IpAddr::V6(a) => {
-                    Arc::make_mut(&mut core.ep6).remove(&(space, u128::from(a)));
+                    eps.ep6.remove(&(space, u128::from(a)));
                 }
             }
-            core.digest = core.digest.wrapping_sub(endpoint_hash(e));
+            eps.digest = eps.digest.wrapping_sub(endpoint_hash(e));
         }
         if let Some((e, t, space)) = new {
             let v = match core.vtep_index_of(e.vtep) {
                 Some(v) => v,
-                None => core.add_vtep(e.vtep)?,
+                // A new VTEP (rare: a new host) copies the rest of the hot table too.
+                None => Arc::make_mut(&mut core).add_vtep(e.vtep)?,
             };
             let mode = self.seg(e.vni).mode().unwrap_or(IdentityMode::Vni);
             let entry = Ep::new(t, v, e.vni, mode, e.mac);
             match e.ip {
-                IpAddr::V4(a) => Arc::make_mut(&mut core.ep4)
+                IpAddr::V4(a) => eps
+                    .ep4
                     .insert(u64::from(space) << 32 | u64::from(u32::from(a)), entry),
                 IpAddr::V6(a) => {
-                    Arc::make_mut(&mut core.ep6).insert((space, u128::from(a)), entry);
+                    eps.ep6.insert((space, u128::from(a)), entry);
                 }
             }
-            core.digest = core.digest.wrapping_add(endpoint_hash(e));
+            eps.digest = eps.digest.wrapping_add(endpoint_hash(e));
         }
         Some(Table {
             version,
             doc,
-            core: Arc::new(core),
+            core,
+            eps: Arc::new(eps),
             rules: self.rules.clone(),
         })
     }
@@ -625,7 +637,7 @@ fn egress_template(
     vtep::OuterTemplate::new(src, ip, udp_port, 64).ok()
 }
 
-fn build_core(doc: &Document, prev: Option<&Table>) -> Result<Core, ConfigError> {
+fn build_core(doc: &Document, prev: Option<&Table>) -> Result<(Core, Eps), ConfigError> {
     let mut tenants: Vec<TenantEntry> = Vec::with_capacity(doc.tenants.len());
     let mut names = NameIndex::with_capacity(doc.tenants.len());
     if let Some(p) = prev {
@@ -763,28 +775,32 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<Core, ConfigError>
         .map(|ip| egress_template(g.underlay_ip, g.underlay_ip6, g.udp_port, *ip))
         .collect();
     let tenant_ids: Vec<u32> = tenants.iter().map(|t| t.id).collect();
-    Ok(Core {
+    let core = Core {
         egress,
-        tenant_ids: Arc::new(tenant_ids),
+        tenant_ids,
         underlay_ip: g.underlay_ip,
         underlay_ip6: g.underlay_ip6,
         udp_port: g.udp_port,
         mtu: g.mtu,
         replies: g.replies,
         seg_dir,
-        seg_pages: Arc::new(seg_pages),
-        ids: Arc::new(ids),
+        seg_pages,
+        ids,
         big_ids: Arc::new(big_ids),
         vtep4,
         vtep6,
         vtep_ips,
-        tenant_vteps: Arc::new(tv),
-        ep4: Arc::new(ep4),
-        ep6: Arc::new(ep6),
+        tenant_vteps: tv,
         tenants: Arc::new(tenants),
         names: Arc::new(names),
         digest: core_digest(doc),
-    })
+    };
+    let eps = Eps {
+        ep4,
+        ep6,
+        digest: endpoints_digest(doc),
+    };
+    Ok((core, eps))
 }
 
 fn segment_mode(dir: &[u32], pages: &[Box<[Seg; 4096]>], vni: u32) -> Option<IdentityMode> {

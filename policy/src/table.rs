@@ -452,8 +452,8 @@ fn scan(rules: &[CRule], k: &FlowKey, now: i64, mirrored: bool, best: &mut Best)
     }
 }
 
-/// The hot half of a table: what frames are judged with. Its big tables are shared between versions
-/// (`Arc`): a version that changes one endpoint copies the endpoint maps and nothing else.
+/// The hot half of a table but its endpoints: what frames are judged with. Its cold, big tables
+/// (tenant entries and names) are shared between the versions that copy it.
 #[derive(Debug, Clone)]
 pub(crate) struct Core {
     pub underlay_ip: Ipv4Addr,
@@ -463,9 +463,9 @@ pub(crate) struct Core {
     pub replies: Replies,
     /// VNI → segment: directory by the VNI's top 12 bits, pages of 4096 segments.
     pub seg_dir: Vec<u32>,
-    pub seg_pages: Arc<Vec<Box<[Seg; 4096]>>>,
+    pub seg_pages: Vec<Box<[Seg; 4096]>>,
     /// GBP group id / VLAN id → tenant.
-    pub ids: Arc<HugeBuf<Ident>>,
+    pub ids: HugeBuf<Ident>,
     /// Tenant ids above 65535 (identified only by `vni` segments): for the cold side.
     pub big_ids: Arc<HashMap<u32, TenantIdx>>,
     /// VTEP address → index.
@@ -475,15 +475,23 @@ pub(crate) struct Core {
     /// Outer headers toward each VTEP (None: no underlay source of its family).
     pub egress: Vec<Option<vtep::OuterTemplate>>,
     /// Tenant id by slot (what GBP and VLAN egress write).
-    pub tenant_ids: Arc<Vec<u32>>,
+    pub tenant_ids: Vec<u32>,
     /// (tenant << 32 | vtep): VTEPs allowed to send for tenants that have a `vteps` list.
-    pub tenant_vteps: Arc<FlatMap<u8>>,
-    /// (space << 32 | IPv4) → endpoint.
-    pub ep4: Arc<FlatMap<Ep>>,
-    pub ep6: Arc<HashMap<(u32, u128), Ep>>,
+    pub tenant_vteps: FlatMap<u8>,
     pub tenants: Arc<Vec<TenantEntry>>,
     pub names: Arc<NameIndex>,
-    /// Digest of the gateway, segments, tenants and endpoints.
+    /// Digest of the gateway, segments and tenants.
+    pub digest: u64,
+}
+
+/// The endpoints of a table: apart from the rest, so a version that changes an endpoint copies these
+/// maps and shares everything else.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Eps {
+    /// (space << 32 | IPv4) → endpoint.
+    pub ep4: FlatMap<Ep>,
+    pub ep6: HashMap<(u32, u128), Ep>,
+    /// Σ of the endpoints' hashes: their part of the digest.
     pub digest: u64,
 }
 
@@ -539,6 +547,7 @@ pub struct Table {
     pub(crate) version: u64,
     pub(crate) doc: Arc<Document>,
     pub(crate) core: Arc<Core>,
+    pub(crate) eps: Arc<Eps>,
     pub(crate) rules: Arc<RuleSet>,
 }
 
@@ -552,7 +561,10 @@ impl Table {
     }
     /// Digest of the document this table was compiled from.
     pub fn digest(&self) -> u64 {
-        combine(self.core.digest, self.rules.digest)
+        combine(
+            self.core.digest.wrapping_add(self.eps.digest),
+            self.rules.digest,
+        )
     }
     /// The document this table was compiled from.
     pub fn document(&self) -> &Arc<Document> {
@@ -612,8 +624,8 @@ impl Table {
             + c.ids.len() * std::mem::size_of::<Ident>()
             + c.vtep4.bytes()
             + c.tenant_vteps.bytes()
-            + c.ep4.bytes()
-            + c.ep6.len() * 40
+            + self.eps.ep4.bytes()
+            + self.eps.ep6.len() * 40
             + r.arena.len() * std::mem::size_of::<CRule>()
             + r.pairs.bytes()
             + (r.from_any.len() + r.to_any.len()) * std::mem::size_of::<Bucket>()
@@ -690,15 +702,15 @@ impl Table {
     }
     #[inline(always)]
     pub fn prefetch_ep4(&self, h: u64) {
-        self.core.ep4.prefetch(h);
+        self.eps.ep4.prefetch(h);
     }
     #[inline(always)]
     pub fn ep4(&self, key: u64, h: u64) -> Option<Ep> {
-        self.core.ep4.get_hashed(key, h)
+        self.eps.ep4.get_hashed(key, h)
     }
     #[inline]
     pub fn ep6(&self, space: u32, ip: u128) -> Option<Ep> {
-        self.core.ep6.get(&(space, ip)).copied()
+        self.eps.ep6.get(&(space, ip)).copied()
     }
     /// Hash of the (source, destination) tenant pair, for [`Table::prefetch_pair`].
     #[inline(always)]

@@ -163,6 +163,7 @@ pub(crate) fn ipv6_upper(
     }
 }
 
+#[inline]
 pub fn parse_ipv4(l3: &[u8]) -> Result<IpInfo, WireError> {
     if l3.len() < 20 {
         return Err(WireError::Truncated("ipv4"));
