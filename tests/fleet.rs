@@ -405,11 +405,26 @@ fn two_gateways_share_one_policy_through_etcd() {
     let js: Value = serde_json::from_str(&js).unwrap();
     assert_eq!(js["gateways"].as_array().unwrap().len(), 3);
 
-    // A killed etcd member changes nothing.
+    // A killed etcd member changes nothing. (The change is an endpoint edit, which each gateway
+    // makes in place on its running table: both must come to the same digest.)
     etcd.kill_member(2);
-    let r = ok(b.call("rule.add", rule(9003)));
+    let endpoint = json!({"endpoint": {"tenant": "acme", "ip": "198.19.0.99",
+        "mac": "02:00:00:00:0a:63", "vtep": "198.18.0.1", "vni": 100}});
+    let r = ok(b.call("endpoint.add", endpoint));
     assert_eq!(r["version"], 3);
     a.wait_version(3, Duration::from_secs(20));
+    let (got_a, got_b) = (
+        ok(a.call("policy.get", json!({}))),
+        ok(b.call("policy.get", json!({}))),
+    );
+    assert_eq!(got_a["meta"]["op"], "endpoint.add");
+    assert_eq!(got_a["meta"]["digest"], got_b["meta"]["digest"]);
+    assert_eq!(got_a["document"], got_b["document"]);
+    let log = std::fs::read_to_string(a.dir.join("log")).unwrap_or_default();
+    assert!(
+        log.contains("version applied version=3 in_place=true"),
+        "gw-a did not make the endpoint edit in place:\n{log}"
+    );
 
     // A killed gateway leaves the view within the lease TTL; ctl fleet says so with exit code 4.
     b.kill();
