@@ -508,25 +508,16 @@ impl Server {
             (None, None) => return Err("neither edits nor a document".into()),
         };
         let old = self.table();
-        let doc = Arc::new(doc);
-        // One endpoint edit on top of the version the running table was compiled from: made in
-        // place, as on the gateway that committed it (the digest check below holds either way).
-        let incremental = match (&change, &base) {
-            (Change::Edits(e), Some(base)) if old.version() == store.version() => e
-                .as_array()
-                .and_then(|a| a.first())
-                .and_then(|one| one.get("op"))
-                .and_then(Value::as_str)
-                .and_then(|op| endpoint_change(op, Some(e), base, &doc))
-                .and_then(|ch| old.with_endpoint_change(meta.version, ch, doc.clone())),
-            _ => None,
+        let edits = match change {
+            Change::Edits(e) => Some(e),
+            Change::Whole => None,
         };
-        let in_place = incremental.is_some();
-        let table = match incremental {
-            Some(t) => t,
-            None => Table::compile(doc, meta.version, Some(&old))
-                .map_err(|e| format!("version {} does not compile: {e}", meta.version))?,
-        };
+        // Edits on top of the version the running table was compiled from may be made in place,
+        // as on the gateway that committed them (the digest check below holds either way).
+        let base = base.filter(|_| old.version() == store.version());
+        let (table, in_place) =
+            compile_next(&old, base.as_deref(), edits, Arc::new(doc), meta.version)
+                .map_err(|e| format!("version {} does not compile: {e}", meta.version))?;
         let digest = format!("{:016x}", table.digest());
         if digest != meta.digest {
             return Err(format!(
@@ -1094,21 +1085,13 @@ impl Server {
                 "unchanged": true,
             }));
         }
-        let doc = Arc::new(doc);
         let next = store.next_version();
-        // One endpoint added, changed or removed: the running table (compiled from `base`) with
-        // that endpoint changed in place, when the change allows it; otherwise a whole compile.
-        let incremental = (old.version() == store.version())
-            .then(|| endpoint_change(op, edits, &base, &doc))
-            .flatten()
-            .and_then(|change| old.with_endpoint_change(next, change, doc.clone()));
-        if incremental.is_some() {
+        let base_of_old = (old.version() == store.version()).then_some(&*base);
+        let (table, in_place) =
+            compile_next(&old, base_of_old, edits, Arc::new(doc), next).map_err(invalid)?;
+        if in_place {
             tracing::debug!(op, version = next, "endpoint change made in place");
         }
-        let table = match incremental {
-            Some(t) => t,
-            None => Table::compile(doc, next, Some(&old)).map_err(invalid)?,
-        };
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
         let doc = table.document().clone();
         let change = match edits {
@@ -1355,11 +1338,30 @@ fn unix_now() -> i64 {
 
 pub use crate::metrics::prometheus;
 
-/// The one endpoint an `endpoint.*` edit (`edits`, as persisted) changed between `base` and `doc`,
-/// when nothing else changed: what `Table::with_endpoint_change` applies in place.
-fn endpoint_change<'a>(
-    op: &str,
+/// `doc`, made by `edits` from `base` — the document the running table `old` was compiled from, if
+/// it is — compiled as `version`: in place when the edits are one endpoint change that
+/// `Table::with_endpoint_change` makes, whole otherwise. Says which.
+fn compile_next(
+    old: &Table,
+    base: Option<&Document>,
     edits: Option<&Value>,
+    doc: Arc<Document>,
+    version: u64,
+) -> Result<(Table, bool), policy::ConfigError> {
+    let in_place = base
+        .zip(edits)
+        .and_then(|(base, edits)| endpoint_change(edits, base, &doc))
+        .and_then(|change| old.with_endpoint_change(version, change, doc.clone()));
+    match in_place {
+        Some(t) => Ok((t, true)),
+        None => Table::compile(doc, version, Some(old)).map(|t| (t, false)),
+    }
+}
+
+/// The one endpoint an `endpoint.*` edit (`edits`, as persisted: one edit) changed between `base`
+/// and `doc`, when nothing else changed.
+fn endpoint_change<'a>(
+    edits: &Value,
     base: &'a Document,
     doc: &'a Document,
 ) -> Option<policy::EndpointChange<'a>> {
@@ -1371,10 +1373,10 @@ fn endpoint_change<'a>(
     if !only_endpoints {
         return None;
     }
-    let args = match edits?.as_array()?.as_slice() {
-        [one] if one.get("op")?.as_str()? == op => one.get("args")?,
-        _ => return None,
+    let [one] = edits.as_array()?.as_slice() else {
+        return None;
     };
+    let (op, args) = (one.get("op")?.as_str()?, one.get("args")?);
     let find = |d: &'a Document, tenant: &str, ip: std::net::IpAddr| {
         d.endpoints
             .iter()

@@ -1,9 +1,9 @@
-//! Compiling a validated document into a [`Table`], and deriving a table with one rule changed from
-//! another (sharing everything but the rules), with the digests the store and workers compare.
+//! Compiling a validated document into a [`Table`], and deriving a table with one rule or one endpoint
+//! changed from another (sharing everything else), with the digests the store and workers compare.
 
 use crate::document::{Action, Cidr, Document, Endpoint, IdentityMode, Proto, Rule, ANY_TENANT};
 use crate::error::{ConfigError, Issue};
-use crate::flat::{self, FlatMap};
+use crate::flat::FlatMap;
 use crate::huge::HugeBuf;
 use crate::table::*;
 use hashbrown::HashMap;
@@ -516,10 +516,10 @@ impl Table {
                     return None;
                 }
                 let taken = match ip {
-                    IpAddr::V4(a) => self.ep4(
-                        u64::from(space) << 32 | u64::from(u32::from(a)),
-                        flat::hash(u64::from(space) << 32 | u64::from(u32::from(a))),
-                    ),
+                    IpAddr::V4(a) => {
+                        let (k, h) = Table::ep4_hash(space, u32::from(a));
+                        self.ep4(k, h)
+                    }
                     IpAddr::V6(a) => self.ep6(space, u128::from(a)),
                 }
                 .is_some();
@@ -535,8 +535,7 @@ impl Table {
         if let (Some((_, space, ip)), Some(e)) = (old, change.old) {
             match ip {
                 IpAddr::V4(a) => {
-                    eps.ep4
-                        .remove(u64::from(space) << 32 | u64::from(u32::from(a)));
+                    eps.ep4.remove(Table::ep4_hash(space, u32::from(a)).0);
                 }
                 IpAddr::V6(a) => {
                     eps.ep6.remove(&(space, u128::from(a)));
@@ -555,7 +554,7 @@ impl Table {
             match e.ip {
                 IpAddr::V4(a) => eps
                     .ep4
-                    .insert(u64::from(space) << 32 | u64::from(u32::from(a)), entry),
+                    .insert(Table::ep4_hash(space, u32::from(a)).0, entry),
                 IpAddr::V6(a) => {
                     eps.ep6.insert((space, u128::from(a)), entry);
                 }
@@ -759,7 +758,7 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<(Core, Eps), Confi
         let mode = segment_mode(&seg_dir, &seg_pages, e.vni).unwrap_or(IdentityMode::Vni);
         let entry = Ep::new(t, v, e.vni, mode, e.mac);
         match e.ip {
-            IpAddr::V4(a) => ep4.insert(u64::from(space) << 32 | u64::from(u32::from(a)), entry),
+            IpAddr::V4(a) => ep4.insert(Table::ep4_hash(space, u32::from(a)).0, entry),
             IpAddr::V6(a) => {
                 ep6.insert((space, u128::from(a)), entry);
             }

@@ -139,18 +139,6 @@ impl std::ops::Deref for TenantName {
     }
 }
 
-impl AsRef<str> for TenantName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for TenantName {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 impl std::fmt::Debug for TenantName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&*self.0, f)
@@ -175,12 +163,6 @@ impl From<String> for TenantName {
     }
 }
 
-impl From<&String> for TenantName {
-    fn from(s: &String) -> Self {
-        TenantName(s.as_str().into())
-    }
-}
-
 impl PartialEq<str> for TenantName {
     fn eq(&self, o: &str) -> bool {
         &*self.0 == o
@@ -202,18 +184,6 @@ impl PartialEq<String> for TenantName {
 impl PartialEq<TenantName> for String {
     fn eq(&self, o: &TenantName) -> bool {
         self.as_str() == &*o.0
-    }
-}
-
-impl PartialEq<TenantName> for str {
-    fn eq(&self, o: &TenantName) -> bool {
-        self == &*o.0
-    }
-}
-
-impl PartialEq<TenantName> for &str {
-    fn eq(&self, o: &TenantName) -> bool {
-        *self == &*o.0
     }
 }
 
