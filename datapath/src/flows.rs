@@ -185,7 +185,14 @@ pub struct FlowTable {
     expired: AtomicU64,
     refused: AtomicU64,
     cursor: AtomicU64,
+    /// Births by hash: `births[h & BIRTH_MASK]` counts the entries ever written for keys hashing
+    /// there. A decision that holds only while some flow does not exist (a cached deny, under
+    /// tracked replies) remembers its counter and lapses when it moves.
+    births: Box<[AtomicU32]>,
 }
+
+/// Counters in [`FlowTable::births`] (a power of two).
+const BIRTHS: usize = 1 << 14;
 
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -226,7 +233,15 @@ impl FlowTable {
             expired: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             cursor: AtomicU64::new(0),
+            births: (0..BIRTHS).map(|_| AtomicU32::new(0)).collect(),
         }
+    }
+
+    /// The birth counter of keys with hash `h` (see [`FlowTable::births`]): it moves whenever an
+    /// entry for a key with that hash is written.
+    #[inline(always)]
+    pub fn births(&self, h: u64) -> u32 {
+        self.births[h as usize & (BIRTHS - 1)].load(Acquire)
     }
 
     pub fn stats(&self) -> FlowStats {
@@ -474,6 +489,7 @@ impl FlowTable {
             s.epoch.store(version as u32, Relaxed);
             s.last.store(now.max(1) as u64, Relaxed);
             s.seq.store(q.wrapping_add(2), Release);
+            self.births[h as usize & (BIRTHS - 1)].fetch_add(1, Release);
             if id.meta & PAIR == 0 {
                 self.created.fetch_add(1, Relaxed);
             }

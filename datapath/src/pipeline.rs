@@ -219,12 +219,23 @@ pub fn flow_table_for(table: &Table) -> Arc<FlowTable> {
 /// Flows tracked at most, when `[gateway] max_flows` is not set.
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
 
+/// A frame's judgement: the verdict, the tracked flow it relied on (and whether the frame is that
+/// flow's reply), and for a deny under tracked replies the flow whose birth would lift it.
+struct Judged {
+    v: FragVerdict,
+    flow: Option<(FlowRef, bool)>,
+    watch: Option<FlowRef>,
+}
+
 /// What stage 1 learnt of a frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Kind {
     #[default]
     Done,
     Ip,
+    /// An IPv4 frame read at fixed offsets only (its decision-cache key), not yet parsed: the
+    /// cache is probed before anything else is looked at.
+    Fast,
     /// An IPv4 frame whose decision the worker's cache holds.
     Cached,
     Arp,
@@ -246,12 +257,19 @@ struct Cached {
     expires: i64,
     ep: Ep,
     flow: FlowRef,
-    /// FLOW: `flow` must be alive; REPLY: the frame is a tracked reply.
+    /// The outer UDP source port for the flow (see [`entropy`]).
+    sport: u16,
+    /// FLOW: `flow` must be alive; REPLY: the frame is a tracked reply; DENY, WATCH: see there.
     flags: u8,
 }
 
 const C_FLOW: u8 = 1;
 const C_REPLY: u8 = 2;
+/// The decision is a deny (`rule`: the deciding rule).
+const C_DENY: u8 = 4;
+/// A deny under tracked replies: it holds while no flow is born whose reply the frame would be;
+/// `flow` then holds that flow's hash (`slot`) and its birth counter (`seq`).
+const C_WATCH: u8 = 8;
 const NO_RULE: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -282,9 +300,13 @@ struct Meta {
     cacheable: bool,
     ckey: [u64; 3],
     cslot: u32,
-    /// From the cache: the deciding rule and whether the frame is a tracked reply.
+    /// From the cache: the deciding rule, whether the frame is a tracked reply, the outer UDP
+    /// source port.
     rule: Option<u32>,
     tracked_reply: bool,
+    sport: u16,
+    /// From the cache: the frame is denied.
+    deny: bool,
 }
 
 /// What the outer headers say, read at fixed offsets for IPv4 without options.
@@ -304,41 +326,41 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 #[inline(always)]
 fn outer(data: &[u8], udp_port: u16) -> Result<Outer, DropReason> {
-    // Fast path: untagged IPv4 without options, everything present.
-    if data.len() >= 50 && be16(data, 12) == ethertype::IPV4 && data[14] == 0x45 {
-        let ip = &data[14..34];
-        let tl = usize::from(be16(ip, 2));
-        if tl >= 20 && 14 + tl <= data.len() {
-            if vtep::checksum::ipv4_header(ip) != 0 {
-                return Err(DropReason::Malformed);
-            }
-            if be16(ip, 6) & 0x3fff != 0 || ip[9] != ipproto::UDP {
-                return Err(DropReason::NotOverlay);
-            }
-            if tl >= 36 {
-                let udp = &data[34..];
-                if be16(udp, 2) != udp_port {
-                    return Err(DropReason::NotOverlay);
-                }
-                let ulen = usize::from(be16(udp, 4));
-                if ulen < 16 || ulen > tl - 20 {
+    // Fast path: untagged IPv4 without options, everything present, read through one fixed-size
+    // view (no bounds check per field).
+    if let Some(h) = data.first_chunk::<50>() {
+        if be16(h, 12) == ethertype::IPV4 && h[14] == 0x45 {
+            let tl = usize::from(be16(h, 16));
+            if tl >= 20 && 14 + tl <= data.len() {
+                if ipv4_header_sum(h) != 0xffff {
                     return Err(DropReason::Malformed);
                 }
-                let vx = &data[42..50];
-                if vx[0] & 0x08 == 0 {
+                if be16(h, 20) & 0x3fff != 0 || h[23] != ipproto::UDP {
                     return Err(DropReason::NotOverlay);
                 }
-                if vx[0] & !0x88 != 0 || vx[7] != 0 {
-                    return Err(DropReason::Malformed);
+                if tl >= 36 {
+                    if be16(h, 36) != udp_port {
+                        return Err(DropReason::NotOverlay);
+                    }
+                    let ulen = usize::from(be16(h, 38));
+                    if ulen < 16 || ulen > tl - 20 {
+                        return Err(DropReason::Malformed);
+                    }
+                    if h[42] & 0x08 == 0 {
+                        return Err(DropReason::NotOverlay);
+                    }
+                    if h[42] & !0x88 != 0 || h[49] != 0 {
+                        return Err(DropReason::Malformed);
+                    }
+                    return Ok(Outer {
+                        src4: u32::from_be_bytes([h[26], h[27], h[28], h[29]]),
+                        v6: false,
+                        vni: u32::from_be_bytes([0, h[46], h[47], h[48]]),
+                        group: (h[42] & 0x80 != 0).then(|| be16(h, 44)),
+                        inner_off: 50,
+                        inner_len: ulen - 16,
+                    });
                 }
-                return Ok(Outer {
-                    src4: u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]),
-                    v6: false,
-                    vni: u32::from_be_bytes([0, vx[4], vx[5], vx[6]]),
-                    group: (vx[0] & 0x80 != 0).then(|| be16(vx, 2)),
-                    inner_off: 50,
-                    inner_len: ulen - 16,
-                });
             }
         }
     }
@@ -357,6 +379,54 @@ fn outer(data: &[u8], udp_port: u16) -> Result<Outer, DropReason> {
         inner_off: ov.inner_off,
         inner_len: ov.inner_len,
     })
+}
+
+/// The one's-complement sum, folded to 16 bits, of the IPv4 header at `h[14..34]`: 0xffff when its
+/// checksum is right. Summed as 32-bit words (the same sum, RFC 1071 §2(B)).
+#[inline(always)]
+fn ipv4_header_sum(h: &[u8; 50]) -> u16 {
+    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let mut acc = w(14) + w(18) + w(22) + w(26) + w(30);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc as u16
+}
+
+/// The decision-cache key's address and transport words of an inner IPv4 packet, read at fixed
+/// offsets: only for packets without options or fragmentation that are TCP (no SYN, FIN or RST),
+/// UDP or ICMP echo, whose fields lie where [`inner::parse_ipv4`] finds them. These are the values
+/// stage 1 computes from a full parse, so either way finds the same cache entries; anything else
+/// (`None`) takes the full parse.
+#[inline(always)]
+fn fast_tuple4(l3: &[u8]) -> Option<[u64; 2]> {
+    if l3.len() < 28 || l3[0] != 0x45 {
+        return None;
+    }
+    let tl = usize::from(be16(l3, 2));
+    if tl < 28 || tl > l3.len() || be16(l3, 6) & 0x3fff != 0 {
+        return None;
+    }
+    let addrs = u64::from_be_bytes([
+        l3[12], l3[13], l3[14], l3[15], l3[16], l3[17], l3[18], l3[19],
+    ]);
+    let proto = l3[9];
+    let (ports, icmp) = match proto {
+        ipproto::TCP if tl >= 34 && l3[33] & (tcp::SYN | tcp::FIN | tcp::RST) == 0 => {
+            (u32::from_be_bytes([l3[20], l3[21], l3[22], l3[23]]), 0u64)
+        }
+        ipproto::UDP => (u32::from_be_bytes([l3[20], l3[21], l3[22], l3[23]]), 0),
+        ipproto::ICMP if l3[20] == 8 || l3[20] == 0 => {
+            let id = u32::from(be16(l3, 24));
+            (id << 16 | id, if l3[20] == 8 { 1 } else { 2 })
+        }
+        _ => return None,
+    };
+    Some([
+        addrs,
+        u64::from(ports) << 32 | u64::from(proto) << 24 | icmp,
+    ])
 }
 
 /// The outer UDP source port for an inner flow: the same hash as [`vtep::Flow::entropy_port`].
@@ -473,6 +543,35 @@ impl Worker {
         }
         self.counters.frames += n as u64;
         self.counters.bytes += bytes;
+        // Stage 1b: the decision cache (its slots prefetched by stage 1); a frame it does not hold
+        // is parsed in full now, and its endpoints prefetched.
+        for i in 0..n {
+            let m = &mut meta[i];
+            if !matches!(m.kind, Kind::Fast | Kind::Ip) || !m.cacheable {
+                continue;
+            }
+            if self.probe(m) {
+                continue;
+            }
+            if m.kind == Kind::Fast {
+                if !table.vtep_allowed_ident(m.ident, m.vtep) {
+                    self.drop_frame(&mut outs[i], m, DropReason::SpoofedIdentity);
+                    continue;
+                }
+                let f = &frames[i];
+                let start = f.start + usize::from(m.inner_off) + usize::from(m.l3_off);
+                let l3 =
+                    &f.buf[start..f.start + usize::from(m.inner_off) + usize::from(m.inner_len)];
+                match inner::parse_ipv4(l3) {
+                    Ok(ip) => {
+                        m.ip = ip;
+                        m.kind = Kind::Ip;
+                        Self::prefetch_eps(table, m);
+                    }
+                    Err(_) => self.drop_frame(&mut outs[i], m, DropReason::Malformed),
+                }
+            }
+        }
         // Stage 2: endpoints (source validation, destination); prefetch the tenant pair.
         for i in 0..n {
             if meta[i].kind == Kind::Done {
@@ -487,7 +586,7 @@ impl Worker {
         for i in 0..n {
             let m = &mut meta[i];
             let r = match m.kind {
-                Kind::Done => continue,
+                Kind::Done | Kind::Fast => continue,
                 Kind::Ip => self.forward(table, &mut frames[i], m, &mut outs[i]),
                 Kind::Cached => self.cached(table, &mut frames[i], m, &mut outs[i]),
                 Kind::Arp => self.arp(table, &mut frames[i], m),
@@ -588,9 +687,6 @@ impl Worker {
             self.last_vtep.1 = v;
             v
         };
-        if !table.vtep_allowed_ident(ident, v) {
-            return Err(DropReason::SpoofedIdentity);
-        }
         m.ident = ident;
         m.vtep = v;
         m.vni = ov.vni;
@@ -607,6 +703,26 @@ impl Worker {
         let et = be16(inner, l3_off - 2);
         let l3 = &inner[l3_off..];
         let group_dst = inner[0] & 1 == 1;
+        if et == ethertype::IPV4 && !group_dst {
+            if let Some([addrs, l4]) = fast_tuple4(l3) {
+                // The common case: the cache key straight from fixed offsets; the parse (and
+                // the sending VTEP's check, which a cached decision implies) wait for a miss.
+                m.kind = Kind::Fast;
+                m.cacheable = true;
+                self.cache_key(
+                    m,
+                    [
+                        u64::from(t) << 32 | u64::from(v.unwrap_or(u32::MAX)),
+                        addrs,
+                        l4 | u64::from(tagged) << 16,
+                    ],
+                );
+                return Ok(());
+            }
+        }
+        if !table.vtep_allowed_ident(ident, v) {
+            return Err(DropReason::SpoofedIdentity);
+        }
         if et == ethertype::ARP {
             ArpPacket::new_checked(l3).map_err(|_| DropReason::Malformed)?;
             m.kind = Kind::Arp;
@@ -643,28 +759,68 @@ impl Worker {
                 && icmp < 3
                 && ip.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0;
             if m.cacheable {
-                m.ckey = [
-                    u64::from(t) << 32 | u64::from(v.unwrap_or(u32::MAX)),
-                    (ip.src as u64) << 32 | (ip.dst as u64 & 0xffff_ffff),
-                    u64::from(ip.src_port) << 48
-                        | u64::from(ip.dst_port) << 32
-                        | u64::from(ip.proto) << 24
-                        | u64::from(tagged) << 16
-                        | icmp,
-                ];
-                let h = crate::hash64(
-                    m.ckey[0] ^ m.ckey[1].rotate_left(21) ^ m.ckey[2].rotate_left(42),
+                self.cache_key(
+                    m,
+                    [
+                        u64::from(t) << 32 | u64::from(v.unwrap_or(u32::MAX)),
+                        (ip.src as u64) << 32 | (ip.dst as u64 & 0xffff_ffff),
+                        u64::from(ip.src_port) << 48
+                            | u64::from(ip.dst_port) << 32
+                            | u64::from(ip.proto) << 24
+                            | u64::from(tagged) << 16
+                            | icmp,
+                    ],
                 );
-                m.cslot = (h >> 40) as u32 & (self.cache.len() as u32 - 1);
-                policy::flat::prefetch(self.cache.as_ptr().wrapping_add(m.cslot as usize));
             }
-            let space = ident.space();
-            (m.src_key, m.src_h) = Table::ep4_hash(space, ip.src as u32);
-            (m.dst_key, m.dst_h) = Table::ep4_hash(space, ip.dst as u32);
-            table.prefetch_ep4(m.src_h);
-            table.prefetch_ep4(m.dst_h);
+            Self::prefetch_eps(table, m);
         }
         Ok(())
+    }
+
+    /// Sets a frame's decision-cache key and slot, and prefetches the slot.
+    #[inline(always)]
+    fn cache_key(&self, m: &mut Meta, key: [u64; 3]) {
+        m.ckey = key;
+        let h = crate::hash64(key[0] ^ key[1].rotate_left(21) ^ key[2].rotate_left(42));
+        m.cslot = (h >> 40) as u32 & (self.cache.len() as u32 - 1);
+        policy::flat::prefetch(self.cache.as_ptr().wrapping_add(m.cslot as usize));
+    }
+
+    /// Hashes an IPv4 frame's endpoint keys and prefetches their slots.
+    #[inline(always)]
+    fn prefetch_eps(table: &Table, m: &mut Meta) {
+        let space = m.ident.space();
+        (m.src_key, m.src_h) = Table::ep4_hash(space, m.ip.src as u32);
+        (m.dst_key, m.dst_h) = Table::ep4_hash(space, m.ip.dst as u32);
+        table.prefetch_ep4(m.src_h);
+        table.prefetch_ep4(m.dst_h);
+    }
+
+    /// Looks a cacheable frame's decision up in the cache: on a hit the frame becomes
+    /// [`Kind::Cached`] and `true` is returned.
+    #[inline(always)]
+    fn probe(&mut self, m: &mut Meta) -> bool {
+        let e = &self.cache[m.cslot as usize];
+        if e.epoch == self.cache_epoch
+            && e.key == m.ckey
+            && m.now < e.expires
+            && (if e.flags & C_FLOW != 0 {
+                self.flows.touch_ref(e.flow, m.now, e.flags & C_REPLY != 0)
+            } else {
+                e.flags & C_WATCH == 0 || self.flows.births(u64::from(e.flow.slot)) == e.flow.seq
+            })
+        {
+            self.cache_hits += 1;
+            m.kind = Kind::Cached;
+            m.dst_ep = Some(e.ep);
+            m.rule = (e.rule != NO_RULE).then_some(e.rule);
+            m.tracked_reply = e.flags & C_REPLY != 0;
+            m.sport = e.sport;
+            m.deny = e.flags & C_DENY != 0;
+            return true;
+        }
+        self.cache_misses += 1;
+        false
     }
 
     /// Looks up an endpoint in the sender's address space.
@@ -691,24 +847,7 @@ impl Worker {
     #[inline(always)]
     fn stage2(&mut self, table: &Table, m: &mut Meta) -> Result<(), DropReason> {
         if m.kind != Kind::Ip {
-            return Ok(()); // neighbour requests are answered in stage 3
-        }
-        if m.cacheable {
-            let e = self.cache[m.cslot as usize];
-            if e.epoch == self.cache_epoch
-                && e.key == m.ckey
-                && m.now < e.expires
-                && (e.flags & C_FLOW == 0
-                    || self.flows.touch_ref(e.flow, m.now, e.flags & C_REPLY != 0))
-            {
-                self.cache_hits += 1;
-                m.kind = Kind::Cached;
-                m.dst_ep = Some(e.ep);
-                m.rule = (e.rule != NO_RULE).then_some(e.rule);
-                m.tracked_reply = e.flags & C_REPLY != 0;
-                return Ok(());
-            }
-            self.cache_misses += 1;
+            return Ok(()); // neighbour requests are answered in stage 3, cached frames rewritten
         }
         let src = Self::ep(table, m, true);
         Self::valid_source(m, src)?;
@@ -732,7 +871,7 @@ impl Worker {
         m: &Meta,
         d: TenantIdx,
         l4: &[u8],
-    ) -> Result<(FragVerdict, Option<(FlowRef, bool)>), DropReason> {
+    ) -> Result<Judged, DropReason> {
         let s = m.ident.tenant;
         let ip = &m.ip;
         let now = m.now;
@@ -748,7 +887,11 @@ impl Worker {
             return self
                 .frags
                 .get(&fkey(id), now)
-                .map(|v| (v, None))
+                .map(|v| Judged {
+                    v,
+                    flow: None,
+                    watch: None,
+                })
                 .ok_or(DropReason::OrphanFragment);
         }
         let k = FlowKey {
@@ -766,6 +909,7 @@ impl Worker {
             tracked_reply: false,
         };
         let mut flow = None;
+        let mut watch = None;
         if table.replies() == Replies::Tracked {
             let space = m.ident.space();
             let id = FlowId::new(
@@ -782,20 +926,30 @@ impl Worker {
                 if dec.rule.is_some() || s != d {
                     flow = self.track(table, &id, ip, now);
                 }
-            } else if let Some(r) = self.is_reply(table, m, d, &id, l4) {
-                v = FragVerdict {
-                    allow: true,
-                    rule: None,
-                    tracked_reply: true,
-                };
-                self.counters.replies_tracked += 1;
-                flow = Some((r, true));
+            } else {
+                // Read before looking: a reply's flow born from now on moves the counter.
+                let h = id.mirrored().hash();
+                let birth = self.flows.births(h);
+                if let Some(r) = self.is_reply(table, m, d, &id, l4) {
+                    v = FragVerdict {
+                        allow: true,
+                        rule: None,
+                        tracked_reply: true,
+                    };
+                    self.counters.replies_tracked += 1;
+                    flow = Some((r, true));
+                } else {
+                    watch = Some(FlowRef {
+                        slot: h as u32,
+                        seq: birth,
+                    });
+                }
             }
         }
         if let Frag::First(fid) = ip.frag {
             self.frags.put(fkey(fid), now, v);
         }
-        Ok((v, flow))
+        Ok(Judged { v, flow, watch })
     }
 
     /// Starts or refreshes the flow of an allowed frame (or, when the frame answers a flow the other
@@ -915,16 +1069,31 @@ impl Worker {
         let inner_start = f.start + usize::from(m.inner_off);
         let l4_start = inner_start + usize::from(m.l3_off) + usize::from(m.ip.l4_off);
         let l4_end = inner_start + usize::from(m.l3_off) + usize::from(m.ip.ip_len);
-        let (v, flow) = {
+        let Judged { v, flow, watch } = {
             let l4 = f.buf.get(l4_start..l4_end).unwrap_or(&[]);
             self.judge(table, m, d, l4)?
         };
         o.rule = v.rule;
         o.tracked_reply = v.tracked_reply;
         if !v.allow {
+            if m.cacheable {
+                // Remembered too: a denied flow's next frames cost a probe. Under tracked
+                // replies the deny lapses when a flow it would answer is born.
+                self.cache[m.cslot as usize] = Cached {
+                    key: m.ckey,
+                    epoch: self.cache_epoch,
+                    rule: v.rule.unwrap_or(NO_RULE),
+                    expires: table.next_window_edge(m.now),
+                    ep,
+                    flow: watch.unwrap_or_default(),
+                    sport: 0,
+                    flags: C_DENY | if watch.is_some() { C_WATCH } else { 0 },
+                };
+            }
             return Err(DropReason::PolicyDenied);
         }
-        let r = self.rewrite(table, f, m, ep, o)?;
+        let sport = entropy(&m.ip);
+        let r = self.rewrite(table, f, m, ep, o, sport)?;
         if m.cacheable {
             let (flow, mut flags) = match flow {
                 Some((r, reply)) => (r, C_FLOW | if reply { C_REPLY } else { 0 }),
@@ -940,6 +1109,7 @@ impl Worker {
                 expires: table.next_window_edge(m.now),
                 ep,
                 flow,
+                sport,
                 flags,
             };
         }
@@ -957,11 +1127,14 @@ impl Worker {
     ) -> Result<Disposition, DropReason> {
         let ep = m.dst_ep.ok_or(DropReason::NoEndpoint)?;
         o.rule = m.rule;
+        if m.deny {
+            return Err(DropReason::PolicyDenied);
+        }
         o.tracked_reply = m.tracked_reply;
         if m.tracked_reply {
             self.counters.replies_tracked += 1;
         }
-        self.rewrite(table, f, m, ep, o)
+        self.rewrite(table, f, m, ep, o, m.sport)
     }
 
     /// The rewrite of an allowed frame toward endpoint `ep`: inner destination MAC, inner tag as the
@@ -974,6 +1147,7 @@ impl Worker {
         m: &Meta,
         ep: Ep,
         o: &mut Outcome,
+        sport: u16,
     ) -> Result<Disposition, DropReason> {
         let (s, d) = (m.ident.tenant, ep.tenant());
         let inner_start = f.start + usize::from(m.inner_off);
@@ -1000,19 +1174,14 @@ impl Worker {
         }
         let dst_mac = self.neighbors.of_vtep(ep.vtep()).unwrap_or(m.src_mac);
         f.buf[inner_start..inner_start + 6].copy_from_slice(&ep.mac().0);
-        let (st, l) = set_inner_vlan(f.buf, inner_start, inner_len, egress_vid)
-            .map_err(|_| DropReason::TooBig)?;
+        let (st, l) = if !m.tagged && egress_vid.is_none() {
+            (inner_start, inner_len) // nothing to push or pop: the common case
+        } else {
+            set_inner_vlan(f.buf, inner_start, inner_len, egress_vid)
+                .map_err(|_| DropReason::TooBig)?
+        };
         let start = tmpl
-            .write(
-                f.buf,
-                st,
-                l,
-                dst_mac,
-                m.dst_mac,
-                entropy(&m.ip),
-                ep.vni(),
-                group,
-            )
+            .write(f.buf, st, l, dst_mac, m.dst_mac, sport, ep.vni(), group)
             .map_err(|e| match e {
                 EncapError::NoHeadroom | EncapError::TooLong => DropReason::TooBig,
                 EncapError::FamilyMismatch => DropReason::NoEndpoint,

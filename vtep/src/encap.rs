@@ -241,47 +241,47 @@ impl OuterTemplate {
         }
         let start = inner_start - outer;
         let udp_len = 16 + inner_len;
-        let f = &mut buf[start..inner_start + inner_len];
-        f[0..6].copy_from_slice(&dst_mac.0);
-        f[6..12].copy_from_slice(&src_mac.0);
-        let vx = |b: &mut [u8]| {
+        let vx = |b: &mut [u8; 8]| {
             let v = (vni & 0x00ff_ffff).to_be_bytes();
-            match group {
-                Some(g) => {
-                    b[0] = VxlanHeader::<&[u8]>::FLAG_G | VxlanHeader::<&[u8]>::FLAG_I;
-                    b[1] = VxlanHeader::<&[u8]>::FLAG_A;
-                    b[2..4].copy_from_slice(&g.to_be_bytes());
-                }
-                None => {
-                    b[0] = VxlanHeader::<&[u8]>::FLAG_I;
-                    b[1] = 0;
-                    b[2] = 0;
-                    b[3] = 0;
-                }
-            }
-            b[4..7].copy_from_slice(&v[1..4]);
-            b[7] = 0;
+            let (f0, f1, g) = match group {
+                Some(g) => (
+                    VxlanHeader::<&[u8]>::FLAG_G | VxlanHeader::<&[u8]>::FLAG_I,
+                    VxlanHeader::<&[u8]>::FLAG_A,
+                    g.to_be_bytes(),
+                ),
+                None => (VxlanHeader::<&[u8]>::FLAG_I, 0, [0, 0]),
+            };
+            *b = [f0, f1, g[0], g[1], v[1], v[2], v[3], 0];
         };
         if !self.v6 {
+            // Fixed-size views: one bounds check for the whole header.
             let total = u16::try_from(20 + udp_len).map_err(|_| EncapError::TooLong)?;
+            let f: &mut [u8; OUTER_LEN_V4] = (&mut buf[start..inner_start])
+                .try_into()
+                .map_err(|_| EncapError::NoHeadroom)?;
+            f[0..6].copy_from_slice(&dst_mac.0);
+            f[6..12].copy_from_slice(&src_mac.0);
             f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-            let h = &mut f[14..50];
-            h[..36].copy_from_slice(&self.hdr[..36]);
-            h[2..4].copy_from_slice(&total.to_be_bytes());
+            f[14..50].copy_from_slice(&self.hdr[..36]);
+            f[16..18].copy_from_slice(&total.to_be_bytes());
             let c = checksum::finish(self.partial + u32::from(total));
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            h[20..22].copy_from_slice(&src_port.to_be_bytes());
-            h[24..26].copy_from_slice(&(udp_len as u16).to_be_bytes());
-            vx(&mut h[28..36]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            f[34..36].copy_from_slice(&src_port.to_be_bytes());
+            f[38..40].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            let x: &mut [u8; 8] = (&mut f[42..50]).try_into().expect("8 bytes");
+            vx(x);
         } else {
             let pl = u16::try_from(udp_len).map_err(|_| EncapError::TooLong)?;
+            let f = &mut buf[start..inner_start + inner_len];
+            f[0..6].copy_from_slice(&dst_mac.0);
+            f[6..12].copy_from_slice(&src_mac.0);
             f[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
             let h = &mut f[14..70];
             h.copy_from_slice(&self.hdr);
             h[4..6].copy_from_slice(&pl.to_be_bytes());
             h[40..42].copy_from_slice(&src_port.to_be_bytes());
             h[44..46].copy_from_slice(&pl.to_be_bytes());
-            vx(&mut h[48..56]);
+            vx((&mut h[48..56]).try_into().expect("8 bytes"));
             let acc = checksum::sum(self.partial.wrapping_add(u32::from(pl)), &f[54..]);
             let c = match checksum::finish(acc) {
                 0 => 0xffff,

@@ -1,0 +1,237 @@
+//! The worker's decision cache gives the outcomes of the full path: a cached allow or deny is
+//! served without a parse, a cached deny lapses when a flow it would answer is born (tracked
+//! replies), and a new table version drops every cached decision.
+
+use datapath::pipeline::{Disposition, Frame, Outcome, Worker, HEADROOM};
+use datapath::DropReason;
+use policy::{Document, Table};
+use std::sync::Arc;
+
+const POLICY: &str = r#"
+[gateway]
+underlay_ip = "198.18.0.254"
+udp_port = 4789
+mtu = 1500
+replies = "REPLIES"
+
+[[segment]]
+vni = 100
+identity = "vni"
+tenant = "acme"
+
+[[segment]]
+vni = 200
+identity = "vni"
+tenant = "globex"
+
+[[tenant]]
+name = "acme"
+id = 10
+vteps = ["198.18.0.1"]
+
+[[tenant]]
+name = "globex"
+id = 20
+vteps = ["198.18.0.2"]
+
+[[endpoint]]
+tenant = "acme"
+ip = "198.19.0.1"
+mac = "02:00:00:00:0a:01"
+vtep = "198.18.0.1"
+vni = 100
+
+[[endpoint]]
+tenant = "globex"
+ip = "198.19.1.1"
+mac = "02:00:00:00:14:01"
+vtep = "198.18.0.2"
+vni = 200
+
+[[rule]]
+from = "acme"
+to = "globex"
+proto = "udp"
+ports = "5000"
+action = "allow"
+priority = 100
+EXTRA
+"#;
+
+const A: [u8; 4] = [198, 19, 0, 1];
+const G: [u8; 4] = [198, 19, 1, 1];
+
+fn table(replies: &str, extra: &str, version: u64) -> Table {
+    let text = POLICY.replace("REPLIES", replies).replace("EXTRA", extra);
+    let doc = Document::from_toml(&text, "test.toml").expect("valid policy");
+    Table::compile(Arc::new(doc), version, None).expect("compiles")
+}
+
+fn csum(b: &[u8]) -> u16 {
+    let mut s: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let tl = (20 + payload.len()) as u16;
+    let mut h = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, proto, 0, 0];
+    h[2..4].copy_from_slice(&tl.to_be_bytes());
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let c = csum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// A VXLAN frame from VTEP `vtep` (198.18.0.x) on `vni` carrying a UDP datagram.
+fn udp_frame(vtep: u8, vni: u32, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16) -> Vec<u8> {
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&sp.to_be_bytes());
+    udp.extend_from_slice(&dp.to_be_bytes());
+    udp.extend_from_slice(&16u16.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(b"joypath!");
+    let mut inner = vec![0x02, 0, 0, 0, 0, 0xfe, 0x02, 0, 0, 0, 0, vtep, 0x08, 0x00];
+    inner.extend(ipv4(src, dst, 17, &udp));
+    let mut vx = vec![0x08, 0, 0, 0];
+    vx.extend_from_slice(&vni.to_be_bytes()[1..]);
+    vx.push(0);
+    let mut oudp = Vec::new();
+    oudp.extend_from_slice(&49152u16.to_be_bytes());
+    oudp.extend_from_slice(&4789u16.to_be_bytes());
+    oudp.extend_from_slice(&((8 + 8 + inner.len()) as u16).to_be_bytes());
+    oudp.extend_from_slice(&[0, 0]);
+    oudp.extend(vx);
+    oudp.extend(inner);
+    let mut f = vec![
+        0x02, 0, 0, 0, 0, 0xfe, 0x02, 0, 0, 0, 0x99, vtep, 0x08, 0x00,
+    ];
+    f.extend(ipv4([198, 18, 0, vtep], [198, 18, 0, 254], 17, &oudp));
+    f
+}
+
+fn acme_to_globex() -> Vec<u8> {
+    udp_frame(1, 100, A, G, 50000, 5000)
+}
+fn globex_to_acme() -> Vec<u8> {
+    udp_frame(2, 200, G, A, 5000, 50000)
+}
+
+/// Runs one frame through `w` at time `now` (s); its outcome.
+fn run(w: &mut Worker, t: &Table, frame: &[u8], now: i64) -> Outcome {
+    let mut buf = vec![0u8; HEADROOM + frame.len()];
+    buf[HEADROOM..].copy_from_slice(frame);
+    let mut frames = [Frame::new(&mut buf, HEADROOM, frame.len())];
+    let mut out = [Outcome::default()];
+    w.process(t, &mut frames, &mut out, now * 1_000_000_000);
+    out[0]
+}
+
+const DENIED: Disposition = Disposition::Drop(DropReason::PolicyDenied);
+
+#[test]
+fn a_cached_deny_lapses_when_the_flow_it_would_answer_is_born() {
+    let t = table("tracked", "", 1);
+    let mut w = Worker::new();
+    let now = 1_800_000_000;
+    assert_eq!(run(&mut w, &t, &globex_to_acme(), now).disposition, DENIED);
+    assert_eq!(run(&mut w, &t, &globex_to_acme(), now).disposition, DENIED);
+    assert_eq!(
+        (w.cache_hits, w.cache_misses),
+        (1, 1),
+        "the second deny is served from the cache"
+    );
+
+    let o = run(&mut w, &t, &acme_to_globex(), now);
+    assert_eq!(o.disposition, Disposition::Forward);
+    // The flow acme started is born: globex's frame is now its reply, cached deny or not.
+    let o = run(&mut w, &t, &globex_to_acme(), now);
+    assert_eq!(o.disposition, Disposition::Forward);
+    assert!(o.tracked_reply);
+    let hits = w.cache_hits;
+    let o = run(&mut w, &t, &globex_to_acme(), now);
+    assert_eq!(
+        (o.disposition, o.tracked_reply),
+        (Disposition::Forward, true)
+    );
+    assert_eq!(
+        w.cache_hits,
+        hits + 1,
+        "the reply's decision is cached in turn"
+    );
+
+    // The flow goes idle (udp: 30 s by default): the cached reply lapses with it.
+    let o = run(&mut w, &t, &globex_to_acme(), now + 3600);
+    assert_eq!(o.disposition, DENIED);
+}
+
+#[test]
+fn a_deny_born_flow_seen_by_another_worker_lifts_the_cached_deny() {
+    // Requests and replies arrive on different queues: the deny cached by one worker must lapse
+    // when another worker's frame starts the flow.
+    let t = table("tracked", "", 1);
+    let mut replies = Worker::new();
+    let mut requests = Worker::with_flows(replies.flows.clone());
+    let now = 1_800_000_000;
+    assert_eq!(
+        run(&mut replies, &t, &globex_to_acme(), now).disposition,
+        DENIED
+    );
+    assert_eq!(
+        run(&mut replies, &t, &globex_to_acme(), now).disposition,
+        DENIED
+    );
+    assert_eq!(replies.cache_hits, 1);
+    let o = run(&mut requests, &t, &acme_to_globex(), now);
+    assert_eq!(o.disposition, Disposition::Forward);
+    let o = run(&mut replies, &t, &globex_to_acme(), now);
+    assert_eq!(
+        (o.disposition, o.tracked_reply),
+        (Disposition::Forward, true)
+    );
+}
+
+#[test]
+fn a_cached_decision_keeps_the_outcome_and_the_bytes_of_the_full_path() {
+    let t = table("tracked", "", 1);
+    let mut w = Worker::new();
+    let now = 1_800_000_000;
+    let frame = acme_to_globex();
+    let mut first = vec![0u8; HEADROOM + frame.len()];
+    first[HEADROOM..].copy_from_slice(&frame);
+    let mut second = first.clone();
+    let mut out = [Outcome::default()];
+    let mut f = [Frame::new(&mut first, HEADROOM, frame.len())];
+    w.process(&t, &mut f, &mut out, now * 1_000_000_000);
+    let (a_start, a_len, a_out) = (f[0].start, f[0].len, out[0]);
+    assert_eq!(w.cache_misses, 1);
+    let mut f = [Frame::new(&mut second, HEADROOM, frame.len())];
+    w.process(&t, &mut f, &mut out, now * 1_000_000_000);
+    assert_eq!(w.cache_hits, 1);
+    assert_eq!((f[0].start, f[0].len, out[0]), (a_start, a_len, a_out));
+    assert_eq!(first, second, "the cached rewrite writes the same bytes");
+    assert_eq!(a_out.rule, Some(0));
+}
+
+#[test]
+fn stateless_denies_are_cached_and_a_new_version_drops_them() {
+    let t = table("stateless", "", 1);
+    let mut w = Worker::new();
+    let now = 1_800_000_000;
+    // Stateless: globex from port 5000 is admitted as the mirror of the allow; from 5001 denied.
+    let deny = udp_frame(2, 200, G, A, 5001, 50000);
+    assert_eq!(run(&mut w, &t, &deny, now).disposition, DENIED);
+    assert_eq!(run(&mut w, &t, &deny, now).disposition, DENIED);
+    assert_eq!(w.cache_hits, 1);
+    let allow = "[[rule]]\nfrom = \"globex\"\nto = \"acme\"\nproto = \"udp\"\naction = \"allow\"\npriority = 10\n";
+    let t2 = table("stateless", allow, 2);
+    let o = run(&mut w, &t2, &deny, now);
+    assert_eq!((o.disposition, o.rule), (Disposition::Forward, Some(1)));
+}
