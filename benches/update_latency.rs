@@ -3,7 +3,10 @@
 //! version, with frames flowing through replay workers the whole time, at 1k and 100k rules with 1M
 //! endpoints by default. Run: `cargo bench --bench update_latency` (JOYPATH_UPDATE_SCALES to pick,
 //! e.g. "1000:1000000,100000:1000000"; JOYPATH_UPDATE_ROUNDS rounds per scale). With
-//! JOYPATH_UPDATE_OP=endpoint the change is one endpoint added instead of one rule.
+//! JOYPATH_UPDATE_OP=endpoint the change is one endpoint added instead of one rule; with
+//! JOYPATH_UPDATE_OP=tenant, one tenant onboarded (`tenant.add`, then `segment.add` for its VNI
+//! segment, each timed as a change of its own). A scale may name its tenants too:
+//! "RULES:ENDPOINTS:TENANTS" (default: endpoints / 10, at most 100 000).
 
 use arc_swap::ArcSwap;
 
@@ -64,17 +67,31 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     let workers_n = 1;
-    let endpoint_op = std::env::var("JOYPATH_UPDATE_OP").as_deref() == Ok("endpoint");
+    let op_kind = std::env::var("JOYPATH_UPDATE_OP").unwrap_or_else(|_| "rule".into());
+    assert!(
+        ["rule", "endpoint", "tenant"].contains(&op_kind.as_str()),
+        "JOYPATH_UPDATE_OP is rule, endpoint or tenant"
+    );
     println!(
-        "change: one {} added",
-        if endpoint_op { "endpoint" } else { "rule" }
+        "change: {}",
+        match op_kind.as_str() {
+            "tenant" => "one tenant.add or segment.add (alternating: a tenant onboarded with its VNI segment)",
+            "endpoint" => "one endpoint added",
+            _ => "one rule added",
+        }
     );
     println!("| rules | endpoints | request → all workers (median ms) | request → ack (median ms) | compile (ms) | compiled → durable (ms) | frames during updates | frames accounted |");
     println!("|---|---|---|---|---|---|---|---|");
     for scale in scales.split(',') {
-        let (rules, endpoints) = scale.split_once(':').expect("RULES:ENDPOINTS");
-        let (rules, endpoints): (u32, u32) = (rules.parse().unwrap(), endpoints.parse().unwrap());
-        let tenants = (endpoints / 10).clamp(10, 100_000);
+        let parts: Vec<u32> = scale
+            .split(':')
+            .map(|x| x.parse().expect("RULES:ENDPOINTS[:TENANTS]"))
+            .collect();
+        let (rules, endpoints) = (parts[0], parts[1]);
+        let tenants = parts
+            .get(2)
+            .copied()
+            .unwrap_or((endpoints / 10).clamp(10, 100_000));
         let mut p = synth::Params::scale(tenants, endpoints, rules);
         p.flows = 4096;
         p.frames = 4096;
@@ -103,6 +120,9 @@ fn main() {
                 json!({"endpoint": e})
             })
             .collect();
+        // Tenants to onboard: ids and VNIs above every one in use, each on a VNI segment of its own.
+        let max_id = w.doc.tenants.iter().map(|t| t.id).max().unwrap_or(0);
+        let max_vni = w.doc.segments.iter().map(|s| s.vni).max().unwrap_or(0);
         let doc = Arc::new(w.doc);
         store
             .commit(doc.clone(), policy::table::digest(&doc), 0, "config", None)
@@ -153,10 +173,18 @@ fn main() {
             // The request goes out on another thread; this one watches the workers meanwhile.
             let t = Instant::now();
             let sock = sock.clone();
-            let (op, args) = if endpoint_op {
-                ("endpoint.add", new_endpoint.clone())
-            } else {
-                ("rule.add", json!({"rule": rule}))
+            let name = format!("onboarded{}", r / 2);
+            let (op, args) = match op_kind.as_str() {
+                "endpoint" => ("endpoint.add", new_endpoint.clone()),
+                "tenant" if r % 2 == 0 => (
+                    "tenant.add",
+                    json!({"tenant": {"name": name, "id": max_id + 1 + r as u32}}),
+                ),
+                "tenant" => (
+                    "segment.add",
+                    json!({"segment": {"vni": max_vni + 1 + r as u32, "identity": "vni", "tenant": name}}),
+                ),
+                _ => ("rule.add", json!({"rule": rule})),
             };
             let req = std::thread::spawn(move || {
                 let mut c = Client::connect(&sock).unwrap();
@@ -175,6 +203,11 @@ fn main() {
             let res = resp.result.unwrap();
             assert_eq!(res["version"].as_u64().unwrap(), v);
             to_ack.push(ack.as_secs_f64() * 1e3);
+            eprintln!(
+                "  {op}: ack {:.2} ms, compile {:.2} ms",
+                ack.as_secs_f64() * 1e3,
+                res["compile_ms"].as_f64().unwrap()
+            );
             compile.push(res["compile_ms"].as_f64().unwrap());
             persist.push(res["persist_ms"].as_f64().unwrap() - res["compile_ms"].as_f64().unwrap());
         }

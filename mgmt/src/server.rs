@@ -1090,7 +1090,7 @@ impl Server {
         let (table, in_place) =
             compile_next(&old, base_of_old, edits, Arc::new(doc), next).map_err(invalid)?;
         if in_place {
-            tracing::debug!(op, version = next, "endpoint change made in place");
+            tracing::debug!(op, version = next, "change made in place");
         }
         let compiled = t0.elapsed().as_secs_f64() * 1e3;
         let doc = table.document().clone();
@@ -1340,7 +1340,8 @@ pub use crate::metrics::prometheus;
 
 /// `doc`, made by `edits` from `base` — the document the running table `old` was compiled from, if
 /// it is — compiled as `version`: in place when the edits are one endpoint change that
-/// `Table::with_endpoint_change` makes, whole otherwise. Says which.
+/// `Table::with_endpoint_change` makes or one tenant or segment added that `Table::with_addition`
+/// makes, whole otherwise. Says which.
 fn compile_next(
     old: &Table,
     base: Option<&Document>,
@@ -1350,11 +1351,42 @@ fn compile_next(
 ) -> Result<(Table, bool), policy::ConfigError> {
     let in_place = base
         .zip(edits)
-        .and_then(|(base, edits)| endpoint_change(edits, base, &doc))
-        .and_then(|change| old.with_endpoint_change(version, change, doc.clone()));
+        .and_then(|(base, edits)| match addition(edits, base, &doc) {
+            Some(a) => old.with_addition(version, a, doc.clone()),
+            None => endpoint_change(edits, base, &doc)
+                .and_then(|change| old.with_endpoint_change(version, change, doc.clone())),
+        });
     match in_place {
         Some(t) => Ok((t, true)),
         None => Table::compile(doc, version, Some(old)).map(|t| (t, false)),
+    }
+}
+
+/// The tenant or segment a `tenant.add` / `segment.add` edit (`edits`, as persisted: one edit)
+/// appended to `base`, when nothing else changed.
+fn addition<'a>(edits: &Value, base: &Document, doc: &'a Document) -> Option<policy::Addition<'a>> {
+    let [one] = edits.as_array()?.as_slice() else {
+        return None;
+    };
+    // Lists shared with `base` compare by pointer: nothing is walked.
+    let rest =
+        doc.gateway == base.gateway && doc.endpoints == base.endpoints && doc.rules == base.rules;
+    match one.get("op")?.as_str()? {
+        "tenant.add"
+            if rest
+                && doc.segments == base.segments
+                && doc.tenants.len() == base.tenants.len() + 1 =>
+        {
+            Some(policy::Addition::Tenant(doc.tenants.last()?))
+        }
+        "segment.add"
+            if rest
+                && doc.tenants == base.tenants
+                && doc.segments.len() == base.segments.len() + 1 =>
+        {
+            Some(policy::Addition::Segment(doc.segments.last()?))
+        }
+        _ => None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Compiling a validated document into a [`Table`], and deriving a table with one rule or one endpoint
 //! changed from another (sharing everything else), with the digests the store and workers compare.
 
-use crate::document::{Action, Cidr, Document, Endpoint, IdentityMode, Proto, Rule, ANY_TENANT};
+use crate::document::{
+    Action, Cidr, Document, Endpoint, IdentityMode, Proto, Rule, Segment, Tenant, ANY_TENANT,
+};
 use crate::error::{ConfigError, Issue};
 use crate::flat::FlatMap;
 use crate::huge::HugeBuf;
@@ -30,6 +32,13 @@ pub enum RuleChange<'a> {
 pub struct EndpointChange<'a> {
     pub old: Option<&'a Endpoint>,
     pub new: Option<&'a Endpoint>,
+}
+
+/// A tenant or a segment appended to its list: what `Table::with_addition` applies in place.
+#[derive(Debug, Clone, Copy)]
+pub enum Addition<'a> {
+    Tenant(&'a Tenant),
+    Segment(&'a Segment),
 }
 
 /// The digests' hasher: 64-bit words folded in with a wide multiply (wyhash-style), so hashing an
@@ -128,12 +137,20 @@ fn core_digest(doc: &Document) -> u64 {
     );
     let mut d = hash_of(1, &gkey);
     for s in &doc.segments {
-        d = d.wrapping_add(hash_of(2, &(s.vni, s.identity, &s.tenant)));
+        d = d.wrapping_add(segment_hash(s));
     }
     for t in &doc.tenants {
-        d = d.wrapping_add(hash_of(3, &(&t.name, t.id, &t.vteps, &t.address_space)));
+        d = d.wrapping_add(tenant_hash(t));
     }
     d
+}
+
+fn segment_hash(s: &Segment) -> u64 {
+    hash_of(2, &(s.vni, s.identity, &s.tenant))
+}
+
+fn tenant_hash(t: &Tenant) -> u64 {
+    hash_of(3, &(&t.name, t.id, &t.vteps, &t.address_space))
 }
 
 fn endpoint_hash(e: &Endpoint) -> u64 {
@@ -271,11 +288,13 @@ impl RuleSet {
         let empty = b.count() == 0;
         let slots = self.slots;
         let dense = |v: &mut Vec<Bucket>, n: &mut usize, i: u32| {
-            if v.is_empty() {
+            // Sized for the tenant slots on first use, and grown for a slot added since (a
+            // tenant added in place): a missing entry reads as an empty bucket.
+            if v.len() <= i as usize {
                 if empty {
                     return;
                 }
-                v.resize(slots, Bucket::default());
+                v.resize(slots.max(i as usize + 1), Bucket::default());
             }
             let was = v[i as usize].count() > 0;
             v[i as usize] = b;
@@ -591,7 +610,136 @@ impl Table {
     }
 }
 
+impl Table {
+    /// This table with one tenant or segment appended, as `version`, for `doc` (this table's
+    /// document with the addition made): the hot identity tables are copied and extended (the new
+    /// tenant takes the next slot; its VTEPs are appended when new); endpoints and rules are shared
+    /// with this table. Onboarding a tenant — `tenant.add`, then `segment.add` for its VNI segment —
+    /// costs a copy of those tables, not a compile of every rule.
+    ///
+    /// `None` when the addition is not one this path makes, and the document must be compiled
+    /// whole (which also names whatever makes it invalid): a name, id or VNI in use or unusable, a
+    /// name a removed tenant's slot still holds, a duplicate VTEP, a `vni` segment naming no live
+    /// tenant, or the policy's first tenant id wider than 16 bits (whether it could reach a GBP
+    /// segment depends on every wildcard rule).
+    pub fn with_addition(
+        &self,
+        version: u64,
+        addition: Addition<'_>,
+        doc: Arc<Document>,
+    ) -> Option<Table> {
+        let mut core = (*self.core).clone();
+        match addition {
+            Addition::Tenant(t) => core.add_tenant(t, &doc)?,
+            Addition::Segment(s) => core.add_segment(s)?,
+        }
+        Some(Table {
+            version,
+            doc,
+            core: Arc::new(core),
+            eps: self.eps.clone(),
+            rules: self.rules.clone(),
+        })
+    }
+}
+
 impl Core {
+    fn add_tenant(&mut self, t: &Tenant, doc: &Document) -> Option<()> {
+        let unusable =
+            t.name.is_empty() || t.name == ANY_TENANT || t.name.chars().any(char::is_control);
+        if unusable || t.id == 0 || self.names.get(&self.tenants, &t.name).is_some() {
+            return None;
+        }
+        let wide = t.id > 0xffff;
+        // A first wide id brings the identity-width check to every wildcard rule: compile whole.
+        // With wide ids already present, the rules passed that check for any of them.
+        if wide && (self.big_ids.is_empty() || self.big_ids.contains_key(&t.id)) {
+            return None;
+        }
+        if !wide && self.ids[t.id as usize].is_some() {
+            return None;
+        }
+        if let Some(v) = &t.vteps {
+            if (1..v.len()).any(|j| v[..j].contains(&v[j])) {
+                return None;
+            }
+        }
+        if self.tenants.len() >= MAX_SLOTS as usize {
+            return None;
+        }
+        // Its address space: a live tenant's of the same space name, or a new one.
+        let space = match doc
+            .tenants
+            .iter()
+            .filter(|x| x.name != t.name && x.space() == t.space())
+            .find_map(|x| self.names.get(&self.tenants, &x.name))
+        {
+            Some(i) => self.tenants[i as usize].space,
+            None => {
+                let s = self.tenants.iter().map(|e| e.space + 1).max().unwrap_or(0);
+                if s >= MAX_SLOTS {
+                    return None;
+                }
+                s
+            }
+        };
+        let idx = self.tenants.len() as TenantIdx;
+        let mut vteps = Vec::new();
+        for ip in t.vteps.iter().flatten() {
+            vteps.push(match self.vtep_index_of(*ip) {
+                Some(v) => v,
+                None => self.add_vtep(*ip)?,
+            });
+        }
+        Arc::make_mut(&mut self.tenants).push(TenantEntry {
+            name: t.name.as_str().into(),
+            id: t.id,
+            space,
+            live: true,
+            any_vtep: t.vteps.is_none(),
+        });
+        Arc::make_mut(&mut self.names).insert(&self.tenants, idx);
+        if wide {
+            Arc::make_mut(&mut self.big_ids).insert(t.id, idx);
+        } else {
+            self.ids.as_mut_slice()[t.id as usize] = Ident::new(idx, space, t.vteps.is_none());
+        }
+        self.tenant_ids.push(t.id);
+        for v in vteps {
+            self.tenant_vteps
+                .insert(u64::from(idx) << 32 | u64::from(v), 1);
+        }
+        self.digest = self.digest.wrapping_add(tenant_hash(t));
+        Some(())
+    }
+
+    fn add_segment(&mut self, s: &Segment) -> Option<()> {
+        if s.vni > 0x00ff_ffff || segment_mode(&self.seg_dir, &self.seg_pages, s.vni).is_some() {
+            return None;
+        }
+        let ident = match (s.identity, s.tenant.as_deref()) {
+            (IdentityMode::Vni, Some(n)) => {
+                let i = self.names.get(&self.tenants, n)?;
+                let e = &self.tenants[i as usize];
+                if !e.live {
+                    return None;
+                }
+                Ident::new(i, e.space, e.any_vtep)
+            }
+            (IdentityMode::Gbp | IdentityMode::Vlan, None) => Ident::NONE,
+            _ => return None,
+        };
+        let d = ((s.vni >> 12) & 0xfff) as usize;
+        if self.seg_dir[d] == 0 {
+            self.seg_pages.push(Box::new([Seg::default(); 4096]));
+            self.seg_dir[d] = self.seg_pages.len() as u32;
+        }
+        self.seg_pages[self.seg_dir[d] as usize - 1][(s.vni & 0xfff) as usize] =
+            Seg::new(s.identity, ident);
+        self.digest = self.digest.wrapping_add(segment_hash(s));
+        Some(())
+    }
+
     fn vtep_index_of(&self, ip: IpAddr) -> Option<VtepIdx> {
         match ip {
             IpAddr::V4(a) => self.vtep4.get(u64::from(u32::from(a))),
