@@ -674,7 +674,7 @@ mod tests {
     }
 
     fn names(d: &Document) -> Vec<String> {
-        d.tenants.iter().map(|t| t.name.clone()).collect()
+        d.tenants.iter().map(|t| t.name.to_string()).collect()
     }
 
     #[test]

@@ -692,7 +692,7 @@ impl Core {
             });
         }
         Arc::make_mut(&mut self.tenants).push(TenantEntry {
-            name: t.name.as_str().into(),
+            name: t.name.clone(),
             id: t.id,
             space,
             live: true,
@@ -804,7 +804,7 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<(Core, Eps), Confi
         let n = spaces.len() as u32;
         let space = *spaces.entry(t.space()).or_insert(n);
         let entry = TenantEntry {
-            name: t.name.as_str().into(),
+            name: t.name.clone(),
             id: t.id,
             space,
             live: true,

@@ -3,7 +3,7 @@
 
 use crate::error::{ConfigError, Issue};
 pub use crate::section::Section;
-use crate::section::TenantName;
+use crate::section::{TenantName, VtepList};
 use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -142,15 +142,16 @@ pub struct Segment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
-    pub name: String,
+    /// Shared with the table's tenant entry and with copies of the list (no string is copied).
+    pub name: TenantName,
     /// GBP group id (≤ 65535) / VLAN id (1–4094) on shared segments; unique.
     pub id: u32,
     /// VTEPs allowed to send on the tenant's behalf; omitted = any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vteps: Option<Vec<IpAddr>>,
+    pub vteps: Option<VtepList>,
     /// Tenants with overlapping inner addresses use different spaces. Default "default".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address_space: Option<String>,
+    pub address_space: Option<TenantName>,
 }
 
 impl Tenant {

@@ -17,6 +17,7 @@ use crate::document::{
     Action, Document, Endpoint, FlowTimeouts, Gateway, IdentityMode, Proto, Replies, Rule, Segment,
     Tenant,
 };
+use crate::section::{TenantName, VtepList};
 use std::borrow::Cow;
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -192,6 +193,8 @@ struct Parser {
     tenants: Vec<Tenant>,
     endpoints: Vec<Endpoint>,
     rules: Vec<Rule>,
+    /// Address space names seen, shared by every tenant of a space.
+    spaces: Vec<TenantName>,
 }
 
 #[inline]
@@ -580,10 +583,21 @@ impl Parser {
             Sec::Tenant => {
                 let t = std::mem::take(&mut self.ten);
                 self.tenants.push(Tenant {
-                    name: t.name?,
+                    name: t.name?.into(),
                     id: t.id?,
-                    vteps: t.vteps,
-                    address_space: t.address_space,
+                    vteps: t.vteps.map(VtepList::from),
+                    address_space: t.address_space.map(|a| {
+                        match self.spaces.iter().find(|s| ***s == *a) {
+                            Some(s) => s.clone(),
+                            None => {
+                                let s = TenantName::from(a);
+                                if self.spaces.len() < 64 {
+                                    self.spaces.push(s.clone());
+                                }
+                                s
+                            }
+                        }
+                    }),
                 });
             }
             Sec::Endpoint => {

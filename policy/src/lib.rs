@@ -24,7 +24,7 @@ pub use document::{
     Tenant,
 };
 pub use error::{ConfigError, Issue};
-pub use section::TenantName;
+pub use section::{TenantName, VtepList};
 pub use table::{
     Decision, EndpointEntry, Ep, FlowKey, Ident, Seg, SegmentEntry, Table, TenantEntry, TenantIdx,
     VtepIdx,

@@ -198,3 +198,53 @@ impl<'de> Deserialize<'de> for TenantName {
         String::deserialize(d).map(TenantName::from)
     }
 }
+
+/// A tenant's `vteps` list: shared between copies of the tenant list (a copy allocates nothing).
+/// Reads as a slice, serialises as a list of addresses.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct VtepList(Arc<[std::net::IpAddr]>);
+
+impl std::ops::Deref for VtepList {
+    type Target = [std::net::IpAddr];
+    fn deref(&self) -> &[std::net::IpAddr] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for VtepList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<Vec<std::net::IpAddr>> for VtepList {
+    fn from(v: Vec<std::net::IpAddr>) -> Self {
+        VtepList(v.into())
+    }
+}
+
+impl FromIterator<std::net::IpAddr> for VtepList {
+    fn from_iter<I: IntoIterator<Item = std::net::IpAddr>>(iter: I) -> Self {
+        VtepList(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a VtepList {
+    type Item = &'a std::net::IpAddr;
+    type IntoIter = std::slice::Iter<'a, std::net::IpAddr>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Serialize for VtepList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for VtepList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<std::net::IpAddr>::deserialize(d).map(VtepList::from)
+    }
+}

@@ -30,7 +30,7 @@ pub const MAX_SLOTS: u32 = (1 << 24) - 1;
 /// A tenant as the cold side sees it (names, for reports).
 #[derive(Debug, Clone)]
 pub struct TenantEntry {
-    pub name: Box<str>,
+    pub name: crate::section::TenantName,
     pub id: u32,
     /// Address space index (tenants sharing an index share inner addresses).
     pub space: u32,

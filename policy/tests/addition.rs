@@ -150,7 +150,7 @@ proptest! {
                     name: NAMES[*n].into(),
                     id: IDS[*i],
                     vteps: v.as_ref().map(|v| v.iter().map(|j| VTEPS[*j].parse().unwrap()).collect()),
-                    address_space: SPACES[*s].map(str::to_string),
+                    address_space: SPACES[*s].map(Into::into),
                 }),
                 Op::Segment(v, m, t) => doc.segments.push(Segment {
                     vni: VNIS[*v],

@@ -241,7 +241,7 @@ fn render(doc: &Document, seed: u64) -> String {
                         ("name", Some(V::S(&x.name))),
                         ("id", u(Some(x.id))),
                         ("vteps", vteps),
-                        ("address_space", s(&x.address_space)),
+                        ("address_space", x.address_space.as_deref().map(V::S)),
                     ],
                     &mut r,
                     nl,
@@ -390,10 +390,10 @@ fn document() -> impl Strategy<Value = Document> {
         proptest::option::of(text()),
     )
         .prop_map(|(name, id, vteps, address_space)| Tenant {
-            name,
+            name: name.into(),
             id,
-            vteps,
-            address_space,
+            vteps: vteps.map(Into::into),
+            address_space: address_space.map(Into::into),
         });
     let endpoint = (text(), ip(), any::<[u8; 6]>(), ip(), any::<u32>()).prop_map(
         |(tenant, ip, mac, vtep, vni)| Endpoint {

@@ -125,7 +125,7 @@ fn doc_with(rules: Vec<Rule>, replies: Replies) -> Document {
             .iter()
             .enumerate()
             .map(|(i, n)| Tenant {
-                name: n.to_string(),
+                name: (*n).into(),
                 id: i as u32 + 1,
                 vteps: None,
                 address_space: None,
@@ -422,7 +422,7 @@ proptest! {
             match (got, want) {
                 (None, None) => {}
                 (Some(e), Some((owner, vtep, mac))) => {
-                    prop_assert_eq!(table.tenant(e.tenant).name.as_ref(), *owner);
+                    prop_assert_eq!(table.tenant(e.tenant).name.as_str(), *owner);
                     prop_assert_eq!(e.vtep, *vtep);
                     prop_assert_eq!(e.mac, *mac);
                     prop_assert_eq!(e.vni, 1);

@@ -434,6 +434,7 @@ fn document(p: &Params, lay: &Layout) -> Document {
         });
     }
     let mut tenants = Vec::with_capacity(t_n as usize);
+    let spaces: Vec<policy::TenantName> = (0..lay.k).map(|s| format!("s{s}").into()).collect();
     for t in 0..t_n {
         if tenant_mode(p, t) == IdentityMode::Vni {
             segments.push(Segment {
@@ -452,10 +453,10 @@ fn document(p: &Params, lay: &Layout) -> Document {
                 v.into_iter().map(|i| IpAddr::V4(vtep_ip(i))).collect()
             });
         tenants.push(Tenant {
-            name: tenant_name(t),
+            name: tenant_name(t).into(),
             id: t + 1,
             vteps,
-            address_space: (lay.k > 1).then(|| format!("s{}", t % lay.k)),
+            address_space: (lay.k > 1).then(|| spaces[(t % lay.k) as usize].clone()),
         });
     }
     let endpoints = (0..p.endpoints)
