@@ -1079,16 +1079,8 @@ impl Worker {
             if m.cacheable {
                 // Remembered too: a denied flow's next frames cost a probe. Under tracked
                 // replies the deny lapses when a flow it would answer is born.
-                self.cache[m.cslot as usize] = Cached {
-                    key: m.ckey,
-                    epoch: self.cache_epoch,
-                    rule: v.rule.unwrap_or(NO_RULE),
-                    expires: table.next_window_edge(m.now),
-                    ep,
-                    flow: watch.unwrap_or_default(),
-                    sport: 0,
-                    flags: C_DENY | if watch.is_some() { C_WATCH } else { 0 },
-                };
+                let flags = C_DENY | if watch.is_some() { C_WATCH } else { 0 };
+                self.remember(table, m, v.rule, ep, watch.unwrap_or_default(), 0, flags);
             }
             return Err(DropReason::PolicyDenied);
         }
@@ -1102,18 +1094,34 @@ impl Worker {
             if v.tracked_reply {
                 flags |= C_REPLY;
             }
-            self.cache[m.cslot as usize] = Cached {
-                key: m.ckey,
-                epoch: self.cache_epoch,
-                rule: v.rule.unwrap_or(NO_RULE),
-                expires: table.next_window_edge(m.now),
-                ep,
-                flow,
-                sport,
-                flags,
-            };
+            self.remember(table, m, v.rule, ep, flow, sport, flags);
         }
         Ok(r)
+    }
+
+    /// Writes a frame's decision into its cache slot, valid until the next rule-window edge.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn remember(
+        &mut self,
+        table: &Table,
+        m: &Meta,
+        rule: Option<u32>,
+        ep: Ep,
+        flow: FlowRef,
+        sport: u16,
+        flags: u8,
+    ) {
+        self.cache[m.cslot as usize] = Cached {
+            key: m.ckey,
+            epoch: self.cache_epoch,
+            rule: rule.unwrap_or(NO_RULE),
+            expires: table.next_window_edge(m.now),
+            ep,
+            flow,
+            sport,
+            flags,
+        };
     }
 
     /// An IPv4 frame whose decision the cache held: straight to the rewrite.
