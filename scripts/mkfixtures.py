@@ -786,6 +786,10 @@ def build_drops() -> Capture:
           "big frame to an unknown destination: endpoint lookup comes before the size check")
     c.add(send(acme, arp_req(A, "198.19.0.2", op=2), is_frame=True), "unsupported", "acme", "inner ARP reply (op 2)")
     c.add(send(acme, arp_req(A, "198.19.0.2", htype=6), is_frame=True), "malformed", "acme", "inner ARP with htype 6")
+    c.add(send(acme, tcp(A, "198.19.0.2", 41052, 80), src_mac="03:00:00:00:0a:01"), "malformed", "acme",
+          "inner source MAC 03:00:00:00:0a:01 is a group address")
+    c.add(send(acme, tcp(A, "198.19.0.2", 41053, 80), src_mac="00:00:00:00:00:00"), "malformed", "acme",
+          "inner source MAC all zeros")
     return c
 
 
@@ -834,6 +838,9 @@ def build_arp() -> Capture:
     c.add(send(acme, arp_req(A, "198.19.0.2", hlen=8), is_frame=True), "malformed", "acme", "ARP hlen 8")
     c.add(send(acme, arp_req(A, "198.19.0.2", pad=False)[:14 + 20], is_frame=True), "malformed", "acme",
           "ARP truncated to 20 bytes")
+    body = arp(1, "01:00:5e:00:00:01", A, "00:00:00:00:00:00", "198.19.0.2") + b"\0" * 18
+    c.add(send(acme, eth(BCAST, "02:00:00:00:0a:01", 0x0806, body), is_frame=True), "malformed", "acme",
+          "ARP request whose sender hardware address 01:00:5e:00:00:01 is a group (the answer's destination)")
     c.add(send(acme, arp_req(A, "198.19.0.2"), is_frame=True, vtep="198.18.0.2"), "spoofed_identity", "acme",
           "ARP on acme's segment from globex's VTEP")
     c.add(send(via("acme", "gbp"), arp_req(A, "198.19.0.2"), is_frame=True, flags=0x08), "no_identity", "-",
@@ -1178,6 +1185,10 @@ def build_nd() -> Capture:
     c.add(send(hooli, tcp6_ext(HA, H1, 46004, 23, [DSTOPT, AH])), "policy_denied", "hooli",
           "intra-hooli destination options + AH + tcp/23: R8 denies")
     c.add(send(hooli, tcp6_ext(HA, H1, 46005, 80, [AH])), "forward", "hooli", "control: intra-hooli AH + tcp/80")
+    c.add(send(hooli, neighbor_solicit(HA, H1, slla="33:33:00:00:00:01"), dst_mac=mcast_mac(solicited_node(H1))),
+          "malformed", "hooli", "solicitation whose source link-layer address 33:33:00:00:00:01 is a group")
+    c.add(send(hooli, neighbor_solicit(HA, H1), dst_mac=mcast_mac(solicited_node(H1)), src_mac="ff:34:00:00:46:05"),
+          "malformed", "hooli", "solicitation without the option, from group source MAC ff:34:00:00:46:05")
     return c
 
 
@@ -1497,6 +1508,8 @@ class Model:
             off, tagged = 18, True
         if self.vteps[T] is not None and osrc not in self.vteps[T]:
             return D("spoofed_identity", T)
+        if inner[6] & 1 or inner[6:12] == bytes(6):
+            return D("malformed", T)  # a source MAC is one station's: no group, not zero
         iet = struct.unpack_from("!H", inner, off - 2)[0]
         body = inner[off:]
         space = self.space[T]
@@ -1509,6 +1522,8 @@ class Model:
             spa, tpa = body[14:18], body[24:28]
             if op != 1 or spa == tpa:
                 return D("unsupported", T)
+            if body[8] & 1 or body[8:14] == bytes(6):
+                return D("malformed", T)  # the answer would go to a group
             if not self.src_ok(T, space, spa, osrc):
                 return D("spoofed_source", T)
             ep = self.eps.get((space, ipaddress.ip_address(tpa)))
@@ -1529,6 +1544,9 @@ class Model:
         if proto == 58 and l4b and l4b[0] == 135:
             # Neighbour solicitation (RFC 4861: hop limit 255, unfragmented).
             assert hlim == 255 and frag is None and len(l4b) >= 24
+            if any(l4b[o] == 1 and l4b[o + 1] == 1 and (l4b[o + 2] & 1 or l4b[o + 2:o + 8] == bytes(6))
+                   for o in range(24, len(l4b) - 7, 8)):
+                return D("malformed", T)  # a source link-layer address that is a group or zero
             if src.is_unspecified:
                 return D("unsupported", T)  # duplicate address detection
             if not self.src_ok(T, space, src, osrc):

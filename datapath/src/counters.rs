@@ -33,7 +33,8 @@ macro_rules! drop_reasons {
 }
 
 drop_reasons! {
-    /// Truncated or inconsistent headers.
+    /// Truncated or inconsistent headers, or a group or zero MAC where one station's belongs (an
+    /// inner source, an ARP sender, a solicitation's source link-layer address).
     Malformed = "malformed",
     /// Not VXLAN to our UDP port, or the VXLAN I flag unset.
     NotOverlay = "not_overlay",

@@ -155,7 +155,8 @@ impl Neighbors {
         let Some(slot) = self.by_vtep.get_mut(v as usize) else {
             return;
         };
-        if *slot == mac {
+        if *slot == mac || !mac.is_station() {
+            // Unchanged; or a group or zero source, which no next hop has.
             return;
         }
         *slot = mac;
@@ -703,7 +704,11 @@ impl Worker {
         let et = be16(inner, l3_off - 2);
         let l3 = &inner[l3_off..];
         let group_dst = inner[0] & 1 == 1;
-        if et == ethertype::IPV4 && !group_dst {
+        // A frame's source is one station: a group or zero source MAC makes no Ethernet frame (and
+        // an answer to it would go to a group). Such a frame takes the general path, which says so.
+        let station_src =
+            Mac([inner[6], inner[7], inner[8], inner[9], inner[10], inner[11]]).is_station();
+        if et == ethertype::IPV4 && !group_dst && station_src {
             if let Some([addrs, l4]) = fast_tuple4(l3) {
                 // The common case: the cache key straight from fixed offsets; the parse (and
                 // the sending VTEP's check, which a cached decision implies) wait for a miss.
@@ -722,6 +727,9 @@ impl Worker {
         }
         if !table.vtep_allowed_ident(ident, v) {
             return Err(DropReason::SpoofedIdentity);
+        }
+        if !station_src {
+            return Err(DropReason::Malformed);
         }
         if et == ethertype::ARP {
             ArpPacket::new_checked(l3).map_err(|_| DropReason::Malformed)?;
@@ -1253,6 +1261,10 @@ impl Worker {
             (a.op(), a.sender_mac(), a.sender_ip(), a.target_ip());
         if op != ArpPacket::<&[u8]>::OP_REQUEST || sender_ip == target_ip {
             return Err(DropReason::Unsupported);
+        }
+        if !sender_mac.is_station() {
+            // The answer goes to the sender's hardware address: never a group.
+            return Err(DropReason::Malformed);
         }
         let space = m.ident.space();
         let (sender, target) = (u32::from_be_bytes(sender_ip), u32::from_be_bytes(target_ip));

@@ -324,7 +324,8 @@ pub struct Solicit {
 }
 
 /// Reads a neighbour solicitation from an ICMPv6 message `icmp` (RFC 4861 §7.1.1 checks: code 0,
-/// at least 24 bytes, target not multicast, well-formed options).
+/// at least 24 bytes, target not multicast, well-formed options; a source link-layer address is one
+/// station's, never a group or zero address).
 pub fn parse_solicit(icmp: &[u8]) -> Option<Solicit> {
     if icmp.len() < 24 || icmp[0] != 135 || icmp[1] != 0 {
         return None;
@@ -347,7 +348,11 @@ pub fn parse_solicit(icmp: &[u8]) -> Option<Solicit> {
         if opts[0] == 1 && len == 8 {
             let mut m = [0u8; 6];
             m.copy_from_slice(&opts[2..8]);
-            source_lla = Some(Mac(m));
+            let m = Mac(m);
+            if !m.is_station() {
+                return None;
+            }
+            source_lla = Some(m);
         }
         opts = &opts[len..];
     }
@@ -523,6 +528,12 @@ mod tests {
         assert_eq!(s.target >> 120, 0x20);
         assert_eq!(s.source_lla, Some(Mac([2, 0, 0, 0, 0, 9])));
         assert_eq!(parse_solicit(&ns[..24]).unwrap().source_lla, None);
+        // A source link-layer address is one station's: a group or zero address makes it malformed.
+        ns[26] = 0x33;
+        assert!(parse_solicit(&ns).is_none());
+        ns[26..32].fill(0);
+        assert!(parse_solicit(&ns).is_none());
+        ns[26..32].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
         ns[25] = 0;
         assert!(parse_solicit(&ns).is_none());
         ns[25] = 1;

@@ -24,6 +24,12 @@ impl Mac {
     pub fn is_group(&self) -> bool {
         self.0[0] & 1 == 1
     }
+    /// One station's address: neither a group address nor all zeros. Only such an address may be
+    /// a frame's source or a neighbour's link-layer address (Linux's `is_valid_ether_addr`).
+    #[inline]
+    pub fn is_station(&self) -> bool {
+        !self.is_group() && self.0 != [0; 6]
+    }
 }
 
 impl fmt::Display for Mac {
