@@ -5,7 +5,8 @@
 //! e.g. "1000:1000000,100000:1000000"; JOYPATH_UPDATE_ROUNDS rounds per scale). With
 //! JOYPATH_UPDATE_OP=endpoint the change is one endpoint added instead of one rule; with
 //! JOYPATH_UPDATE_OP=tenant, one tenant onboarded (`tenant.add`, then `segment.add` for its VNI
-//! segment, each timed as a change of its own). A scale may name its tenants too:
+//! segment, each timed as a change of its own); with JOYPATH_UPDATE_OP=tenant-edit, a tenant
+//! added, updated (its VTEP list) and removed, in turn. A scale may name its tenants too:
 //! "RULES:ENDPOINTS:TENANTS" (default: endpoints / 10, at most 100 000).
 
 use arc_swap::ArcSwap;
@@ -69,13 +70,14 @@ fn main() {
     let workers_n = 1;
     let op_kind = std::env::var("JOYPATH_UPDATE_OP").unwrap_or_else(|_| "rule".into());
     assert!(
-        ["rule", "endpoint", "tenant"].contains(&op_kind.as_str()),
-        "JOYPATH_UPDATE_OP is rule, endpoint or tenant"
+        ["rule", "endpoint", "tenant", "tenant-edit"].contains(&op_kind.as_str()),
+        "JOYPATH_UPDATE_OP is rule, endpoint, tenant or tenant-edit"
     );
     println!(
         "change: {}",
         match op_kind.as_str() {
             "tenant" => "one tenant.add or segment.add (alternating: a tenant onboarded with its VNI segment)",
+            "tenant-edit" => "one tenant.add, tenant.update or tenant.remove (in turn, of one tenant)",
             "endpoint" => "one endpoint added",
             _ => "one rule added",
         }
@@ -180,6 +182,18 @@ fn main() {
                     "tenant.add",
                     json!({"tenant": {"name": name, "id": max_id + 1 + r as u32}}),
                 ),
+                "tenant-edit" => {
+                    let name = format!("edited{}", r / 3);
+                    let id = max_id + 1 + (r / 3) as u32;
+                    match r % 3 {
+                        0 => ("tenant.add", json!({"tenant": {"name": name, "id": id}})),
+                        1 => (
+                            "tenant.update",
+                            json!({"tenant": {"name": name, "id": id, "vteps": ["198.18.0.1"]}}),
+                        ),
+                        _ => ("tenant.remove", json!({"name": name})),
+                    }
+                }
                 "tenant" => (
                     "segment.add",
                     json!({"segment": {"vni": max_vni + 1 + r as u32, "identity": "vni", "tenant": name}}),

@@ -249,6 +249,24 @@ fn every_operation_over_the_socket() {
         .iter()
         .any(|s| s["vni"] == 4000));
 
+    // A tenant onboarded, updated and removed, each made in place (`Table::with_addition`,
+    // `with_tenant_edit`): every worker runs the store's version with the store's digest.
+    for (op, args) in [
+        ("tenant.add", json!({"tenant": {"name": "solo", "id": 960}})),
+        (
+            "tenant.update",
+            json!({"tenant": {"name": "solo", "id": 961, "vteps": ["198.18.0.1"]}}),
+        ),
+        ("tenant.remove", json!({"name": "solo"})),
+    ] {
+        let r = ok(c.call(op, args).unwrap());
+        version += 1;
+        assert_eq!(r["version"], version, "{op}");
+        wait_for_version(&mut c, version);
+        let v = ok(c.call("audit.verify", json!({})).unwrap());
+        assert_eq!(v["ok"], true, "{op}: {v}");
+    }
+
     // several edits as one version, all or nothing
     let bad = json!({"edits": [
         {"op": "tenant.add", "args": {"tenant": {"name": "batch", "id": 950}}},

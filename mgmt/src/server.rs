@@ -1340,8 +1340,9 @@ pub use crate::metrics::prometheus;
 
 /// `doc`, made by `edits` from `base` — the document the running table `old` was compiled from, if
 /// it is — compiled as `version`: in place when the edits are one endpoint change that
-/// `Table::with_endpoint_change` makes or one tenant or segment added that `Table::with_addition`
-/// makes, whole otherwise. Says which.
+/// `Table::with_endpoint_change` makes, one tenant or segment added that `Table::with_addition`
+/// makes, or one tenant updated or removed that `Table::with_tenant_edit` makes; whole otherwise.
+/// Says which.
 fn compile_next(
     old: &Table,
     base: Option<&Document>,
@@ -1349,13 +1350,16 @@ fn compile_next(
     doc: Arc<Document>,
     version: u64,
 ) -> Result<(Table, bool), policy::ConfigError> {
-    let in_place = base
-        .zip(edits)
-        .and_then(|(base, edits)| match addition(edits, base, &doc) {
-            Some(a) => old.with_addition(version, a, doc.clone()),
-            None => endpoint_change(edits, base, &doc)
-                .and_then(|change| old.with_endpoint_change(version, change, doc.clone())),
-        });
+    let in_place = base.zip(edits).and_then(|(base, edits)| {
+        if let Some(a) = addition(edits, base, &doc) {
+            return old.with_addition(version, a, doc.clone());
+        }
+        if let Some(e) = tenant_edit(edits, base, &doc) {
+            return old.with_tenant_edit(version, e, doc.clone());
+        }
+        endpoint_change(edits, base, &doc)
+            .and_then(|change| old.with_endpoint_change(version, change, doc.clone()))
+    });
     match in_place {
         Some(t) => Ok((t, true)),
         None => Table::compile(doc, version, Some(old)).map(|t| (t, false)),
@@ -1385,6 +1389,46 @@ fn addition<'a>(edits: &Value, base: &Document, doc: &'a Document) -> Option<pol
                 && doc.segments.len() == base.segments.len() + 1 =>
         {
             Some(policy::Addition::Segment(doc.segments.last()?))
+        }
+        _ => None,
+    }
+}
+
+/// The tenant a `tenant.update` / `tenant.remove` edit (`edits`, as persisted: one edit) changed
+/// between `base` and `doc`, when nothing else changed (a cascading removal that removed something
+/// changed more, and is compiled whole).
+fn tenant_edit<'a>(
+    edits: &Value,
+    base: &'a Document,
+    doc: &'a Document,
+) -> Option<policy::TenantEdit<'a>> {
+    let [one] = edits.as_array()?.as_slice() else {
+        return None;
+    };
+    // Lists shared with `base` compare by pointer: nothing is walked.
+    let only_tenants = doc.gateway == base.gateway
+        && doc.segments == base.segments
+        && doc.endpoints == base.endpoints
+        && doc.rules == base.rules;
+    if !only_tenants {
+        return None;
+    }
+    let (op, args) = (one.get("op")?.as_str()?, one.get("args")?);
+    let find = |d: &'a Document, name: &str| d.tenants.iter().find(|t| *t.name == *name);
+    match op {
+        "tenant.update" if doc.tenants.len() == base.tenants.len() => {
+            let name = args.get("tenant")?.get("name")?.as_str()?;
+            Some(policy::TenantEdit::Update {
+                old: find(base, name)?,
+                new: find(doc, name)?,
+            })
+        }
+        "tenant.remove" if doc.tenants.len() + 1 == base.tenants.len() => {
+            let name = args.get("name")?.as_str()?;
+            if find(doc, name).is_some() {
+                return None;
+            }
+            Some(policy::TenantEdit::Remove(find(base, name)?))
         }
         _ => None,
     }

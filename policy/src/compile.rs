@@ -41,6 +41,14 @@ pub enum Addition<'a> {
     Segment(&'a Segment),
 }
 
+/// A tenant replaced by one of the same name, or removed: what `Table::with_tenant_edit` applies in
+/// place.
+#[derive(Debug, Clone, Copy)]
+pub enum TenantEdit<'a> {
+    Update { old: &'a Tenant, new: &'a Tenant },
+    Remove(&'a Tenant),
+}
+
 /// The digests' hasher: 64-bit words folded in with a wide multiply (wyhash-style), so hashing an
 /// entry is a few multiplications per field instead of a serialisation. Deterministic for a build
 /// (digests are only compared between processes of the same build).
@@ -643,7 +651,149 @@ impl Table {
     }
 }
 
+impl Table {
+    /// This table with one tenant updated or removed, as `version`, for `doc` (this table's
+    /// document with the edit made): the tenant keeps its slot; its identity (GBP/VLAN id), allowed
+    /// VTEPs and the identity its `vni` segments carry are changed in the copied identity tables;
+    /// endpoints and rules are shared with this table, which neither edit touches.
+    ///
+    /// `None` when the edit is not one this path makes, and the document must be compiled whole
+    /// (which also names whatever makes it invalid): an update that renames the tenant, moves it to
+    /// another address space, gives it an id in use, 0, wider than 16 bits, or above 4094 while an
+    /// endpoint of it is on a VLAN segment, or lists a VTEP twice; a removal of a tenant that an
+    /// endpoint, a segment or a rule still names.
+    pub fn with_tenant_edit(
+        &self,
+        version: u64,
+        edit: TenantEdit<'_>,
+        doc: Arc<Document>,
+    ) -> Option<Table> {
+        let mut core = (*self.core).clone();
+        match edit {
+            TenantEdit::Update { old, new } => core.update_tenant(old, new, &doc)?,
+            TenantEdit::Remove(t) => core.remove_tenant(t, &doc)?,
+        }
+        Some(Table {
+            version,
+            doc,
+            core: Arc::new(core),
+            eps: self.eps.clone(),
+            rules: self.rules.clone(),
+        })
+    }
+}
+
 impl Core {
+    /// The live slot of `t`, if `t` is this table's tenant as it stands.
+    fn live_slot(&self, t: &Tenant) -> Option<TenantIdx> {
+        let i = self.names.get(&self.tenants, &t.name)?;
+        let e = &self.tenants[i as usize];
+        (e.live && e.id == t.id && e.any_vtep == t.vteps.is_none()).then_some(i)
+    }
+
+    /// Clears tenant `i`'s id mapping and its allowed VTEPs (`vteps`: its list as it was).
+    fn unmap_tenant(&mut self, i: TenantIdx, id: u32, vteps: Option<&crate::VtepList>) {
+        if id > 0xffff {
+            Arc::make_mut(&mut self.big_ids).remove(&id);
+        } else {
+            self.ids.as_mut_slice()[id as usize] = Ident::NONE;
+        }
+        for ip in vteps.iter().flat_map(|v| v.iter()) {
+            if let Some(v) = self.vtep_index_of(*ip) {
+                self.tenant_vteps.remove(u64::from(i) << 32 | u64::from(v));
+            }
+        }
+    }
+
+    fn update_tenant(&mut self, old: &Tenant, new: &Tenant, doc: &Document) -> Option<()> {
+        if old.name != new.name || old.space() != new.space() || new.id == 0 {
+            return None;
+        }
+        let i = self.live_slot(old)?;
+        if new.id != old.id {
+            // A free id of 16 bits (wider ones bring the identity-width check to its rules); above
+            // 4094 only while none of its endpoints is on a VLAN segment, whose tag must hold it.
+            if new.id > 0xffff || self.ids[new.id as usize].is_some() {
+                return None;
+            }
+            if new.id > 4094
+                && doc.endpoints.iter().any(|e| {
+                    *e.tenant == *new.name
+                        && segment_mode(&self.seg_dir, &self.seg_pages, e.vni)
+                            == Some(IdentityMode::Vlan)
+                })
+            {
+                return None;
+            }
+        }
+        if let Some(v) = &new.vteps {
+            if (1..v.len()).any(|j| v[..j].contains(&v[j])) {
+                return None;
+            }
+        }
+        let mut vteps = Vec::new();
+        for ip in new.vteps.iter().flatten() {
+            vteps.push(match self.vtep_index_of(*ip) {
+                Some(v) => v,
+                None => self.add_vtep(*ip)?,
+            });
+        }
+        self.unmap_tenant(i, old.id, old.vteps.as_ref());
+        let any_vtep = new.vteps.is_none();
+        let space = self.tenants[i as usize].space;
+        let ident = Ident::new(i, space, any_vtep);
+        if new.id > 0xffff {
+            Arc::make_mut(&mut self.big_ids).insert(new.id, i);
+        } else {
+            self.ids.as_mut_slice()[new.id as usize] = ident;
+        }
+        for v in vteps {
+            self.tenant_vteps
+                .insert(u64::from(i) << 32 | u64::from(v), 1);
+        }
+        let e = &mut Arc::make_mut(&mut self.tenants)[i as usize];
+        e.id = new.id;
+        e.any_vtep = any_vtep;
+        self.tenant_ids[i as usize] = new.id;
+        if any_vtep != old.vteps.is_none() {
+            // Its `vni` segments carry its identity, "any VTEP" flag included.
+            for s in doc.segments.iter() {
+                if s.identity == IdentityMode::Vni && s.tenant.as_deref() == Some(&*new.name) {
+                    let p = self.seg_dir[((s.vni >> 12) & 0xfff) as usize];
+                    if p == 0 {
+                        return None;
+                    }
+                    self.seg_pages[p as usize - 1][(s.vni & 0xfff) as usize] =
+                        Seg::new(IdentityMode::Vni, ident);
+                }
+            }
+        }
+        self.digest = self
+            .digest
+            .wrapping_sub(tenant_hash(old))
+            .wrapping_add(tenant_hash(new));
+        Some(())
+    }
+
+    fn remove_tenant(&mut self, t: &Tenant, doc: &Document) -> Option<()> {
+        let i = self.live_slot(t)?;
+        let named = |n: &str| n == &*t.name;
+        if doc
+            .segments
+            .iter()
+            .any(|s| s.tenant.as_deref().is_some_and(named))
+            || doc.rules.iter().any(|r| named(&r.from) || named(&r.to))
+            || doc.endpoints.iter().any(|e| named(&e.tenant))
+        {
+            return None; // still named: the whole compile says where
+        }
+        self.unmap_tenant(i, t.id, t.vteps.as_ref());
+        // The slot stays, dead, holding its name (as a whole compile after this table leaves it).
+        Arc::make_mut(&mut self.tenants)[i as usize].live = false;
+        self.digest = self.digest.wrapping_sub(tenant_hash(t));
+        Some(())
+    }
+
     fn add_tenant(&mut self, t: &Tenant, doc: &Document) -> Option<()> {
         let unusable =
             t.name.is_empty() || t.name == ANY_TENANT || t.name.chars().any(char::is_control);

@@ -1,11 +1,12 @@
 //! Property test: a table onboarding tenants and segments in place (`Table::with_addition`),
-//! interleaved with endpoint and rule changes in place, answers identity, anti-spoofing, endpoint
+//! updating and removing tenants in place (`Table::with_tenant_edit`), interleaved with endpoint and
+//! rule changes in place, answers identity, anti-spoofing, endpoint
 //! and verdict queries as a whole compile of the same document does, with the same digest; an
 //! addition that would not validate it refuses.
 
 use policy::{
     Action, Addition, Document, Endpoint, EndpointChange, FlowKey, IdentityMode, Rule, RuleChange,
-    Segment, Table, Tenant,
+    Segment, Table, Tenant, TenantEdit,
 };
 use proptest::prelude::*;
 use std::net::IpAddr;
@@ -42,7 +43,7 @@ vni = 100
 "#;
 
 const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "*", ""];
-const IDS: [u32; 6] = [10, 20, 30, 0, 70001, 4000];
+const IDS: [u32; 7] = [10, 20, 30, 0, 70001, 4000, 5000];
 const SPACES: [Option<&str>; 3] = [None, Some("shared"), Some("other")];
 const VTEPS: [&str; 3] = ["198.18.0.1", "198.18.0.2", "198.18.0.9"];
 const VNIS: [u32; 5] = [1, 100, 200, 300, 0x0100_0000];
@@ -54,15 +55,21 @@ enum Op {
     Segment(usize, u8, usize),
     Endpoint(usize, usize, usize, usize),
     Rule(usize, usize, usize),
+    /// Tenant `NAMES[n]` (when it exists) given id `IDS[i]`, VTEPs, and another address space.
+    TenantUpdate(usize, usize, Option<Vec<usize>>, bool),
+    TenantRemove(usize),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..7usize, 0..6usize, 0..3usize, prop::option::of(prop::collection::vec(0..3usize, 0..3)))
+        3 => (0..7usize, 0..7usize, 0..3usize, prop::option::of(prop::collection::vec(0..3usize, 0..3)))
             .prop_map(|(n, i, s, v)| Op::Tenant(n, i, s, v)),
         3 => (0..5usize, 0..4u8, 0..7usize).prop_map(|(v, m, t)| Op::Segment(v, m, t)),
         2 => (0..7usize, 0..3usize, 0..3usize, 0..5usize).prop_map(|(t, i, v, n)| Op::Endpoint(t, i, v, n)),
         2 => (0..7usize, 0..7usize, 0..2usize).prop_map(|(f, t, p)| Op::Rule(f, t, p)),
+        2 => (0..5usize, 0..7usize, prop::option::of(prop::collection::vec(0..3usize, 0..3)), prop::bool::weighted(0.1))
+            .prop_map(|(n, i, v, s)| Op::TenantUpdate(n, i, v, s)),
+        1 => (0..5usize).prop_map(Op::TenantRemove),
     ]
 }
 
@@ -130,6 +137,17 @@ fn same_answers(inc: &Table, full: &Table) -> Result<(), TestCaseError> {
             a.and_then(|s| name(inc, s.tenant)),
             b.and_then(|s| name(full, s.tenant))
         );
+        // The identity a `vni` segment gives its frames: may this VTEP send on it?
+        for v in VTEPS {
+            let v: IpAddr = v.parse().unwrap();
+            prop_assert_eq!(
+                inc.vtep_allowed_ident(inc.seg(vni).ident(), inc.vtep_index(v)),
+                full.vtep_allowed_ident(full.seg(vni).ident(), full.vtep_index(v)),
+                "segment {} from {}",
+                vni,
+                v
+            );
+        }
     }
     Ok(())
 }
@@ -141,6 +159,9 @@ proptest! {
     fn additions_in_place_equal_a_whole_compile(ops in prop::collection::vec(arb_op(), 1..20)) {
         let base = Document::from_toml(BASE, "base.toml").unwrap();
         let mut table = Table::compile(Arc::new(base), 1, None).unwrap();
+        // Names whose slots a removal left dead: adding them again revives the slot in a whole
+        // compile, by design.
+        let mut removed = std::collections::HashSet::new();
         for (k, op) in ops.into_iter().enumerate() {
             let version = k as u64 + 2;
             let cur = table.document().clone();
@@ -177,6 +198,21 @@ proptest! {
                     not_before: None,
                     not_after: None,
                 }),
+                Op::TenantUpdate(n, i, v, other) => {
+                    let Some(t) = doc.tenants.iter_mut().find(|t| *t.name == *NAMES[*n]) else { continue };
+                    t.id = IDS[*i];
+                    t.vteps = v.as_ref().map(|v| v.iter().map(|j| VTEPS[*j].parse().unwrap()).collect());
+                    if *other {
+                        t.address_space = Some(if t.space() == "other" { "shared" } else { "other" }.into());
+                    }
+                }
+                Op::TenantRemove(n) => {
+                    let before = doc.tenants.len();
+                    doc.tenants.retain(|t| *t.name != *NAMES[*n]);
+                    if doc.tenants.len() == before {
+                        continue;
+                    }
+                }
             }
             let doc = Arc::new(doc);
             let valid = doc.validate().is_empty();
@@ -188,6 +224,15 @@ proptest! {
                     EndpointChange { old: None, new: doc.endpoints.last() },
                     doc.clone(),
                 ),
+                Op::TenantUpdate(n, ..) => {
+                    let old = cur.tenants.iter().find(|t| *t.name == *NAMES[*n]).unwrap();
+                    let new = doc.tenants.iter().find(|t| *t.name == *NAMES[*n]).unwrap();
+                    table.with_tenant_edit(version, TenantEdit::Update { old, new }, doc.clone())
+                }
+                Op::TenantRemove(n) => {
+                    let old = cur.tenants.iter().find(|t| *t.name == *NAMES[*n]).unwrap();
+                    table.with_tenant_edit(version, TenantEdit::Remove(old), doc.clone())
+                }
                 Op::Rule(..) => {
                     let r = doc.rules.last().unwrap();
                     if !table.check_rule(doc.rules.len() - 1, r).is_empty() || !valid {
@@ -212,11 +257,69 @@ proptest! {
                     table = full;
                     continue;
                 }
+                None if matches!(op, Op::Tenant(n, ..) if removed.contains(&n)) => {
+                    table = full;
+                    continue;
+                }
+                // Another address space (endpoints rekeyed), or an id wider than 16 bits (the
+                // identity-width check of every rule): whole compile, by design.
+                None if matches!(&op, Op::TenantUpdate(n, i, _, other)
+                    if *other || (IDS[*i] != table.tenant(table.tenant_by_name(NAMES[*n]).unwrap()).id
+                        && IDS[*i] > 0xffff)) =>
+                {
+                    table = full;
+                    continue;
+                }
                 None => panic!("a valid {op:?} is made in place"),
             };
             prop_assert_eq!(inc.version(), version);
             same_answers(&inc, &full)?;
+            if let Op::TenantRemove(n) = op {
+                removed.insert(n);
+            }
             table = inc;
         }
     }
+}
+
+/// A tenant with an endpoint on a VLAN segment cannot take an id above 4094 (its tag must hold
+/// it): the edit is not made in place, and the whole compile names the endpoint. Without such an
+/// endpoint the same id is made in place.
+#[test]
+fn an_id_a_vlan_tag_cannot_hold_is_refused() {
+    let base = Document::from_toml(
+        &format!(
+            "{BASE}\n[[segment]]\nvni = 2\nidentity = \"vlan\"\n\n[[endpoint]]\ntenant = \"a\"\nip = \"198.19.0.2\"\nmac = \"02:00:00:00:00:02\"\nvtep = \"198.18.0.1\"\nvni = 2\n"
+        ),
+        "vlan.toml",
+    )
+    .unwrap();
+    let table = Table::compile(Arc::new(base), 1, None).unwrap();
+    let edit = |doc: &Document, id: u32| {
+        let mut next = doc.clone();
+        next.tenants
+            .iter_mut()
+            .find(|t| *t.name == *"a")
+            .unwrap()
+            .id = id;
+        let next = Arc::new(next);
+        let (old, new) = (
+            doc.tenants.iter().find(|t| *t.name == *"a").unwrap(),
+            next.tenants.iter().find(|t| *t.name == *"a").unwrap(),
+        );
+        let inc = table.with_tenant_edit(2, TenantEdit::Update { old, new }, next.clone());
+        (inc, next)
+    };
+    let doc = table.document().clone();
+    let (inc, next) = edit(&doc, 5000);
+    assert!(inc.is_none());
+    let err = Table::compile(next, 2, Some(&table))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("endpoint[1].vni"), "{err}");
+    let (inc, next) = edit(&doc, 4000);
+    let inc = inc.expect("an id a tag holds is made in place");
+    assert_eq!(inc.digest(), policy::digest(&next));
+    assert_eq!(inc.tenant_by_id(4000), inc.tenant_by_name("a"));
+    assert_eq!(inc.tenant_by_id(10), None);
 }
