@@ -5,8 +5,9 @@
 //! e.g. "1000:1000000,100000:1000000"; JOYPATH_UPDATE_ROUNDS rounds per scale). With
 //! JOYPATH_UPDATE_OP=endpoint the change is one endpoint added instead of one rule; with
 //! JOYPATH_UPDATE_OP=tenant, one tenant onboarded (`tenant.add`, then `segment.add` for its VNI
-//! segment, each timed as a change of its own); with JOYPATH_UPDATE_OP=tenant-edit, a tenant
-//! added, updated (its VTEP list) and removed, in turn. A scale may name its tenants too:
+//! segment, each timed as a change of its own); with JOYPATH_UPDATE_OP=tenant-edit, in turn: a
+//! tenant added and updated (its VTEP list), a segment of it added, updated (to GBP) and removed,
+//! the tenant removed. A scale may name its tenants too:
 //! "RULES:ENDPOINTS:TENANTS" (default: endpoints / 10, at most 100 000).
 
 use arc_swap::ArcSwap;
@@ -77,7 +78,7 @@ fn main() {
         "change: {}",
         match op_kind.as_str() {
             "tenant" => "one tenant.add or segment.add (alternating: a tenant onboarded with its VNI segment)",
-            "tenant-edit" => "one tenant.add, tenant.update or tenant.remove (in turn, of one tenant)",
+            "tenant-edit" => "in turn: tenant.add, tenant.update, segment.add, segment.update, segment.remove, tenant.remove",
             "endpoint" => "one endpoint added",
             _ => "one rule added",
         }
@@ -183,14 +184,24 @@ fn main() {
                     json!({"tenant": {"name": name, "id": max_id + 1 + r as u32}}),
                 ),
                 "tenant-edit" => {
-                    let name = format!("edited{}", r / 3);
-                    let id = max_id + 1 + (r / 3) as u32;
-                    match r % 3 {
+                    let name = format!("edited{}", r / 6);
+                    let id = max_id + 1 + (r / 6) as u32;
+                    let vni = max_vni + 1 + (r / 6) as u32;
+                    match r % 6 {
                         0 => ("tenant.add", json!({"tenant": {"name": name, "id": id}})),
                         1 => (
                             "tenant.update",
                             json!({"tenant": {"name": name, "id": id, "vteps": ["198.18.0.1"]}}),
                         ),
+                        2 => (
+                            "segment.add",
+                            json!({"segment": {"vni": vni, "identity": "vni", "tenant": name}}),
+                        ),
+                        3 => (
+                            "segment.update",
+                            json!({"segment": {"vni": vni, "identity": "gbp"}}),
+                        ),
+                        4 => ("segment.remove", json!({"vni": vni})),
                         _ => ("tenant.remove", json!({"name": name})),
                     }
                 }

@@ -249,14 +249,24 @@ fn every_operation_over_the_socket() {
         .iter()
         .any(|s| s["vni"] == 4000));
 
-    // A tenant onboarded, updated and removed, each made in place (`Table::with_addition`,
-    // `with_tenant_edit`): every worker runs the store's version with the store's digest.
+    // A tenant and a segment onboarded, updated and removed, each made in place
+    // (`Table::with_addition`, `with_tenant_edit`, `with_segment_edit`): every worker runs the
+    // store's version with the store's digest.
     for (op, args) in [
         ("tenant.add", json!({"tenant": {"name": "solo", "id": 960}})),
         (
             "tenant.update",
             json!({"tenant": {"name": "solo", "id": 961, "vteps": ["198.18.0.1"]}}),
         ),
+        (
+            "segment.add",
+            json!({"segment": {"vni": 4100, "identity": "vni", "tenant": "solo"}}),
+        ),
+        (
+            "segment.update",
+            json!({"segment": {"vni": 4100, "identity": "gbp"}}),
+        ),
+        ("segment.remove", json!({"vni": 4100})),
         ("tenant.remove", json!({"name": "solo"})),
     ] {
         let r = ok(c.call(op, args).unwrap());

@@ -1341,8 +1341,8 @@ pub use crate::metrics::prometheus;
 /// `doc`, made by `edits` from `base` — the document the running table `old` was compiled from, if
 /// it is — compiled as `version`: in place when the edits are one endpoint change that
 /// `Table::with_endpoint_change` makes, one tenant or segment added that `Table::with_addition`
-/// makes, or one tenant updated or removed that `Table::with_tenant_edit` makes; whole otherwise.
-/// Says which.
+/// makes, or one tenant or segment updated or removed that `Table::with_tenant_edit` /
+/// `with_segment_edit` make; whole otherwise. Says which.
 fn compile_next(
     old: &Table,
     base: Option<&Document>,
@@ -1356,6 +1356,9 @@ fn compile_next(
         }
         if let Some(e) = tenant_edit(edits, base, &doc) {
             return old.with_tenant_edit(version, e, doc.clone());
+        }
+        if let Some(e) = segment_edit(edits, base, &doc) {
+            return old.with_segment_edit(version, e, doc.clone());
         }
         endpoint_change(edits, base, &doc)
             .and_then(|change| old.with_endpoint_change(version, change, doc.clone()))
@@ -1429,6 +1432,45 @@ fn tenant_edit<'a>(
                 return None;
             }
             Some(policy::TenantEdit::Remove(find(base, name)?))
+        }
+        _ => None,
+    }
+}
+
+/// The segment a `segment.update` / `segment.remove` edit (`edits`, as persisted: one edit) changed
+/// between `base` and `doc`, when nothing else changed.
+fn segment_edit<'a>(
+    edits: &Value,
+    base: &'a Document,
+    doc: &'a Document,
+) -> Option<policy::SegmentEdit<'a>> {
+    let [one] = edits.as_array()?.as_slice() else {
+        return None;
+    };
+    // Lists shared with `base` compare by pointer: nothing is walked.
+    let only_segments = doc.gateway == base.gateway
+        && doc.tenants == base.tenants
+        && doc.endpoints == base.endpoints
+        && doc.rules == base.rules;
+    if !only_segments {
+        return None;
+    }
+    let (op, args) = (one.get("op")?.as_str()?, one.get("args")?);
+    let find = |d: &'a Document, vni: u64| d.segments.iter().find(|s| u64::from(s.vni) == vni);
+    match op {
+        "segment.update" if doc.segments.len() == base.segments.len() => {
+            let vni = args.get("segment")?.get("vni")?.as_u64()?;
+            Some(policy::SegmentEdit::Update {
+                old: find(base, vni)?,
+                new: find(doc, vni)?,
+            })
+        }
+        "segment.remove" if doc.segments.len() + 1 == base.segments.len() => {
+            let vni = args.get("vni")?.as_u64()?;
+            if find(doc, vni).is_some() {
+                return None;
+            }
+            Some(policy::SegmentEdit::Remove(find(base, vni)?))
         }
         _ => None,
     }

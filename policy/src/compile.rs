@@ -49,6 +49,14 @@ pub enum TenantEdit<'a> {
     Remove(&'a Tenant),
 }
 
+/// A segment replaced by one of the same VNI, or removed: what `Table::with_segment_edit` applies
+/// in place.
+#[derive(Debug, Clone, Copy)]
+pub enum SegmentEdit<'a> {
+    Update { old: &'a Segment, new: &'a Segment },
+    Remove(&'a Segment),
+}
+
 /// The digests' hasher: 64-bit words folded in with a wide multiply (wyhash-style), so hashing an
 /// entry is a few multiplications per field instead of a serialisation. Deterministic for a build
 /// (digests are only compared between processes of the same build).
@@ -683,7 +691,57 @@ impl Table {
     }
 }
 
+impl Table {
+    /// This table with one segment updated or removed, as `version`, for `doc` (this table's
+    /// document with the edit made), when no endpoint is on its VNI (endpoint entries hold their
+    /// segment's identity mode, and validation checks them against it): the VNI's entry in the
+    /// copied segment pages is changed; tenants, endpoints and rules are shared with this table.
+    ///
+    /// `None` when the edit is not one this path makes, and the document must be compiled whole
+    /// (which also names whatever makes it invalid): an endpoint on the VNI, another VNI, or a
+    /// `vni` segment naming no live tenant.
+    pub fn with_segment_edit(
+        &self,
+        version: u64,
+        edit: SegmentEdit<'_>,
+        doc: Arc<Document>,
+    ) -> Option<Table> {
+        let (old, new) = match edit {
+            SegmentEdit::Update { old, new } => (old, Some(new)),
+            SegmentEdit::Remove(s) => (s, None),
+        };
+        if new.is_some_and(|n| n.vni != old.vni) || doc.endpoints.iter().any(|e| e.vni == old.vni) {
+            return None;
+        }
+        let mut core = (*self.core).clone();
+        core.remove_segment(old)?;
+        if let Some(n) = new {
+            core.add_segment(n)?;
+        }
+        Some(Table {
+            version,
+            doc,
+            core: Arc::new(core),
+            eps: self.eps.clone(),
+            rules: self.rules.clone(),
+        })
+    }
+}
+
 impl Core {
+    /// Clears segment `s`'s VNI (`None` when the table does not hold it as `s` says).
+    fn remove_segment(&mut self, s: &Segment) -> Option<()> {
+        if s.vni > 0x00ff_ffff
+            || segment_mode(&self.seg_dir, &self.seg_pages, s.vni) != Some(s.identity)
+        {
+            return None;
+        }
+        let p = self.seg_dir[((s.vni >> 12) & 0xfff) as usize];
+        self.seg_pages[p as usize - 1][(s.vni & 0xfff) as usize] = Seg::default();
+        self.digest = self.digest.wrapping_sub(segment_hash(s));
+        Some(())
+    }
+
     /// The live slot of `t`, if `t` is this table's tenant as it stands.
     fn live_slot(&self, t: &Tenant) -> Option<TenantIdx> {
         let i = self.names.get(&self.tenants, &t.name)?;

@@ -18,7 +18,7 @@ pub mod table;
 pub mod time;
 
 pub use audit::{reachability, Reach, Reachability};
-pub use compile::{digest, Addition, EndpointChange, RuleChange, TenantEdit};
+pub use compile::{digest, Addition, EndpointChange, RuleChange, SegmentEdit, TenantEdit};
 pub use document::{
     Action, Document, Endpoint, FlowTimeouts, Gateway, IdentityMode, Proto, Replies, Rule, Segment,
     Tenant,

@@ -1,12 +1,12 @@
 //! Property test: a table onboarding tenants and segments in place (`Table::with_addition`),
-//! updating and removing tenants in place (`Table::with_tenant_edit`), interleaved with endpoint and
-//! rule changes in place, answers identity, anti-spoofing, endpoint
+//! updating and removing tenants and segments in place (`Table::with_tenant_edit`,
+//! `with_segment_edit`), interleaved with endpoint and rule changes in place, answers identity, anti-spoofing, endpoint
 //! and verdict queries as a whole compile of the same document does, with the same digest; an
 //! addition that would not validate it refuses.
 
 use policy::{
     Action, Addition, Document, Endpoint, EndpointChange, FlowKey, IdentityMode, Rule, RuleChange,
-    Segment, Table, Tenant, TenantEdit,
+    Segment, SegmentEdit, Table, Tenant, TenantEdit,
 };
 use proptest::prelude::*;
 use std::net::IpAddr;
@@ -58,6 +58,9 @@ enum Op {
     /// Tenant `NAMES[n]` (when it exists) given id `IDS[i]`, VTEPs, and another address space.
     TenantUpdate(usize, usize, Option<Vec<usize>>, bool),
     TenantRemove(usize),
+    /// The segment on `VNIS[v]` (when there is one) given identity `m` and tenant `NAMES[t]`.
+    SegmentUpdate(usize, u8, usize),
+    SegmentRemove(usize),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -70,6 +73,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
         2 => (0..5usize, 0..7usize, prop::option::of(prop::collection::vec(0..3usize, 0..3)), prop::bool::weighted(0.1))
             .prop_map(|(n, i, v, s)| Op::TenantUpdate(n, i, v, s)),
         1 => (0..5usize).prop_map(Op::TenantRemove),
+        2 => (0..5usize, 0..4u8, 0..7usize).prop_map(|(v, m, t)| Op::SegmentUpdate(v, m, t)),
+        1 => (0..5usize).prop_map(Op::SegmentRemove),
     ]
 }
 
@@ -206,6 +211,18 @@ proptest! {
                         t.address_space = Some(if t.space() == "other" { "shared" } else { "other" }.into());
                     }
                 }
+                Op::SegmentUpdate(v, m, t) => {
+                    let Some(seg) = doc.segments.iter_mut().find(|s| s.vni == VNIS[*v]) else { continue };
+                    seg.identity = [IdentityMode::Vni, IdentityMode::Gbp, IdentityMode::Vlan, IdentityMode::Vni][*m as usize];
+                    seg.tenant = (*m == 0 || *m == 3 && *t == 6).then(|| NAMES[*t].to_string());
+                }
+                Op::SegmentRemove(v) => {
+                    let before = doc.segments.len();
+                    doc.segments.retain(|s| s.vni != VNIS[*v]);
+                    if doc.segments.len() == before {
+                        continue;
+                    }
+                }
                 Op::TenantRemove(n) => {
                     let before = doc.tenants.len();
                     doc.tenants.retain(|t| *t.name != *NAMES[*n]);
@@ -233,6 +250,15 @@ proptest! {
                     let old = cur.tenants.iter().find(|t| *t.name == *NAMES[*n]).unwrap();
                     table.with_tenant_edit(version, TenantEdit::Remove(old), doc.clone())
                 }
+                Op::SegmentUpdate(v, ..) => {
+                    let old = cur.segments.iter().find(|s| s.vni == VNIS[*v]).unwrap();
+                    let new = doc.segments.iter().find(|s| s.vni == VNIS[*v]).unwrap();
+                    table.with_segment_edit(version, SegmentEdit::Update { old, new }, doc.clone())
+                }
+                Op::SegmentRemove(v) => {
+                    let old = cur.segments.iter().find(|s| s.vni == VNIS[*v]).unwrap();
+                    table.with_segment_edit(version, SegmentEdit::Remove(old), doc.clone())
+                }
                 Op::Rule(..) => {
                     let r = doc.rules.last().unwrap();
                     if !table.check_rule(doc.rules.len() - 1, r).is_empty() || !valid {
@@ -253,6 +279,13 @@ proptest! {
                 // An endpoint on a GBP segment while an id is wide: whole compile, by design.
                 None if matches!(op, Op::Endpoint(_, _, _, n)
                     if full.segment(VNIS[n]).map(|s| s.mode) == Some(IdentityMode::Gbp)) =>
+                {
+                    table = full;
+                    continue;
+                }
+                // A segment with endpoints on it: whole compile, by design.
+                None if matches!(op, Op::SegmentUpdate(v, ..) | Op::SegmentRemove(v)
+                    if doc.endpoints.iter().any(|e| e.vni == VNIS[v])) =>
                 {
                     table = full;
                     continue;
