@@ -1339,10 +1339,9 @@ fn unix_now() -> i64 {
 pub use crate::metrics::prometheus;
 
 /// `doc`, made by `edits` from `base` — the document the running table `old` was compiled from, if
-/// it is — compiled as `version`: in place when the edits are one endpoint change that
-/// `Table::with_endpoint_change` makes, one tenant or segment added that `Table::with_addition`
-/// makes, or one tenant or segment updated or removed that `Table::with_tenant_edit` /
-/// `with_segment_edit` make; whole otherwise. Says which.
+/// it is — compiled as `version`: in place when the edits are one change to one list that the table
+/// can make by itself (`Table::with_addition`, `with_tenant_edit`, `with_segment_edit`,
+/// `with_endpoint_change`); whole otherwise. Says which.
 fn compile_next(
     old: &Table,
     base: Option<&Document>,
@@ -1351,17 +1350,25 @@ fn compile_next(
     version: u64,
 ) -> Result<(Table, bool), policy::ConfigError> {
     let in_place = base.zip(edits).and_then(|(base, edits)| {
-        if let Some(a) = addition(edits, base, &doc) {
-            return old.with_addition(version, a, doc.clone());
+        let (op, args) = single_edit(edits)?;
+        let d = doc.clone();
+        match only_changed(base, &doc)? {
+            List::Tenants if op == "tenant.add" && doc.tenants.len() == base.tenants.len() + 1 => {
+                old.with_addition(version, policy::Addition::Tenant(doc.tenants.last()?), d)
+            }
+            List::Segments
+                if op == "segment.add" && doc.segments.len() == base.segments.len() + 1 =>
+            {
+                old.with_addition(version, policy::Addition::Segment(doc.segments.last()?), d)
+            }
+            List::Tenants => old.with_tenant_edit(version, tenant_edit(op, args, base, &doc)?, d),
+            List::Segments => {
+                old.with_segment_edit(version, segment_edit(op, args, base, &doc)?, d)
+            }
+            List::Endpoints => {
+                old.with_endpoint_change(version, endpoint_change(op, args, base, &doc)?, d)
+            }
         }
-        if let Some(e) = tenant_edit(edits, base, &doc) {
-            return old.with_tenant_edit(version, e, doc.clone());
-        }
-        if let Some(e) = segment_edit(edits, base, &doc) {
-            return old.with_segment_edit(version, e, doc.clone());
-        }
-        endpoint_change(edits, base, &doc)
-            .and_then(|change| old.with_endpoint_change(version, change, doc.clone()))
     });
     match in_place {
         Some(t) => Ok((t, true)),
@@ -1369,54 +1376,47 @@ fn compile_next(
     }
 }
 
-/// The tenant or segment a `tenant.add` / `segment.add` edit (`edits`, as persisted: one edit)
-/// appended to `base`, when nothing else changed.
-fn addition<'a>(edits: &Value, base: &Document, doc: &'a Document) -> Option<policy::Addition<'a>> {
+/// The one edit of `edits` (as persisted), as its op and arguments.
+fn single_edit(edits: &Value) -> Option<(&str, &Value)> {
     let [one] = edits.as_array()?.as_slice() else {
         return None;
     };
-    // Lists shared with `base` compare by pointer: nothing is walked.
-    let rest =
-        doc.gateway == base.gateway && doc.endpoints == base.endpoints && doc.rules == base.rules;
-    match one.get("op")?.as_str()? {
-        "tenant.add"
-            if rest
-                && doc.segments == base.segments
-                && doc.tenants.len() == base.tenants.len() + 1 =>
-        {
-            Some(policy::Addition::Tenant(doc.tenants.last()?))
-        }
-        "segment.add"
-            if rest
-                && doc.tenants == base.tenants
-                && doc.segments.len() == base.segments.len() + 1 =>
-        {
-            Some(policy::Addition::Segment(doc.segments.last()?))
-        }
+    Some((one.get("op")?.as_str()?, one.get("args")?))
+}
+
+/// A list of the document that a change made in place touches.
+enum List {
+    Segments,
+    Tenants,
+    Endpoints,
+}
+
+/// The one list `doc` changed from `base`, when only one of those changed. Lists shared with
+/// `base` compare by pointer: nothing is walked.
+fn only_changed(base: &Document, doc: &Document) -> Option<List> {
+    if doc.gateway != base.gateway || doc.rules != base.rules {
+        return None;
+    }
+    match (
+        doc.segments == base.segments,
+        doc.tenants == base.tenants,
+        doc.endpoints == base.endpoints,
+    ) {
+        (false, true, true) => Some(List::Segments),
+        (true, false, true) => Some(List::Tenants),
+        (true, true, false) => Some(List::Endpoints),
         _ => None,
     }
 }
 
-/// The tenant a `tenant.update` / `tenant.remove` edit (`edits`, as persisted: one edit) changed
-/// between `base` and `doc`, when nothing else changed (a cascading removal that removed something
-/// changed more, and is compiled whole).
+/// The tenant a `tenant.update` / `tenant.remove` edit changed between `base` and `doc` (a
+/// cascading removal that removed something changed more lists, and never gets here).
 fn tenant_edit<'a>(
-    edits: &Value,
+    op: &str,
+    args: &Value,
     base: &'a Document,
     doc: &'a Document,
 ) -> Option<policy::TenantEdit<'a>> {
-    let [one] = edits.as_array()?.as_slice() else {
-        return None;
-    };
-    // Lists shared with `base` compare by pointer: nothing is walked.
-    let only_tenants = doc.gateway == base.gateway
-        && doc.segments == base.segments
-        && doc.endpoints == base.endpoints
-        && doc.rules == base.rules;
-    if !only_tenants {
-        return None;
-    }
-    let (op, args) = (one.get("op")?.as_str()?, one.get("args")?);
     let find = |d: &'a Document, name: &str| d.tenants.iter().find(|t| *t.name == *name);
     match op {
         "tenant.update" if doc.tenants.len() == base.tenants.len() => {
@@ -1428,34 +1428,20 @@ fn tenant_edit<'a>(
         }
         "tenant.remove" if doc.tenants.len() + 1 == base.tenants.len() => {
             let name = args.get("name")?.as_str()?;
-            if find(doc, name).is_some() {
-                return None;
-            }
+            find(doc, name).is_none().then_some(())?;
             Some(policy::TenantEdit::Remove(find(base, name)?))
         }
         _ => None,
     }
 }
 
-/// The segment a `segment.update` / `segment.remove` edit (`edits`, as persisted: one edit) changed
-/// between `base` and `doc`, when nothing else changed.
+/// The segment a `segment.update` / `segment.remove` edit changed between `base` and `doc`.
 fn segment_edit<'a>(
-    edits: &Value,
+    op: &str,
+    args: &Value,
     base: &'a Document,
     doc: &'a Document,
 ) -> Option<policy::SegmentEdit<'a>> {
-    let [one] = edits.as_array()?.as_slice() else {
-        return None;
-    };
-    // Lists shared with `base` compare by pointer: nothing is walked.
-    let only_segments = doc.gateway == base.gateway
-        && doc.tenants == base.tenants
-        && doc.endpoints == base.endpoints
-        && doc.rules == base.rules;
-    if !only_segments {
-        return None;
-    }
-    let (op, args) = (one.get("op")?.as_str()?, one.get("args")?);
     let find = |d: &'a Document, vni: u64| d.segments.iter().find(|s| u64::from(s.vni) == vni);
     match op {
         "segment.update" if doc.segments.len() == base.segments.len() => {
@@ -1467,34 +1453,20 @@ fn segment_edit<'a>(
         }
         "segment.remove" if doc.segments.len() + 1 == base.segments.len() => {
             let vni = args.get("vni")?.as_u64()?;
-            if find(doc, vni).is_some() {
-                return None;
-            }
+            find(doc, vni).is_none().then_some(())?;
             Some(policy::SegmentEdit::Remove(find(base, vni)?))
         }
         _ => None,
     }
 }
 
-/// The one endpoint an `endpoint.*` edit (`edits`, as persisted: one edit) changed between `base`
-/// and `doc`, when nothing else changed.
+/// The one endpoint an `endpoint.*` edit changed between `base` and `doc`.
 fn endpoint_change<'a>(
-    edits: &Value,
+    op: &str,
+    args: &Value,
     base: &'a Document,
     doc: &'a Document,
 ) -> Option<policy::EndpointChange<'a>> {
-    // Lists shared with `base` compare by pointer: this costs nothing when only endpoints changed.
-    let only_endpoints = doc.gateway == base.gateway
-        && doc.segments == base.segments
-        && doc.tenants == base.tenants
-        && doc.rules == base.rules;
-    if !only_endpoints {
-        return None;
-    }
-    let [one] = edits.as_array()?.as_slice() else {
-        return None;
-    };
-    let (op, args) = (one.get("op")?.as_str()?, one.get("args")?);
     let find = |d: &'a Document, tenant: &str, ip: std::net::IpAddr| {
         d.endpoints
             .iter()

@@ -644,11 +644,22 @@ impl Table {
         addition: Addition<'_>,
         doc: Arc<Document>,
     ) -> Option<Table> {
+        self.with_core_edit(version, doc, |core, doc| match addition {
+            Addition::Tenant(t) => core.add_tenant(t, doc),
+            Addition::Segment(s) => core.add_segment(s),
+        })
+    }
+
+    /// This table as `version` for `doc`, its identity tables (`Core`) copied and changed by
+    /// `edit`; endpoints and rules shared. `None` when `edit` refuses.
+    fn with_core_edit(
+        &self,
+        version: u64,
+        doc: Arc<Document>,
+        edit: impl FnOnce(&mut Core, &Document) -> Option<()>,
+    ) -> Option<Table> {
         let mut core = (*self.core).clone();
-        match addition {
-            Addition::Tenant(t) => core.add_tenant(t, &doc)?,
-            Addition::Segment(s) => core.add_segment(s)?,
-        }
+        edit(&mut core, &doc)?;
         Some(Table {
             version,
             doc,
@@ -657,9 +668,7 @@ impl Table {
             rules: self.rules.clone(),
         })
     }
-}
 
-impl Table {
     /// This table with one tenant updated or removed, as `version`, for `doc` (this table's
     /// document with the edit made): the tenant keeps its slot; its identity (GBP/VLAN id), allowed
     /// VTEPs and the identity its `vni` segments carry are changed in the copied identity tables;
@@ -676,22 +685,12 @@ impl Table {
         edit: TenantEdit<'_>,
         doc: Arc<Document>,
     ) -> Option<Table> {
-        let mut core = (*self.core).clone();
-        match edit {
-            TenantEdit::Update { old, new } => core.update_tenant(old, new, &doc)?,
-            TenantEdit::Remove(t) => core.remove_tenant(t, &doc)?,
-        }
-        Some(Table {
-            version,
-            doc,
-            core: Arc::new(core),
-            eps: self.eps.clone(),
-            rules: self.rules.clone(),
+        self.with_core_edit(version, doc, |core, doc| match edit {
+            TenantEdit::Update { old, new } => core.update_tenant(old, new, doc),
+            TenantEdit::Remove(t) => core.remove_tenant(t, doc),
         })
     }
-}
 
-impl Table {
     /// This table with one segment updated or removed, as `version`, for `doc` (this table's
     /// document with the edit made), when no endpoint is on its VNI (endpoint entries hold their
     /// segment's identity mode, and validation checks them against it): the VNI's entry in the
@@ -713,17 +712,9 @@ impl Table {
         if new.is_some_and(|n| n.vni != old.vni) || doc.endpoints.iter().any(|e| e.vni == old.vni) {
             return None;
         }
-        let mut core = (*self.core).clone();
-        core.remove_segment(old)?;
-        if let Some(n) = new {
-            core.add_segment(n)?;
-        }
-        Some(Table {
-            version,
-            doc,
-            core: Arc::new(core),
-            eps: self.eps.clone(),
-            rules: self.rules.clone(),
+        self.with_core_edit(version, doc, |core, _| {
+            core.remove_segment(old)?;
+            new.map_or(Some(()), |n| core.add_segment(n))
         })
     }
 }
