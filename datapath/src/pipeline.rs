@@ -706,11 +706,9 @@ impl Worker {
         let group_dst = inner[0] & 1 == 1;
         // A frame's source is one station: a group or zero source MAC makes no Ethernet frame (and
         // an answer to it would go to a group). Such a frame takes the general path, which says so.
-        let (src_hi, src_lo) = (
-            be16(inner, 6),
-            u32::from_be_bytes([inner[8], inner[9], inner[10], inner[11]]),
-        );
-        let station_src = src_hi & 0x0100 == 0 && (u32::from(src_hi) | src_lo) != 0;
+        let mut src = [0u8; 6];
+        src.copy_from_slice(&inner[6..12]);
+        let station_src = Mac(src).is_station();
         if et == ethertype::IPV4 && !group_dst && station_src {
             if let Some([addrs, l4]) = fast_tuple4(l3) {
                 // The common case: the cache key straight from fixed offsets; the parse (and
