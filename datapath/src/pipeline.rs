@@ -237,8 +237,6 @@ enum Kind {
     /// An IPv4 frame read at fixed offsets only (its decision-cache key), not yet parsed: the
     /// cache is probed before anything else is looked at.
     Fast,
-    /// An IPv4 frame whose decision the worker's cache holds.
-    Cached,
     Arp,
     Nd,
 }
@@ -260,6 +258,8 @@ struct Cached {
     flow: FlowRef,
     /// The outer UDP source port for the flow (see [`entropy`]).
     sport: u16,
+    /// The identity the rewrite writes on the egress segment (see [`Worker::egress_id`]).
+    id: u16,
     /// FLOW: `flow` must be alive; REPLY: the frame is a tracked reply; DENY, WATCH: see there.
     flags: u8,
 }
@@ -301,13 +301,6 @@ struct Meta {
     cacheable: bool,
     ckey: [u64; 3],
     cslot: u32,
-    /// From the cache: the deciding rule, whether the frame is a tracked reply, the outer UDP
-    /// source port.
-    rule: Option<u32>,
-    tracked_reply: bool,
-    sport: u16,
-    /// From the cache: the frame is denied.
-    deny: bool,
 }
 
 /// What the outer headers say, read at fixed offsets for IPv4 without options.
@@ -551,7 +544,10 @@ impl Worker {
             if !matches!(m.kind, Kind::Fast | Kind::Ip) || !m.cacheable {
                 continue;
             }
-            if self.probe(m) {
+            if let Some(hit) = self.probe(m) {
+                // A held decision needs nothing more from the tables: rewrite now.
+                let r = self.cached(table, &mut frames[i], m, &mut outs[i], &hit);
+                self.finish(table, frames[i].len, m, &mut outs[i], r);
                 continue;
             }
             if m.kind == Kind::Fast {
@@ -589,42 +585,53 @@ impl Worker {
             let r = match m.kind {
                 Kind::Done | Kind::Fast => continue,
                 Kind::Ip => self.forward(table, &mut frames[i], m, &mut outs[i]),
-                Kind::Cached => self.cached(table, &mut frames[i], m, &mut outs[i]),
                 Kind::Arp => self.arp(table, &mut frames[i], m),
                 Kind::Nd => self.nd(table, &mut frames[i], m),
             };
-            let o = &mut outs[i];
-            match r {
-                Ok(d) => {
-                    o.disposition = d;
-                    let t = m.ident.tenant;
-                    match d {
-                        Disposition::Forward => {
-                            self.counters.forwarded += 1;
-                            let tc = &mut self.counters.tenants[t as usize];
-                            tc.frames_out += 1;
-                            tc.bytes_out += frames[i].len as u64;
-                        }
-                        Disposition::ArpReply => {
-                            self.counters.arp_replied += 1;
-                            self.counters.events.count(t, Event::ArpReplied);
-                        }
-                        Disposition::NdReply => {
-                            self.counters.nd_replied += 1;
-                            self.counters.events.count(t, Event::NdReplied);
-                        }
-                        _ => {}
-                    }
-                    // Only frames that passed every check teach a next hop.
-                    if let Some(v) = m.vtep {
-                        self.neighbors.learn(table, v, m.src_mac);
-                    }
-                }
-                Err(reason) => self.drop_frame(o, m, reason),
-            }
-            m.kind = Kind::Done;
+            self.finish(table, frames[i].len, m, &mut outs[i], r);
         }
         self.meta = Some(meta);
+    }
+
+    /// A judged frame's end: its disposition counted, the sender's next hop learnt (only frames
+    /// that passed every check teach one).
+    #[inline(always)]
+    fn finish(
+        &mut self,
+        table: &Table,
+        len: usize,
+        m: &mut Meta,
+        o: &mut Outcome,
+        r: Result<Disposition, DropReason>,
+    ) {
+        match r {
+            Ok(d) => {
+                o.disposition = d;
+                let t = m.ident.tenant;
+                match d {
+                    Disposition::Forward => {
+                        self.counters.forwarded += 1;
+                        let tc = &mut self.counters.tenants[t as usize];
+                        tc.frames_out += 1;
+                        tc.bytes_out += len as u64;
+                    }
+                    Disposition::ArpReply => {
+                        self.counters.arp_replied += 1;
+                        self.counters.events.count(t, Event::ArpReplied);
+                    }
+                    Disposition::NdReply => {
+                        self.counters.nd_replied += 1;
+                        self.counters.events.count(t, Event::NdReplied);
+                    }
+                    _ => {}
+                }
+                if let Some(v) = m.vtep {
+                    self.neighbors.learn(table, v, m.src_mac);
+                }
+            }
+            Err(reason) => self.drop_frame(o, m, reason),
+        }
+        m.kind = Kind::Done;
     }
 
     #[inline(always)]
@@ -805,10 +812,9 @@ impl Worker {
         table.prefetch_ep4(m.dst_h);
     }
 
-    /// Looks a cacheable frame's decision up in the cache: on a hit the frame becomes
-    /// [`Kind::Cached`] and `true` is returned.
+    /// Looks a cacheable frame's decision up in the cache: the entry, when it holds one.
     #[inline(always)]
-    fn probe(&mut self, m: &mut Meta) -> bool {
+    fn probe(&mut self, m: &Meta) -> Option<Cached> {
         let e = &self.cache[m.cslot as usize];
         if e.epoch == self.cache_epoch
             && e.key == m.ckey
@@ -820,16 +826,10 @@ impl Worker {
             })
         {
             self.cache_hits += 1;
-            m.kind = Kind::Cached;
-            m.dst_ep = Some(e.ep);
-            m.rule = (e.rule != NO_RULE).then_some(e.rule);
-            m.tracked_reply = e.flags & C_REPLY != 0;
-            m.sport = e.sport;
-            m.deny = e.flags & C_DENY != 0;
-            return true;
+            return Some(*e);
         }
         self.cache_misses += 1;
-        false
+        None
     }
 
     /// Looks up an endpoint in the sender's address space.
@@ -1089,12 +1089,14 @@ impl Worker {
                 // Remembered too: a denied flow's next frames cost a probe. Under tracked
                 // replies the deny lapses when a flow it would answer is born.
                 let flags = C_DENY | if watch.is_some() { C_WATCH } else { 0 };
-                self.remember(table, m, v.rule, ep, watch.unwrap_or_default(), 0, flags);
+                let w = watch.unwrap_or_default();
+                self.remember(table, m, v.rule, (ep, 0), w, 0, flags);
             }
             return Err(DropReason::PolicyDenied);
         }
         let sport = entropy(&m.ip);
-        let r = self.rewrite(table, f, m, ep, o, sport)?;
+        let id = Self::egress_id(table, m, ep)?;
+        let r = self.rewrite(table, f, m, ep, id, o, sport)?;
         if m.cacheable {
             let (flow, mut flags) = match flow {
                 Some((r, reply)) => (r, C_FLOW | if reply { C_REPLY } else { 0 }),
@@ -1103,7 +1105,7 @@ impl Worker {
             if v.tracked_reply {
                 flags |= C_REPLY;
             }
-            self.remember(table, m, v.rule, ep, flow, sport, flags);
+            self.remember(table, m, v.rule, (ep, id), flow, sport, flags);
         }
         Ok(r)
     }
@@ -1116,7 +1118,7 @@ impl Worker {
         table: &Table,
         m: &Meta,
         rule: Option<u32>,
-        ep: Ep,
+        (ep, id): (Ep, u16),
         flow: FlowRef,
         sport: u16,
         flags: u8,
@@ -1129,6 +1131,7 @@ impl Worker {
             ep,
             flow,
             sport,
+            id,
             flags,
         };
     }
@@ -1141,41 +1144,53 @@ impl Worker {
         f: &mut Frame<'_>,
         m: &Meta,
         o: &mut Outcome,
+        e: &Cached,
     ) -> Result<Disposition, DropReason> {
-        let ep = m.dst_ep.ok_or(DropReason::NoEndpoint)?;
-        o.rule = m.rule;
-        if m.deny {
+        o.rule = (e.rule != NO_RULE).then_some(e.rule);
+        if e.flags & C_DENY != 0 {
             return Err(DropReason::PolicyDenied);
         }
-        o.tracked_reply = m.tracked_reply;
-        if m.tracked_reply {
+        let reply = e.flags & C_REPLY != 0;
+        o.tracked_reply = reply;
+        if reply {
             self.counters.replies_tracked += 1;
         }
-        self.rewrite(table, f, m, ep, o, m.sport)
+        self.rewrite(table, f, m, e.ep, e.id, o, e.sport)
+    }
+
+    /// The identity a frame from `m`'s tenant carries on endpoint `ep`'s egress segment: its
+    /// destination tenant's VLAN id (`vlan`), its source tenant's group (`gbp`), or none (`vni`).
+    #[inline(always)]
+    fn egress_id(table: &Table, m: &Meta, ep: Ep) -> Result<u16, DropReason> {
+        match ep.egress() {
+            IdentityMode::Vlan => Ok(table.tenant_id(ep.tenant()) as u16),
+            // Validation refuses policies that would need it; never truncate an identity.
+            IdentityMode::Gbp => {
+                u16::try_from(table.tenant_id(m.ident.tenant)).map_err(|_| DropReason::NoIdentity)
+            }
+            IdentityMode::Vni => Ok(0),
+        }
     }
 
     /// The rewrite of an allowed frame toward endpoint `ep`: inner destination MAC, inner tag as the
     /// egress segment wants it, the VTEP's outer header template.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn rewrite(
         &mut self,
         table: &Table,
         f: &mut Frame<'_>,
         m: &Meta,
         ep: Ep,
+        id: u16,
         o: &mut Outcome,
         sport: u16,
     ) -> Result<Disposition, DropReason> {
-        let (s, d) = (m.ident.tenant, ep.tenant());
         let inner_start = f.start + usize::from(m.inner_off);
         o.egress = Some(ep.vtep());
         let (egress_vid, group) = match ep.egress() {
-            IdentityMode::Vlan => (Some(table.tenant_id(d) as u16), None),
-            IdentityMode::Gbp => {
-                // Validation refuses policies that would need it; never truncate an identity.
-                let id = u16::try_from(table.tenant_id(s)).map_err(|_| DropReason::NoIdentity)?;
-                (None, Some(id))
-            }
+            IdentityMode::Vlan => (Some(id), None),
+            IdentityMode::Gbp => (None, Some(id)),
             IdentityMode::Vni => (None, None),
         };
         let tmpl = table.egress(ep.vtep()).ok_or(DropReason::NoEndpoint)?;
