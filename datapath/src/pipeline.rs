@@ -376,12 +376,28 @@ fn outer(data: &[u8], udp_port: u16) -> Result<Outer, DropReason> {
 }
 
 /// The one's-complement sum, folded to 16 bits, of the IPv4 header at `h[14..34]`: 0xffff when its
-/// checksum is right. Summed as 32-bit words (the same sum, RFC 1071 §2(B)).
+/// checksum is right. Summed as two 64-bit words and one 32-bit word in the machine's byte order: the
+/// one's-complement sum is the same in either order, byte-swapped (RFC 1071 §2(B)), and 0xffff
+/// reads the same both ways.
 #[inline(always)]
 fn ipv4_header_sum(h: &[u8; 50]) -> u16 {
-    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-    let mut acc = w(14) + w(18) + w(22) + w(26) + w(30);
+    let w8 = |i: usize| {
+        u128::from(u64::from_ne_bytes([
+            h[i],
+            h[i + 1],
+            h[i + 2],
+            h[i + 3],
+            h[i + 4],
+            h[i + 5],
+            h[i + 6],
+            h[i + 7],
+        ]))
+    };
+    let w4 = u128::from(u32::from_ne_bytes([h[30], h[31], h[32], h[33]]));
+    let s = w8(14) + w8(22) + w4;
+    let mut acc = (s as u64 as u128) + (s >> 64); // at most 65 bits
     acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let mut acc = acc as u64;
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
     acc = (acc & 0xffff) + (acc >> 16);
@@ -1412,5 +1428,42 @@ pub fn null_forward(frames: &mut [Frame<'_>], outcomes: &mut [Outcome], counters
             disposition: Disposition::Forward,
             ..Outcome::default()
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// RFC 1071's sum, 16 bits at a time in network order, folded.
+    fn reference_sum(ip: &[u8]) -> u16 {
+        let mut acc: u32 = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    proptest! {
+        /// The word-at-a-time sum accepts exactly the headers whose checksum is right.
+        #[test]
+        fn header_sum_agrees_with_rfc1071(ip in any::<[u8; 20]>(), fix in any::<bool>()) {
+            let mut f = [0u8; 50];
+            f[14..34].copy_from_slice(&ip);
+            if fix {
+                f[24..26].fill(0);
+                let c = !reference_sum(&f[14..34]);
+                f[24..26].copy_from_slice(&c.to_be_bytes());
+            }
+            let ours = ipv4_header_sum(&f);
+            let theirs = reference_sum(&f[14..34]);
+            // The same sum, read in the machine's byte order.
+            prop_assert_eq!(ours, u16::from_be_bytes(theirs.to_ne_bytes()));
+            prop_assert_eq!(ours == 0xffff, fix || theirs == 0xffff);
+        }
     }
 }
