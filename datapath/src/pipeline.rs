@@ -264,6 +264,16 @@ struct Cached {
     flags: u8,
 }
 
+/// What a frame takes from the cache entry that holds its decision.
+#[derive(Clone, Copy)]
+struct Hit {
+    ep: Ep,
+    rule: u32,
+    sport: u16,
+    id: u16,
+    flags: u8,
+}
+
 const C_FLOW: u8 = 1;
 const C_REPLY: u8 = 2;
 /// The decision is a deny (`rule`: the deciding rule).
@@ -830,7 +840,7 @@ impl Worker {
 
     /// Looks a cacheable frame's decision up in the cache: the entry, when it holds one.
     #[inline(always)]
-    fn probe(&mut self, m: &Meta) -> Option<Cached> {
+    fn probe(&mut self, m: &Meta) -> Option<Hit> {
         let e = &self.cache[m.cslot as usize];
         if e.epoch == self.cache_epoch
             && e.key == m.ckey
@@ -842,7 +852,13 @@ impl Worker {
             })
         {
             self.cache_hits += 1;
-            return Some(*e);
+            return Some(Hit {
+                ep: e.ep,
+                rule: e.rule,
+                sport: e.sport,
+                id: e.id,
+                flags: e.flags,
+            });
         }
         self.cache_misses += 1;
         None
@@ -1160,7 +1176,7 @@ impl Worker {
         f: &mut Frame<'_>,
         m: &Meta,
         o: &mut Outcome,
-        e: &Cached,
+        e: &Hit,
     ) -> Result<Disposition, DropReason> {
         o.rule = (e.rule != NO_RULE).then_some(e.rule);
         if e.flags & C_DENY != 0 {
