@@ -249,7 +249,7 @@ const CACHE_SLOTS: usize = 1 << 16;
 /// for tracked flows — while the flow it relied on still lives.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cached {
-    key: [u64; 3],
+    key: [u64; 4],
     /// The worker's table epoch at insertion (0: empty).
     epoch: u32,
     rule: u32,
@@ -260,6 +260,9 @@ struct Cached {
     sport: u16,
     /// The identity the rewrite writes on the egress segment (see [`Worker::egress_id`]).
     id: u16,
+    /// The frame's tenant and sending VTEP, which the key's identity words decide.
+    ident: Ident,
+    vtep: u32,
     /// FLOW: `flow` must be alive; REPLY: the frame is a tracked reply; DENY, WATCH: see there.
     flags: u8,
 }
@@ -267,6 +270,8 @@ struct Cached {
 /// What a frame takes from the cache entry that holds its decision.
 #[derive(Clone, Copy)]
 struct Hit {
+    ident: Ident,
+    vtep: u32,
     ep: Ep,
     rule: u32,
     sport: u16,
@@ -296,6 +301,11 @@ struct Meta {
     /// The inner L3 header, relative to the inner frame.
     l3_off: u16,
     tagged: bool,
+    /// The inner VLAN id (when `tagged`).
+    vid: u16,
+    /// The outer IPv4 source (the sending VTEP's address; 0 under an IPv6 underlay).
+    src4: u32,
+    outer_v6: bool,
     ip: IpInfo,
     src_key: u64,
     src_h: u64,
@@ -309,7 +319,7 @@ struct Meta {
     dst_mac: Mac,
     /// Decision-cache key and slot (IPv4 frames whose decision can be cached).
     cacheable: bool,
-    ckey: [u64; 3],
+    ckey: [u64; 4],
     cslot: u32,
 }
 
@@ -449,6 +459,22 @@ fn fast_tuple4(l3: &[u8]) -> Option<[u64; 2]> {
     ])
 }
 
+/// The decision-cache key's identity words: what decides a frame's tenant and sending VTEP under
+/// one table — the VNI and the outer source (its IPv4 address, or under an IPv6 underlay the VTEP's
+/// index), then the GBP group and the inner VLAN id.
+#[inline(always)]
+fn ident_words(m: &Meta) -> (u64, u64) {
+    let src = if m.outer_v6 {
+        m.vtep.unwrap_or(u32::MAX)
+    } else {
+        m.src4
+    };
+    let w0 = u64::from(src) << 32 | u64::from(m.outer_v6) << 31 | u64::from(m.vni);
+    let group = m.group.map_or(0, |g| 0x1_0000 | u64::from(g));
+    let vid = if m.tagged { u64::from(m.vid) } else { 0 };
+    (w0, group | vid << 17)
+}
+
 /// The outer UDP source port for an inner flow: the same hash as [`vtep::Flow::entropy_port`].
 #[inline(always)]
 fn entropy(ip: &IpInfo) -> u16 {
@@ -572,13 +598,18 @@ impl Worker {
             }
             if let Some(hit) = self.probe(m) {
                 // A held decision needs nothing more from the tables: rewrite now.
+                if m.kind == Kind::Fast {
+                    m.ident = hit.ident;
+                    m.vtep = (hit.vtep != u32::MAX).then_some(hit.vtep);
+                    self.count_in(m, &mut outs[i]);
+                }
                 let r = self.cached(table, &mut frames[i], m, &mut outs[i], &hit);
                 self.finish(table, frames[i].len, m, &mut outs[i], r);
                 continue;
             }
             if m.kind == Kind::Fast {
-                if !table.vtep_allowed_ident(m.ident, m.vtep) {
-                    self.drop_frame(&mut outs[i], m, DropReason::SpoofedIdentity);
+                if let Err(r) = self.resolve(table, m, &mut outs[i]) {
+                    self.drop_frame(&mut outs[i], m, r);
                     continue;
                 }
                 let f = &frames[i];
@@ -680,56 +711,67 @@ impl Worker {
     ) -> Result<(), DropReason> {
         let data = &f.buf[f.start..f.start + f.len];
         let ov = outer(data, table.udp_port())?;
+        let inner = &data[ov.inner_off..ov.inner_off + ov.inner_len];
+        m.vni = ov.vni;
+        m.group = ov.group;
+        m.src4 = ov.src4;
+        m.outer_v6 = ov.v6;
+        m.inner_off = ov.inner_off as u16;
+        m.inner_len = ov.inner_len as u16;
+        m.dst_mac.0.copy_from_slice(&data[0..6]);
+        m.src_mac.0.copy_from_slice(&data[6..12]);
+
+        // The common case first: an IPv4 frame from one station whose decision-cache key lies at
+        // fixed offsets. The key holds what decides the frame's tenant and sending VTEP (VNI,
+        // group, VLAN id, outer source), so the segment, identity and VTEP lookups, the parse and
+        // the VTEP check (which a cached decision implies) all wait for a miss.
+        if let Some(h) = inner.first_chunk::<14>() {
+            let tagged = be16(h, 12) == ethertype::VLAN;
+            let l3_off = if tagged { 18 } else { 14 };
+            // A frame's source is one station: a group or zero source MAC makes no Ethernet frame
+            // (and an answer to it would go to a group). Such a frame takes the general path.
+            let mut src = [0u8; 6];
+            src.copy_from_slice(&h[6..12]);
+            if inner.len() >= l3_off
+                && be16(inner, l3_off - 2) == ethertype::IPV4
+                && h[0] & 1 == 0
+                && Mac(src).is_station()
+            {
+                if let Some([addrs, l4]) = fast_tuple4(&inner[l3_off..]) {
+                    m.tagged = tagged;
+                    m.vid = if tagged { be16(inner, 14) & 0x0fff } else { 0 };
+                    m.l3_off = l3_off as u16;
+                    m.vtep = if ov.v6 {
+                        Self::sender6(table, data)
+                    } else {
+                        None
+                    };
+                    m.kind = Kind::Fast;
+                    m.cacheable = true;
+                    let (w0, w3) = ident_words(m);
+                    self.cache_key(m, [w0, addrs, l4 | u64::from(tagged) << 16, w3]);
+                    return Ok(());
+                }
+            }
+        }
+
+        // The general path: segment, identity, sender, in the order their drops are counted.
         let seg = table.seg(ov.vni);
         let mode = seg.mode().ok_or(DropReason::UnknownSegment)?;
-        let inner = &data[ov.inner_off..ov.inner_off + ov.inner_len];
         if inner.len() < 14 || (be16(inner, 12) == ethertype::VLAN && inner.len() < 18) {
             return Err(DropReason::Malformed);
         }
         let tagged = be16(inner, 12) == ethertype::VLAN;
-
-        // Identity: who is this frame's tenant, by the segment's rule?
-        let ident = match mode {
-            IdentityMode::Vni => seg.ident(),
-            IdentityMode::Gbp => ov.group.map(|g| table.ident_by_id(g)).unwrap_or_default(),
-            IdentityMode::Vlan if tagged => {
-                let vid = be16(inner, 14) & 0x0fff;
-                table.ident_by_id(vid)
-            }
-            IdentityMode::Vlan => Ident::NONE,
-        };
-        if !ident.is_some() {
-            return Err(DropReason::NoIdentity);
-        }
-        let t = ident.tenant;
-        o.tenant = Some(t);
-        let tc = &mut self.counters.tenants[t as usize];
-        tc.frames_in += 1;
-        tc.bytes_in += ov.inner_len as u64;
-
-        // The sending VTEP: its index (last-sender cache), and may it send for this tenant?
-        let v = if ov.v6 {
-            let s = &data[22..38];
-            let mut a = [0u8; 16];
-            a.copy_from_slice(s);
-            table.vtep_index(IpAddr::V6(Ipv6Addr::from(a)))
-        } else if self.last_vtep.0 == ov.src4 {
-            self.last_vtep.1
-        } else {
-            let v = table.vtep_index4(ov.src4);
-            self.last_vtep.0 = ov.src4;
-            self.last_vtep.1 = v;
-            v
-        };
-        m.ident = ident;
-        m.vtep = v;
-        m.vni = ov.vni;
-        m.group = ov.group;
-        m.inner_off = ov.inner_off as u16;
-        m.inner_len = ov.inner_len as u16;
         m.tagged = tagged;
-        m.dst_mac.0.copy_from_slice(&data[0..6]);
-        m.src_mac.0.copy_from_slice(&data[6..12]);
+        m.vid = if tagged { be16(inner, 14) & 0x0fff } else { 0 };
+        self.identify(table, m, seg, mode, o)?;
+        let ident = m.ident;
+        let v = if ov.v6 {
+            Self::sender6(table, data)
+        } else {
+            self.sender4(table, ov.src4)
+        };
+        m.vtep = v;
 
         // The inner frame.
         let l3_off = if tagged { 18 } else { 14 };
@@ -737,28 +779,9 @@ impl Worker {
         let et = be16(inner, l3_off - 2);
         let l3 = &inner[l3_off..];
         let group_dst = inner[0] & 1 == 1;
-        // A frame's source is one station: a group or zero source MAC makes no Ethernet frame (and
-        // an answer to it would go to a group). Such a frame takes the general path, which says so.
         let mut src = [0u8; 6];
         src.copy_from_slice(&inner[6..12]);
         let station_src = Mac(src).is_station();
-        if et == ethertype::IPV4 && !group_dst && station_src {
-            if let Some([addrs, l4]) = fast_tuple4(l3) {
-                // The common case: the cache key straight from fixed offsets; the parse (and
-                // the sending VTEP's check, which a cached decision implies) wait for a miss.
-                m.kind = Kind::Fast;
-                m.cacheable = true;
-                self.cache_key(
-                    m,
-                    [
-                        u64::from(t) << 32 | u64::from(v.unwrap_or(u32::MAX)),
-                        addrs,
-                        l4 | u64::from(tagged) << 16,
-                    ],
-                );
-                return Ok(());
-            }
-        }
         if !table.vtep_allowed_ident(ident, v) {
             return Err(DropReason::SpoofedIdentity);
         }
@@ -801,16 +824,18 @@ impl Worker {
                 && icmp < 3
                 && ip.tcp_flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0;
             if m.cacheable {
+                let (w0, w3) = ident_words(m);
                 self.cache_key(
                     m,
                     [
-                        u64::from(t) << 32 | u64::from(v.unwrap_or(u32::MAX)),
+                        w0,
                         (ip.src as u64) << 32 | (ip.dst as u64 & 0xffff_ffff),
                         u64::from(ip.src_port) << 48
                             | u64::from(ip.dst_port) << 32
                             | u64::from(ip.proto) << 24
                             | u64::from(tagged) << 16
                             | icmp,
+                        w3,
                     ],
                 );
             }
@@ -819,11 +844,84 @@ impl Worker {
         Ok(())
     }
 
+    /// The frame's tenant by its segment's rule (`seg`, of `mode`): noted in the frame's outcome
+    /// and counted in.
+    #[inline(always)]
+    fn identify(
+        &mut self,
+        table: &Table,
+        m: &mut Meta,
+        seg: policy::table::Seg,
+        mode: IdentityMode,
+        o: &mut Outcome,
+    ) -> Result<(), DropReason> {
+        let ident = match mode {
+            IdentityMode::Vni => seg.ident(),
+            IdentityMode::Gbp => m.group.map(|g| table.ident_by_id(g)).unwrap_or_default(),
+            IdentityMode::Vlan if m.tagged => table.ident_by_id(m.vid),
+            IdentityMode::Vlan => Ident::NONE,
+        };
+        if !ident.is_some() {
+            return Err(DropReason::NoIdentity);
+        }
+        m.ident = ident;
+        self.count_in(m, o);
+        Ok(())
+    }
+
+    /// Counts a frame in for its tenant (`m.ident`).
+    #[inline(always)]
+    fn count_in(&mut self, m: &Meta, o: &mut Outcome) {
+        let t = m.ident.tenant;
+        o.tenant = Some(t);
+        let tc = &mut self.counters.tenants[t as usize];
+        tc.frames_in += 1;
+        tc.bytes_in += u64::from(m.inner_len);
+    }
+
+    /// The sending VTEP of an IPv4 underlay frame (through the last-sender cache).
+    #[inline(always)]
+    fn sender4(&mut self, table: &Table, src4: u32) -> Option<VtepIdx> {
+        if self.last_vtep.0 == src4 {
+            return self.last_vtep.1;
+        }
+        let v = table.vtep_index4(src4);
+        self.last_vtep.0 = src4;
+        self.last_vtep.1 = v;
+        v
+    }
+
+    /// The sending VTEP of an IPv6 underlay frame (`data` starts with its outer Ethernet header).
+    #[inline(always)]
+    fn sender6(table: &Table, data: &[u8]) -> Option<VtepIdx> {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&data[22..38]);
+        table.vtep_index(IpAddr::V6(Ipv6Addr::from(a)))
+    }
+
+    /// A fast-lane frame the cache did not hold: its segment, identity and sending VTEP, as the
+    /// general path finds them.
+    #[inline(always)]
+    fn resolve(&mut self, table: &Table, m: &mut Meta, o: &mut Outcome) -> Result<(), DropReason> {
+        let seg = table.seg(m.vni);
+        let mode = seg.mode().ok_or(DropReason::UnknownSegment)?;
+        self.identify(table, m, seg, mode, o)?;
+        if !m.outer_v6 {
+            m.vtep = self.sender4(table, m.src4);
+        }
+        if !table.vtep_allowed_ident(m.ident, m.vtep) {
+            return Err(DropReason::SpoofedIdentity);
+        }
+        Ok(())
+    }
+
     /// Sets a frame's decision-cache key and slot, and prefetches the slot.
     #[inline(always)]
-    fn cache_key(&self, m: &mut Meta, key: [u64; 3]) {
+    fn cache_key(&self, m: &mut Meta, key: [u64; 4]) {
         m.ckey = key;
-        let h = crate::hash64(key[0] ^ key[1].rotate_left(21) ^ key[2].rotate_left(42));
+        let h = crate::hash64(
+            key[0] ^ key[1].rotate_left(21) ^ key[2].rotate_left(42) ^ key[3].rotate_left(7),
+        );
         m.cslot = (h >> 40) as u32 & (self.cache.len() as u32 - 1);
         policy::flat::prefetch(self.cache.as_ptr().wrapping_add(m.cslot as usize));
     }
@@ -853,6 +951,8 @@ impl Worker {
         {
             self.cache_hits += 1;
             return Some(Hit {
+                ident: e.ident,
+                vtep: e.vtep,
                 ep: e.ep,
                 rule: e.rule,
                 sport: e.sport,
@@ -1164,6 +1264,8 @@ impl Worker {
             flow,
             sport,
             id,
+            ident: m.ident,
+            vtep: m.vtep.unwrap_or(u32::MAX),
             flags,
         };
     }
