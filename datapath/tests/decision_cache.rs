@@ -1,6 +1,7 @@
 //! The worker's decision cache gives the outcomes of the full path: a cached allow or deny is
 //! served without a parse, a cached deny lapses when a flow it would answer is born (tracked
-//! replies), and a new table version drops every cached decision.
+//! replies), a new table version drops every cached decision, and a decision is served only to
+//! frames with the same identity fields and sender.
 
 use datapath::pipeline::{Disposition, Frame, Outcome, Worker, HEADROOM};
 use datapath::DropReason;
@@ -92,15 +93,38 @@ fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A VXLAN frame from VTEP `vtep` (198.18.0.x) on `vni` carrying a UDP datagram.
 fn udp_frame(vtep: u8, vni: u32, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16) -> Vec<u8> {
+    tagged_frame(vtep, vni, None, None, src, dst, sp, dp)
+}
+
+/// [`udp_frame`] with a VXLAN-GBP group and an inner 802.1Q tag.
+#[allow(clippy::too_many_arguments)]
+fn tagged_frame(
+    vtep: u8,
+    vni: u32,
+    group: Option<u16>,
+    vid: Option<u16>,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sp: u16,
+    dp: u16,
+) -> Vec<u8> {
     let mut udp = Vec::new();
     udp.extend_from_slice(&sp.to_be_bytes());
     udp.extend_from_slice(&dp.to_be_bytes());
     udp.extend_from_slice(&16u16.to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(b"joypath!");
-    let mut inner = vec![0x02, 0, 0, 0, 0, 0xfe, 0x02, 0, 0, 0, 0, vtep, 0x08, 0x00];
+    let mut inner = vec![0x02, 0, 0, 0, 0, 0xfe, 0x02, 0, 0, 0, 0, vtep];
+    if let Some(v) = vid {
+        inner.extend_from_slice(&[0x81, 0x00]);
+        inner.extend_from_slice(&v.to_be_bytes());
+    }
+    inner.extend_from_slice(&[0x08, 0x00]);
     inner.extend(ipv4(src, dst, 17, &udp));
-    let mut vx = vec![0x08, 0, 0, 0];
+    let mut vx = match group {
+        Some(g) => vec![0x88, 0, (g >> 8) as u8, g as u8],
+        None => vec![0x08, 0, 0, 0],
+    };
     vx.extend_from_slice(&vni.to_be_bytes()[1..]);
     vx.push(0);
     let mut oudp = Vec::new();
@@ -234,4 +258,54 @@ fn stateless_denies_are_cached_and_a_new_version_drops_them() {
     let t2 = table("stateless", allow, 2);
     let o = run(&mut w, &t2, &deny, now);
     assert_eq!((o.disposition, o.rule), (Disposition::Forward, Some(1)));
+}
+
+#[test]
+fn a_cached_decision_serves_only_frames_of_the_same_identity_and_sender() {
+    // The cache is keyed by what decides the tenant and the sending VTEP (VNI, GBP group, inner
+    // VLAN id, outer source), not by the resolved tenant: frames that differ in any of these
+    // alone must not share a decision.
+    let extra = "[[segment]]\nvni = 300\nidentity = \"gbp\"\n\n[[segment]]\nvni = 400\nidentity = \"vlan\"\n";
+    let t = table("tracked", extra, 1);
+    let mut w = Worker::new();
+    let now = 1_800_000_000;
+    let spoofed = Disposition::Drop(DropReason::SpoofedIdentity);
+    let cases = [
+        // (allowed frame, the same frame but one identity field, what that frame gets)
+        (
+            udp_frame(1, 100, A, G, 50000, 5000),
+            udp_frame(2, 100, A, G, 50000, 5000),
+            spoofed,
+        ),
+        (
+            tagged_frame(1, 300, Some(10), None, A, G, 50001, 5000),
+            tagged_frame(1, 300, Some(20), None, A, G, 50001, 5000),
+            spoofed,
+        ),
+        (
+            tagged_frame(1, 400, None, Some(10), A, G, 50002, 5000),
+            tagged_frame(1, 400, None, Some(20), A, G, 50002, 5000),
+            spoofed,
+        ),
+        (
+            tagged_frame(1, 300, Some(10), None, A, G, 50003, 5000),
+            tagged_frame(1, 300, None, None, A, G, 50003, 5000),
+            Disposition::Drop(DropReason::NoIdentity),
+        ),
+    ];
+    for (i, (good, other, expect)) in cases.iter().enumerate() {
+        for _ in 0..2 {
+            let o = run(&mut w, &t, good, now);
+            assert_eq!(o.disposition, Disposition::Forward, "case {i}");
+            assert_eq!(o.tenant, Some(0), "case {i}: acme's frame");
+        }
+        let hits = w.cache_hits;
+        let o = run(&mut w, &t, other, now);
+        assert_eq!(o.disposition, *expect, "case {i}");
+        assert_eq!(w.cache_hits, hits, "case {i}: not served from acme's entry");
+    }
+    assert_eq!(
+        w.cache_hits, 4,
+        "each allowed frame's second pass was a hit"
+    );
 }
