@@ -185,6 +185,9 @@ pub struct Worker {
     cache: Vec<Cached>,
     cache_epoch: u32,
     cache_for: (usize, u64),
+    /// For the table the cache is for: any `now` in `[.0, .1)` has `.1` as its next rule-window
+    /// edge (see [`Table::next_window_edge`]).
+    edge: (i64, i64),
     /// Decisions served from the cache, and made by the full path.
     pub cache_hits: u64,
     pub cache_misses: u64,
@@ -527,6 +530,7 @@ impl Worker {
             cache: vec![Cached::default(); cache_slots],
             cache_epoch: 0,
             cache_for: (0, 0),
+            edge: (i64::MAX, i64::MIN),
             cache_hits: 0,
             cache_misses: 0,
         }
@@ -557,6 +561,7 @@ impl Worker {
         }
         if self.cache_for != (tid, table.version()) {
             self.cache_for = (tid, table.version());
+            self.edge = (i64::MAX, i64::MIN);
             self.cache_epoch = self.cache_epoch.wrapping_add(1).max(1);
         }
         self.flows.sweep(frames.len(), now);
@@ -1242,6 +1247,17 @@ impl Worker {
         Ok(r)
     }
 
+    /// [`Table::next_window_edge`], remembered for the span of instants that share it.
+    #[inline(always)]
+    fn next_window_edge(&mut self, table: &Table, now: i64) -> i64 {
+        if self.edge.0 <= now && now < self.edge.1 {
+            return self.edge.1;
+        }
+        let e = table.next_window_edge(now);
+        self.edge = (now, e);
+        e
+    }
+
     /// Writes a frame's decision into its cache slot, valid until the next rule-window edge.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -1259,7 +1275,7 @@ impl Worker {
             key: m.ckey,
             epoch: self.cache_epoch,
             rule: rule.unwrap_or(NO_RULE),
-            expires: table.next_window_edge(m.now),
+            expires: self.next_window_edge(table, m.now),
             ep,
             flow,
             sport,

@@ -309,3 +309,26 @@ fn a_cached_decision_serves_only_frames_of_the_same_identity_and_sender() {
         "each allowed frame's second pass was a hit"
     );
 }
+
+#[test]
+fn a_decision_made_before_a_window_opens_expires_when_it_opens_even_after_a_later_frame() {
+    // The worker remembers the next window edge for a span of instants; a frame judged earlier
+    // than that span (replayed captures are not always in time order) gets its own, earlier edge.
+    let window = "[[rule]]\nfrom = \"acme\"\nto = \"globex\"\nproto = \"udp\"\nports = \"7000\"\naction = \"allow\"\npriority = 50\nnot_before = \"2027-01-01T00:00:00Z\"\nnot_after = \"2027-01-02T00:00:00Z\"\n";
+    let t = table("tracked", window, 1);
+    let mut w = Worker::new();
+    let opens = 1_798_761_600; // 2027-01-01T00:00:00Z
+    let x = udp_frame(1, 100, A, G, 40001, 7000);
+    let y = udp_frame(1, 100, A, G, 40002, 7000);
+    assert_eq!(
+        run(&mut w, &t, &x, opens + 100).disposition,
+        Disposition::Forward
+    );
+    assert_eq!(run(&mut w, &t, &y, opens - 100).disposition, DENIED);
+    let o = run(&mut w, &t, &y, opens + 200);
+    assert_eq!(
+        (o.disposition, o.rule),
+        (Disposition::Forward, Some(1)),
+        "the deny cached before the window opened lapsed when it opened"
+    );
+}
