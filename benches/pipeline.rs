@@ -19,11 +19,11 @@ fn pipeline(c: &mut Criterion) {
         // Worker state lives across criterion's calls of the closure (one per sample): a fresh
         // worker's first batch sizes its per-tenant counters (112 MB at 1M tenants), which must not
         // land in a timed iteration. It is warmed with one pass over every batch before timing.
-        let mut state: Option<(Arena, Worker)> = None;
+        let mut state: Option<(Arena, Worker, (u64, u64))> = None;
         g.bench_function(format!("{label}/worker"), |b| {
             let s = get();
             let batches: Vec<_> = s.frames.chunks_exact(BATCH).collect();
-            let (arena, worker) = state.get_or_insert_with(|| {
+            let (arena, worker, _) = state.get_or_insert_with(|| {
                 let mut arena = Arena::new(&s.frames);
                 let mut worker = Worker::new();
                 let mut out = [Outcome::default(); BATCH];
@@ -32,7 +32,8 @@ fn pipeline(c: &mut Criterion) {
                         worker.process(&s.table, frames, &mut out, s.now)
                     });
                 }
-                (arena, worker)
+                let warm = (worker.cache_hits, worker.cache_misses);
+                (arena, worker, warm)
             });
             let mut out = [Outcome::default(); BATCH];
             let mut i = 0usize;
@@ -48,6 +49,14 @@ fn pipeline(c: &mut Criterion) {
             let c = &worker.counters;
             assert!(c.forwarded * 10 >= c.frames * 8, "{c:?}");
         });
+        if let Some((_, w, (h, m))) = &state {
+            // What the timed batches found in the decision cache (a hit skips every table).
+            let (h, m) = (w.cache_hits - h, w.cache_misses - m);
+            eprintln!(
+                "{label}: decision cache {:.0}% hits ({h} hits, {m} misses)",
+                h as f64 * 100.0 / (h + m).max(1) as f64
+            );
+        }
         g.bench_function(format!("{label}/null"), |b| {
             let s = get();
             let batches: Vec<_> = s.frames.chunks_exact(BATCH).collect();
