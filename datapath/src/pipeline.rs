@@ -237,8 +237,8 @@ enum Kind {
     #[default]
     Done,
     Ip,
-    /// An IPv4 frame read at fixed offsets only (its decision-cache key), not yet parsed: the
-    /// cache is probed before anything else is looked at.
+    /// An IPv4 frame read at fixed offsets only (its decision-cache key), not yet parsed nor
+    /// identified: the cache is probed before anything else is looked at.
     Fast,
     Arp,
     Nd,
@@ -247,9 +247,10 @@ enum Kind {
 /// Entries of a worker's decision cache.
 const CACHE_SLOTS: usize = 1 << 16;
 
-/// A cached decision (OPTE-style): the outcome of the full path for one (tenant, sending VTEP, inner
-/// IPv4 5-tuple), valid for one table (the worker's epoch) until the next rule-window edge, and —
-/// for tracked flows — while the flow it relied on still lives.
+/// A cached decision (OPTE-style): the outcome of the full path for one (VNI, outer source, GBP
+/// group, inner VLAN id, inner IPv4 5-tuple) — the first four decide the tenant and the sending
+/// VTEP, which the entry keeps — valid for one table (the worker's epoch) until the next rule-window
+/// edge, and — for tracked flows — while the flow it relied on still lives.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cached {
     key: [u64; 4],
@@ -581,7 +582,8 @@ impl Worker {
             m.kind = Kind::Done;
         }
         let mut bytes = 0u64;
-        // Stage 1: outer headers, identity, sender, inner headers; prefetch the endpoints.
+        // Stage 1: outer headers and the decision-cache key (the fast lane); for other frames
+        // identity, sender and inner headers, and the endpoints prefetched.
         for i in 0..n {
             let f = &frames[i];
             bytes += f.len as u64;

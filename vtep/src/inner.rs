@@ -117,12 +117,12 @@ fn transport(info: &mut IpInfo, l4: &[u8]) -> Result<(), WireError> {
 }
 
 /// Parses an IPv4 packet (`l3` from its first byte; trailing link padding allowed).
-#[inline(always)]
 /// Walks an IPv6 extension-header chain — hop-by-hop, routing, fragment, destination options,
 /// authentication — starting with header `next` at the start of `payload`, and returns the
 /// upper-layer protocol with its offset in `payload`. `on_fragment` sees each fragment header's
 /// offset field (flags in its low bits) and identification. Each header takes at least 8 bytes, so
 /// the payload's length bounds the walk.
+#[inline(always)]
 pub(crate) fn ipv6_upper(
     mut next: u8,
     payload: &[u8],
