@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use vtep::inner::{self, tcp, Frag, IcmpKind, IpInfo};
 use vtep::{
-    encapsulate, ethertype, ipproto, parse_overlay, set_inner_vlan, ArpPacket, EncapError,
-    EthernetFrame, Mac, OverlayError, Underlay,
+    encapsulate, ethertype, ipproto, parse_overlay, set_inner_vlan, vxlan_header, ArpPacket,
+    EncapError, EthernetFrame, Mac, OverlayError, Underlay, OUTER_LEN_V4,
 };
 
 /// Bytes a driver must leave free before each frame: an IPv4→IPv6 underlay change grows the outer
@@ -262,8 +262,9 @@ struct Cached {
     flow: FlowRef,
     /// The outer UDP source port for the flow (see [`entropy`]).
     sport: u16,
-    /// The identity the rewrite writes on the egress segment (see [`Worker::egress_id`]).
-    id: u16,
+    /// The VXLAN header the rewrite writes: the egress VNI, and the group when the egress segment
+    /// carries one (see [`Worker::egress_id`]).
+    vx: [u8; 8],
     /// The frame's tenant and sending VTEP, which the key's identity words decide.
     ident: Ident,
     vtep: u32,
@@ -279,7 +280,7 @@ struct Hit {
     ep: Ep,
     rule: u32,
     sport: u16,
-    id: u16,
+    vx: [u8; 8],
     flags: u8,
 }
 
@@ -461,6 +462,85 @@ fn fast_tuple4(l3: &[u8]) -> Option<[u64; 2]> {
         addrs,
         u64::from(ports) << 32 | u64::from(proto) << 24 | icmp,
     ])
+}
+
+/// What the fast lane reads of a frame: its decision-cache key and what a miss resolves from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lane {
+    key: [u64; 4],
+    src4: u32,
+    vni: u32,
+    group: Option<u16>,
+    inner_len: u16,
+    tagged: bool,
+    vid: u16,
+}
+
+/// The fast lane: an untagged IPv4 underlay frame without options that [`outer`] accepts, carrying
+/// from one station an IPv4 packet whose key [`fast_tuple4`] reads — checked with a few masked
+/// word loads over one fixed-size view. Exactly the frames, and the key, that `outer`, the station
+/// checks and `fast_tuple4` give (a property test holds it to that); anything else (`None`) takes
+/// the longer way.
+#[inline(always)]
+fn lane4(data: &[u8], udp_port: u16) -> Option<Lane> {
+    // Outer Ethernet, IPv4, UDP and VXLAN (50 bytes), inner Ethernet (14) and IPv4 (20) + 8.
+    let h = data.first_chunk::<92>()?;
+    let w = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
+    // EtherType IPv4, version 4 with no options (bytes 12..15); neither more fragments nor an
+    // offset, UDP (20..24); our port (36..38); the I flag and no other but G (42); reserved (49).
+    let port = u64::from(u16::from_le_bytes(udp_port.to_be_bytes()));
+    if w(12) & 0xff_ffff != 0x45_0008
+        || w(20) & 0xff00_ff3f != 0x1100_0000
+        || w(36) & 0x7f_0000_0000_ffff != 0x08_0000_0000_0000 | port
+        || h[49] != 0
+    {
+        return None;
+    }
+    let tl = usize::from(be16(h, 16));
+    let ulen = usize::from(be16(h, 38));
+    if tl < 36 || 14 + tl > data.len() || ulen < 16 || ulen > tl - 20 {
+        return None;
+    }
+    if ipv4_header_sum(h.first_chunk::<50>().expect("50 bytes")) != 0xffff {
+        return None;
+    }
+    // The inner frame: to a station (or one of ours), from a station, IPv4 behind at most one tag.
+    let inner_len = ulen - 16;
+    let src_mac = w(56) & 0xffff_ffff_ffff;
+    if h[50] & 1 != 0 || src_mac & 1 != 0 || src_mac == 0 {
+        return None;
+    }
+    let tagged = be16(h, 62) == ethertype::VLAN;
+    let (l3_off, vid) = if tagged {
+        if inner_len < 18 || be16(data, 66) != ethertype::IPV4 {
+            return None;
+        }
+        (18, be16(h, 64) & 0x0fff)
+    } else {
+        if be16(h, 62) != ethertype::IPV4 {
+            return None;
+        }
+        (14, 0)
+    };
+    let [addrs, l4] = fast_tuple4(data.get(50 + l3_off..50 + inner_len)?)?;
+    let src4 = u32::from_be_bytes([h[26], h[27], h[28], h[29]]);
+    let vni = u32::from_be_bytes([0, h[46], h[47], h[48]]);
+    let group = (h[42] & 0x80 != 0).then(|| be16(h, 44));
+    let g = group.map_or(0, |g| 0x1_0000 | u64::from(g));
+    Some(Lane {
+        key: [
+            u64::from(src4) << 32 | u64::from(vni),
+            addrs,
+            l4 | u64::from(tagged) << 16,
+            g | u64::from(vid) << 17,
+        ],
+        src4,
+        vni,
+        group,
+        inner_len: inner_len as u16,
+        tagged,
+        vid,
+    })
 }
 
 /// The decision-cache key's identity words: what decides a frame's tenant and sending VTEP under
@@ -717,6 +797,24 @@ impl Worker {
         o: &mut Outcome,
     ) -> Result<(), DropReason> {
         let data = &f.buf[f.start..f.start + f.len];
+        if let Some(l) = lane4(data, table.udp_port()) {
+            m.vni = l.vni;
+            m.group = l.group;
+            m.src4 = l.src4;
+            m.outer_v6 = false;
+            m.inner_off = OUTER_LEN_V4 as u16;
+            m.inner_len = l.inner_len;
+            m.tagged = l.tagged;
+            m.vid = l.vid;
+            m.l3_off = if l.tagged { 18 } else { 14 };
+            m.dst_mac.0.copy_from_slice(&data[0..6]);
+            m.src_mac.0.copy_from_slice(&data[6..12]);
+            m.vtep = None;
+            m.kind = Kind::Fast;
+            m.cacheable = true;
+            self.cache_key(m, l.key);
+            return Ok(());
+        }
         let ov = outer(data, table.udp_port())?;
         let inner = &data[ov.inner_off..ov.inner_off + ov.inner_len];
         m.vni = ov.vni;
@@ -963,7 +1061,7 @@ impl Worker {
                 ep: e.ep,
                 rule: e.rule,
                 sport: e.sport,
-                id: e.id,
+                vx: e.vx,
                 flags: e.flags,
             });
         }
@@ -1281,7 +1379,7 @@ impl Worker {
             ep,
             flow,
             sport,
-            id,
+            vx: vxlan_header(ep.vni(), (ep.egress() == IdentityMode::Gbp).then_some(id)),
             ident: m.ident,
             vtep: m.vtep.unwrap_or(u32::MAX),
             flags,
@@ -1307,7 +1405,58 @@ impl Worker {
         if reply {
             self.counters.replies_tracked += 1;
         }
-        self.rewrite(table, f, m, e.ep, e.id, o, e.sport)
+        if let Some(r) = self.rewrite_in_place(table, f, m, o, e) {
+            return r;
+        }
+        let id = Self::egress_id(table, m, e.ep)?;
+        self.rewrite(table, f, m, e.ep, id, o, e.sport)
+    }
+
+    /// [`Worker::rewrite`] of a cached decision in its common case — an untagged frame under an
+    /// IPv4 underlay without options, toward an IPv4 VTEP whose segment wants no tag — where
+    /// nothing moves: the outer headers are rewritten where they lie, the inner destination MAC
+    /// set. `None`: not that case (the general rewrite runs; nothing was written).
+    #[inline(always)]
+    fn rewrite_in_place(
+        &self,
+        table: &Table,
+        f: &mut Frame<'_>,
+        m: &Meta,
+        o: &mut Outcome,
+        e: &Hit,
+    ) -> Option<Result<Disposition, DropReason>> {
+        let ep = e.ep;
+        let mode = ep.egress();
+        if m.tagged || m.outer_v6 || usize::from(m.inner_off) != OUTER_LEN_V4 {
+            return None;
+        }
+        if mode == IdentityMode::Vlan {
+            return None;
+        }
+        let tmpl = table.egress(ep.vtep())?;
+        let inner_len = usize::from(m.inner_len);
+        if tmpl.ip_len(inner_len) > usize::from(table.mtu()) {
+            return None; // dropped by the general rewrite, as too big
+        }
+        let b = f
+            .buf
+            .get_mut(f.start..)?
+            .first_chunk_mut::<{ OUTER_LEN_V4 + 6 }>()?;
+        let (hdr, inner_dst) = b.split_first_chunk_mut::<OUTER_LEN_V4>()?;
+        tmpl.rewrite4(hdr, inner_len, e.sport, e.vx)?;
+        let mut ours = [0u8; 6];
+        ours.copy_from_slice(&hdr[0..6]);
+        let next = match self.neighbors.of_vtep(ep.vtep()) {
+            Some(mac) => mac.0,
+            None => hdr[6..12].try_into().expect("6 bytes"), // back the way it came
+        };
+        hdr[0..6].copy_from_slice(&next);
+        hdr[6..12].copy_from_slice(&ours);
+        hdr[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        inner_dst.copy_from_slice(&ep.mac().0);
+        o.egress = Some(ep.vtep());
+        f.len = OUTER_LEN_V4 + inner_len;
+        Some(Ok(Disposition::Forward))
     }
 
     /// The identity a frame from `m`'s tenant carries on endpoint `ep`'s egress segment: its
@@ -1578,7 +1727,165 @@ mod tests {
         !vtep::checksum::ipv4_header(ip)
     }
 
+    /// The fast lane as the general path finds it: [`outer`], the station checks and
+    /// [`fast_tuple4`] over the parsed inner frame, keyed by [`ident_words`].
+    fn lane_by_parse(data: &[u8], port: u16) -> Option<Lane> {
+        let ov = outer(data, port).ok()?;
+        if ov.v6 || ov.inner_off != OUTER_LEN_V4 {
+            return None;
+        }
+        let inner = &data[ov.inner_off..ov.inner_off + ov.inner_len];
+        let h = inner.first_chunk::<14>()?;
+        let tagged = be16(h, 12) == ethertype::VLAN;
+        let l3_off = if tagged { 18 } else { 14 };
+        let src = Mac(h[6..12].try_into().unwrap());
+        if inner.len() < l3_off
+            || be16(inner, l3_off - 2) != ethertype::IPV4
+            || h[0] & 1 != 0
+            || !src.is_station()
+        {
+            return None;
+        }
+        let [addrs, l4] = fast_tuple4(&inner[l3_off..])?;
+        let vid = if tagged { be16(inner, 14) & 0x0fff } else { 0 };
+        let m = Meta {
+            vni: ov.vni,
+            group: ov.group,
+            src4: ov.src4,
+            tagged,
+            vid,
+            ..Meta::default()
+        };
+        let (w0, w3) = ident_words(&m);
+        Some(Lane {
+            key: [w0, addrs, l4 | u64::from(tagged) << 16, w3],
+            src4: ov.src4,
+            vni: ov.vni,
+            group: ov.group,
+            inner_len: ov.inner_len as u16,
+            tagged,
+            vid,
+        })
+    }
+
+    /// A VXLAN frame over IPv4 carrying an IPv4 packet of `proto` (ICMP: an echo request).
+    fn overlay_frame(tagged: bool, gbp: bool, proto: u8, payload: usize) -> Vec<u8> {
+        let l4 = match proto {
+            ipproto::TCP => 20,
+            _ => 8,
+        } + payload;
+        let mut inner = vec![0x02, 0, 0, 0, 0, 0x0b, 0x02, 0, 0, 0, 0, 0x0a];
+        if tagged {
+            inner.extend_from_slice(&[0x81, 0x00, 0x20, 0x07]);
+        }
+        inner.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
+        ip.extend_from_slice(&[198, 19, 0, 1, 198, 19, 0, 2]);
+        ip[2..4].copy_from_slice(&((20 + l4) as u16).to_be_bytes());
+        let mut l4b = vec![0u8; l4];
+        match proto {
+            ipproto::ICMP => l4b[0] = 8,
+            ipproto::TCP => {
+                l4b[..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+                l4b[12] = 0x50;
+                l4b[13] = tcp::ACK;
+            }
+            _ => l4b[..4].copy_from_slice(&[0x9c, 0x40, 0, 53]),
+        }
+        inner.extend_from_slice(&ip);
+        inner.extend_from_slice(&l4b);
+        let mut f = vec![0x02, 0, 0, 0, 0, 0xfe, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
+        let tl = (20 + 16 + inner.len()) as u16;
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, ipproto::UDP, 0, 0]);
+        f[16..18].copy_from_slice(&tl.to_be_bytes());
+        f.extend_from_slice(&[198, 18, 0, 1, 198, 18, 0, 254]);
+        f.extend_from_slice(&[0xc0, 0x00, 0x12, 0xb5]);
+        f.extend_from_slice(&(tl - 20).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        if gbp {
+            f.extend_from_slice(&[0x88, 0x08, 0x01, 0x2c]);
+        } else {
+            f.extend_from_slice(&[0x08, 0, 0, 0]);
+        }
+        f.extend_from_slice(&[0, 0x30, 0x39, 0]);
+        f.extend_from_slice(&inner);
+        fix_outer_checksum(&mut f);
+        f
+    }
+
+    fn fix_outer_checksum(f: &mut [u8]) {
+        f[24..26].fill(0);
+        let c = vtep::checksum::ipv4_header(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// Byte values the fast lane's checks turn on.
+    fn telling_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            Just(0u8),
+            Just(1),
+            Just(0x01),
+            Just(0x06),
+            Just(0x08),
+            Just(0x11),
+            Just(0x12),
+            Just(0x20),
+            Just(0x40),
+            Just(0x45),
+            Just(0x46),
+            Just(0x80),
+            Just(0x81),
+            Just(0x86),
+            Just(0x88),
+            Just(0xb5),
+            Just(0xff),
+            any::<u8>(),
+        ]
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The fast lane takes exactly the frames the general path would put in it, with the same
+        /// key and fields: a frame it wrongly took would be judged on a wrong key.
+        #[test]
+        fn fast_lane_agrees_with_the_general_path(
+            tagged in any::<bool>(),
+            gbp in any::<bool>(),
+            proto in prop_oneof![Just(ipproto::TCP), Just(ipproto::UDP), Just(ipproto::ICMP)],
+            payload in 0usize..24,
+            src in 0u8..4,
+            edits in proptest::collection::vec((0usize..100, telling_byte(), any::<bool>()), 0..4),
+            fix in any::<bool>(),
+            cut in proptest::option::of(40usize..130),
+        ) {
+            let mut f = overlay_frame(tagged, gbp, proto, payload);
+            prop_assert!(lane4(&f, 4789).is_some());
+            match src {
+                0 => f[56..62].fill(0),    // no station
+                1 => f[56] |= 1,           // a group
+                _ => {}
+            }
+            // Bytes set to telling values, or single bits flipped.
+            for &(at, b, flip) in &edits {
+                if let Some(x) = f.get_mut(at) {
+                    *x = if flip { *x ^ 1 << (b & 7) } else { b };
+                }
+            }
+            if fix {
+                fix_outer_checksum(&mut f);
+            }
+            let whole = cut.is_none_or(|c| c >= f.len());
+            if let Some(c) = cut {
+                f.truncate(c);
+            }
+            let ours = lane4(&f, 4789);
+            prop_assert_eq!(ours, lane_by_parse(&f, 4789));
+            if edits.is_empty() && whole && src > 1 {
+                prop_assert!(ours.is_some());
+            }
+        }
+
         /// The word-at-a-time sum accepts exactly the headers whose checksum is right.
         #[test]
         fn header_sum_agrees_with_rfc1071(ip in any::<[u8; 20]>(), fix in any::<bool>()) {

@@ -182,14 +182,12 @@ impl Ep {
     }
     #[inline(always)]
     pub fn mac(&self) -> Mac {
-        Mac([
-            (self.w0 >> 24) as u8,
-            (self.w1 >> 24) as u8,
-            self.w3[0],
-            self.w3[1],
-            self.w3[2],
-            self.w3[3],
-        ])
+        // Assembled in one register: the bytes are stored in two moves, not six.
+        let v = u64::from(self.w0 >> 24)
+            | u64::from(self.w1 >> 24) << 8
+            | u64::from(u32::from_le_bytes(self.w3)) << 16;
+        let b = v.to_le_bytes();
+        Mac([b[0], b[1], b[2], b[3], b[4], b[5]])
     }
 }
 

@@ -241,18 +241,7 @@ impl OuterTemplate {
         }
         let start = inner_start - outer;
         let udp_len = 16 + inner_len;
-        let vx = |b: &mut [u8; 8]| {
-            let v = (vni & 0x00ff_ffff).to_be_bytes();
-            let (f0, f1, g) = match group {
-                Some(g) => (
-                    VxlanHeader::<&[u8]>::FLAG_G | VxlanHeader::<&[u8]>::FLAG_I,
-                    VxlanHeader::<&[u8]>::FLAG_A,
-                    g.to_be_bytes(),
-                ),
-                None => (VxlanHeader::<&[u8]>::FLAG_I, 0, [0, 0]),
-            };
-            *b = [f0, f1, g[0], g[1], v[1], v[2], v[3], 0];
-        };
+        let vx = |b: &mut [u8; 8]| *b = vxlan_header(vni, group);
         if !self.v6 {
             // Fixed-size views: one bounds check for the whole header.
             let total = u16::try_from(20 + udp_len).map_err(|_| EncapError::TooLong)?;
@@ -291,6 +280,56 @@ impl OuterTemplate {
         }
         Ok(start)
     }
+}
+
+impl OuterTemplate {
+    /// Rewrites, in place, an IPv4 frame's outer IP, UDP and VXLAN headers (`f[14..50]`) toward this
+    /// template's VTEP for an inner frame of `inner_len` bytes, from UDP source port `src_port`
+    /// with VXLAN header `vx` (see [`vxlan_header`]); the Ethernet header is the caller's.
+    /// Byte for byte what [`OuterTemplate::write`] writes there. `None` (nothing written) when the
+    /// template is IPv6 or the packet would be longer than 65 535 bytes.
+    #[inline(always)]
+    pub fn rewrite4(
+        &self,
+        f: &mut [u8; OUTER_LEN_V4],
+        inner_len: usize,
+        src_port: u16,
+        vx: [u8; 8],
+    ) -> Option<()> {
+        if self.v6 || inner_len > usize::from(u16::MAX) - 36 {
+            return None;
+        }
+        let total = 36 + inner_len as u16;
+        let h: &mut [u8; 36] = (&mut f[14..50]).try_into().expect("36 bytes");
+        *h = self.hdr[..36].try_into().expect("36 bytes");
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        // A sum of eleven 16-bit words (< 2^20): two folds end it.
+        let mut acc = self.partial + u32::from(total);
+        acc = (acc & 0xffff) + (acc >> 16);
+        acc = (acc & 0xffff) + (acc >> 16);
+        let c = !(acc as u16);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h[20..22].copy_from_slice(&src_port.to_be_bytes());
+        h[24..26].copy_from_slice(&(total - 20).to_be_bytes());
+        h[28..36].copy_from_slice(&vx);
+        Some(())
+    }
+}
+
+/// The VXLAN header for `vni` (its low 24 bits), with a VXLAN-GBP group when `group` is set
+/// (flags G and I, policy applied A).
+#[inline(always)]
+pub fn vxlan_header(vni: u32, group: Option<u16>) -> [u8; 8] {
+    let v = (vni & 0x00ff_ffff).to_be_bytes();
+    let (f0, f1, g) = match group {
+        Some(g) => (
+            VxlanHeader::<&[u8]>::FLAG_G | VxlanHeader::<&[u8]>::FLAG_I,
+            VxlanHeader::<&[u8]>::FLAG_A,
+            g.to_be_bytes(),
+        ),
+        None => (VxlanHeader::<&[u8]>::FLAG_I, 0, [0, 0]),
+    };
+    [f0, f1, g[0], g[1], v[1], v[2], v[3], 0]
 }
 
 #[cfg(test)]
@@ -335,6 +374,16 @@ mod template_tests {
                 assert_eq!(sa, sb);
                 assert_eq!(a, b);
                 assert_eq!(t.ip_len(inner_len), u.ip_len(inner_len));
+                // The in-place rewrite writes the same IP, UDP and VXLAN bytes over whatever
+                // the frame carried there before.
+                let mut c = vec![0xa5u8; OUTER_LEN_V4];
+                c[..14].copy_from_slice(&b[sb..sb + 14]);
+                let f: &mut [u8; OUTER_LEN_V4] = (&mut c[..]).try_into().unwrap();
+                let done = t.rewrite4(f, inner_len, port, vxlan_header(vni, group));
+                assert_eq!(done.is_some(), src.is_ipv4());
+                if src.is_ipv4() {
+                    assert_eq!(c, b[sb..sb + OUTER_LEN_V4]);
+                }
             }
         }
     }

@@ -11,7 +11,8 @@ pub mod parse;
 pub mod wire;
 
 pub use encap::{
-    encapsulate, set_inner_vlan, EncapError, OuterTemplate, Underlay, OUTER_LEN_V4, OUTER_LEN_V6,
+    encapsulate, set_inner_vlan, vxlan_header, EncapError, OuterTemplate, Underlay, OUTER_LEN_V4,
+    OUTER_LEN_V6,
 };
 pub use inner::{Frag, IcmpKind, IpInfo};
 pub use parse::{
