@@ -1327,13 +1327,17 @@ impl Worker {
                 // replies the deny lapses when a flow it would answer is born.
                 let flags = C_DENY | if watch.is_some() { C_WATCH } else { 0 };
                 let w = watch.unwrap_or_default();
-                self.remember(table, m, v.rule, (ep, 0), w, 0, flags);
+                self.remember(table, m, v.rule, (ep, [0; 8]), w, 0, flags);
             }
             return Err(DropReason::PolicyDenied);
         }
         let sport = entropy(&m.ip);
         let id = Self::egress_id(table, m, ep)?;
-        let r = self.rewrite(table, f, m, ep, id, o, sport)?;
+        let vx = vxlan_header(ep.vni(), (ep.egress() == IdentityMode::Gbp).then_some(id));
+        let r = match self.rewrite_in_place(table, f, m, o, (ep, sport, vx)) {
+            Some(r) => r?,
+            None => self.rewrite(table, f, m, ep, id, o, sport)?,
+        };
         if m.cacheable {
             let (flow, mut flags) = match flow {
                 Some((r, reply)) => (r, C_FLOW | if reply { C_REPLY } else { 0 }),
@@ -1342,7 +1346,7 @@ impl Worker {
             if v.tracked_reply {
                 flags |= C_REPLY;
             }
-            self.remember(table, m, v.rule, (ep, id), flow, sport, flags);
+            self.remember(table, m, v.rule, (ep, vx), flow, sport, flags);
         }
         Ok(r)
     }
@@ -1366,7 +1370,7 @@ impl Worker {
         table: &Table,
         m: &Meta,
         rule: Option<u32>,
-        (ep, id): (Ep, u16),
+        (ep, vx): (Ep, [u8; 8]),
         flow: FlowRef,
         sport: u16,
         flags: u8,
@@ -1379,7 +1383,7 @@ impl Worker {
             ep,
             flow,
             sport,
-            vx: vxlan_header(ep.vni(), (ep.egress() == IdentityMode::Gbp).then_some(id)),
+            vx,
             ident: m.ident,
             vtep: m.vtep.unwrap_or(u32::MAX),
             flags,
@@ -1405,17 +1409,18 @@ impl Worker {
         if reply {
             self.counters.replies_tracked += 1;
         }
-        if let Some(r) = self.rewrite_in_place(table, f, m, o, e) {
+        if let Some(r) = self.rewrite_in_place(table, f, m, o, (e.ep, e.sport, e.vx)) {
             return r;
         }
         let id = Self::egress_id(table, m, e.ep)?;
         self.rewrite(table, f, m, e.ep, id, o, e.sport)
     }
 
-    /// [`Worker::rewrite`] of a cached decision in its common case — an untagged frame under an
-    /// IPv4 underlay without options, toward an IPv4 VTEP whose segment wants no tag — where
-    /// nothing moves: the outer headers are rewritten where they lie, the inner destination MAC
-    /// set. `None`: not that case (the general rewrite runs; nothing was written).
+    /// [`Worker::rewrite`] in its common case — an untagged frame under an IPv4 underlay without
+    /// options, toward an IPv4 VTEP whose segment wants no tag — where nothing moves: the outer
+    /// headers are rewritten where they lie from the VTEP's template, UDP source port `sport` and
+    /// VXLAN header `vx`, and the inner destination MAC set. `None`: not that case (the general
+    /// rewrite runs; nothing was written).
     #[inline(always)]
     fn rewrite_in_place(
         &self,
@@ -1423,9 +1428,8 @@ impl Worker {
         f: &mut Frame<'_>,
         m: &Meta,
         o: &mut Outcome,
-        e: &Hit,
+        (ep, sport, vx): (Ep, u16, [u8; 8]),
     ) -> Option<Result<Disposition, DropReason>> {
-        let ep = e.ep;
         let mode = ep.egress();
         if m.tagged || m.outer_v6 || usize::from(m.inner_off) != OUTER_LEN_V4 {
             return None;
@@ -1443,7 +1447,7 @@ impl Worker {
             .get_mut(f.start..)?
             .first_chunk_mut::<{ OUTER_LEN_V4 + 6 }>()?;
         let (hdr, inner_dst) = b.split_first_chunk_mut::<OUTER_LEN_V4>()?;
-        tmpl.rewrite4(hdr, inner_len, e.sport, e.vx)?;
+        tmpl.rewrite4(hdr, inner_len, sport, vx)?;
         let mut ours = [0u8; 6];
         ours.copy_from_slice(&hdr[0..6]);
         let next = match self.neighbors.of_vtep(ep.vtep()) {
