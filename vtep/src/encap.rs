@@ -241,24 +241,17 @@ impl OuterTemplate {
         }
         let start = inner_start - outer;
         let udp_len = 16 + inner_len;
-        let vx = |b: &mut [u8; 8]| *b = vxlan_header(vni, group);
+        let vx = vxlan_header(vni, group);
         if !self.v6 {
             // Fixed-size views: one bounds check for the whole header.
-            let total = u16::try_from(20 + udp_len).map_err(|_| EncapError::TooLong)?;
             let f: &mut [u8; OUTER_LEN_V4] = (&mut buf[start..inner_start])
                 .try_into()
                 .map_err(|_| EncapError::NoHeadroom)?;
             f[0..6].copy_from_slice(&dst_mac.0);
             f[6..12].copy_from_slice(&src_mac.0);
             f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-            f[14..50].copy_from_slice(&self.hdr[..36]);
-            f[16..18].copy_from_slice(&total.to_be_bytes());
-            let c = checksum::finish(self.partial + u32::from(total));
-            f[24..26].copy_from_slice(&c.to_be_bytes());
-            f[34..36].copy_from_slice(&src_port.to_be_bytes());
-            f[38..40].copy_from_slice(&(udp_len as u16).to_be_bytes());
-            let x: &mut [u8; 8] = (&mut f[42..50]).try_into().expect("8 bytes");
-            vx(x);
+            self.rewrite4(f, inner_len, src_port, vx)
+                .ok_or(EncapError::TooLong)?;
         } else {
             let pl = u16::try_from(udp_len).map_err(|_| EncapError::TooLong)?;
             let f = &mut buf[start..inner_start + inner_len];
@@ -270,7 +263,7 @@ impl OuterTemplate {
             h[4..6].copy_from_slice(&pl.to_be_bytes());
             h[40..42].copy_from_slice(&src_port.to_be_bytes());
             h[44..46].copy_from_slice(&pl.to_be_bytes());
-            vx((&mut h[48..56]).try_into().expect("8 bytes"));
+            h[48..56].copy_from_slice(&vx);
             let acc = checksum::sum(self.partial.wrapping_add(u32::from(pl)), &f[54..]);
             let c = match checksum::finish(acc) {
                 0 => 0xffff,
@@ -280,13 +273,11 @@ impl OuterTemplate {
         }
         Ok(start)
     }
-}
 
-impl OuterTemplate {
     /// Rewrites, in place, an IPv4 frame's outer IP, UDP and VXLAN headers (`f[14..50]`) toward this
     /// template's VTEP for an inner frame of `inner_len` bytes, from UDP source port `src_port`
     /// with VXLAN header `vx` (see [`vxlan_header`]); the Ethernet header is the caller's.
-    /// Byte for byte what [`OuterTemplate::write`] writes there. `None` (nothing written) when the
+    /// [`OuterTemplate::write`] writes its IPv4 headers with it. `None` (nothing written) when the
     /// template is IPv6 or the packet would be longer than 65 535 bytes.
     #[inline(always)]
     pub fn rewrite4(
