@@ -478,9 +478,9 @@ struct Lane {
 
 /// The fast lane: an IPv4 underlay frame (no outer VLAN tag, no IP options) that [`outer`] accepts,
 /// carrying from one station an IPv4 packet whose key [`fast_tuple4`] reads — checked with a few
-/// masked word loads over one fixed-size view. Exactly the frames, and the key, that `outer`, the station
-/// checks and `fast_tuple4` give (a property test holds it to that); anything else (`None`) takes
-/// the longer way.
+/// masked word loads over one fixed-size view. Exactly the frames, and the key, that `outer`, the
+/// station checks and `fast_tuple4` give (a property test holds it to that); anything else
+/// (`None`) takes the longer way.
 #[inline(always)]
 fn lane4(data: &[u8], udp_port: u16) -> Option<Lane> {
     // Outer Ethernet, IPv4, UDP and VXLAN (50 bytes), inner Ethernet (14) and IPv4 (20) + 8.
