@@ -183,6 +183,8 @@ pub struct Worker {
     meta: Option<Box<[Meta; CHUNK]>>,
     /// The decision cache, its epoch (bumped when the table changes) and the table it is for.
     cache: Vec<Cached>,
+    /// False: nothing is remembered, every frame takes the full path (`cache_slots` 0).
+    caching: bool,
     cache_epoch: u32,
     cache_for: (usize, u64),
     /// For the table the cache is for: any `now` in `[.0, .1)` has `.1` as its next rule-window
@@ -268,7 +270,7 @@ struct Cached {
     /// The frame's tenant and sending VTEP, which the key's identity words decide.
     ident: Ident,
     vtep: u32,
-    /// FLOW: `flow` must be alive; REPLY: the frame is a tracked reply; DENY, WATCH: see there.
+    /// FLOW, REPLY, TRACKED, DENY, WATCH: see there.
     flags: u8,
 }
 
@@ -284,8 +286,12 @@ struct Hit {
     flags: u8,
 }
 
+/// The decision relied on tracked flow `flow`: it holds while that flow lives.
 const C_FLOW: u8 = 1;
+/// The frame is the reply of `flow` (it refreshes the flow as its responder).
 const C_REPLY: u8 = 2;
+/// The frame is admitted as a tracked reply (not by a rule of its own).
+const C_TRACKED: u8 = 16;
 /// The decision is a deny (`rule`: the deciding rule).
 const C_DENY: u8 = 4;
 /// A deny under tracked replies: it holds while no flow is born whose reply the frame would be;
@@ -597,8 +603,10 @@ impl Worker {
     }
 
     /// [`Worker::with_flows`] with a decision cache of `cache_slots` entries (a power of two; small
-    /// ones for tests and fuzzing, where every input gets a fresh worker).
+    /// ones for tests and fuzzing, where every input gets a fresh worker). 0: no decision cache,
+    /// every frame takes the full path (the reference the cache is tested against).
     pub fn with_flows_and_cache(flows: Arc<FlowTable>, cache_slots: usize) -> Self {
+        let caching = cache_slots > 0;
         let cache_slots = cache_slots.max(1).next_power_of_two();
         Worker {
             counters: Counters::default(),
@@ -609,6 +617,7 @@ impl Worker {
             last_vtep: (0, None, 0),
             meta: Some(Box::new([Meta::default(); CHUNK])),
             cache: vec![Cached::default(); cache_slots],
+            caching,
             cache_epoch: 0,
             cache_for: (0, 0),
             edge: (i64::MAX, i64::MIN),
@@ -1346,7 +1355,7 @@ impl Worker {
                 None => (FlowRef::default(), 0),
             };
             if v.tracked_reply {
-                flags |= C_REPLY;
+                flags |= C_REPLY | C_TRACKED;
             }
             self.remember(table, m, v.rule, (ep, vx), flow, sport, flags);
         }
@@ -1377,6 +1386,9 @@ impl Worker {
         sport: u16,
         flags: u8,
     ) {
+        if !self.caching {
+            return;
+        }
         self.cache[m.cslot as usize] = Cached {
             key: m.ckey,
             epoch: self.cache_epoch,
@@ -1406,9 +1418,9 @@ impl Worker {
         if e.flags & C_DENY != 0 {
             return Err(DropReason::PolicyDenied);
         }
-        let reply = e.flags & C_REPLY != 0;
-        o.tracked_reply = reply;
-        if reply {
+        let tracked = e.flags & C_TRACKED != 0;
+        o.tracked_reply = tracked;
+        if tracked {
             self.counters.replies_tracked += 1;
         }
         if let Some(r) = self.rewrite_in_place(table, f, m, o, (e.ep, e.sport, e.vx)) {

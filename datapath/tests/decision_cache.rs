@@ -332,3 +332,26 @@ fn a_decision_made_before_a_window_opens_expires_when_it_opens_even_after_a_late
         "the deny cached before the window opened lapsed when it opened"
     );
 }
+
+#[test]
+fn a_reply_a_rule_allows_is_reported_alike_from_the_cache() {
+    // globex may answer acme by a rule of its own: its frames are admitted by that rule (not as
+    // tracked replies), whether the full path or the cache decides them.
+    let back = "[[rule]]\nfrom = \"globex\"\nto = \"acme\"\nproto = \"udp\"\naction = \"allow\"\npriority = 10\n";
+    let t = table("tracked", back, 1);
+    let mut w = Worker::new();
+    let now = 1_800_000_000;
+    assert_eq!(
+        run(&mut w, &t, &acme_to_globex(), now).disposition,
+        Disposition::Forward
+    );
+    let full = run(&mut w, &t, &globex_to_acme(), now);
+    let cached = run(&mut w, &t, &globex_to_acme(), now);
+    assert!(w.cache_hits >= 1);
+    assert_eq!(
+        (full.disposition, full.rule, full.tracked_reply),
+        (Disposition::Forward, Some(1), false)
+    );
+    assert_eq!(cached, full);
+    assert_eq!(w.counters.replies_tracked, 0);
+}

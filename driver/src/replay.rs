@@ -78,7 +78,15 @@ impl Arena {
 
 /// Replays `frames` through the pipeline once, keeping every outcome and transmitted frame.
 pub fn replay(table: &Table, frames: &[Captured]) -> ReplayOutput {
-    let mut worker = Worker::with_flows(datapath::pipeline::flow_table_for(table));
+    replay_with(
+        Worker::with_flows(datapath::pipeline::flow_table_for(table)),
+        table,
+        frames,
+    )
+}
+
+/// [`replay`] through a given worker (one without a decision cache, say).
+pub fn replay_with(mut worker: Worker, table: &Table, frames: &[Captured]) -> ReplayOutput {
     let mut arena = Arena::new(frames);
     let mut outcomes = vec![Outcome::default(); frames.len()];
     let mut transmitted = Vec::new();
