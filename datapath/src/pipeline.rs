@@ -182,7 +182,7 @@ pub struct Worker {
     /// Per-frame scratch of a chunk, kept between batches (nothing to clear but `kind`).
     meta: Option<Box<[Meta; CHUNK]>>,
     /// The decision cache, its epoch (bumped when the table changes) and the table it is for.
-    cache: Vec<Cached>,
+    cache: Vec<Set>,
     /// False: nothing is remembered, every frame takes the full path (`cache_slots` 0).
     caching: bool,
     cache_epoch: u32,
@@ -248,6 +248,14 @@ enum Kind {
 
 /// Entries of a worker's decision cache.
 const CACHE_SLOTS: usize = 1 << 16;
+
+/// A set of the decision cache: two entries a key may be in (two-way set-associative, so that two
+/// flows whose keys hash alike do not evict each other on every frame), on three whole cache lines.
+/// Way 0 holds the set's newest decision.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Set([Cached; 2]);
+const _: () = assert!(std::mem::size_of::<Set>() == 192);
 
 /// A cached decision (OPTE-style): the outcome of the full path for one (VNI, outer source, GBP
 /// group, inner VLAN id, inner IPv4 5-tuple) — the first four decide the tenant and the sending
@@ -616,7 +624,7 @@ impl Worker {
             frags: Frags::default(),
             last_vtep: (0, None, 0),
             meta: Some(Box::new([Meta::default(); CHUNK])),
-            cache: vec![Cached::default(); cache_slots],
+            cache: vec![Set::default(); cache_slots.div_ceil(2)],
             caching,
             cache_epoch: 0,
             cache_for: (0, 0),
@@ -1039,7 +1047,10 @@ impl Worker {
             key[0] ^ key[1].rotate_left(21) ^ key[2].rotate_left(42) ^ key[3].rotate_left(7),
         );
         m.cslot = (h >> 40) as u32 & (self.cache.len() as u32 - 1);
-        policy::flat::prefetch(self.cache.as_ptr().wrapping_add(m.cslot as usize));
+        let set = self.cache.as_ptr().wrapping_add(m.cslot as usize) as *const u8;
+        policy::flat::prefetch(set);
+        policy::flat::prefetch(set.wrapping_add(64));
+        policy::flat::prefetch(set.wrapping_add(128));
     }
 
     /// Hashes an IPv4 frame's endpoint keys and prefetches their slots.
@@ -1055,9 +1066,14 @@ impl Worker {
     /// Looks a cacheable frame's decision up in the cache: the entry, when it holds one.
     #[inline(always)]
     fn probe(&mut self, m: &Meta) -> Option<Hit> {
-        let e = &self.cache[m.cslot as usize];
-        if e.epoch == self.cache_epoch
-            && e.key == m.ckey
+        let set = &self.cache[m.cslot as usize].0;
+        let e = if set[0].key == m.ckey {
+            &set[0]
+        } else {
+            &set[1]
+        };
+        if e.key == m.ckey
+            && e.epoch == self.cache_epoch
             && m.now < e.expires
             && (if e.flags & C_FLOW != 0 {
                 self.flows.touch_ref(e.flow, m.now, e.flags & C_REPLY != 0)
@@ -1389,11 +1405,26 @@ impl Worker {
         if !self.caching {
             return;
         }
-        self.cache[m.cslot as usize] = Cached {
+        // Into the key's own entry, or an empty way 0; else the newest moves to way 1 (the older
+        // one there is evicted) and this one takes way 0.
+        let epoch = self.cache_epoch;
+        let expires = self.next_window_edge(table, m.now);
+        let set = &mut self.cache[m.cslot as usize].0;
+        let way = if set[0].key == m.ckey {
+            0
+        } else if set[1].key == m.ckey {
+            1
+        } else if set[0].epoch != epoch {
+            0
+        } else {
+            set[1] = set[0];
+            0
+        };
+        set[way] = Cached {
             key: m.ckey,
-            epoch: self.cache_epoch,
+            epoch,
             rule: rule.unwrap_or(NO_RULE),
-            expires: self.next_window_edge(table, m.now),
+            expires,
             ep,
             flow,
             sport,

@@ -355,3 +355,22 @@ fn a_reply_a_rule_allows_is_reported_alike_from_the_cache() {
     assert_eq!(cached, full);
     assert_eq!(w.counters.replies_tracked, 0);
 }
+
+#[test]
+fn two_flows_whose_keys_share_a_set_are_both_kept() {
+    // A cache of one set (two ways): every key maps to it. Two flows taking turns both stay
+    // cached; a third one evicts the older of them.
+    let t = table("tracked", "", 1);
+    let mut w = Worker::with_flows_and_cache(Worker::new().flows.clone(), 2);
+    let now = 1_800_000_000;
+    let flow = |sp| udp_frame(1, 100, A, G, sp, 5000);
+    for f in [flow(50000), flow(50001), flow(50000), flow(50001)] {
+        assert_eq!(run(&mut w, &t, &f, now).disposition, Disposition::Forward);
+    }
+    assert_eq!((w.cache_hits, w.cache_misses), (2, 2));
+    for f in [flow(50002), flow(50001), flow(50000)] {
+        assert_eq!(run(&mut w, &t, &f, now).disposition, Disposition::Forward);
+    }
+    // 50002 took way 0 and pushed 50001 (the newest) to way 1, evicting 50000.
+    assert_eq!((w.cache_hits, w.cache_misses), (3, 4));
+}
