@@ -414,7 +414,11 @@ impl RuleSet {
     }
     #[inline(always)]
     pub(crate) fn buckets(&self, s: TenantIdx, d: TenantIdx) -> [Bucket; 4] {
-        let pair = self.pair(s, d);
+        self.buckets_with(self.pair(s, d), s, d)
+    }
+    /// [`RuleSet::buckets`] with the pair's own bucket already looked up.
+    #[inline(always)]
+    fn buckets_with(&self, pair: Bucket, s: TenantIdx, d: TenantIdx) -> [Bucket; 4] {
         if !self.has_wildcards() {
             return [
                 pair,
@@ -759,16 +763,7 @@ impl Table {
             }
         }
         let mut best: Best = None;
-        let fwd = if r.has_wildcards() {
-            r.buckets(s, d)
-        } else {
-            [
-                pair,
-                Bucket::default(),
-                Bucket::default(),
-                Bucket::default(),
-            ]
-        };
+        let fwd = r.buckets_with(pair, s, d);
         for b in fwd {
             if b.count() > 0 {
                 scan(r.rules(b), k, now, false, &mut best);
