@@ -1067,20 +1067,23 @@ impl Worker {
     #[inline(always)]
     fn probe(&mut self, m: &Meta) -> Option<Hit> {
         let set = &self.cache[m.cslot as usize].0;
-        let e = if set[0].key == m.ckey {
-            &set[0]
+        let way = if set[0].key == m.ckey {
+            Some(&set[0])
+        } else if set[1].key == m.ckey {
+            Some(&set[1])
         } else {
-            &set[1]
+            None
         };
-        if e.key == m.ckey
-            && e.epoch == self.cache_epoch
-            && m.now < e.expires
-            && (if e.flags & C_FLOW != 0 {
-                self.flows.touch_ref(e.flow, m.now, e.flags & C_REPLY != 0)
-            } else {
-                e.flags & C_WATCH == 0 || self.flows.births(u64::from(e.flow.slot)) == e.flow.seq
-            })
-        {
+        if let Some(e) = way.filter(|e| {
+            e.epoch == self.cache_epoch
+                && m.now < e.expires
+                && (if e.flags & C_FLOW != 0 {
+                    self.flows.touch_ref(e.flow, m.now, e.flags & C_REPLY != 0)
+                } else {
+                    e.flags & C_WATCH == 0
+                        || self.flows.births(u64::from(e.flow.slot)) == e.flow.seq
+                })
+        }) {
             self.cache_hits += 1;
             return Some(Hit {
                 ident: e.ident,
