@@ -1,7 +1,8 @@
 //! Worker::process over a sequence of arbitrary frames with the fixtures' policy (tracked replies:
 //! the frames share one worker's flow table, fragment memory and decision cache, one second apart):
 //! never panics, every frame gets exactly one disposition, and whatever is transmitted is a
-//! well-formed VXLAN frame again. Input: frames each preceded by a 2-byte big-endian length; an input
+//! well-formed VXLAN frame again; and a worker without a decision cache (every frame on the full
+//! path, with a flow table of its own) gives every frame the same outcome and bytes. Input: frames each preceded by a 2-byte big-endian length; an input
 //! whose first length does not fit is one frame (so single captured frames seed it).
 #![no_main]
 
@@ -68,6 +69,8 @@ fuzz_target!(|input: &[u8]| {
     for base in NOWS {
         let mut w =
             Worker::with_flows_and_cache(Arc::new(FlowTable::new(64, Timeouts::default())), 64);
+        let mut full =
+            Worker::with_flows_and_cache(Arc::new(FlowTable::new(64, Timeouts::default())), 0);
         for (k, data) in frames(input).into_iter().enumerate() {
             let now = base + k as i64 * 1_000_000_000;
             // Room after the frame too: a neighbour advertisement may be longer than its solicitation.
@@ -81,6 +84,21 @@ fuzz_target!(|input: &[u8]| {
                 (frames[0].start, frames[0].len)
             };
             let o = outcomes[0];
+            let mut reference = vec![0u8; buf.len()];
+            reference[HEADROOM..HEADROOM + data.len()].copy_from_slice(data);
+            let mut full_out = [Outcome::default()];
+            let mut frames = [Frame::new(&mut reference, HEADROOM, data.len())];
+            full.process(table, &mut frames, &mut full_out, now);
+            assert_eq!(o, full_out[0], "the decision cache changes no outcome");
+            assert_eq!(
+                (start, len, &buf[start..start + len]),
+                (
+                    frames[0].start,
+                    frames[0].len,
+                    &frames[0].buf[frames[0].start..frames[0].start + frames[0].len]
+                ),
+                "the decision cache changes no byte"
+            );
             let c = &w.counters;
             assert_eq!(c.frames, before.frames + 1);
             assert_eq!(
