@@ -298,13 +298,13 @@ struct Hit {
 const C_FLOW: u8 = 1;
 /// The frame is the reply of `flow` (it refreshes the flow as its responder).
 const C_REPLY: u8 = 2;
-/// The frame is admitted as a tracked reply (not by a rule of its own).
-const C_TRACKED: u8 = 16;
 /// The decision is a deny (`rule`: the deciding rule).
 const C_DENY: u8 = 4;
 /// A deny under tracked replies: it holds while no flow is born whose reply the frame would be;
 /// `flow` then holds that flow's hash (`slot`) and its birth counter (`seq`).
 const C_WATCH: u8 = 8;
+/// The frame is admitted as a tracked reply (not by a rule of its own).
+const C_TRACKED: u8 = 16;
 const NO_RULE: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -59,6 +59,10 @@ priority = 100
 EXTRA
 "#;
 
+/// An extra rule: globex may send udp to acme (any port), so that its replies need no tracking.
+const GLOBEX_MAY_ANSWER: &str =
+    "[[rule]]\nfrom = \"globex\"\nto = \"acme\"\nproto = \"udp\"\naction = \"allow\"\npriority = 10\n";
+
 const A: [u8; 4] = [198, 19, 0, 1];
 const G: [u8; 4] = [198, 19, 1, 1];
 
@@ -254,8 +258,7 @@ fn stateless_denies_are_cached_and_a_new_version_drops_them() {
     assert_eq!(run(&mut w, &t, &deny, now).disposition, DENIED);
     assert_eq!(run(&mut w, &t, &deny, now).disposition, DENIED);
     assert_eq!(w.cache_hits, 1);
-    let allow = "[[rule]]\nfrom = \"globex\"\nto = \"acme\"\nproto = \"udp\"\naction = \"allow\"\npriority = 10\n";
-    let t2 = table("stateless", allow, 2);
+    let t2 = table("stateless", GLOBEX_MAY_ANSWER, 2);
     let o = run(&mut w, &t2, &deny, now);
     assert_eq!((o.disposition, o.rule), (Disposition::Forward, Some(1)));
 }
@@ -337,8 +340,7 @@ fn a_decision_made_before_a_window_opens_expires_when_it_opens_even_after_a_late
 fn a_reply_a_rule_allows_is_reported_alike_from_the_cache() {
     // globex may answer acme by a rule of its own: its frames are admitted by that rule (not as
     // tracked replies), whether the full path or the cache decides them.
-    let back = "[[rule]]\nfrom = \"globex\"\nto = \"acme\"\nproto = \"udp\"\naction = \"allow\"\npriority = 10\n";
-    let t = table("tracked", back, 1);
+    let t = table("tracked", GLOBEX_MAY_ANSWER, 1);
     let mut w = Worker::new();
     let now = 1_800_000_000;
     assert_eq!(
