@@ -180,6 +180,9 @@ pub struct FlowTable {
     mask: usize,
     max: u64,
     pub timeouts: Timeouts,
+    /// Every timeout is at least a second: a flow refreshed within the last second is alive,
+    /// whatever its protocol and state (a decision cache's hit need not work its timeout out).
+    long_timeouts: bool,
     tracked: AtomicU64,
     created: AtomicU64,
     expired: AtomicU64,
@@ -228,6 +231,16 @@ impl FlowTable {
             mask: n - 1,
             max: max as u64,
             timeouts,
+            long_timeouts: [
+                timeouts.tcp,
+                timeouts.tcp_opening,
+                timeouts.tcp_closing,
+                timeouts.udp,
+                timeouts.icmp,
+                timeouts.other,
+            ]
+            .iter()
+            .all(|&t| t >= S),
             tracked: AtomicU64::new(0),
             created: AtomicU64::new(0),
             expired: AtomicU64::new(0),
@@ -374,7 +387,9 @@ impl FlowTable {
     }
 
     /// A decision cache's hit on flow `r`: if the slot still holds that flow, alive and not cut,
-    /// refreshes it like [`FlowTable::touch`] and says true; otherwise the frame takes the full path.
+    /// and it was refreshed within the last second, refreshes it like [`FlowTable::touch`] and says
+    /// true; otherwise the frame takes the full path (which, after a quiet second, refreshes the
+    /// flow and also notes its host pair — so this leaves such a flow untouched).
     #[inline(always)]
     pub fn touch_ref(&self, r: FlowRef, now: i64, reply: bool) -> bool {
         let Some(s) = self.slots.get(r.slot as usize) else {
@@ -385,18 +400,20 @@ impl FlowTable {
         }
         let state = s.state.load(Relaxed);
         let last = s.last.load(Relaxed) as i64;
-        if state & DEAD != 0 || last == 0 || now - last > self.timeout(s.meta.load(Relaxed), state)
-        {
+        let idle = now - last;
+        if state & DEAD != 0 || last == 0 || idle > S {
             return false;
         }
-        if now - last > 1_000_000 {
+        if !self.long_timeouts && idle > self.timeout(s.meta.load(Relaxed), state) {
+            return false;
+        }
+        if idle > 1_000_000 {
             s.last.store(now as u64, Relaxed);
         }
         if reply && state & REPLIED == 0 {
             s.state.fetch_or(REPLIED, Relaxed);
         }
-        // A refresh after a quiet second also needs the host-pair note: take the full path then.
-        now - last <= S
+        true
     }
 
     /// Records that the flow was judged allowed at policy `version`.

@@ -376,3 +376,46 @@ fn two_flows_whose_keys_share_a_set_are_both_kept() {
     // 50002 took way 0 and pushed 50001 (the newest) to way 1, evicting 50000.
     assert_eq!((w.cache_hits, w.cache_misses), (3, 4));
 }
+
+#[test]
+fn a_hit_after_a_quiet_second_renews_the_host_pair_note_as_the_full_path_does() {
+    // A flow's frames two seconds apart: each comes after a quiet second, which the full path
+    // answers by refreshing the flow *and* noting its host pair again (neighbour answers consult
+    // that note, which expires after `other`, 120 s). A cached decision must not refresh the flow
+    // on its own and so hide the quiet second from the full path.
+    let t = table("tracked", "", 1);
+    let mut cached = Worker::new();
+    let mut reference = Worker::with_flows_and_cache(
+        Arc::new(datapath::FlowTable::new(
+            1024,
+            datapath::Timeouts::default(),
+        )),
+        0,
+    );
+    let start = 1_800_000_000;
+    for k in 0..70 {
+        for w in [&mut cached, &mut reference] {
+            let o = run(w, &t, &acme_to_globex(), start + 2 * k);
+            assert_eq!(o.disposition, Disposition::Forward);
+        }
+    }
+    let end = (start + 2 * 69) * 1_000_000_000;
+    let hosts = |w: &Worker| {
+        let id = datapath::flows::FlowId::new(
+            0,
+            0,
+            u128::from(u32::from_be_bytes(A)),
+            u128::from(u32::from_be_bytes(G)),
+            false,
+            0,
+            0,
+            0,
+        );
+        w.flows.has_hosts(&id.hosts(), end)
+    };
+    assert!(hosts(&reference), "the full path keeps the host pair noted");
+    assert!(
+        hosts(&cached),
+        "so does the cached worker, 138 s after the flow's birth"
+    );
+}
