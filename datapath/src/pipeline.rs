@@ -22,6 +22,7 @@ pub const HEADROOM: usize = 64;
 
 /// Frames worked on together, stage by stage (a batch is cut into chunks of this size).
 const CHUNK: usize = 32;
+const _: () = assert!(CHUNK <= 256); // frame indices of a chunk fit a byte
 
 /// One frame buffer: the frame is `buf[start..start + len]`; the bytes before `start` are headroom.
 /// The pipeline rewrites the frame in place and moves `start`/`len` accordingly. `ts` is the frame's
@@ -695,10 +696,18 @@ impl Worker {
         self.counters.frames += n as u64;
         self.counters.bytes += bytes;
         // Stage 1b: the decision cache (its slots prefetched by stage 1); a frame it does not hold
-        // is parsed in full now, and its endpoints prefetched.
+        // is parsed in full now, and its endpoints prefetched. The frames still pending after it
+        // are listed (in order) for the later stages, which the cache's hits then cost nothing.
+        let mut pending = [0u8; CHUNK];
+        let mut np = 0usize;
         for i in 0..n {
             let m = &mut meta[i];
+            if m.kind == Kind::Done {
+                continue;
+            }
             if !matches!(m.kind, Kind::Fast | Kind::Ip) || !m.cacheable {
+                pending[np] = i as u8;
+                np += 1;
                 continue;
             }
             if let Some(hit) = self.probe(m) {
@@ -727,22 +736,27 @@ impl Worker {
                         m.kind = Kind::Ip;
                         Self::prefetch_eps(table, m);
                     }
-                    Err(_) => self.drop_frame(&mut outs[i], m, DropReason::Malformed),
+                    Err(_) => {
+                        self.drop_frame(&mut outs[i], m, DropReason::Malformed);
+                        continue;
+                    }
                 }
             }
+            pending[np] = i as u8;
+            np += 1;
         }
+        let pending = &pending[..np];
         // Stage 2: endpoints (source validation, destination); prefetch the tenant pair.
-        for i in 0..n {
-            if meta[i].kind == Kind::Done {
-                continue;
-            }
+        for &i in pending {
+            let i = usize::from(i);
             let m = &mut meta[i];
             if let Err(r) = self.stage2(table, m) {
                 self.drop_frame(&mut outs[i], m, r);
             }
         }
         // Stage 3: answer neighbours, decide, track, rewrite.
-        for i in 0..n {
+        for &i in pending {
+            let i = usize::from(i);
             let m = &mut meta[i];
             let r = match m.kind {
                 Kind::Done | Kind::Fast => continue,
