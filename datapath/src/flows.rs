@@ -99,13 +99,26 @@ impl FlowId {
     pub fn proto(&self) -> u8 {
         (self.meta >> 48) as u8
     }
+    /// The key's hash — the same for a flow and its mirror (the ends are hashed in a canonical
+    /// order), so that one hash and one prefetch serve a frame's lookup of its flow and of the flow
+    /// it may answer, and a reply's lookup lands where its request lies.
     #[inline(always)]
     pub fn hash(&self) -> u64 {
-        let mut h = (self.src as u64) ^ ((self.src >> 64) as u64).rotate_left(21);
-        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= (self.dst as u64) ^ ((self.dst >> 64) as u64).rotate_left(43);
+        let fold = |a: u128| (a as u64) ^ ((a >> 64) as u64).rotate_left(21);
+        let src = (
+            fold(self.src),
+            (self.meta & 0xff_ffff) << 16 | u64::from(self.ports >> 16),
+        );
+        let dst = (
+            fold(self.dst),
+            (self.meta >> 24 & 0xff_ffff) << 16 | u64::from(self.ports & 0xffff),
+        );
+        let (lo, hi) = if src <= dst { (src, dst) } else { (dst, src) };
+        let mut h = lo.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= hi.0;
         h = h.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-        h ^= self.meta ^ u64::from(self.ports) << 7;
+        // Protocol, family and host-pair marker (10 bits) on top; the ends' spaces and ports.
+        h ^= (self.meta >> 48) << 54 ^ lo.1 << 13 ^ hi.1;
         h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         h ^ (h >> 32)
     }
@@ -709,6 +722,25 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A flow and its mirror hash alike (one lookup hash and one prefetch serve both), and so
+        /// do their host pairs; swapping one end's port alone does not.
+        #[test]
+        fn a_flow_and_its_mirror_hash_alike(
+            src in any::<u128>(), dst in any::<u128>(), ss in 0u32..1 << 24, ds in 0u32..1 << 24,
+            v6 in any::<bool>(), proto in any::<u8>(), sp in any::<u16>(), dp in any::<u16>(),
+        ) {
+            let id = FlowId::new(ss, ds, src, dst, v6, proto, sp, dp);
+            prop_assert_eq!(id.hash(), id.mirrored().hash());
+            prop_assert_eq!(id.hosts().hash(), id.mirrored().hosts().hash());
+            if sp != dp && (src, ss) != (dst, ds) {
+                let other = FlowId::new(ss, ds, src, dst, v6, proto, dp, sp);
+                prop_assert_ne!(id.hash(), other.hash());
+            }
+            if ss != ds && (src, sp) != (dst, dp) {
+                prop_assert_ne!(id.hash(), FlowId::new(ds, ss, src, dst, v6, proto, sp, dp).hash());
+            }
+        }
 
         /// Whether a reply is admitted equals the reference model through requests, replies, TCP
         /// closes, idle expiry, sweeps and policy changes.

@@ -333,6 +333,9 @@ struct Meta {
     dst_h: u64,
     src_ep: Option<Ep>,
     dst_ep: Option<Ep>,
+    /// Under tracked replies, the hash of the frame's flow — and of its mirror, which hashes alike
+    /// (set in stage 2, its home slot prefetched for stage 3).
+    flow_h: u64,
     now: i64,
     /// The outer source (the sender's next hop) and destination (ours) MACs.
     src_mac: Mac,
@@ -722,30 +725,55 @@ impl Worker {
                 continue;
             }
             if m.kind == Kind::Fast {
-                if let Err(r) = self.resolve(table, m, &mut outs[i]) {
-                    self.drop_frame(&mut outs[i], m, r);
-                    continue;
-                }
-                let f = &frames[i];
-                let start = f.start + usize::from(m.inner_off) + usize::from(m.l3_off);
-                let l3 =
-                    &f.buf[start..f.start + usize::from(m.inner_off) + usize::from(m.inner_len)];
-                match inner::parse_ipv4(l3) {
-                    Ok(ip) => {
-                        m.ip = ip;
-                        m.kind = Kind::Ip;
-                        Self::prefetch_eps(table, m);
-                    }
-                    Err(_) => {
-                        self.drop_frame(&mut outs[i], m, DropReason::Malformed);
-                        continue;
-                    }
-                }
+                // Resolved in stage 1c, after the rest of the chunk's probes.
+                table.prefetch_seg(m.vni);
             }
             pending[np] = i as u8;
             np += 1;
         }
         let pending = &pending[..np];
+        // Stage 1c: the cache's misses in the fast lane: the segment (prefetched in 1b) gives the
+        // tenant, the last-sender cache the sending VTEP; their VTEP check and the tenant's
+        // counters are prefetched.
+        for &i in pending {
+            let i = usize::from(i);
+            let m = &mut meta[i];
+            if m.kind != Kind::Fast {
+                continue;
+            }
+            match self.locate(table, m) {
+                Ok(()) => {
+                    table.prefetch_vtep_allowed(m.ident, m.vtep);
+                    let t = m.ident.tenant as usize;
+                    policy::flat::prefetch(self.counters.tenants.as_ptr().wrapping_add(t));
+                }
+                Err(r) => self.drop_frame(&mut outs[i], m, r),
+            }
+        }
+        // Stage 1d: counted in, the VTEP checked, parsed in full; the endpoints prefetched.
+        for &i in pending {
+            let i = usize::from(i);
+            let m = &mut meta[i];
+            if m.kind != Kind::Fast {
+                continue;
+            }
+            self.count_in(m, &mut outs[i]);
+            if !table.vtep_allowed_ident(m.ident, m.vtep) {
+                self.drop_frame(&mut outs[i], m, DropReason::SpoofedIdentity);
+                continue;
+            }
+            let f = &frames[i];
+            let start = f.start + usize::from(m.inner_off);
+            let l3 = &f.buf[start + usize::from(m.l3_off)..start + usize::from(m.inner_len)];
+            match inner::parse_ipv4(l3) {
+                Ok(ip) => {
+                    m.ip = ip;
+                    m.kind = Kind::Ip;
+                    Self::prefetch_eps(table, m);
+                }
+                Err(_) => self.drop_frame(&mut outs[i], m, DropReason::Malformed),
+            }
+        }
         // Stage 2: endpoints (source validation, destination); prefetch the tenant pair.
         for &i in pending {
             let i = usize::from(i);
@@ -993,6 +1021,19 @@ impl Worker {
         mode: IdentityMode,
         o: &mut Outcome,
     ) -> Result<(), DropReason> {
+        m.ident = Self::tenant_by(table, m, seg, mode)?;
+        self.count_in(m, o);
+        Ok(())
+    }
+
+    /// The frame's tenant by its segment's rule (`seg`, of `mode`).
+    #[inline(always)]
+    fn tenant_by(
+        table: &Table,
+        m: &Meta,
+        seg: policy::table::Seg,
+        mode: IdentityMode,
+    ) -> Result<Ident, DropReason> {
         let ident = match mode {
             IdentityMode::Vni => seg.ident(),
             IdentityMode::Gbp => m.group.map(|g| table.ident_by_id(g)).unwrap_or_default(),
@@ -1002,9 +1043,7 @@ impl Worker {
         if !ident.is_some() {
             return Err(DropReason::NoIdentity);
         }
-        m.ident = ident;
-        self.count_in(m, o);
-        Ok(())
+        Ok(ident)
     }
 
     /// Counts a frame in for its tenant (`m.ident`).
@@ -1037,18 +1076,15 @@ impl Worker {
         table.vtep_index(IpAddr::V6(Ipv6Addr::from(a)))
     }
 
-    /// A fast-lane frame the cache did not hold: its segment, identity and sending VTEP, as the
-    /// general path finds them.
+    /// A fast-lane frame the cache did not hold: its segment, tenant and sending VTEP, as the
+    /// general path finds them (the frame is counted in, and its VTEP checked, by the caller).
     #[inline(always)]
-    fn resolve(&mut self, table: &Table, m: &mut Meta, o: &mut Outcome) -> Result<(), DropReason> {
+    fn locate(&mut self, table: &Table, m: &mut Meta) -> Result<(), DropReason> {
         let seg = table.seg(m.vni);
         let mode = seg.mode().ok_or(DropReason::UnknownSegment)?;
-        self.identify(table, m, seg, mode, o)?;
+        m.ident = Self::tenant_by(table, m, seg, mode)?;
         if !m.outer_v6 {
             m.vtep = self.sender4(table, m.src4);
-        }
-        if !table.vtep_allowed_ident(m.ident, m.vtep) {
-            return Err(DropReason::SpoofedIdentity);
         }
         Ok(())
     }
@@ -1145,10 +1181,31 @@ impl Worker {
         m.src_ep = src;
         m.dst_ep = Some(dst);
         table.prefetch_pair(Table::pair_hash(m.ident.tenant, dst.tenant()));
+        if table.replies() == Replies::Tracked {
+            // Stage 3 looks the flow up (a request) or its mirror (a reply), which hash alike.
+            m.flow_h = Self::flow_id(m).hash();
+            self.flows.prefetch(m.flow_h);
+        }
         if let Some(t) = table.egress(dst.vtep()) {
             policy::flat::prefetch(t as *const _);
         }
         Ok(())
+    }
+
+    /// The tracked flow an IP frame belongs to, as its sender started it.
+    #[inline(always)]
+    fn flow_id(m: &Meta) -> FlowId {
+        let (ip, space) = (&m.ip, m.ident.space());
+        FlowId::new(
+            space,
+            space,
+            ip.src,
+            ip.dst,
+            ip.v6,
+            ip.proto,
+            ip.src_port,
+            ip.dst_port,
+        )
     }
 
     /// The verdict of an IP frame, with tracked replies and fragments, and the tracked flow it
@@ -1201,24 +1258,15 @@ impl Worker {
         let mut flow = None;
         let mut watch = None;
         if table.replies() == Replies::Tracked {
-            let space = m.ident.space();
-            let id = FlowId::new(
-                space,
-                space,
-                ip.src,
-                ip.dst,
-                ip.v6,
-                ip.proto,
-                ip.src_port,
-                ip.dst_port,
-            );
+            let id = Self::flow_id(m);
+            debug_assert_eq!((id.hash(), id.mirrored().hash()), (m.flow_h, m.flow_h));
             if dec.allow {
                 if dec.rule.is_some() || s != d {
-                    flow = self.track(table, &id, ip, now);
+                    flow = self.track(table, &id, m.flow_h, ip, now);
                 }
             } else {
                 // Read before looking: a reply's flow born from now on moves the counter.
-                let h = id.mirrored().hash();
+                let h = m.flow_h;
                 let birth = self.flows.births(h);
                 if let Some(r) = self.is_reply(table, m, d, &id, l4) {
                     v = FragVerdict {
@@ -1249,11 +1297,11 @@ impl Worker {
         &mut self,
         table: &Table,
         id: &FlowId,
+        h: u64,
         ip: &IpInfo,
         now: i64,
     ) -> Option<(FlowRef, bool)> {
         let fl = &*self.flows;
-        let h = id.hash();
         if let Some(f) = fl.find(id, h, now) {
             if !FlowTable::is_dead(&f) {
                 if fl.touch(&f, now, ip.tcp_flags, false) {
@@ -1264,7 +1312,7 @@ impl Worker {
             }
         }
         let mirror = id.mirrored();
-        if let Some(f) = fl.find(&mirror, mirror.hash(), now) {
+        if let Some(f) = fl.find(&mirror, h, now) {
             if !FlowTable::is_dead(&f) {
                 if fl.touch(&f, now, ip.tcp_flags, true) {
                     fl.note_hosts(&mirror.hosts(), now, table.version());
@@ -1302,7 +1350,7 @@ impl Worker {
         if ip.proto == ipproto::TCP && ip.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN {
             return None;
         }
-        let (initiator, error) = match ip.icmp {
+        let (initiator, error, h) = match ip.icmp {
             Some(IcmpKind::Error) => {
                 // The quoted packet is the initiator's request, sent by this frame's destination.
                 let (qs, qd, qp, qsp, qdp) =
@@ -1310,13 +1358,14 @@ impl Worker {
                 if qs != ip.dst {
                     return None;
                 }
-                (FlowId::new(space, space, qs, qd, ip.v6, qp, qsp, qdp), true)
+                let q = FlowId::new(space, space, qs, qd, ip.v6, qp, qsp, qdp);
+                (q, true, q.hash())
             }
-            Some(IcmpKind::EchoReply) | None => (id.mirrored(), false),
+            Some(IcmpKind::EchoReply) | None => (id.mirrored(), false, m.flow_h),
             Some(_) => return None,
         };
         let fl = &*self.flows;
-        let f = fl.find(&initiator, initiator.hash(), m.now)?;
+        let f = fl.find(&initiator, h, m.now)?;
         if FlowTable::is_dead(&f) {
             return None;
         }

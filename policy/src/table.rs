@@ -649,6 +649,18 @@ impl Table {
         }
         c.seg_pages[page as usize - 1][(vni & 0xfff) as usize]
     }
+    /// Brings the segment entry of `vni` toward the cache (a hint: [`Table::seg`] reads it).
+    #[inline(always)]
+    pub fn prefetch_seg(&self, vni: u32) {
+        let c = &self.core;
+        let page = c.seg_dir[((vni >> 12) & 0xfff) as usize];
+        if let Some(p) = (page as usize)
+            .checked_sub(1)
+            .and_then(|p| c.seg_pages.get(p))
+        {
+            flat::prefetch(&p[(vni & 0xfff) as usize] as *const Seg);
+        }
+    }
     /// The tenant with GBP group id / VLAN id `id` (hot form).
     #[inline(always)]
     pub fn ident_by_id(&self, id: u16) -> Ident {
@@ -683,6 +695,15 @@ impl Table {
                     .get(u64::from(id.tenant) << 32 | u64::from(v))
                     .is_some()
             })
+    }
+    /// Brings the entry [`Table::vtep_allowed_ident`] reads for `(id, v)` toward the cache.
+    #[inline(always)]
+    pub fn prefetch_vtep_allowed(&self, id: Ident, v: Option<VtepIdx>) {
+        if let (false, Some(v)) = (id.any_vtep(), v) {
+            let c = &self.core;
+            c.tenant_vteps
+                .prefetch(flat::hash(u64::from(id.tenant) << 32 | u64::from(v)));
+        }
     }
     /// The outer headers toward VTEP `v`.
     #[inline(always)]
