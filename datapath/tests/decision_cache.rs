@@ -419,3 +419,30 @@ fn a_hit_after_a_quiet_second_renews_the_host_pair_note_as_the_full_path_does() 
         "so does the cached worker, 138 s after the flow's birth"
     );
 }
+
+#[test]
+fn a_hit_on_a_flow_past_a_sub_second_timeout_takes_the_full_path() {
+    // With a timeout under a second, "refreshed within the last second" no longer means alive: a
+    // hit must work the flow's timeout out, and find this one expired (the full path then starts
+    // the flow anew), as a worker without a cache does.
+    let t = table("tracked", "\n[gateway.flow_timeouts]\nudp = 0\n", 1);
+    let flows = || {
+        let mut ft = datapath::Timeouts::default();
+        ft.udp = 0;
+        Arc::new(datapath::FlowTable::new(1024, ft))
+    };
+    let mut cached = Worker::with_flows(flows());
+    let mut reference = Worker::with_flows_and_cache(flows(), 0);
+    let start = 1_800_000_000;
+    for k in 0..3 {
+        for w in [&mut cached, &mut reference] {
+            let o = run(w, &t, &acme_to_globex(), start + k);
+            assert_eq!(o.disposition, Disposition::Forward);
+        }
+    }
+    assert_eq!(
+        reference.counters.flows_created, 3,
+        "each frame outlives its flow"
+    );
+    assert_eq!(cached.counters.flows_created, 3);
+}
