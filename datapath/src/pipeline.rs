@@ -698,9 +698,9 @@ impl Worker {
         }
         self.counters.frames += n as u64;
         self.counters.bytes += bytes;
-        // Stage 1b: the decision cache (its slots prefetched by stage 1); a frame it does not hold
-        // is parsed in full now, and its endpoints prefetched. The frames still pending after it
-        // are listed (in order) for the later stages, which the cache's hits then cost nothing.
+        // Stage 1b: the decision cache (its slots prefetched by stage 1); a hit is rewritten at once,
+        // a fast-lane frame it does not hold has its segment prefetched. The frames still pending
+        // after it are listed (in order) for the later stages, which hits then cost nothing.
         let mut pending = [0u8; CHUNK];
         let mut np = 0usize;
         for i in 0..n {
@@ -774,7 +774,8 @@ impl Worker {
                 Err(_) => self.drop_frame(&mut outs[i], m, DropReason::Malformed),
             }
         }
-        // Stage 2: endpoints (source validation, destination); prefetch the tenant pair.
+        // Stage 2: endpoints (source validation, destination); prefetch the tenant pair, the
+        // egress record and the flow's slot.
         for &i in pending {
             let i = usize::from(i);
             let m = &mut meta[i];
