@@ -427,8 +427,10 @@ fn a_hit_on_a_flow_past_a_sub_second_timeout_takes_the_full_path() {
     // the flow anew), as a worker without a cache does.
     let t = table("tracked", "\n[gateway.flow_timeouts]\nudp = 0\n", 1);
     let flows = || {
-        let mut ft = datapath::Timeouts::default();
-        ft.udp = 0;
+        let ft = datapath::Timeouts {
+            udp: 0,
+            ..datapath::Timeouts::default()
+        };
         Arc::new(datapath::FlowTable::new(1024, ft))
     };
     let mut cached = Worker::with_flows(flows());
