@@ -196,6 +196,8 @@ pub struct FlowTable {
     /// Every timeout is at least a second: a flow refreshed within the last second is alive,
     /// whatever its protocol and state (a decision cache's hit need not work its timeout out).
     long_timeouts: bool,
+    /// The shortest timeout: a flow seen more recently than this is alive whatever its state.
+    shortest: i64,
     tracked: AtomicU64,
     created: AtomicU64,
     expired: AtomicU64,
@@ -239,21 +241,22 @@ impl FlowTable {
     /// A table for at most `max` flows (host-pair notes included).
     pub fn new(max: usize, timeouts: Timeouts) -> FlowTable {
         let n = (max.max(64) * 2).next_power_of_two();
+        let all = [
+            timeouts.tcp,
+            timeouts.tcp_opening,
+            timeouts.tcp_closing,
+            timeouts.udp,
+            timeouts.icmp,
+            timeouts.other,
+        ];
+        let shortest = all.iter().copied().min().unwrap_or(0);
         FlowTable {
             slots: empty_slots(n),
             mask: n - 1,
             max: max as u64,
             timeouts,
-            long_timeouts: [
-                timeouts.tcp,
-                timeouts.tcp_opening,
-                timeouts.tcp_closing,
-                timeouts.udp,
-                timeouts.icmp,
-                timeouts.other,
-            ]
-            .iter()
-            .all(|&t| t >= S),
+            long_timeouts: shortest >= S,
+            shortest,
             tracked: AtomicU64::new(0),
             created: AtomicU64::new(0),
             expired: AtomicU64::new(0),
@@ -558,37 +561,46 @@ impl FlowTable {
     /// Reclaims expired slots among the next `n` (workers call this once per batch, so the table
     /// is swept continuously without a thread of its own).
     pub fn sweep(&self, n: usize, now: i64) {
-        let start = self.cursor.fetch_add(n as u64, Relaxed) as usize;
-        for k in 0..n {
-            let i = (start + k) & self.mask;
-            let s = &self.slots[i];
-            let last = s.last.load(Relaxed) as i64;
-            if last == 0 {
-                continue;
-            }
-            let meta = s.meta.load(Relaxed);
-            if now - last <= self.timeout(meta, s.state.load(Relaxed)) {
-                continue;
-            }
-            let q = s.seq.load(Acquire);
-            if q & 1 == 1
-                || s.seq
-                    .compare_exchange(q, q.wrapping_add(1), Acquire, Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            fence(Release);
-            // Re-check under the claim: a reply may have refreshed it meanwhile.
-            let last = s.last.load(Relaxed) as i64;
-            if last != 0 && now - last > self.timeout(meta, s.state.load(Relaxed)) {
-                s.last.store(0, Relaxed);
-                self.tracked.fetch_sub(1, Relaxed);
-                if meta & PAIR == 0 {
-                    self.expired.fetch_add(1, Relaxed);
+        let n = n.min(self.slots.len());
+        let start = self.cursor.fetch_add(n as u64, Relaxed) as usize & self.mask;
+        // The next `n` slots from the cursor, as at most two runs (the second after wrapping).
+        let end = start + n;
+        let (a, b) = if end <= self.slots.len() {
+            (&self.slots[start..end], &self.slots[..0])
+        } else {
+            (&self.slots[start..], &self.slots[..end - self.slots.len()])
+        };
+        for run in [a, b] {
+            for s in run {
+                let last = s.last.load(Relaxed) as i64;
+                // Empty, or seen within the shortest timeout: nothing to reclaim.
+                if last == 0 || now - last <= self.shortest {
+                    continue;
                 }
+                let meta = s.meta.load(Relaxed);
+                if now - last <= self.timeout(meta, s.state.load(Relaxed)) {
+                    continue;
+                }
+                let q = s.seq.load(Acquire);
+                if q & 1 == 1
+                    || s.seq
+                        .compare_exchange(q, q.wrapping_add(1), Acquire, Relaxed)
+                        .is_err()
+                {
+                    continue;
+                }
+                fence(Release);
+                // Re-check under the claim: a reply may have refreshed it meanwhile.
+                let last = s.last.load(Relaxed) as i64;
+                if last != 0 && now - last > self.timeout(meta, s.state.load(Relaxed)) {
+                    s.last.store(0, Relaxed);
+                    self.tracked.fetch_sub(1, Relaxed);
+                    if meta & PAIR == 0 {
+                        self.expired.fetch_add(1, Relaxed);
+                    }
+                }
+                s.seq.store(q.wrapping_add(2), Release);
             }
-            s.seq.store(q.wrapping_add(2), Release);
         }
     }
 }
@@ -663,6 +675,41 @@ mod tests {
         assert_eq!(t.stats().tracked, 0);
         assert_eq!(t.stats().expired, 1);
         assert_eq!(t.stats().created, 1);
+    }
+
+    #[test]
+    fn sweeps_in_uneven_steps_reach_every_slot_past_the_wrap_and_spare_the_live() {
+        // 128 slots; UDP flows (120 s) and TCP flows waiting for an answer (30 s).
+        let t = FlowTable::new(64, Timeouts::default());
+        let udp = |p: u16| FlowId::new(1, 1, 0xc613_0001, 0xc613_0002, false, 17, p, 53);
+        for p in 0..40u16 {
+            let a = udp(p);
+            assert!(t.insert(&a, a.hash(), S, 1, 0).is_some());
+        }
+        for p in 0..20u16 {
+            let a = id(p);
+            assert!(t.insert(&a, a.hash(), S, 1, tcp::SYN).is_some());
+        }
+        assert_eq!(t.stats().tracked, 60);
+        // 60 s on: past TCP's opening timeout, within UDP's. Steps of 50 cross the wrap at 128.
+        for _ in 0..3 {
+            t.sweep(50, 61 * S);
+        }
+        assert_eq!(
+            t.stats().tracked,
+            40,
+            "only the unanswered TCP flows expire"
+        );
+        assert_eq!(t.stats().expired, 20);
+        assert!(t.find(&udp(7), udp(7).hash(), 61 * S).is_some());
+        // 150 s on: sweeps of 50, 50 and 28 (slots 22..72, 72..122, then 122..128 and 0..22 after
+        // the wrap) reach every slot once.
+        t.sweep(50, 151 * S);
+        t.sweep(50, 151 * S);
+        assert!(t.stats().tracked > 0);
+        t.sweep(28, 151 * S);
+        assert_eq!(t.stats().tracked, 0);
+        assert_eq!(t.stats().expired, 60);
     }
 
     use proptest::prelude::*;
