@@ -294,6 +294,12 @@ impl FlowTable {
         policy::flat::prefetch(self.slots.as_ptr().wrapping_add(self.home(h)));
     }
 
+    /// Brings slot `i` (a [`FlowRef::slot`]) toward the cache.
+    #[inline(always)]
+    pub fn prefetch_slot(&self, i: u32) {
+        policy::flat::prefetch(self.slots.as_ptr().wrapping_add(i as usize));
+    }
+
     fn timeout(&self, meta: u64, state: u32) -> i64 {
         let t = &self.timeouts;
         if meta & PAIR != 0 {

@@ -344,7 +344,12 @@ struct Meta {
     cacheable: bool,
     ckey: [u64; 4],
     cslot: u32,
+    /// The way of the set whose key is `ckey` (set in stage 1b), or [`NO_WAY`].
+    way: u8,
 }
+
+/// No way of a frame's set holds its key.
+const NO_WAY: u8 = u8::MAX;
 
 /// What the outer headers say, read at fixed offsets for IPv4 without options.
 struct Outer {
@@ -698,9 +703,32 @@ impl Worker {
         }
         self.counters.frames += n as u64;
         self.counters.bytes += bytes;
-        // Stage 1b: the decision cache (its slots prefetched by stage 1); a hit is rewritten at once,
-        // a fast-lane frame it does not hold has its segment prefetched. The frames still pending
-        // after it are listed (in order) for the later stages, which hits then cost nothing.
+        // Stage 1b: the decision cache's ways (their set prefetched by stage 1). The entry whose key
+        // a frame matches has what a hit reads beyond it prefetched: the flow it relies on and its
+        // tenant's counters. A fast-lane frame no way holds has its segment prefetched.
+        for i in 0..n {
+            let m = &mut meta[i];
+            m.way = NO_WAY;
+            if !matches!(m.kind, Kind::Fast | Kind::Ip) || !m.cacheable {
+                continue;
+            }
+            match self.way_of(m) {
+                Some(w) => {
+                    m.way = w;
+                    let e = &self.cache[m.cslot as usize].0[usize::from(w)];
+                    if e.flags & C_FLOW != 0 {
+                        self.flows.prefetch_slot(e.flow.slot);
+                    }
+                    let t = e.ident.tenant as usize;
+                    policy::flat::prefetch(self.counters.tenants.as_ptr().wrapping_add(t));
+                }
+                None if m.kind == Kind::Fast => table.prefetch_seg(m.vni),
+                None => {}
+            }
+        }
+        // Stage 1c: a frame whose held decision is still good needs nothing more from the tables:
+        // rewritten now. The frames still pending after it are listed (in order) for the later
+        // stages, which hits then cost nothing.
         let mut pending = [0u8; CHUNK];
         let mut np = 0usize;
         for i in 0..n {
@@ -714,7 +742,6 @@ impl Worker {
                 continue;
             }
             if let Some(hit) = self.probe(m) {
-                // A held decision needs nothing more from the tables: rewrite now.
                 if m.kind == Kind::Fast {
                     m.ident = hit.ident;
                     m.vtep = (hit.vtep != u32::MAX).then_some(hit.vtep);
@@ -724,15 +751,15 @@ impl Worker {
                 self.finish(table, frames[i].len, m, &mut outs[i], r);
                 continue;
             }
-            if m.kind == Kind::Fast {
-                // Resolved in stage 1c, after the rest of the chunk's probes.
+            if m.kind == Kind::Fast && m.way != NO_WAY {
+                // A held decision gone stale: its segment was not prefetched in 1b.
                 table.prefetch_seg(m.vni);
             }
             pending[np] = i as u8;
             np += 1;
         }
         let pending = &pending[..np];
-        // Stage 1c: the cache's misses in the fast lane: the segment (prefetched in 1b) gives the
+        // Stage 1d: the cache's misses in the fast lane: the segment (prefetched in 1b or 1c) gives the
         // tenant, the last-sender cache the sending VTEP; their VTEP check and the tenant's
         // counters are prefetched.
         for &i in pending {
@@ -750,7 +777,7 @@ impl Worker {
                 Err(r) => self.drop_frame(&mut outs[i], m, r),
             }
         }
-        // Stage 1d: counted in, the VTEP checked, parsed in full; the endpoints prefetched.
+        // Stage 1e: counted in, the VTEP checked, parsed in full; the endpoints prefetched.
         for &i in pending {
             let i = usize::from(i);
             let m = &mut meta[i];
@@ -1114,17 +1141,25 @@ impl Worker {
         table.prefetch_ep4(m.dst_h);
     }
 
-    /// Looks a cacheable frame's decision up in the cache: the entry, when it holds one.
+    /// The way of a cacheable frame's set whose key is the frame's (not yet checked for staleness).
+    #[inline(always)]
+    fn way_of(&self, m: &Meta) -> Option<u8> {
+        let set = &self.cache[m.cslot as usize].0;
+        if set[0].key == m.ckey {
+            Some(0)
+        } else if set[1].key == m.ckey {
+            Some(1)
+        } else {
+            None
+        }
+    }
+
+    /// Looks a cacheable frame's decision up in the cache (the way stage 1b found): the entry,
+    /// when it holds one that is still good.
     #[inline(always)]
     fn probe(&mut self, m: &Meta) -> Option<Hit> {
         let set = &self.cache[m.cslot as usize].0;
-        let way = if set[0].key == m.ckey {
-            Some(&set[0])
-        } else if set[1].key == m.ckey {
-            Some(&set[1])
-        } else {
-            None
-        };
+        let way = set.get(usize::from(m.way));
         if let Some(e) = way.filter(|e| {
             e.epoch == self.cache_epoch
                 && m.now < e.expires

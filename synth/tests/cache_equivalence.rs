@@ -4,7 +4,7 @@
 //! flows seen many times in both directions.
 //!
 //! One thing may differ, by design, and only until a VTEP's next hop is learnt: the outer
-//! destination MAC. A cached frame is rewritten early in its batch (stage 1b), before the frames
+//! destination MAC. A cached frame is rewritten early in its batch (stage 1c), before the frames
 //! ahead of it on the full path (stage 3) have taught their sender's next hop, so it may still go
 //! back the way it came where the reference already knows the VTEP's MAC. The learnt next hops
 //! must agree at the end.
