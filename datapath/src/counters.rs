@@ -70,14 +70,18 @@ impl std::fmt::Display for DropReason {
     }
 }
 
-/// One tenant's traffic counters (frames after its identity was established): the hot half, 32 bytes.
+/// One tenant's traffic counters (frames after its identity was established): the hot half, 32 bytes,
+/// aligned to 32 so that a tenant's counters sit in one cache line (one prefetch brings them all).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C, align(32))]
 pub struct TenantCounters {
     pub frames_in: u64,
     pub bytes_in: u64,
     pub frames_out: u64,
     pub bytes_out: u64,
 }
+
+const _: () = assert!(std::mem::size_of::<TenantCounters>() == 32);
 
 impl TenantCounters {
     pub fn add(&mut self, o: &TenantCounters) {
