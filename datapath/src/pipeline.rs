@@ -810,6 +810,13 @@ impl Worker {
                 self.drop_frame(&mut outs[i], m, r);
             }
         }
+        // Stage 2b: the rules the verdict scans beyond the pair's bucket (prefetched in stage 2).
+        for &i in pending {
+            let m = &meta[usize::from(i)];
+            if let (Kind::Ip, Some(d)) = (m.kind, m.dst_ep) {
+                table.prefetch_rules(m.ident.tenant, d.tenant());
+            }
+        }
         // Stage 3: answer neighbours, decide, track, rewrite.
         for &i in pending {
             let i = usize::from(i);

@@ -303,7 +303,7 @@ impl RuleSet {
     fn set(&mut self, k: Key, b: Bucket) {
         let empty = b.count() == 0;
         let slots = self.slots;
-        let dense = |v: &mut Vec<Bucket>, n: &mut usize, i: u32| {
+        let dense = |v: &mut Vec<Bucket>, bits: &mut Vec<u64>, n: &mut usize, i: u32| {
             // Sized for the tenant slots on first use, and grown for a slot added since (a
             // tenant added in place): a missing entry reads as an empty bucket.
             if v.len() <= i as usize {
@@ -311,9 +311,16 @@ impl RuleSet {
                     return;
                 }
                 v.resize(slots.max(i as usize + 1), Bucket::default());
+                bits.resize(v.len().div_ceil(64), 0);
             }
             let was = v[i as usize].count() > 0;
             v[i as usize] = b;
+            let bit = 1u64 << (i % 64);
+            if empty {
+                bits[i as usize / 64] &= !bit;
+            } else {
+                bits[i as usize / 64] |= bit;
+            }
             match (was, !empty) {
                 (false, true) => *n += 1,
                 (true, false) => *n -= 1,
@@ -329,8 +336,18 @@ impl RuleSet {
                     self.pairs.insert(key, b);
                 }
             }
-            Key::FromAny(a) => dense(&mut self.from_any, &mut self.n_from_any, a),
-            Key::ToAny(t) => dense(&mut self.to_any, &mut self.n_to_any, t),
+            Key::FromAny(a) => dense(
+                &mut self.from_any,
+                &mut self.from_any_bits,
+                &mut self.n_from_any,
+                a,
+            ),
+            Key::ToAny(t) => dense(
+                &mut self.to_any,
+                &mut self.to_any_bits,
+                &mut self.n_to_any,
+                t,
+            ),
             Key::AnyAny => self.any_any = b,
         }
     }

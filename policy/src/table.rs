@@ -384,6 +384,10 @@ pub(crate) struct RuleSet {
     /// while no such rule exists.
     pub from_any: Vec<Bucket>,
     pub to_any: Vec<Bucket>,
+    /// Which tenant slots have a non-empty `from_any` / `to_any` bucket, one bit each: the hot path
+    /// tests a bit (1M tenants: 128 KiB, which stays cached) before it reads a bucket (16 MiB).
+    pub from_any_bits: Vec<u64>,
+    pub to_any_bits: Vec<u64>,
     pub n_from_any: usize,
     pub n_to_any: usize,
     /// Tenant slots the direct indexes are sized for.
@@ -429,10 +433,21 @@ impl RuleSet {
         }
         [
             pair,
-            self.from_any.get(s as usize).copied().unwrap_or_default(),
-            self.to_any.get(d as usize).copied().unwrap_or_default(),
+            wild(&self.from_any, &self.from_any_bits, s),
+            wild(&self.to_any, &self.to_any_bits, d),
             self.any_any,
         ]
+    }
+}
+
+/// Tenant slot `t`'s bucket of a direct index (`from_any` or `to_any`), read only when its bit says
+/// it is not empty.
+#[inline(always)]
+fn wild(v: &[Bucket], bits: &[u64], t: TenantIdx) -> Bucket {
+    let t = t as usize;
+    match bits.get(t / 64) {
+        Some(w) if w >> (t % 64) & 1 != 0 => v.get(t).copied().unwrap_or_default(),
+        _ => Bucket::default(),
     }
 }
 
@@ -635,6 +650,7 @@ impl Table {
             + r.arena.len() * std::mem::size_of::<CRule>()
             + r.pairs.bytes()
             + (r.from_any.len() + r.to_any.len()) * std::mem::size_of::<Bucket>()
+            + (r.from_any_bits.len() + r.to_any_bits.len()) * 8
     }
 
     // ---- the hot path's queries ----
@@ -747,6 +763,26 @@ impl Table {
     #[inline(always)]
     pub fn prefetch_pair(&self, h: u64) {
         self.rules.pairs.prefetch(h);
+    }
+    /// Brings toward the cache the rules [`Table::decide`] reads for a frame from tenant `s` to
+    /// tenant `d` beyond the pair's bucket (whose slot [`Table::prefetch_pair`] brought): the first
+    /// rules of each bucket it scans. Call it a stage after `prefetch_pair`.
+    #[inline(always)]
+    pub fn prefetch_rules(&self, s: TenantIdx, d: TenantIdx) {
+        let r = &*self.rules;
+        let pair = r.pair(s, d);
+        if self.core.replies != Replies::Stateless && !r.has_wildcards() {
+            // The common case reads an inline rule, or no rule, from the bucket itself.
+            if pair.count() > 0 && pair.len & B_SIMPLE == 0 {
+                flat::prefetch(r.arena.as_ptr().wrapping_add(pair.off as usize));
+            }
+            return;
+        }
+        for b in r.buckets_with(pair, s, d) {
+            if b.count() > 0 {
+                flat::prefetch(r.arena.as_ptr().wrapping_add(b.off as usize));
+            }
+        }
     }
 
     /// The verdict for a frame of `k` from tenant `s` to tenant `d` at Unix time `now` (nanoseconds).
