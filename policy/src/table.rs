@@ -420,6 +420,23 @@ impl RuleSet {
     pub(crate) fn buckets(&self, s: TenantIdx, d: TenantIdx) -> [Bucket; 4] {
         self.buckets_with(self.pair(s, d), s, d)
     }
+    /// Brings a non-empty bucket's first two rules toward the cache (a rule is 96 bytes: every line
+    /// they touch).
+    #[inline(always)]
+    fn prefetch_bucket(&self, b: Bucket) {
+        let p = self
+            .arena
+            .as_ptr()
+            .wrapping_add(b.off as usize)
+            .cast::<u8>();
+        let bytes = b.count().min(2) * std::mem::size_of::<CRule>();
+        let mut at = 0;
+        while at < bytes {
+            flat::prefetch(p.wrapping_add(at));
+            at += 64;
+        }
+        flat::prefetch(p.wrapping_add(bytes - 1));
+    }
     /// [`RuleSet::buckets`] with the pair's own bucket already looked up.
     #[inline(always)]
     fn buckets_with(&self, pair: Bucket, s: TenantIdx, d: TenantIdx) -> [Bucket; 4] {
@@ -774,13 +791,13 @@ impl Table {
         if self.core.replies != Replies::Stateless && !r.has_wildcards() {
             // The common case reads an inline rule, or no rule, from the bucket itself.
             if pair.count() > 0 && pair.len & B_SIMPLE == 0 {
-                flat::prefetch(r.arena.as_ptr().wrapping_add(pair.off as usize));
+                r.prefetch_bucket(pair);
             }
             return;
         }
         for b in r.buckets_with(pair, s, d) {
             if b.count() > 0 {
-                flat::prefetch(r.arena.as_ptr().wrapping_add(b.off as usize));
+                r.prefetch_bucket(b);
             }
         }
     }
