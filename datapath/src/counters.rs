@@ -166,7 +166,18 @@ impl TenantEvents {
         if self.len * 2 >= self.slots.len() {
             self.reserve(1);
         }
-        self.add_key((u64::from(tenant) << 8 | e.code()) + 1, 1);
+        self.add_key(Self::key(tenant, e), 1);
+    }
+    /// Brings the slot where `count(tenant, e)` starts looking toward the cache.
+    #[inline(always)]
+    pub fn prefetch(&self, tenant: u32, e: Event) {
+        let mask = self.slots.len().wrapping_sub(1);
+        let i = (crate::hash64(Self::key(tenant, e)) >> 20) as usize & mask;
+        policy::flat::prefetch(self.slots.as_ptr().wrapping_add(i));
+    }
+    #[inline(always)]
+    fn key(tenant: u32, e: Event) -> u64 {
+        (u64::from(tenant) << 8 | e.code()) + 1
     }
     pub fn get(&self, tenant: u32, e: Event) -> u64 {
         self.iter()

@@ -704,8 +704,9 @@ impl Worker {
         self.counters.frames += n as u64;
         self.counters.bytes += bytes;
         // Stage 1b: the decision cache's ways (their set prefetched by stage 1). The entry whose key
-        // a frame matches has what a hit reads beyond it prefetched: the flow it relies on and its
-        // tenant's counters. A fast-lane frame no way holds has its segment prefetched.
+        // a frame matches has what a hit reads beyond it prefetched: the flow it relies on, its
+        // tenant's counters (and, for a deny, its drop count). A fast-lane frame no way holds has
+        // its segment prefetched.
         for i in 0..n {
             let m = &mut meta[i];
             m.way = NO_WAY;
@@ -719,8 +720,12 @@ impl Worker {
                     if e.flags & C_FLOW != 0 {
                         self.flows.prefetch_slot(e.flow.slot);
                     }
-                    let t = e.ident.tenant as usize;
-                    policy::flat::prefetch(self.counters.tenants.as_ptr().wrapping_add(t));
+                    let t = e.ident.tenant;
+                    policy::flat::prefetch(self.counters.tenants.as_ptr().wrapping_add(t as usize));
+                    if e.flags & C_DENY != 0 {
+                        let denied = Event::Drop(DropReason::PolicyDenied);
+                        self.counters.events.prefetch(t, denied);
+                    }
                 }
                 None if m.kind == Kind::Fast => table.prefetch_seg(m.vni),
                 None => {}
