@@ -193,10 +193,9 @@ pub struct FlowTable {
     mask: usize,
     max: u64,
     pub timeouts: Timeouts,
-    /// Every timeout is at least a second: a flow refreshed within the last second is alive,
-    /// whatever its protocol and state (a decision cache's hit need not work its timeout out).
-    long_timeouts: bool,
-    /// The shortest timeout: a flow seen more recently than this is alive whatever its state.
+    /// The shortest timeout: a flow seen more recently than this is alive whatever its protocol
+    /// and state (the sweep skips it; when it is at least a second, a decision cache's hit on a
+    /// flow refreshed within the last second need not work its timeout out).
     shortest: i64,
     tracked: AtomicU64,
     created: AtomicU64,
@@ -255,7 +254,6 @@ impl FlowTable {
             mask: n - 1,
             max: max as u64,
             timeouts,
-            long_timeouts: shortest >= S,
             shortest,
             tracked: AtomicU64::new(0),
             created: AtomicU64::new(0),
@@ -426,7 +424,7 @@ impl FlowTable {
         if state & DEAD != 0 || last == 0 || idle > S {
             return false;
         }
-        if !self.long_timeouts && idle > self.timeout(s.meta.load(Relaxed), state) {
+        if self.shortest < S && idle > self.timeout(s.meta.load(Relaxed), state) {
             return false;
         }
         if idle > 1_000_000 {
