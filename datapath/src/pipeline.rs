@@ -7,7 +7,7 @@ use crate::counters::{Counters, DropReason, Event, TenantCounters};
 use crate::flows::{FlowId, FlowRef, FlowTable, Timeouts};
 use crate::frags::{FragKey, FragVerdict, Frags};
 use hashbrown::HashMap;
-use policy::{Ep, FlowKey, Ident, IdentityMode, Replies, Table, TenantIdx, VtepIdx};
+use policy::{Ep, FlowKey, Ident, IdentityMode, Replies, Scope, Table, TenantIdx, VtepIdx};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use vtep::inner::{self, tcp, Frag, IcmpKind, IpInfo};
@@ -333,6 +333,8 @@ struct Meta {
     dst_h: u64,
     src_ep: Option<Ep>,
     dst_ep: Option<Ep>,
+    /// The rule buckets the verdict scans (set in stage 2b, for frames with a destination).
+    scope: Scope,
     /// Under tracked replies, the hash of the frame's flow — and of its mirror, which hashes alike
     /// (set in stage 2, its home slot prefetched for stage 3).
     flow_h: u64,
@@ -815,11 +817,13 @@ impl Worker {
                 self.drop_frame(&mut outs[i], m, r);
             }
         }
-        // Stage 2b: the rules the verdict scans beyond the pair's bucket (prefetched in stage 2).
+        // Stage 2b: the rule buckets the verdict scans (the pair's prefetched in stage 2), and their
+        // first rules prefetched.
         for &i in pending {
-            let m = &meta[usize::from(i)];
+            let m = &mut meta[usize::from(i)];
             if let (Kind::Ip, Some(d)) = (m.kind, m.dst_ep) {
-                table.prefetch_rules(m.ident.tenant, d.tenant());
+                m.scope = table.scope(m.ident.tenant, d.tenant());
+                table.prefetch_scope(&m.scope);
             }
         }
         // Stage 3: answer neighbours, decide, track, rewrite.
@@ -1297,7 +1301,8 @@ impl Worker {
             src_port: ip.src_port,
             dst_port: ip.dst_port,
         };
-        let dec = table.decide(s, d, &k, now);
+        debug_assert_eq!(m.scope, table.scope(s, d));
+        let dec = table.decide_in(&m.scope, s, d, &k, now);
         let mut v = FragVerdict {
             allow: dec.allow,
             rule: dec.rule,

@@ -26,8 +26,8 @@ pub use document::{
 pub use error::{ConfigError, Issue};
 pub use section::{TenantName, VtepList};
 pub use table::{
-    Decision, EndpointEntry, Ep, FlowKey, Ident, Seg, SegmentEntry, Table, TenantEntry, TenantIdx,
-    VtepIdx,
+    Decision, EndpointEntry, Ep, FlowKey, Ident, Scope, Seg, SegmentEntry, Table, TenantEntry,
+    TenantIdx, VtepIdx,
 };
 /// The inner 5-tuple a verdict is judged on (from `vtep`), for callers that build one themselves.
 pub use vtep::Flow;

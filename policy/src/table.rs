@@ -348,6 +348,12 @@ pub(crate) const B_ALLOW: u32 = 1 << 30;
 pub(crate) const B_PROTO_SHIFT: u32 = 24; // 2 bits: tcp udp icmp any
 pub(crate) const B_LEN: u32 = 0x00ff_ffff;
 
+/// The rule buckets a verdict from one tenant to another scans: the pair's, and — when the policy
+/// has wildcard rules — the source's `from any`, the destination's `to any` and the `any → any`
+/// bucket (empty ones where it has none). Found by [`Table::scope`]; valid for that table only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scope([Bucket; 4]);
+
 pub(crate) fn proto_bits(p: Proto) -> u32 {
     match p {
         Proto::Tcp => 0,
@@ -781,13 +787,19 @@ impl Table {
     pub fn prefetch_pair(&self, h: u64) {
         self.rules.pairs.prefetch(h);
     }
-    /// Brings toward the cache the rules [`Table::decide`] reads for a frame from tenant `s` to
-    /// tenant `d` beyond the pair's bucket (whose slot [`Table::prefetch_pair`] brought): the first
-    /// rules of each bucket it scans. Call it a stage after `prefetch_pair`.
+    /// The rule buckets a verdict from tenant `s` to tenant `d` scans (see [`Scope`]), found once so
+    /// that [`Table::prefetch_scope`] and [`Table::decide_in`] do not each probe for the pair. The
+    /// pair's slot is best brought by [`Table::prefetch_pair`] a stage before.
     #[inline(always)]
-    pub fn prefetch_rules(&self, s: TenantIdx, d: TenantIdx) {
+    pub fn scope(&self, s: TenantIdx, d: TenantIdx) -> Scope {
+        Scope(self.rules.buckets(s, d))
+    }
+    /// Brings toward the cache the rules [`Table::decide_in`] reads for `scope` beyond the buckets
+    /// themselves: the first rules of each bucket it scans.
+    #[inline(always)]
+    pub fn prefetch_scope(&self, scope: &Scope) {
         let r = &*self.rules;
-        let pair = r.pair(s, d);
+        let pair = scope.0[0];
         if self.core.replies != Replies::Stateless && !r.has_wildcards() {
             // The common case reads an inline rule, or no rule, from the bucket itself.
             if pair.count() > 0 && pair.len & B_SIMPLE == 0 {
@@ -795,7 +807,7 @@ impl Table {
             }
             return;
         }
-        for b in r.buckets_with(pair, s, d) {
+        for b in scope.0 {
             if b.count() > 0 {
                 r.prefetch_bucket(b);
             }
@@ -808,8 +820,21 @@ impl Table {
     /// traffic is allowed and cross-tenant denied.
     #[inline(always)]
     pub fn decide(&self, s: TenantIdx, d: TenantIdx, k: &FlowKey, now: i64) -> Decision {
+        self.decide_in(&self.scope(s, d), s, d, k, now)
+    }
+
+    /// [`Table::decide`] over the buckets [`Table::scope`] found for `s` and `d` in this table.
+    #[inline(always)]
+    pub fn decide_in(
+        &self,
+        scope: &Scope,
+        s: TenantIdx,
+        d: TenantIdx,
+        k: &FlowKey,
+        now: i64,
+    ) -> Decision {
         let r = &*self.rules;
-        let pair = r.pair(s, d);
+        let pair = scope.0[0];
         let stateless = self.core.replies == Replies::Stateless;
         if !stateless && !r.has_wildcards() {
             // The common case: one probe, and an inline rule or none.
@@ -837,8 +862,7 @@ impl Table {
             }
         }
         let mut best: Best = None;
-        let fwd = r.buckets_with(pair, s, d);
-        for b in fwd {
+        for b in scope.0 {
             if b.count() > 0 {
                 scan(r.rules(b), k, now, false, &mut best);
             }
