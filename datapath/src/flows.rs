@@ -467,6 +467,21 @@ impl FlowTable {
                 return Some(f.reference());
             }
         }
+        self.insert_missing(id, h, now, version, tcp_flags)
+    }
+
+    /// [`FlowTable::insert`] for a flow the caller's own [`FlowTable::find`] has just not found
+    /// live: claims a slot without searching again. Should another worker insert it meanwhile, the
+    /// outcome is that of two workers racing in `insert`: this one replaces the other's entry in
+    /// place, or the window holds both until the one `find` does not reach lapses.
+    pub fn insert_missing(
+        &self,
+        id: &FlowId,
+        h: u64,
+        now: i64,
+        version: u64,
+        tcp_flags: u8,
+    ) -> Option<FlowRef> {
         let home = self.home(h);
         let full = self.tracked.load(Relaxed) >= self.max;
         for k in 0..WINDOW {
@@ -552,7 +567,7 @@ impl FlowTable {
                 }
             }
             None => {
-                self.insert(hosts, h, now, version, 0);
+                self.insert_missing(hosts, h, now, version, 0);
             }
         }
     }

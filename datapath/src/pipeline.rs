@@ -1373,7 +1373,8 @@ impl Worker {
                 return Some((f.reference(), true));
             }
         }
-        match fl.insert(id, h, now, table.version(), ip.tcp_flags) {
+        // Neither it nor its mirror is live: no need to look again.
+        match fl.insert_missing(id, h, now, table.version(), ip.tcp_flags) {
             Some(r) => {
                 self.counters.flows_created += 1;
                 fl.note_hosts(&id.hosts(), now, table.version());
