@@ -7,6 +7,7 @@
 //! judged at, so a reply after a policy change re-judges the flow's request against the new table
 //! (OPTE's epoch); a flow whose request is no longer allowed admits nothing more.
 
+use policy::huge::ZeroedBuf;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 use vtep::inner::tcp;
 
@@ -189,7 +190,7 @@ pub struct FlowStats {
 
 /// The flow table shared by a gateway's workers.
 pub struct FlowTable {
-    slots: Box<[Slot]>,
+    slots: ZeroedBuf<Slot>,
     mask: usize,
     max: u64,
     pub timeouts: Timeouts,
@@ -219,21 +220,14 @@ impl std::fmt::Debug for FlowTable {
     }
 }
 
-/// `n` empty slots in zeroed memory: an empty slot is all zero bits, and the pages of a big table
-/// that no flow has reached yet are never touched (a 262 144-flow table costs no RSS until used).
-fn empty_slots(n: usize) -> Box<[Slot]> {
-    let layout = std::alloc::Layout::array::<Slot>(n).expect("flow table size fits memory");
-    assert!(layout.size() > 0);
-    // SAFETY: the layout is non-empty (asserted); every field of `Slot` is an atomic integer, whose
-    // all-zero bit pattern is the valid value 0 (what `Slot::default()` holds); the pointer is checked
-    // for null and owns `n` slots from the global allocator with this layout, as `Box` requires.
-    unsafe {
-        let p = std::alloc::alloc_zeroed(layout).cast::<Slot>();
-        if p.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
-    }
+/// `n` empty slots in zeroed memory, on 2 MB pages where the host offers them (a frame's flow is a
+/// random slot of a big table: one TLB entry covers 32 768 slots, not 64). An empty slot is all zero
+/// bits, and the pages of a big table that no flow has reached yet are never touched (a 262 144-flow
+/// table costs no RSS until used).
+fn empty_slots(n: usize) -> ZeroedBuf<Slot> {
+    // SAFETY: every field of `Slot` is an atomic integer, whose all-zero bit pattern is the valid
+    // value 0 (what `Slot::default()` holds).
+    unsafe { ZeroedBuf::new(n) }
 }
 
 impl FlowTable {

@@ -7,6 +7,7 @@ use crate::counters::{Counters, DropReason, Event, TenantCounters};
 use crate::flows::{FlowId, FlowRef, FlowTable, Timeouts};
 use crate::frags::{FragKey, FragVerdict, Frags};
 use hashbrown::HashMap;
+use policy::huge::HugeBuf;
 use policy::{Ep, FlowKey, Ident, IdentityMode, Replies, Scope, Table, TenantIdx, VtepIdx};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -182,8 +183,9 @@ pub struct Worker {
     last_vtep: (u32, Option<VtepIdx>, usize),
     /// Per-frame scratch of a chunk, kept between batches (nothing to clear but `kind`).
     meta: Option<Box<[Meta; CHUNK]>>,
-    /// The decision cache, its epoch (bumped when the table changes) and the table it is for.
-    cache: Vec<Set>,
+    /// The decision cache (on 2 MB pages where the host offers them: a frame's set is a random one
+    /// of 6 MiB), its epoch (bumped when the table changes) and the table it is for.
+    cache: HugeBuf<Set>,
     /// False: nothing is remembered, every frame takes the full path (`cache_slots` 0).
     caching: bool,
     cache_epoch: u32,
@@ -635,7 +637,7 @@ impl Worker {
             frags: Frags::default(),
             last_vtep: (0, None, 0),
             meta: Some(Box::new([Meta::default(); CHUNK])),
-            cache: vec![Set::default(); cache_slots.div_ceil(2)],
+            cache: HugeBuf::filled(cache_slots.div_ceil(2), Set::default()),
             caching,
             cache_epoch: 0,
             cache_for: (0, 0),

@@ -1,8 +1,10 @@
 //! Fixed-length arrays for the big tables, on 2 MB pages where the host offers them: explicit huge
 //! pages (`MAP_HUGETLB`) first, then transparent huge pages (`madvise(MADV_HUGEPAGE)`), silently
-//! falling back to ordinary pages. Small arrays are plain vectors.
+//! falling back to ordinary pages. Small arrays are plain vectors. [`HugeBuf`] holds `Copy` values
+//! filled in; [`ZeroedBuf`] holds values valid as zero bytes (atomics), untouched until written.
 
-use std::ops::{Deref, Index};
+use std::alloc::Layout;
+use std::ops::{Deref, DerefMut, Index, IndexMut};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -160,11 +162,24 @@ impl<T: Copy> Deref for HugeBuf<T> {
     }
 }
 
+impl<T: Copy> DerefMut for HugeBuf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        self.as_mut_slice()
+    }
+}
+
 impl<T: Copy> Index<usize> for HugeBuf<T> {
     type Output = T;
     #[inline(always)]
     fn index(&self, i: usize) -> &T {
         &self.as_slice()[i]
+    }
+}
+
+impl<T: Copy> IndexMut<usize> for HugeBuf<T> {
+    #[inline(always)]
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.as_mut_slice()[i]
     }
 }
 
@@ -204,6 +219,117 @@ impl<T: Copy> Drop for HugeBuf<T> {
     }
 }
 
+/// A fixed-length array of values whose all-zero bytes are a valid value (atomic integers): a table
+/// shared between threads. Big ones are mapped as [`HugeBuf`]'s are; either way the memory starts
+/// zeroed, and (but on explicit huge pages) a page costs no memory until something is written to it.
+pub struct ZeroedBuf<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    /// `Some(hugetlb)`: a mapping of `mapped` bytes; `None`: from the global allocator.
+    map: Option<bool>,
+    mapped: usize,
+}
+
+// SAFETY: the buffer is owned exclusively, as a `Box<[T]>` owns its elements; `Send`/`Sync` carry
+// over from `T` as they do for `Box<[T]>`.
+unsafe impl<T: Send> Send for ZeroedBuf<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for ZeroedBuf<T> {}
+
+impl<T> ZeroedBuf<T> {
+    /// `len` zeroed values.
+    ///
+    /// # Safety
+    /// The all-zero bit pattern must be a valid `T`.
+    pub unsafe fn new(len: usize) -> Self {
+        let layout = Layout::array::<T>(len.max(1)).expect("table size fits memory");
+        if layout.size() >= HUGE && layout.align() <= 4096 {
+            if let Some((p, hugetlb)) = map(layout.size()) {
+                let mapped = layout.size().div_ceil(HUGE) * HUGE;
+                if hugetlb {
+                    HUGETLB_BYTES.fetch_add(mapped as u64, Ordering::Relaxed);
+                } else {
+                    THP_BYTES.fetch_add(mapped as u64, Ordering::Relaxed);
+                }
+                return ZeroedBuf {
+                    ptr: p.cast(),
+                    len,
+                    map: Some(hugetlb),
+                    mapped,
+                };
+            }
+        }
+        // A zero-sized `T` needs no memory (and `alloc_zeroed` must not be given a size of 0).
+        let p = if layout.size() == 0 {
+            NonNull::dangling()
+        } else {
+            // SAFETY: `layout` has a non-zero size.
+            let p = unsafe { std::alloc::alloc_zeroed(layout) };
+            match NonNull::new(p) {
+                Some(p) => p.cast(),
+                None => std::alloc::handle_alloc_error(layout),
+            }
+        };
+        ZeroedBuf {
+            ptr: p,
+            len,
+            map: None,
+            mapped: 0,
+        }
+    }
+
+    /// Whether this array sits on 2 MB pages (explicit or transparent).
+    pub fn on_huge_pages(&self) -> bool {
+        self.map.is_some()
+    }
+}
+
+impl<T> Deref for ZeroedBuf<T> {
+    type Target = [T];
+    #[inline(always)]
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` points to `len` values, zeroed (valid by `new`'s contract) or written since,
+        // owned by `self` and alive as long as it.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for ZeroedBuf<T> {
+    fn drop(&mut self) {
+        // SAFETY: the values are valid and dropped once, here.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ))
+        };
+        match self.map {
+            Some(hugetlb) => {
+                let c = if hugetlb { &HUGETLB_BYTES } else { &THP_BYTES };
+                c.fetch_sub(self.mapped as u64, Ordering::Relaxed);
+                // SAFETY: the mapping was made by `map` with this length and is unmapped once.
+                unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.mapped) };
+            }
+            None => {
+                let layout = Layout::array::<T>(self.len.max(1)).expect("as allocated");
+                if layout.size() > 0 {
+                    // SAFETY: allocated in `new` by the global allocator with this same layout.
+                    unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
+                }
+            }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ZeroedBuf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZeroedBuf")
+            .field("len", &self.len)
+            .field("huge_pages", &self.on_huge_pages())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +345,25 @@ mod tests {
                 let c = b.clone();
                 assert_eq!(c[n - 1], 9);
                 assert_eq!(c.on_huge_pages(), n * 4 >= HUGE);
+            }
+        }
+    }
+
+    #[test]
+    fn zeroed_arrays_start_zero_and_keep_what_is_written() {
+        for n in [0usize, 1, 1000, (4 << 20) / 8 + 3] {
+            // SAFETY: zero is a valid `AtomicU64`.
+            let b = unsafe { ZeroedBuf::<AtomicU64>::new(n) };
+            assert_eq!(b.len(), n);
+            assert!(b.iter().all(|x| x.load(Ordering::Relaxed) == 0));
+            if n > 0 {
+                b[n - 1].store(9, Ordering::Relaxed);
+                b[0].fetch_add(2, Ordering::Relaxed);
+                assert_eq!(
+                    b[n - 1].load(Ordering::Relaxed),
+                    if n == 1 { 11 } else { 9 }
+                );
+                assert_eq!(b.on_huge_pages(), n * 8 >= HUGE);
             }
         }
     }
