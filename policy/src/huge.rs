@@ -70,6 +70,23 @@ fn map(bytes: usize) -> Option<(NonNull<u8>, bool)> {
     }
 }
 
+/// Asks for transparent huge pages under the whole 2 MB pages of a buffer the caller already holds
+/// (a growable vector too big for a [`HugeBuf`]'s fixed length): a hint that changes no byte, and is
+/// silently ignored where the host offers none. Buffers below 4 MB are left alone.
+pub fn advise<T>(buf: &[T]) {
+    let start = buf.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(buf);
+    let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if hi < lo + HUGE || end - start < 2 * HUGE {
+        return;
+    }
+    // SAFETY: `[lo, hi)` lies within `buf`, memory this process owns and keeps mapped while the
+    // caller holds it; MADV_HUGEPAGE only sets a hint on the range (its contents are unchanged).
+    unsafe {
+        libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+    }
+}
+
 impl<T: Copy> HugeBuf<T> {
     /// `len` copies of `v`.
     pub fn filled(len: usize, v: T) -> Self {
