@@ -367,6 +367,19 @@ mod tests {
     }
 
     #[test]
+    fn advice_changes_no_byte_of_any_buffer() {
+        let v: Vec<u64> = (0..(5 << 20) / 8).map(|i| i * 7 + 1).collect();
+        for s in [&v[..], &v[1..], &v[..0], &v[3..9], &v[..HUGE / 8 + 1]] {
+            advise(s);
+        }
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 * 7 + 1));
+        let mut w: Vec<u32> = Vec::with_capacity(3 << 20);
+        advise(w.spare_capacity_mut());
+        w.resize(3 << 20, 5);
+        assert!(w.iter().all(|&x| x == 5));
+    }
+
+    #[test]
     fn zeroed_arrays_start_zero_and_keep_what_is_written() {
         for n in [0usize, 1, 1000, (4 << 20) / 8 + 3] {
             // SAFETY: zero is a valid `AtomicU64`.
