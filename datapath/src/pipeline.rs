@@ -1146,10 +1146,13 @@ impl Worker {
             key[0] ^ key[1].rotate_left(21) ^ key[2].rotate_left(42) ^ key[3].rotate_left(7),
         );
         m.cslot = (h >> 40) as u32 & (self.cache.len() as u32 - 1);
-        // Way 0 and way 1's key (the set's first two lines); the third holds the rest of way 1.
+        // The whole set: way 0 and way 1's key (its first two lines), and the rest of way 1, which
+        // stage 1b reads on a hit in way 1 and a miss's insertion writes (the older decision moves
+        // there).
         let set = self.cache.as_ptr().wrapping_add(m.cslot as usize) as *const u8;
         policy::flat::prefetch(set);
         policy::flat::prefetch(set.wrapping_add(64));
+        policy::flat::prefetch(set.wrapping_add(128));
     }
 
     /// Hashes an IPv4 frame's endpoint keys and prefetches their slots.
