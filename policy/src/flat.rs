@@ -78,10 +78,14 @@ impl<V: Copy + Default> FlatMap<V> {
         ((h >> 16) & self.mask) as usize
     }
 
-    /// Brings the home slot of a key with hash `h` toward the cache (a hint; never faults).
+    /// Brings the home slot of a key with hash `h`, and the slot after it (where a displaced key
+    /// most often sits), toward the cache: the line of each end, so a slot that straddles two
+    /// lines is whole (a hint; never faults).
     #[inline(always)]
     pub fn prefetch(&self, h: u64) {
-        prefetch(self.slots.as_ptr().wrapping_add(self.home(h)));
+        let p = self.slots.as_ptr().wrapping_add(self.home(h)).cast::<u8>();
+        prefetch(p);
+        prefetch(p.wrapping_add(2 * std::mem::size_of::<Slot<V>>() - 1));
     }
 
     /// The value of `key`, given its hash.
