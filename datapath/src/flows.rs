@@ -691,6 +691,35 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_after_a_failed_search_takes_a_dead_or_expired_entry_of_the_key_in_place() {
+        let t = FlowTable::new(64, Timeouts::default());
+        let (a, b) = (id(1000), id(1001));
+        let r = t.insert_missing(&a, a.hash(), S, 1, tcp::SYN).unwrap();
+        assert_eq!(t.find(&a, a.hash(), S).unwrap().slot, r.slot as usize);
+        assert!(t.insert_missing(&b, b.hash(), S, 1, tcp::SYN).is_some());
+        // Cut: `find` still returns it, dead; the claim replaces it where it lies, as one flow.
+        t.cut(&t.find(&a, a.hash(), S).unwrap());
+        let again = t.insert_missing(&a, a.hash(), 2 * S, 2, tcp::SYN).unwrap();
+        assert_eq!(again.slot, r.slot);
+        assert_ne!(
+            again.seq, r.seq,
+            "a new entry: references to the old one lapse"
+        );
+        let f = t.find(&a, a.hash(), 2 * S).unwrap();
+        assert!(!FlowTable::is_dead(&f));
+        assert_eq!(f.epoch, 2);
+        // Expired (unanswered past 30 s): not found, and claimed in place again.
+        assert!(t.find(&a, a.hash(), 40 * S).is_none());
+        assert_eq!(
+            t.insert_missing(&a, a.hash(), 40 * S, 3, tcp::SYN)
+                .unwrap()
+                .slot,
+            r.slot
+        );
+        assert_eq!(t.stats().tracked, 2);
+    }
+
+    #[test]
     fn sweeps_in_uneven_steps_reach_every_slot_past_the_wrap_and_spare_the_live() {
         // 128 slots; UDP flows (120 s) and TCP flows waiting for an answer (30 s).
         let t = FlowTable::new(64, Timeouts::default());
