@@ -18,11 +18,8 @@ pub static THP_BYTES: AtomicU64 = AtomicU64::new(0);
 enum Store<T: Copy> {
     /// Owns the buffer `HugeBuf::ptr` points into.
     Vec(#[allow(dead_code)] Vec<T>),
-    Map {
-        ptr: NonNull<T>,
-        bytes: usize,
-        hugetlb: bool,
-    },
+    /// Owns the mapping `HugeBuf::ptr` points into.
+    Map(#[allow(dead_code)] Mapping),
 }
 
 /// A fixed-length array of `Copy` values.
@@ -39,36 +36,80 @@ unsafe impl<T: Copy + Send> Send for HugeBuf<T> {}
 // SAFETY: as above; shared access only reads.
 unsafe impl<T: Copy + Sync> Sync for HugeBuf<T> {}
 
-fn map(bytes: usize) -> Option<(NonNull<u8>, bool)> {
-    let len = bytes.div_ceil(HUGE) * HUGE;
-    // SAFETY: anonymous private mappings with no address hint; the result is checked.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
-            -1,
-            0,
-        );
-        if p != libc::MAP_FAILED {
-            return NonNull::new(p as *mut u8).map(|p| (p, true));
+/// An anonymous mapping of whole 2 MB pages: explicit huge pages if the host has them, else
+/// ordinary pages with the transparent-huge-page hint. Counted in [`HUGETLB_BYTES`] or
+/// [`THP_BYTES`] while it lives; unmapped when dropped.
+struct Mapping {
+    ptr: NonNull<u8>,
+    bytes: usize,
+    hugetlb: bool,
+}
+
+impl Mapping {
+    /// At least `bytes` zeroed bytes, page-aligned.
+    fn new(bytes: usize) -> Option<Mapping> {
+        let len = bytes.div_ceil(HUGE) * HUGE;
+        // SAFETY: anonymous private mappings with no address hint; the result is checked.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
+                -1,
+                0,
+            );
+            if p != libc::MAP_FAILED {
+                return NonNull::new(p as *mut u8).map(|p| Self::counted(p, len, true));
+            }
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            libc::madvise(p, len, libc::MADV_HUGEPAGE);
+            NonNull::new(p as *mut u8).map(|p| Self::counted(p, len, false))
         }
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return None;
+    }
+
+    fn counted(ptr: NonNull<u8>, bytes: usize, hugetlb: bool) -> Mapping {
+        Self::counter(hugetlb).fetch_add(bytes as u64, Ordering::Relaxed);
+        Mapping {
+            ptr,
+            bytes,
+            hugetlb,
         }
-        libc::madvise(p, len, libc::MADV_HUGEPAGE);
-        NonNull::new(p as *mut u8).map(|p| (p, false))
+    }
+
+    fn counter(hugetlb: bool) -> &'static AtomicU64 {
+        if hugetlb {
+            &HUGETLB_BYTES
+        } else {
+            &THP_BYTES
+        }
     }
 }
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        Self::counter(self.hugetlb).fetch_sub(self.bytes as u64, Ordering::Relaxed);
+        // SAFETY: the mapping was made by `Mapping::new` with this length and is unmapped once.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.bytes);
+        }
+    }
+}
+
+// SAFETY: a mapping is plain memory owned by whoever holds it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `Mapping` itself gives no access to the memory.
+unsafe impl Sync for Mapping {}
 
 /// Asks for transparent huge pages under the whole 2 MB pages of a buffer the caller already holds
 /// (a growable vector too big for a [`HugeBuf`]'s fixed length): a hint that changes no byte, and is
@@ -92,25 +133,15 @@ impl<T: Copy> HugeBuf<T> {
     pub fn filled(len: usize, v: T) -> Self {
         let bytes = len * std::mem::size_of::<T>();
         if bytes >= HUGE && std::mem::align_of::<T>() <= 4096 {
-            if let Some((p, hugetlb)) = map(bytes) {
-                let ptr = p.cast::<T>();
+            if let Some(m) = Mapping::new(bytes) {
+                let ptr = m.ptr.cast::<T>();
                 for i in 0..len {
                     // SAFETY: the mapping holds at least `len` `T`s, page-aligned (so aligned for
                     // `T`), and is ours alone; writing initialises each element once.
                     unsafe { ptr.as_ptr().add(i).write(v) };
                 }
-                let mapped = bytes.div_ceil(HUGE) * HUGE;
-                if hugetlb {
-                    HUGETLB_BYTES.fetch_add(mapped as u64, Ordering::Relaxed);
-                } else {
-                    THP_BYTES.fetch_add(mapped as u64, Ordering::Relaxed);
-                }
                 return HugeBuf {
-                    store: Store::Map {
-                        ptr,
-                        bytes: mapped,
-                        hugetlb,
-                    },
+                    store: Store::Map(m),
                     ptr: ptr.as_ptr(),
                     len,
                 };
@@ -159,7 +190,7 @@ impl<T: Copy> HugeBuf<T> {
 
     /// Whether this array sits on 2 MB pages (explicit or transparent).
     pub fn on_huge_pages(&self) -> bool {
-        matches!(self.store, Store::Map { .. })
+        matches!(self.store, Store::Map(_))
     }
 }
 
@@ -214,37 +245,14 @@ impl<T: Copy> Clone for HugeBuf<T> {
     }
 }
 
-impl<T: Copy> Drop for HugeBuf<T> {
-    fn drop(&mut self) {
-        if let Store::Map {
-            ptr,
-            bytes,
-            hugetlb,
-            ..
-        } = self.store
-        {
-            if hugetlb {
-                HUGETLB_BYTES.fetch_sub(bytes as u64, Ordering::Relaxed);
-            } else {
-                THP_BYTES.fetch_sub(bytes as u64, Ordering::Relaxed);
-            }
-            // SAFETY: the mapping was made by `map` with this length and is unmapped once.
-            unsafe {
-                libc::munmap(ptr.as_ptr() as *mut libc::c_void, bytes);
-            }
-        }
-    }
-}
-
 /// A fixed-length array of values whose all-zero bytes are a valid value (atomic integers): a table
 /// shared between threads. Big ones are mapped as [`HugeBuf`]'s are; either way the memory starts
 /// zeroed, and (but on explicit huge pages) a page costs no memory until something is written to it.
 pub struct ZeroedBuf<T> {
     ptr: NonNull<T>,
     len: usize,
-    /// `Some(hugetlb)`: a mapping of `mapped` bytes; `None`: from the global allocator.
-    map: Option<bool>,
-    mapped: usize,
+    /// The mapping `ptr` points into; `None`: from the global allocator.
+    map: Option<Mapping>,
 }
 
 // SAFETY: the buffer is owned exclusively, as a `Box<[T]>` owns its elements; `Send`/`Sync` carry
@@ -261,18 +269,11 @@ impl<T> ZeroedBuf<T> {
     pub unsafe fn new(len: usize) -> Self {
         let layout = Layout::array::<T>(len.max(1)).expect("table size fits memory");
         if layout.size() >= HUGE && layout.align() <= 4096 {
-            if let Some((p, hugetlb)) = map(layout.size()) {
-                let mapped = layout.size().div_ceil(HUGE) * HUGE;
-                if hugetlb {
-                    HUGETLB_BYTES.fetch_add(mapped as u64, Ordering::Relaxed);
-                } else {
-                    THP_BYTES.fetch_add(mapped as u64, Ordering::Relaxed);
-                }
+            if let Some(m) = Mapping::new(layout.size()) {
                 return ZeroedBuf {
-                    ptr: p.cast(),
+                    ptr: m.ptr.cast(),
                     len,
-                    map: Some(hugetlb),
-                    mapped,
+                    map: Some(m),
                 };
             }
         }
@@ -291,7 +292,6 @@ impl<T> ZeroedBuf<T> {
             ptr: p,
             len,
             map: None,
-            mapped: 0,
         }
     }
 
@@ -320,19 +320,12 @@ impl<T> Drop for ZeroedBuf<T> {
                 self.len,
             ))
         };
-        match self.map {
-            Some(hugetlb) => {
-                let c = if hugetlb { &HUGETLB_BYTES } else { &THP_BYTES };
-                c.fetch_sub(self.mapped as u64, Ordering::Relaxed);
-                // SAFETY: the mapping was made by `map` with this length and is unmapped once.
-                unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.mapped) };
-            }
-            None => {
-                let layout = Layout::array::<T>(self.len.max(1)).expect("as allocated");
-                if layout.size() > 0 {
-                    // SAFETY: allocated in `new` by the global allocator with this same layout.
-                    unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
-                }
+        // A mapping unmaps itself when `map` is dropped, after this.
+        if self.map.is_none() {
+            let layout = Layout::array::<T>(self.len.max(1)).expect("as allocated");
+            if layout.size() > 0 {
+                // SAFETY: allocated in `new` by the global allocator with this same layout.
+                unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
             }
         }
     }
