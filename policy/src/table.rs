@@ -422,10 +422,6 @@ impl RuleSet {
             .get(u64::from(s) << 32 | u64::from(d))
             .unwrap_or_default()
     }
-    #[inline(always)]
-    pub(crate) fn buckets(&self, s: TenantIdx, d: TenantIdx) -> [Bucket; 4] {
-        self.buckets_with(self.pair(s, d), s, d)
-    }
     /// Brings a non-empty bucket's first two rules toward the cache (a rule is 96 bytes: every line
     /// they touch).
     #[inline(always)]
@@ -443,9 +439,11 @@ impl RuleSet {
         }
         flat::prefetch(p.wrapping_add(bytes - 1));
     }
-    /// [`RuleSet::buckets`] with the pair's own bucket already looked up.
+    /// The buckets a verdict from `s` to `d` scans: the pair's, then (with wildcard rules) the
+    /// source's `from any`, the destination's `to any` and `any → any`.
     #[inline(always)]
-    fn buckets_with(&self, pair: Bucket, s: TenantIdx, d: TenantIdx) -> [Bucket; 4] {
+    pub(crate) fn buckets(&self, s: TenantIdx, d: TenantIdx) -> [Bucket; 4] {
+        let pair = self.pair(s, d);
         if !self.has_wildcards() {
             return [
                 pair,
