@@ -860,7 +860,7 @@ impl Table {
             }
         }
         let mut best: Best = None;
-        for b in scope.0 {
+        for &b in &scope.0 {
             if b.count() > 0 {
                 scan(r.rules(b), k, now, false, &mut best);
             }
