@@ -341,9 +341,8 @@ struct Meta {
     /// (set in stage 2, its home slot prefetched for stage 3).
     flow_h: u64,
     now: i64,
-    /// The outer source (the sender's next hop) and destination (ours) MACs.
+    /// The outer source MAC (the sender's next hop).
     src_mac: Mac,
-    dst_mac: Mac,
     /// Decision-cache key and slot (IPv4 frames whose decision can be cached).
     cacheable: bool,
     ckey: [u64; 4],
@@ -491,16 +490,13 @@ fn fast_tuple4(l3: &[u8]) -> Option<[u64; 2]> {
     ])
 }
 
-/// What the fast lane reads of a frame: its decision-cache key and what a miss resolves from.
+/// What the fast lane reads of a frame: its decision-cache key (which also holds what a miss
+/// resolves from: see [`Meta::unpack_key`]), the inner frame's length and whether it is tagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Lane {
     key: [u64; 4],
-    src4: u32,
-    vni: u32,
-    group: Option<u16>,
     inner_len: u16,
     tagged: bool,
-    vid: u16,
 }
 
 /// The fast lane: an IPv4 underlay frame (no outer VLAN tag, no IP options) that [`outer`] accepts,
@@ -552,8 +548,11 @@ fn lane4(data: &[u8], udp_port: u16) -> Option<Lane> {
     let [addrs, l4] = fast_tuple4(data.get(50 + l3_off..50 + inner_len)?)?;
     let src4 = u32::from_be_bytes([h[26], h[27], h[28], h[29]]);
     let vni = u32::from_be_bytes([0, h[46], h[47], h[48]]);
-    let group = (h[42] & 0x80 != 0).then(|| be16(h, 44));
-    let g = group.map_or(0, |g| 0x1_0000 | u64::from(g));
+    let g = if h[42] & 0x80 != 0 {
+        0x1_0000 | u64::from(be16(h, 44))
+    } else {
+        0
+    };
     Some(Lane {
         key: [
             u64::from(src4) << 32 | u64::from(vni),
@@ -561,12 +560,8 @@ fn lane4(data: &[u8], udp_port: u16) -> Option<Lane> {
             l4 | u64::from(tagged) << 16,
             g | u64::from(vid) << 17,
         ],
-        src4,
-        vni,
-        group,
         inner_len: inner_len as u16,
         tagged,
-        vid,
     })
 }
 
@@ -734,7 +729,7 @@ impl Worker {
                         self.counters.events.prefetch(t, denied);
                     }
                 }
-                None if m.kind == Kind::Fast => table.prefetch_seg(m.vni),
+                None if m.kind == Kind::Fast => table.prefetch_seg(m.key_vni()),
                 None => {}
             }
         }
@@ -765,7 +760,7 @@ impl Worker {
             }
             if m.kind == Kind::Fast && m.way != NO_WAY {
                 // A held decision gone stale: its segment was not prefetched in 1b.
-                table.prefetch_seg(m.vni);
+                table.prefetch_seg(m.key_vni());
             }
             pending[np] = i as u8;
             np += 1;
@@ -780,6 +775,7 @@ impl Worker {
             if m.kind != Kind::Fast {
                 continue;
             }
+            m.unpack_key();
             match self.locate(table, m) {
                 Ok(()) => {
                     table.prefetch_vtep_allowed(m.ident, m.vtep);
@@ -907,16 +903,11 @@ impl Worker {
     ) -> Result<(), DropReason> {
         let data = &f.buf[f.start..f.start + f.len];
         if let Some(l) = lane4(data, table.udp_port()) {
-            m.vni = l.vni;
-            m.group = l.group;
-            m.src4 = l.src4;
+            // What only a miss needs (segment, identity, sender) stays in the key until stage 1d.
             m.outer_v6 = false;
             m.inner_off = OUTER_LEN_V4 as u16;
             m.inner_len = l.inner_len;
             m.tagged = l.tagged;
-            m.vid = l.vid;
-            m.l3_off = if l.tagged { 18 } else { 14 };
-            m.dst_mac.0.copy_from_slice(&data[0..6]);
             m.src_mac.0.copy_from_slice(&data[6..12]);
             m.vtep = None;
             m.kind = Kind::Fast;
@@ -932,7 +923,6 @@ impl Worker {
         m.outer_v6 = ov.v6;
         m.inner_off = ov.inner_off as u16;
         m.inner_len = ov.inner_len as u16;
-        m.dst_mac.0.copy_from_slice(&data[0..6]);
         m.src_mac.0.copy_from_slice(&data[6..12]);
 
         // The common case, under an IPv6 underlay or outer IPv4 options (`lane4` took the rest): an
@@ -1683,6 +1673,9 @@ impl Worker {
             return Err(DropReason::TooBig);
         }
         let dst_mac = self.neighbors.of_vtep(ep.vtep()).unwrap_or(m.src_mac);
+        // Ours: the outer destination, read before the outer headers are written.
+        let mut ours = Mac::default();
+        ours.0.copy_from_slice(&f.buf[f.start..f.start + 6]);
         f.buf[inner_start..inner_start + 6].copy_from_slice(&ep.mac().0);
         let (st, l) = if !m.tagged && egress_vid.is_none() {
             (inner_start, inner_len) // nothing to push or pop: the common case
@@ -1691,7 +1684,7 @@ impl Worker {
                 .map_err(|_| DropReason::TooBig)?
         };
         let start = tmpl
-            .write(f.buf, st, l, dst_mac, m.dst_mac, sport, ep.vni(), group)
+            .write(f.buf, st, l, dst_mac, ours, sport, ep.vni(), group)
             .map_err(|e| match e {
                 EncapError::NoHeadroom | EncapError::TooLong => DropReason::TooBig,
                 EncapError::FamilyMismatch => DropReason::NoEndpoint,
@@ -1865,6 +1858,27 @@ impl Worker {
 }
 
 impl Meta {
+    /// The VNI in a fast-lane frame's decision-cache key (see [`ident_words`]).
+    #[inline(always)]
+    fn key_vni(&self) -> u32 {
+        self.ckey[0] as u32 & 0x00ff_ffff
+    }
+
+    /// A fast-lane frame's VNI, outer IPv4 source (under an IPv4 underlay), GBP group, inner VLAN id
+    /// and inner L3 offset, read back from its decision-cache key (which [`ident_words`] and
+    /// `lane4` pack them into) once the cache has missed: a hit never needs them.
+    #[inline(always)]
+    fn unpack_key(&mut self) {
+        let [w0, _, _, w3] = self.ckey;
+        self.vni = self.key_vni();
+        if !self.outer_v6 {
+            self.src4 = (w0 >> 32) as u32;
+        }
+        self.group = (w3 & 0x1_0000 != 0).then_some(w3 as u16);
+        self.vid = (w3 >> 17) as u16 & 0x0fff;
+        self.l3_off = if self.tagged { 18 } else { 14 };
+    }
+
     /// The inner source MAC (the asker's own), read from the frame before any rewrite.
     fn src_mac_inner(&self, f: &Frame<'_>) -> Mac {
         let s = f.start + usize::from(self.inner_off) + 6;
@@ -1936,12 +1950,8 @@ mod tests {
         let (w0, w3) = ident_words(&m);
         Some(Lane {
             key: [w0, addrs, l4 | u64::from(tagged) << 16, w3],
-            src4: ov.src4,
-            vni: ov.vni,
-            group: ov.group,
             inner_len: ov.inner_len as u16,
             tagged,
-            vid,
         })
     }
 
@@ -2057,6 +2067,18 @@ mod tests {
             }
             let ours = lane4(&f, 4789);
             prop_assert_eq!(ours, lane_by_parse(&f, 4789));
+            if let Some(l) = ours {
+                // What a miss unpacks from the key is what the general path reads off the frame.
+                let ov = outer(&f, 4789).unwrap();
+                let mut m = Meta { ckey: l.key, tagged: l.tagged, ..Meta::default() };
+                m.unpack_key();
+                let l3_off = if l.tagged { 18 } else { 14 };
+                let vid = if l.tagged { be16(&f, OUTER_LEN_V4 + 14) & 0x0fff } else { 0 };
+                prop_assert_eq!(
+                    (m.vni, m.src4, m.group, m.vid, m.l3_off),
+                    (ov.vni, ov.src4, ov.group, vid, l3_off)
+                );
+            }
             if edits.is_empty() && whole && src > 1 {
                 prop_assert!(ours.is_some());
             }
