@@ -1602,8 +1602,10 @@ impl Worker {
         }
         let tmpl = table.egress(ep.vtep())?;
         let inner_len = usize::from(m.inner_len);
-        if tmpl.ip_len(inner_len) > usize::from(table.mtu()) {
-            return None; // dropped by the general rewrite, as too big
+        // An IPv4 template's packet is 36 bytes longer than the inner frame. Too big: dropped by the
+        // general rewrite.
+        if tmpl.outer_len() != OUTER_LEN_V4 || inner_len + 36 > usize::from(table.mtu()) {
+            return None;
         }
         let b = f
             .buf
@@ -1619,7 +1621,7 @@ impl Worker {
         };
         hdr[0..6].copy_from_slice(&next);
         hdr[6..12].copy_from_slice(&ours);
-        hdr[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        // The EtherType stays IPv4: the frame came in untagged over IPv4 (`inner_off`).
         inner_dst.copy_from_slice(&ep.mac().0);
         o.egress = Some(ep.vtep());
         f.len = OUTER_LEN_V4 + inner_len;
