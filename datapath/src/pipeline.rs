@@ -310,6 +310,8 @@ const C_WATCH: u8 = 8;
 const C_TRACKED: u8 = 16;
 const NO_RULE: u32 = u32::MAX;
 
+/// A frame's scratch, filled stage by stage. A fast-lane frame's `vni`, `group`, `l3_off`, `vid`
+/// and `src4` are set only once the cache has missed (stage 1d, [`Meta::unpack_key`]).
 #[derive(Debug, Clone, Copy, Default)]
 struct Meta {
     kind: Kind,
