@@ -947,7 +947,6 @@ impl Worker {
                 if let Some([addrs, l4]) = fast_tuple4(&inner[l3_off..]) {
                     m.tagged = tagged;
                     m.vid = if tagged { be16(inner, 14) & 0x0fff } else { 0 };
-                    m.l3_off = l3_off as u16;
                     m.vtep = if ov.v6 {
                         Self::sender6(table, data)
                     } else {
@@ -1604,9 +1603,8 @@ impl Worker {
         }
         let tmpl = table.egress(ep.vtep())?;
         let inner_len = usize::from(m.inner_len);
-        // An IPv4 template's packet is 36 bytes longer than the inner frame. Too big: dropped by the
-        // general rewrite.
-        if tmpl.outer_len() != OUTER_LEN_V4 || inner_len + 36 > usize::from(table.mtu()) {
+        // An IPv4 template only; too big: dropped by the general rewrite.
+        if tmpl.outer_len() != OUTER_LEN_V4 || tmpl.ip_len(inner_len) > usize::from(table.mtu()) {
             return None;
         }
         let b = f
