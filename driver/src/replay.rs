@@ -59,19 +59,24 @@ impl Arena {
         stamp: bool,
         f: impl FnOnce(&mut [Frame<'_>]) -> R,
     ) -> R {
-        let n = frames.len();
+        let n = frames.len().min(BATCH);
+        // One array of frames, built in place: a slot per captured frame, loaded with its bytes;
+        // the unused slots (a short last batch) hold empty frames the pipeline never sees.
         let mut chunks = self.bytes.chunks_exact_mut(self.slot);
-        let mut batch: [Option<Frame<'_>>; BATCH] = std::array::from_fn(|_| None);
-        for (b, c) in batch.iter_mut().zip(frames) {
+        let mut ready: [Frame<'_>; BATCH] = std::array::from_fn(|i| {
             let buf = chunks.next().expect("BATCH slots");
+            let Some(c) = frames.get(i) else {
+                return Frame::new(&mut [], 0, 0);
+            };
             let len = c.data.len();
             buf[HEADROOM..HEADROOM + len].copy_from_slice(&c.data);
             let fr = Frame::new(buf, HEADROOM, len);
-            *b = Some(if stamp { fr.at(c.ts_ns as i64) } else { fr });
-        }
-        // Compact the Options into a plain array of frames (no allocation).
-        let mut ready: [Frame<'_>; BATCH] =
-            batch.map(|b| b.unwrap_or_else(|| Frame::new(&mut [], 0, 0)));
+            if stamp {
+                fr.at(c.ts_ns as i64)
+            } else {
+                fr
+            }
+        });
         f(&mut ready[..n])
     }
 }
