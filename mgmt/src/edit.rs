@@ -159,8 +159,8 @@ pub const EDIT_OPS: &[&str] = &[
 ];
 
 fn keyed_diff<T: PartialEq + serde::Serialize, K: PartialEq + serde::Serialize>(
-    old: &[T],
-    new: &[T],
+    old: &policy::section::Section<T>,
+    new: &policy::section::Section<T>,
     key: impl Fn(&T) -> K,
 ) -> Value {
     let added: Vec<&T> = new

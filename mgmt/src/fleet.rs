@@ -956,13 +956,13 @@ pub fn object_ops(
 
 fn keyed<T: PartialEq + serde::Serialize>(
     out: &mut Vec<KeyOp>,
-    old: &[T],
-    new: &[T],
+    old: &policy::section::Section<T>,
+    new: &policy::section::Section<T>,
     key: impl Fn(&T) -> String,
 ) {
     let before: HashMap<String, &T> = old.iter().map(|x| (key(x), x)).collect();
     let mut now = std::collections::HashSet::new();
-    for x in new {
+    for x in new.iter() {
         let k = key(x);
         if before.get(&k) != Some(&x) {
             out.push((k.clone(), Some(serde_json::to_vec(x).unwrap_or_default())));

@@ -410,7 +410,7 @@ fn window_edges(arena: &[CRule]) -> Arc<Vec<i64>> {
     Arc::new(e)
 }
 
-fn build_rules(core: &Core, doc_rules: &[Rule]) -> RuleSet {
+fn build_rules(core: &Core, doc_rules: &crate::section::Section<Rule>) -> RuleSet {
     let slots = core.tenants.len();
     // Every rule that names existing tenants as (bucket, rule index), sorted: a bucket's rules come
     // out side by side, in bucket order, with no list per bucket (at a million rules, a million small

@@ -1,24 +1,225 @@
 //! A section of a policy document (its segments, tenants, endpoints or rules), shared between
-//! versions until one of them changes it: cloning a document is a handful of reference counts.
-//! Reads see a `Vec`; the first write to a shared section copies it (copy on write).
+//! versions in chunks: cloning a document is a few reference counts, and a change copies only the
+//! chunk it writes (≤ 1 024 entries), so one edit costs the same at a thousand entries as at a million.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-/// A list shared between document versions, copied on its first change (see the module docs).
-pub struct Section<T>(Arc<Vec<T>>);
+/// Entries a chunk holds: every chunk is full but the last, which is never empty.
+const CHUNK: usize = 1024;
+
+/// A list shared between document versions chunk by chunk, each chunk copied on its first change
+/// (see the module docs). Reads like a slice: `len`, `[i]`, `get`, `iter`; writes like a `Vec`.
+pub struct Section<T> {
+    chunks: Vec<Arc<Vec<T>>>,
+    len: usize,
+}
 
 impl<T> Section<T> {
     pub fn new() -> Self {
-        Section(Arc::new(Vec::new()))
+        Section {
+            chunks: Vec::new(),
+            len: 0,
+        }
     }
     /// Whether this section and `other` are the very same list (shared, not merely equal).
     pub fn same(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        self.len == other.len
+            && self
+                .chunks
+                .iter()
+                .zip(&other.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len == 0
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn get(&self, i: usize) -> Option<&T> {
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+    }
+    pub fn first(&self) -> Option<&T> {
+        self.get(0)
+    }
+    pub fn last(&self) -> Option<&T> {
+        self.chunks.last()?.last()
+    }
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter {
+            inner: self.chunks.iter().flat_map(|c| c.iter()),
+            left: self.len,
+        }
+    }
+    /// The entries, in order, as one `Vec` (a copy).
+    pub fn to_vec(&self) -> Vec<T>
+    where
+        T: Clone,
+    {
+        let mut v = Vec::with_capacity(self.len);
+        for c in &self.chunks {
+            v.extend_from_slice(c);
+        }
+        v
+    }
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+    /// Kept for the `Vec`-like interface: chunks are already sized to what they hold.
+    pub fn shrink_to_fit(&mut self) {}
+}
+
+impl<T: Clone> Section<T> {
+    /// Appends an entry, copying at most the last chunk (when it is shared).
+    pub fn push(&mut self, v: T) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => Arc::make_mut(c).push(v),
+            _ => {
+                let mut c = Vec::with_capacity(CHUNK);
+                c.push(v);
+                self.chunks.push(Arc::new(c));
+            }
+        }
+        self.len += 1;
+    }
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        let c = self.chunks.get_mut(i / CHUNK)?;
+        if i % CHUNK >= c.len() {
+            return None;
+        }
+        Arc::make_mut(c).get_mut(i % CHUNK)
+    }
+    pub fn last_mut(&mut self) -> Option<&mut T> {
+        Arc::make_mut(self.chunks.last_mut()?).last_mut()
+    }
+    /// Every entry, mutably: every shared chunk is copied.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+        self.chunks
+            .iter_mut()
+            .flat_map(|c| Arc::make_mut(c).iter_mut())
+    }
+    /// Keeps the entries `keep` holds to; the chunks before the first one removed stay shared.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let Some(first) = self.iter().position(|e| !keep(e)) else {
+            return;
+        };
+        let c0 = first / CHUNK;
+        let mut rest: Vec<T> = Vec::with_capacity(self.len - c0 * CHUNK);
+        for c in &self.chunks[c0..] {
+            rest.extend_from_slice(c);
+        }
+        let skip = first - c0 * CHUNK;
+        let mut i = 0;
+        rest.retain(|e| {
+            i += 1;
+            i <= skip || (i != skip + 1 && keep(e))
+        });
+        self.truncate_chunks(c0);
+        self.extend(rest);
+    }
+    /// Removes and returns entry `i`, shifting those after it (the chunks before it stay shared).
+    pub fn remove(&mut self, i: usize) -> T {
+        assert!(
+            i < self.len,
+            "removal index {i} out of a section of {}",
+            self.len
+        );
+        let c0 = i / CHUNK;
+        let mut rest = self.tail_from(c0);
+        let v = rest.remove(i - c0 * CHUNK);
+        self.extend(rest);
+        v
+    }
+    /// Inserts `v` at `i`, shifting those after it (the chunks before it stay shared).
+    pub fn insert(&mut self, i: usize, v: T) {
+        assert!(
+            i <= self.len,
+            "insertion index {i} out of a section of {}",
+            self.len
+        );
+        let c0 = i / CHUNK;
+        let mut rest = self.tail_from(c0);
+        rest.insert(i - c0 * CHUNK, v);
+        self.extend(rest);
+    }
+    /// Takes the entries of chunks `c0..` out of the section.
+    fn tail_from(&mut self, c0: usize) -> Vec<T> {
+        let mut rest = Vec::with_capacity(self.len - c0 * CHUNK);
+        for c in &self.chunks[c0..] {
+            rest.extend_from_slice(c);
+        }
+        self.truncate_chunks(c0);
+        rest
+    }
+    fn truncate_chunks(&mut self, c0: usize) {
+        self.chunks.truncate(c0);
+        self.len = c0 * CHUNK;
+    }
+}
+
+impl<T: Clone> Extend<T> for Section<T> {
+    fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
+        for v in iter {
+            self.push(v);
+        }
+    }
+}
+
+/// A chunk's entries, as [`Iter`] walks them.
+type ChunkIter<'a, T> = fn(&'a Arc<Vec<T>>) -> std::slice::Iter<'a, T>;
+
+/// The entries of a [`Section`], in order.
+pub struct Iter<'a, T> {
+    inner: std::iter::FlatMap<
+        std::slice::Iter<'a, Arc<Vec<T>>>,
+        std::slice::Iter<'a, T>,
+        ChunkIter<'a, T>,
+    >,
+    left: usize,
+}
+
+impl<'a, T> Iterator for Iter<'a, T> {
+    type Item = &'a T;
+    fn next(&mut self) -> Option<&'a T> {
+        let v = self.inner.next()?;
+        self.left -= 1;
+        Some(v)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<T> DoubleEndedIterator for Iter<'_, T> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let v = self.inner.next_back()?;
+        self.left -= 1;
+        Some(v)
+    }
+}
+
+impl<T> ExactSizeIterator for Iter<'_, T> {}
+
+impl<T> std::ops::Index<usize> for Section<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        match self.get(i) {
+            Some(v) => v,
+            None => panic!("index {i} out of a section of {}", self.len),
+        }
+    }
+}
+
+impl<T: Clone> std::ops::IndexMut<usize> for Section<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        let n = self.len;
+        match self.get_mut(i) {
+            Some(v) => v,
+            None => panic!("index {i} out of a section of {n}"),
+        }
     }
 }
 
@@ -30,60 +231,70 @@ impl<T> Default for Section<T> {
 
 impl<T> Clone for Section<T> {
     fn clone(&self) -> Self {
-        Section(Arc::clone(&self.0))
-    }
-}
-
-impl<T> Deref for Section<T> {
-    type Target = Vec<T>;
-    fn deref(&self) -> &Vec<T> {
-        &self.0
-    }
-}
-
-impl<T: Clone> DerefMut for Section<T> {
-    fn deref_mut(&mut self) -> &mut Vec<T> {
-        Arc::make_mut(&mut self.0)
+        Section {
+            chunks: self.chunks.clone(),
+            len: self.len,
+        }
     }
 }
 
 impl<T> From<Vec<T>> for Section<T> {
     fn from(v: Vec<T>) -> Self {
-        Section(Arc::new(v))
+        let len = v.len();
+        if len <= CHUNK {
+            let chunks = if len == 0 { vec![] } else { vec![Arc::new(v)] };
+            return Section { chunks, len };
+        }
+        let mut chunks = Vec::with_capacity(len.div_ceil(CHUNK));
+        let mut it = v.into_iter();
+        loop {
+            let c: Vec<T> = it.by_ref().take(CHUNK).collect();
+            if c.is_empty() {
+                break;
+            }
+            chunks.push(Arc::new(c));
+        }
+        Section { chunks, len }
     }
 }
 
 impl<T> FromIterator<T> for Section<T> {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        Section(Arc::new(iter.into_iter().collect()))
+        iter.into_iter().collect::<Vec<T>>().into()
     }
 }
 
 impl<'a, T> IntoIterator for &'a Section<T> {
     type Item = &'a T;
-    type IntoIter = std::slice::Iter<'a, T>;
+    type IntoIter = Iter<'a, T>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.iter()
     }
 }
 
 impl<T: PartialEq> PartialEq for Section<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.same(other) || *self.0 == *other.0
+        self.same(other) || (self.len == other.len && self.iter().eq(other.iter()))
     }
 }
 
 impl<T: Eq> Eq for Section<T> {}
 
+impl<T: PartialEq> PartialEq<Vec<T>> for Section<T> {
+    fn eq(&self, other: &Vec<T>) -> bool {
+        self.len == other.len() && self.iter().eq(other.iter())
+    }
+}
+
 impl<T: std::fmt::Debug> std::fmt::Debug for Section<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
 impl<T: Serialize> Serialize for Section<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        s.collect_seq(self.iter())
     }
 }
 
@@ -104,8 +315,8 @@ mod tests {
         assert!(a.same(&b));
         b.push(4);
         assert!(!a.same(&b));
-        assert_eq!(*a, vec![1, 2, 3]);
-        assert_eq!(*b, vec![1, 2, 3, 4]);
+        assert_eq!(a, vec![1, 2, 3]);
+        assert_eq!(b, vec![1, 2, 3, 4]);
         let c = b.clone();
         assert_eq!(b, c);
         assert_ne!(a, b);

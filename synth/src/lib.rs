@@ -592,7 +592,7 @@ fn flows(p: &Params, lay: &Layout, doc: &Document) -> Vec<FlowSpec> {
     let pairs = pairs(p, lay);
     // Pair rules actually present (the rule budget may have cut the last pairs' extra rules).
     let n_wild = wildcards(p, lay).len();
-    let pair_rules = &doc.rules[n_wild.min(doc.rules.len())..];
+    let pair_rules = doc.rules.iter().skip(n_wild);
     let mut by_pair: hashbrown::HashMap<(&str, &str), Vec<&Rule>> = hashbrown::HashMap::new();
     for r in pair_rules {
         by_pair
@@ -813,7 +813,7 @@ pub fn to_toml(doc: &Document) -> String {
             + 128 * (doc.endpoints.len() + doc.rules.len()),
     );
     emit_table(&mut out, "[gateway]", &doc.gateway);
-    fn section<T: Serialize>(out: &mut String, name: &str, items: &[T]) {
+    fn section<T: Serialize>(out: &mut String, name: &str, items: &policy::section::Section<T>) {
         let header = format!("[[{name}]]");
         for it in items {
             out.push('\n');
