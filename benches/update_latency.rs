@@ -3,6 +3,8 @@
 //! version, with frames flowing through replay workers the whole time, at 1k and 100k rules with 1M
 //! endpoints by default. Run: `cargo bench --bench update_latency` (JOYPATH_UPDATE_SCALES to pick,
 //! e.g. "1000:1000000,100000:1000000"; JOYPATH_UPDATE_ROUNDS rounds per scale). With
+//! JOYPATH_UPDATE_WATCH=spin the thread that watches the workers spins instead of polling every
+//! 20 µs (it then takes a core of its own). With
 //! JOYPATH_UPDATE_OP=endpoint the change is one endpoint added instead of one rule; with
 //! JOYPATH_UPDATE_OP=tenant, one tenant onboarded (`tenant.add`, then `segment.add` for its VNI
 //! segment, each timed as a change of its own); with JOYPATH_UPDATE_OP=tenant-edit, in turn: a
@@ -69,6 +71,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     let workers_n = 1;
+    // The watcher polls the workers' versions every 20 µs, sleeping between polls: on this 2-core
+    // machine a spinning watcher takes the core the management plane would run on (the worker has
+    // the other), and the request then waits on the scheduler. JOYPATH_UPDATE_WATCH=spin spins.
+    let spin = std::env::var("JOYPATH_UPDATE_WATCH").is_ok_and(|v| v == "spin");
     let op_kind = std::env::var("JOYPATH_UPDATE_OP").unwrap_or_else(|_| "rule".into());
     assert!(
         ["rule", "endpoint", "tenant", "tenant-edit"].contains(&op_kind.as_str()),
@@ -220,7 +226,11 @@ fn main() {
                 .iter()
                 .all(|s| s.active_version.load(Ordering::Acquire) >= v)
             {
-                std::hint::spin_loop();
+                if spin {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::sleep(Duration::from_micros(20));
+                }
             }
             to_workers.push(t.elapsed().as_secs_f64() * 1e3);
             let (resp, ack) = req.join().unwrap();
@@ -229,9 +239,11 @@ fn main() {
             assert_eq!(res["version"].as_u64().unwrap(), v);
             to_ack.push(ack.as_secs_f64() * 1e3);
             eprintln!(
-                "  {op}: ack {:.2} ms, compile {:.2} ms",
+                "  {op}: ack {:.2} ms, compile {:.2} ms, durable {:.2} ms, published {:.2} ms (in the server)",
                 ack.as_secs_f64() * 1e3,
-                res["compile_ms"].as_f64().unwrap()
+                res["compile_ms"].as_f64().unwrap(),
+                res["persist_ms"].as_f64().unwrap(),
+                res["commit_ms"].as_f64().unwrap()
             );
             compile.push(res["compile_ms"].as_f64().unwrap());
             persist.push(res["persist_ms"].as_f64().unwrap() - res["compile_ms"].as_f64().unwrap());

@@ -5,8 +5,8 @@ use crate::document::{
     Action, Cidr, Document, Endpoint, IdentityMode, Proto, Rule, Segment, Tenant, ANY_TENANT,
 };
 use crate::error::{ConfigError, Issue};
-use crate::flat::FlatMap;
-use crate::huge::HugeBuf;
+use crate::flat::{FlatMap, PagedMap};
+use crate::huge::{Appended, HugeBuf};
 use crate::table::*;
 use hashbrown::HashMap;
 use std::hash::{Hash, Hasher};
@@ -303,16 +303,29 @@ impl RuleSet {
     fn set(&mut self, k: Key, b: Bucket) {
         let empty = b.count() == 0;
         let slots = self.slots;
-        let dense = |v: &mut Vec<Bucket>, bits: &mut Vec<u64>, n: &mut usize, i: u32| {
+        let dense = |v: &mut Arc<[Bucket]>, bits: &mut Arc<[u64]>, n: &mut usize, i: u32| {
             // Sized for the tenant slots on first use, and grown for a slot added since (a
             // tenant added in place): a missing entry reads as an empty bucket.
-            if v.len() <= i as usize {
-                if empty {
-                    return;
-                }
-                v.resize(slots.max(i as usize + 1), Bucket::default());
-                bits.resize(v.len().div_ceil(64), 0);
+            if v.len() <= i as usize && empty {
+                return;
             }
+            // Shared with the version this one is changed from: copied on the first change (and
+            // grown to the tenant slots).
+            let len = v.len().max(slots).max(i as usize + 1);
+            if v.len() < len || Arc::get_mut(v).is_none() {
+                let mut w = v.to_vec();
+                w.resize(len, Bucket::default());
+                *v = w.into();
+            }
+            if bits.len() < len.div_ceil(64) || Arc::get_mut(bits).is_none() {
+                let mut w = bits.to_vec();
+                w.resize(len.div_ceil(64), 0);
+                *bits = w.into();
+            }
+            let (v, bits) = (
+                Arc::get_mut(v).expect("unshared"),
+                Arc::get_mut(bits).expect("unshared"),
+            );
             let was = v[i as usize].count() > 0;
             v[i as usize] = b;
             let bit = 1u64 << (i % 64);
@@ -367,9 +380,9 @@ impl RuleSet {
     /// Rewrites the arena without garbage (when garbage outgrows the live rules).
     fn compact(&mut self) {
         let mut fresh = RuleSet {
-            arena: Vec::with_capacity(self.arena.len() - self.garbage),
+            arena: Appended::with_capacity(headroom(self.arena.len() - self.garbage)),
             digest: self.digest,
-            pairs: FlatMap::with_capacity(self.pairs.len()),
+            pairs: PagedMap::with_capacity(self.pairs.len()),
             slots: self.slots,
             ..RuleSet::default()
         };
@@ -396,6 +409,13 @@ impl RuleSet {
         }
         *self = fresh;
     }
+}
+
+/// Room for an arena of `n` rules and the changes after it: half as much again, which the garbage
+/// of rewritten buckets fills about when it is compacted (memory past what is written costs nothing
+/// where the arena is mapped).
+fn headroom(n: usize) -> usize {
+    n + n / 2 + 1024
 }
 
 /// The instants at which validity windows open (`not_before`) or close (`not_after` + 1 ns).
@@ -426,9 +446,9 @@ fn build_rules(core: &Core, doc_rules: &crate::section::Section<Rule>) -> RuleSe
     keyed.sort_unstable();
     let buckets = || keyed.chunk_by(|a, b| a.0 == b.0);
     let mut rules = RuleSet {
-        arena: Vec::with_capacity(keyed.len()),
+        arena: Appended::with_capacity(headroom(keyed.len())),
         digest,
-        pairs: FlatMap::with_capacity(
+        pairs: PagedMap::with_capacity(
             buckets()
                 .filter(|b| matches!(b[0].0, Key::Pair(..)))
                 .count(),
@@ -498,22 +518,29 @@ impl Table {
         change: RuleChange<'_>,
         doc: Arc<Document>,
     ) -> Table {
+        // Shares the arena (appended to in place), the pair map's pages (a change copies the one
+        // page it writes) and the wildcard indexes (copied only when a wildcard rule changes).
         let mut rules = (*self.rules).clone();
         let core = &*self.core;
-        match change {
+        let windowed =
+            |c: CRule| (c.not_before != i64::MIN || c.not_after != i64::MAX).then_some(c);
+        let windowed = match change {
             RuleChange::Append(r) => {
                 let index = doc.rules.len().saturating_sub(1);
                 let c = compile_rule(index, r);
+                let w = windowed(c);
                 if let Some(k) = key_of(core, r) {
                     rules.edit_bucket(k, |v| v.push(c));
                 }
                 rules.digest = rules.digest.wrapping_add(rule_hash(index, r));
+                w
             }
             RuleChange::Replace { index, old, new } => {
                 if let Some(k) = key_of(core, old) {
                     rules.edit_bucket(k, |v| v.retain(|c| c.index as usize != index));
                 }
                 let c = compile_rule(index, new);
+                let w = windowed(c);
                 if let Some(k) = key_of(core, new) {
                     rules.edit_bucket(k, |v| v.push(c));
                 }
@@ -521,12 +548,21 @@ impl Table {
                     .digest
                     .wrapping_sub(rule_hash(index, old))
                     .wrapping_add(rule_hash(index, new));
+                w
             }
-        }
+        };
         if rules.garbage > rules.arena.len() / 2 + 64 {
             rules.compact();
+            rules.edges = window_edges(&rules.arena);
+        } else if let Some(w) = windowed {
+            // The rule's window adds its edges; a replaced rule's stay (as its garbage does until
+            // compaction): an edge too many only ends a cached decision early.
+            let mut e = (*rules.edges).clone();
+            e.extend(window_edges(&[w]).iter());
+            e.sort_unstable();
+            e.dedup();
+            rules.edges = Arc::new(e);
         }
-        rules.edges = window_edges(&rules.arena);
         Table {
             version,
             doc,

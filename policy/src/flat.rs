@@ -3,6 +3,7 @@
 //! slot of a key can be prefetched from its hash before it is needed. Big arrays sit on 2 MB pages.
 
 use crate::huge::HugeBuf;
+use std::sync::Arc;
 
 /// The key no entry may have: marks an empty slot.
 pub const EMPTY: u64 = u64::MAX;
@@ -16,41 +17,145 @@ pub fn hash(key: u64) -> u64 {
 
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
-struct Slot<V: Copy> {
+pub struct Slot<V: Copy> {
     key: u64,
     val: V,
 }
 
-/// A map from `u64` (never [`EMPTY`]) to a small `Copy` value, built once (or copied and edited by the
-/// control side) and then only read.
-#[derive(Clone)]
-pub struct FlatMap<V: Copy + Default> {
-    slots: HugeBuf<Slot<V>>,
-    mask: u64,
-    len: usize,
+/// Where a [`FlatMap`]'s slots live: one array ([`Contiguous`], the hot path's tables), or pages
+/// shared between copies of the map ([`Paged`], for a table a change copies).
+pub trait Slots<V: Copy>: Clone {
+    /// `n` (a power of two) slots of `fill`.
+    fn filled(n: usize, fill: Slot<V>) -> Self;
+    /// Where slot `i < n` lies.
+    fn at(&self, i: usize) -> *const Slot<V>;
+    /// Slot `i < n`, to write.
+    fn slot_mut(&mut self, i: usize) -> &mut Slot<V>;
 }
 
-impl<V: Copy + Default + std::fmt::Debug> std::fmt::Debug for FlatMap<V> {
+/// A map's slots in one array (on 2 MB pages when it is big): a copy of the map copies them all.
+#[derive(Clone)]
+pub struct Contiguous<V: Copy>(HugeBuf<Slot<V>>);
+
+impl<V: Copy> Slots<V> for Contiguous<V> {
+    fn filled(n: usize, fill: Slot<V>) -> Self {
+        Contiguous(HugeBuf::filled(n, fill))
+    }
+    #[inline(always)]
+    fn at(&self, i: usize) -> *const Slot<V> {
+        self.0.as_ptr().wrapping_add(i)
+    }
+    fn slot_mut(&mut self, i: usize) -> &mut Slot<V> {
+        &mut self.0.as_mut_slice()[i]
+    }
+}
+
+/// Slots a page of [`Paged`] holds (what a change copies): 64 Ki, 1–2 MB.
+const PAGE_BITS: u32 = 16;
+const PAGE: usize = 1 << PAGE_BITS;
+
+/// A map's slots in pages of [`PAGE`] that copies of the map share: cloning copies a pointer a
+/// page, and a change copies only the page it writes (the first time it writes it), so a one-entry
+/// change to a copy of a million-entry map costs the same as to a copy of a thousand-entry one. The
+/// map is built in one buffer (on 2 MB pages where it is big); a page a change copies gets its own.
+/// A probe costs one more load than [`Contiguous`]'s (the page's start, from a small array).
+#[derive(Clone)]
+pub struct Paged<V: Copy> {
+    /// Where each page's slots start: the hot path's view of `pages`.
+    starts: Box<[*const Slot<V>]>,
+    /// The buffer each page lies in and where in it the page starts.
+    pages: Vec<(Arc<HugeBuf<Slot<V>>>, usize)>,
+    /// Slots a page holds: [`PAGE`], or all of them in a smaller map.
+    per: usize,
+}
+
+// SAFETY: `starts` only points into the buffers `pages` holds (kept alive by it, and written only
+// through `&mut self` once `Arc::get_mut` shows the buffer is this map's alone), so the slots are
+// as thread-safe as a `Vec<Arc<HugeBuf<Slot<V>>>>` of `V: Send + Sync` values.
+unsafe impl<V: Copy + Send + Sync> Send for Paged<V> {}
+// SAFETY: as above; shared access only reads.
+unsafe impl<V: Copy + Send + Sync> Sync for Paged<V> {}
+
+impl<V: Copy> Slots<V> for Paged<V> {
+    fn filled(n: usize, fill: Slot<V>) -> Self {
+        let buf = Arc::new(HugeBuf::filled(n, fill));
+        let per = n.min(PAGE);
+        let pages: Vec<_> = (0..n / per).map(|p| (buf.clone(), p * per)).collect();
+        let starts = pages
+            .iter()
+            .map(|(b, at)| b.as_ptr().wrapping_add(*at))
+            .collect();
+        Paged { starts, pages, per }
+    }
+    #[inline(always)]
+    fn at(&self, i: usize) -> *const Slot<V> {
+        // SAFETY: `i < n`, so page `i >> PAGE_BITS` exists (a map smaller than a page has one page
+        // of all its slots).
+        unsafe { *self.starts.get_unchecked(i >> PAGE_BITS) }.wrapping_add(i & (PAGE - 1))
+    }
+    fn slot_mut(&mut self, i: usize) -> &mut Slot<V> {
+        let p = i >> PAGE_BITS;
+        let (buf, at) = &mut self.pages[p];
+        if Arc::get_mut(buf).is_none() {
+            let page = HugeBuf::from_slice(&buf.as_slice()[*at..*at + self.per]);
+            (*buf, *at) = (Arc::new(page), 0);
+            self.starts[p] = buf.as_ptr();
+        }
+        let at = *at;
+        match Arc::get_mut(buf) {
+            Some(b) => &mut b.as_mut_slice()[at + (i & (PAGE - 1))],
+            None => unreachable!("a page just copied is unshared"),
+        }
+    }
+}
+
+impl<V: Copy> Paged<V> {
+    /// Pages these slots share with `other`'s (how much a change copied).
+    pub fn shared_with(&self, other: &Self) -> usize {
+        self.starts
+            .iter()
+            .zip(other.starts.iter())
+            .filter(|(a, b)| a == b)
+            .count()
+    }
+}
+
+/// A map from `u64` (never [`EMPTY`]) to a small `Copy` value, built once (or copied and edited by the
+/// control side) and then only read; its slots in one array ([`Contiguous`]) or in pages that
+/// copies share ([`Paged`]: see [`PagedMap`]).
+#[derive(Clone)]
+pub struct FlatMap<V: Copy + Default, S: Slots<V> = Contiguous<V>> {
+    slots: S,
+    mask: u64,
+    len: usize,
+    _v: std::marker::PhantomData<V>,
+}
+
+/// A [`FlatMap`] whose copies share their slots page by page: the rule buckets by tenant pair,
+/// which a one-rule change edits.
+pub type PagedMap<V> = FlatMap<V, Paged<V>>;
+
+impl<V: Copy + Default + std::fmt::Debug, S: Slots<V>> std::fmt::Debug for FlatMap<V, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlatMap")
             .field("len", &self.len)
-            .field("slots", &self.slots.len())
+            .field("slots", &self.n_slots())
             .finish()
     }
 }
 
-impl<V: Copy + Default> Default for FlatMap<V> {
+impl<V: Copy + Default, S: Slots<V>> Default for FlatMap<V, S> {
     fn default() -> Self {
         Self::with_capacity(0)
     }
 }
 
-impl<V: Copy + Default> FlatMap<V> {
+impl<V: Copy + Default, S: Slots<V>> FlatMap<V, S> {
     /// A map that holds `n` entries at load ≤ ½ without growing.
     pub fn with_capacity(n: usize) -> Self {
         let slots = (n.max(4) * 2).next_power_of_two();
         FlatMap {
-            slots: HugeBuf::filled(
+            slots: S::filled(
                 slots,
                 Slot {
                     key: EMPTY,
@@ -59,6 +164,7 @@ impl<V: Copy + Default> FlatMap<V> {
             ),
             mask: slots as u64 - 1,
             len: 0,
+            _v: std::marker::PhantomData,
         }
     }
 
@@ -68,9 +174,12 @@ impl<V: Copy + Default> FlatMap<V> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    fn n_slots(&self) -> usize {
+        self.mask as usize + 1
+    }
     /// Bytes the slots take.
     pub fn bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Slot<V>>()
+        self.n_slots() * std::mem::size_of::<Slot<V>>()
     }
 
     #[inline(always)]
@@ -78,12 +187,25 @@ impl<V: Copy + Default> FlatMap<V> {
         ((h >> 16) & self.mask) as usize
     }
 
+    /// Slot `i` (masked).
+    #[inline(always)]
+    fn slot(&self, i: usize) -> Slot<V> {
+        // SAFETY: `i <= mask` is in bounds; the slots are initialised, alive while `self` is
+        // borrowed and not written while it is shared.
+        unsafe { *self.slots.at(i) }
+    }
+
+    /// Slot `i` (masked), to write.
+    fn slot_mut(&mut self, i: usize) -> &mut Slot<V> {
+        self.slots.slot_mut(i)
+    }
+
     /// Brings the home slot of a key with hash `h`, and the slot after it (where a displaced key
     /// most often sits), toward the cache: the line of each end, so a slot that straddles two
     /// lines is whole (a hint; never faults).
     #[inline(always)]
     pub fn prefetch(&self, h: u64) {
-        let p = self.slots.as_ptr().wrapping_add(self.home(h)).cast::<u8>();
+        let p = self.slots.at(self.home(h)).cast::<u8>();
         prefetch(p);
         prefetch(p.wrapping_add(2 * std::mem::size_of::<Slot<V>>() - 1));
     }
@@ -93,9 +215,8 @@ impl<V: Copy + Default> FlatMap<V> {
     pub fn get_hashed(&self, key: u64, h: u64) -> Option<V> {
         let mut i = self.home(h);
         loop {
-            // SAFETY: `i` is masked by `mask = slots - 1`, so it is in bounds; and at least half
-            // the slots are empty, so the loop ends.
-            let s = unsafe { self.slots.get_unchecked(i) };
+            // At least half the slots are empty, so the loop ends.
+            let s = self.slot(i);
             if s.key == key {
                 return Some(s.val);
             }
@@ -114,18 +235,18 @@ impl<V: Copy + Default> FlatMap<V> {
     /// Inserts or replaces; grows (doubling) past load ½. Control side only.
     pub fn insert(&mut self, key: u64, val: V) {
         debug_assert_ne!(key, EMPTY);
-        if (self.len + 1) * 2 > self.slots.len() {
+        if (self.len + 1) * 2 > self.n_slots() {
             self.grow();
         }
         let mut i = self.home(hash(key));
         loop {
-            let s = &mut self.slots.as_mut_slice()[i];
+            let s = self.slot(i);
             if s.key == key {
-                s.val = val;
+                self.slot_mut(i).val = val;
                 return;
             }
             if s.key == EMPTY {
-                *s = Slot { key, val };
+                *self.slot_mut(i) = Slot { key, val };
                 self.len += 1;
                 return;
             }
@@ -138,7 +259,7 @@ impl<V: Copy + Default> FlatMap<V> {
         let mask = self.mask as usize;
         let mut i = self.home(hash(key));
         loop {
-            let s = self.slots[i];
+            let s = self.slot(i);
             if s.key == EMPTY {
                 return None;
             }
@@ -147,12 +268,11 @@ impl<V: Copy + Default> FlatMap<V> {
             }
             i = (i + 1) & mask;
         }
-        let slots = self.slots.as_mut_slice();
-        let old = slots[i].val;
+        let old = self.slot(i).val;
         let mut hole = i;
         let mut j = (i + 1) & mask;
         loop {
-            let s = slots[j];
+            let s = self.slot(j);
             if s.key == EMPTY {
                 break;
             }
@@ -164,12 +284,12 @@ impl<V: Copy + Default> FlatMap<V> {
                 hole < home || home <= j
             };
             if !in_range {
-                slots[hole] = s;
+                *self.slot_mut(hole) = s;
                 hole = j;
             }
             j = (j + 1) & mask;
         }
-        slots[hole] = Slot {
+        *self.slot_mut(hole) = Slot {
             key: EMPTY,
             val: V::default(),
         };
@@ -178,21 +298,26 @@ impl<V: Copy + Default> FlatMap<V> {
     }
 
     fn grow(&mut self) {
-        let mut bigger = FlatMap::with_capacity(self.slots.len());
-        for s in self.slots.iter() {
-            if s.key != EMPTY {
-                bigger.insert(s.key, s.val);
-            }
+        let mut bigger = Self::with_capacity(self.n_slots());
+        for (k, v) in self.iter() {
+            bigger.insert(k, v);
         }
         *self = bigger;
     }
 
     /// Every (key, value), in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, V)> + '_ {
-        self.slots
-            .iter()
+        (0..self.n_slots())
+            .map(|i| self.slot(i))
             .filter(|s| s.key != EMPTY)
             .map(|s| (s.key, s.val))
+    }
+}
+
+impl<V: Copy + Default> PagedMap<V> {
+    /// Pages this map shares with `other` (how much a change copied).
+    pub fn pages_shared_with(&self, other: &Self) -> usize {
+        self.slots.shared_with(&other.slots)
     }
 }
 
@@ -219,14 +344,22 @@ mod tests {
         #[test]
         fn behaves_like_a_hashmap(ops in proptest::collection::vec((0u8..3, 0u64..64, any::<u32>()), 0..400)) {
             let mut m: FlatMap<u32> = FlatMap::with_capacity(4);
+            let mut pm: PagedMap<u32> = PagedMap::with_capacity(4);
             let mut r: HashMap<u64, u32> = HashMap::new();
             for (op, k, v) in ops {
                 match op {
-                    0 => { m.insert(k, v); r.insert(k, v); }
-                    1 => { prop_assert_eq!(m.remove(k), r.remove(&k)); }
-                    _ => { prop_assert_eq!(m.get(k), r.get(&k).copied()); }
+                    0 => { m.insert(k, v); pm.insert(k, v); r.insert(k, v); }
+                    1 => {
+                        prop_assert_eq!(pm.remove(k), r.get(&k).copied());
+                        prop_assert_eq!(m.remove(k), r.remove(&k));
+                    }
+                    _ => {
+                        prop_assert_eq!(m.get(k), r.get(&k).copied());
+                        prop_assert_eq!(pm.get(k), r.get(&k).copied());
+                    }
                 }
                 prop_assert_eq!(m.len(), r.len());
+                prop_assert_eq!(pm.len(), r.len());
             }
             for (k, v) in &r {
                 prop_assert_eq!(m.get(*k), Some(*v));
@@ -245,5 +378,46 @@ mod tests {
             assert_eq!(m.get(i << 32 | 0xc613_0001), Some(i));
         }
         assert_eq!(m.get(5000 << 32), None);
+    }
+
+    /// A copy shares every page it has not written; a write copies its page only, and neither map
+    /// sees the other's changes — across pages, through growth and backward-shift removal.
+    #[test]
+    fn copies_share_pages_until_written() {
+        let n = 3 * PAGE as u64 / 2; // 2^18 slots: four pages
+        let mut a: PagedMap<u64> = PagedMap::with_capacity(n as usize);
+        for k in 0..n {
+            a.insert(k * 7 + 1, k);
+        }
+        let pages = a.slots.pages.len();
+        assert_eq!(pages, 4);
+        let mut b = a.clone();
+        assert_eq!(b.pages_shared_with(&a), pages);
+        b.insert(1, 99);
+        assert_eq!(b.pages_shared_with(&a), pages - 1);
+        assert_eq!((a.get(1), b.get(1)), (Some(0), Some(99)));
+        let gone = 7 * 1000 + 1;
+        assert_eq!(b.remove(gone), Some(1000));
+        assert!(b.pages_shared_with(&a) >= pages - 3);
+        assert_eq!((a.get(gone), b.get(gone)), (Some(1000), None));
+        for k in 0..n {
+            let key = k * 7 + 1;
+            assert_eq!(a.get(key), Some(k));
+            let want = match key {
+                1 => Some(99),
+                _ if key == gone => None,
+                _ => Some(k),
+            };
+            assert_eq!(b.get(key), want);
+        }
+        assert_eq!((a.len(), b.len()), (n as usize, n as usize - 1));
+        // Growing rebuilds `b` alone.
+        let mut c = b.clone();
+        for k in n..2 * n {
+            c.insert(k * 7 + 1, k);
+        }
+        assert_eq!(b.get(7 * n + 1), None);
+        assert_eq!(c.get(7 * n + 1), Some(n));
+        assert_eq!(c.get(1), Some(99));
     }
 }

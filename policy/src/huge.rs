@@ -1,12 +1,14 @@
 //! Fixed-length arrays for the big tables, on 2 MB pages where the host offers them: explicit huge
 //! pages (`MAP_HUGETLB`) first, then transparent huge pages (`madvise(MADV_HUGEPAGE)`), silently
 //! falling back to ordinary pages. Small arrays are plain vectors. [`HugeBuf`] holds `Copy` values
-//! filled in; [`ZeroedBuf`] holds values valid as zero bytes (atomics), untouched until written.
+//! filled in; [`ZeroedBuf`] holds values valid as zero bytes (atomics), untouched until written;
+//! [`Appended`] is a growable array that versions of a table share, appending in place.
 
 use std::alloc::Layout;
 use std::ops::{Deref, DerefMut, Index, IndexMut};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const HUGE: usize = 2 << 20;
 
@@ -150,6 +152,18 @@ impl<T: Copy> HugeBuf<T> {
         Self::from_vec(vec![v; len])
     }
 
+    /// A copy of `s`.
+    pub fn from_slice(s: &[T]) -> Self {
+        match s.first() {
+            None => Self::from_vec(Vec::new()),
+            Some(&first) => {
+                let mut b = HugeBuf::filled(s.len(), first);
+                b.as_mut_slice().copy_from_slice(s);
+                b
+            }
+        }
+    }
+
     fn from_vec(mut v: Vec<T>) -> Self {
         let (ptr, len) = (v.as_mut_ptr(), v.len());
         HugeBuf {
@@ -233,15 +247,7 @@ impl<T: Copy> IndexMut<usize> for HugeBuf<T> {
 
 impl<T: Copy> Clone for HugeBuf<T> {
     fn clone(&self) -> Self {
-        let s = self.as_slice();
-        match s.first() {
-            None => Self::from_vec(Vec::new()),
-            Some(&first) => {
-                let mut b = HugeBuf::filled(s.len(), first);
-                b.as_mut_slice().copy_from_slice(s);
-                b
-            }
-        }
+        Self::from_slice(self.as_slice())
     }
 }
 
@@ -340,6 +346,176 @@ impl<T> std::fmt::Debug for ZeroedBuf<T> {
     }
 }
 
+/// A fixed-capacity buffer that versions of a table share and extend: each version reads its own
+/// prefix of it (an [`Appended`]), and a version appends past its prefix only while that prefix is
+/// everything written so far, so no value a version can read is ever written again. Big ones are
+/// mapped as [`HugeBuf`]'s are, and cost no memory past what has been written.
+struct AppendBuf<T: Copy> {
+    ptr: NonNull<T>,
+    cap: usize,
+    /// Values written: every prefix handed out is at most this long.
+    tip: std::sync::Mutex<usize>,
+    /// The mapping `ptr` points into; `None`: from the global allocator (or dangling for `cap` 0).
+    map: Option<Mapping>,
+}
+
+// SAFETY: the buffer is owned by this value alone; shared access reads only values below `tip`
+// (written before their prefix was handed out, never again) and writes, under `tip`'s lock, only
+// past it. So it is as thread-safe as a `Vec<T>` of `Send + Sync` values.
+unsafe impl<T: Copy + Send + Sync> Send for AppendBuf<T> {}
+// SAFETY: as above.
+unsafe impl<T: Copy + Send + Sync> Sync for AppendBuf<T> {}
+
+impl<T: Copy> AppendBuf<T> {
+    fn with_capacity(cap: usize) -> Self {
+        let layout = Layout::array::<T>(cap).expect("table size fits memory");
+        let tip = std::sync::Mutex::new(0);
+        if layout.size() >= HUGE && layout.align() <= 4096 {
+            if let Some(m) = Mapping::new(layout.size()) {
+                return AppendBuf {
+                    ptr: m.ptr.cast(),
+                    cap,
+                    tip,
+                    map: Some(m),
+                };
+            }
+        }
+        let ptr = if layout.size() == 0 {
+            NonNull::dangling()
+        } else {
+            // SAFETY: `layout` has a non-zero size.
+            let p = unsafe { std::alloc::alloc(layout) };
+            match NonNull::new(p) {
+                Some(p) => p.cast(),
+                None => std::alloc::handle_alloc_error(layout),
+            }
+        };
+        AppendBuf {
+            ptr,
+            cap,
+            tip,
+            map: None,
+        }
+    }
+
+    /// Writes `v` at `at` if `at` is the end of what is written and `v` fits; `false` otherwise.
+    fn append_at(&self, at: usize, v: &[T]) -> bool {
+        let mut tip = self.tip.lock().unwrap_or_else(|e| e.into_inner());
+        if *tip != at || v.len() > self.cap - at {
+            return false;
+        }
+        // SAFETY: `[at, at + v.len())` lies within the buffer, past every prefix handed out (all
+        // end at or before `tip` = `at`), so nothing reads it; the lock makes this the only writer.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.as_ptr().add(at), v.len()) };
+        *tip += v.len();
+        true
+    }
+}
+
+impl<T: Copy> Drop for AppendBuf<T> {
+    fn drop(&mut self) {
+        // A mapping unmaps itself when `map` is dropped; `T: Copy` needs no drop of its own.
+        if self.map.is_none() {
+            let layout = Layout::array::<T>(self.cap).expect("as allocated");
+            if layout.size() > 0 {
+                // SAFETY: allocated in `with_capacity` by the global allocator with this layout.
+                unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
+            }
+        }
+    }
+}
+
+/// A growable array that versions share: a clone is a reference count, and appending to a clone
+/// writes in place — into room the buffer kept — unless another clone has appended first or the
+/// room is used up; then this one moves to a buffer of its own (a copy, with room to double). Reads
+/// like a slice. The rule arena: a one-rule change appends a bucket without copying the rules.
+#[derive(Clone)]
+pub struct Appended<T: Copy> {
+    buf: Arc<AppendBuf<T>>,
+    /// `buf`'s values, cached so that reading is one load, as for a `Vec`.
+    ptr: *const T,
+    len: usize,
+}
+
+// SAFETY: `ptr` points into `buf`, which this value keeps alive; it is read-only through it (see
+// `as_slice`), so `Appended` is as thread-safe as the `Arc<AppendBuf<T>>` it holds.
+unsafe impl<T: Copy + Send + Sync> Send for Appended<T> {}
+// SAFETY: as above.
+unsafe impl<T: Copy + Send + Sync> Sync for Appended<T> {}
+
+impl<T: Copy> Appended<T> {
+    /// Empty, with room for `cap` values.
+    pub fn with_capacity(cap: usize) -> Self {
+        let buf = Arc::new(AppendBuf::with_capacity(cap));
+        Appended {
+            ptr: buf.ptr.as_ptr(),
+            buf,
+            len: 0,
+        }
+    }
+
+    /// Appends `v`: in place when this is the longest version of its buffer and `v` fits, into a
+    /// new buffer otherwise.
+    pub fn extend_from_slice(&mut self, v: &[T]) {
+        if v.is_empty() {
+            return;
+        }
+        if !self.buf.append_at(self.len, v) {
+            let need = self.len + v.len();
+            let mut moved = Appended::with_capacity(2 * need + 64);
+            let copied =
+                moved.buf.append_at(0, self.as_slice()) && moved.buf.append_at(self.len, v);
+            debug_assert!(copied, "a new buffer has room for what it is made for");
+            moved.len = need;
+            *self = moved;
+            return;
+        }
+        self.len += v.len();
+    }
+
+    /// Room left in place before an append moves to a new buffer (when no other version has
+    /// appended).
+    pub fn room(&self) -> usize {
+        self.buf.cap - self.len
+    }
+
+    /// Whether this and `other` are versions of one buffer.
+    pub fn shares_buffer_with(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.buf, &other.buf)
+    }
+
+    #[inline(always)]
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: the first `len` values were written before this prefix existed (`append_at`
+        // succeeded for all of them, ordered before any thread that got this value through an
+        // `Arc` or a channel) and are never written again; the buffer lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<T: Copy> Default for Appended<T> {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl<T: Copy> Deref for Appended<T> {
+    type Target = [T];
+    #[inline(always)]
+    fn deref(&self) -> &[T] {
+        self.as_slice()
+    }
+}
+
+impl<T: Copy + std::fmt::Debug> std::fmt::Debug for Appended<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appended")
+            .field("len", &self.len)
+            .field("cap", &self.buf.cap)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,5 +565,41 @@ mod tests {
                 assert_eq!(b.on_huge_pages(), n * 8 >= HUGE);
             }
         }
+    }
+
+    /// Versions of one buffer: the one that is everything written appends in place; an older one
+    /// (or one that outgrows the room) moves to a copy; no version ever sees another's values.
+    #[test]
+    fn appended_versions_append_in_place_and_never_see_each_other() {
+        let mut a: Appended<u32> = Appended::with_capacity(8);
+        a.extend_from_slice(&[1, 2, 3]);
+        let old = a.clone();
+        a.extend_from_slice(&[4]);
+        assert!(a.shares_buffer_with(&old));
+        assert_eq!((&*old, &*a), (&[1, 2, 3][..], &[1, 2, 3, 4][..]));
+        // `old` is no longer the buffer's end: appending moves it to a copy.
+        let mut branch = old.clone();
+        branch.extend_from_slice(&[9, 9]);
+        assert!(!branch.shares_buffer_with(&a));
+        assert_eq!(&*branch, &[1, 2, 3, 9, 9][..]);
+        assert_eq!(&*a, &[1, 2, 3, 4][..]);
+        // Out of room: a copy with room to double.
+        a.extend_from_slice(&[5, 6, 7, 8]);
+        assert!(a.shares_buffer_with(&old));
+        assert_eq!(a.room(), 0);
+        a.extend_from_slice(&[10]);
+        assert!(!a.shares_buffer_with(&old));
+        assert_eq!(&*a, &[1, 2, 3, 4, 5, 6, 7, 8, 10][..]);
+        assert_eq!(&*old, &[1, 2, 3][..]);
+        // Big buffers are mapped, and still append in place.
+        let mut big: Appended<u64> = Appended::with_capacity(1 << 20);
+        let chunk: Vec<u64> = (0..1000).collect();
+        for _ in 0..100 {
+            let before = big.clone();
+            big.extend_from_slice(&chunk);
+            assert!(big.shares_buffer_with(&before));
+        }
+        assert_eq!(big.len(), 100_000);
+        assert_eq!(big[99_999], 999);
     }
 }

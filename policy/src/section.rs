@@ -1,12 +1,12 @@
 //! A section of a policy document (its segments, tenants, endpoints or rules), shared between
 //! versions in chunks: cloning a document is a few reference counts, and a change copies only the
-//! chunk it writes (≤ 1 024 entries), so one edit costs the same at a thousand entries as at a million.
+//! chunk it writes (≤ 256 entries), so one edit costs the same at a thousand entries as at a million.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::sync::Arc;
 
 /// Entries a chunk holds: every chunk is full but the last, which is never empty.
-const CHUNK: usize = 1024;
+const CHUNK: usize = 256;
 
 /// A list shared between document versions chunk by chunk, each chunk copied on its first change
 /// (see the module docs). Reads like a slice: `len`, `[i]`, `get`, `iter`; writes like a `Vec`.

@@ -381,19 +381,21 @@ impl Bucket {
 /// The rules, bucketed by (from, to); each bucket sorted by priority, deny first on ties, then index.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RuleSet {
-    pub arena: Vec<CRule>,
+    /// Every bucket's rules, side by side; shared with the versions this one was changed from
+    /// (a change appends the buckets it rewrites).
+    pub arena: crate::huge::Appended<CRule>,
     /// Arena entries no bucket refers to any more (compacted when they outgrow the live ones).
     pub garbage: usize,
     /// Key: from slot << 32 | to slot.
-    pub pairs: FlatMap<Bucket>,
+    pub pairs: flat::PagedMap<Bucket>,
     /// Rules from a tenant to `*` and from `*` to a tenant, by tenant slot: direct indexes, empty
     /// while no such rule exists.
-    pub from_any: Vec<Bucket>,
-    pub to_any: Vec<Bucket>,
+    pub from_any: Arc<[Bucket]>,
+    pub to_any: Arc<[Bucket]>,
     /// Which tenant slots have a non-empty `from_any` / `to_any` bucket, one bit each: the hot path
     /// tests a bit (1M tenants: 128 KiB, which stays cached) before it reads a bucket (16 MiB).
-    pub from_any_bits: Vec<u64>,
-    pub to_any_bits: Vec<u64>,
+    pub from_any_bits: Arc<[u64]>,
+    pub to_any_bits: Arc<[u64]>,
     pub n_from_any: usize,
     pub n_to_any: usize,
     /// Tenant slots the direct indexes are sized for.
