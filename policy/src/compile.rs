@@ -1147,7 +1147,7 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<(Core, Eps), Confi
     }
 
     let n4 = doc.endpoints.iter().filter(|e| e.ip.is_ipv4()).count();
-    let mut ep4: FlatMap<Ep> = FlatMap::with_capacity(n4);
+    let mut ep4: PagedMap<Ep> = PagedMap::with_capacity(n4);
     let mut ep6: HashMap<(u32, u128), Ep> = HashMap::new();
     for e in &doc.endpoints {
         let Some(t) = names.get(&tenants, &e.tenant) else {

@@ -532,8 +532,8 @@ pub(crate) struct Core {
 /// maps and shares everything else.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Eps {
-    /// (space << 32 | IPv4) → endpoint.
-    pub ep4: FlatMap<Ep>,
+    /// (space << 32 | IPv4) → endpoint; paged, so that an endpoint change copies one page of it.
+    pub ep4: flat::PagedMap<Ep>,
     pub ep6: HashMap<(u32, u128), Ep>,
     /// Σ of the endpoints' hashes: their part of the digest.
     pub digest: u64,
