@@ -311,16 +311,19 @@ impl RuleSet {
             }
             // Shared with the version this one is changed from: copied on the first change (and
             // grown to the tenant slots).
+            // (Collected from a range, an `Arc<[_]>` is allocated once, at its size: at a million
+            // tenants a `Vec` turned into one would hold 16 MB twice more.)
             let len = v.len().max(slots).max(i as usize + 1);
             if v.len() < len || Arc::get_mut(v).is_none() {
-                let mut w = v.to_vec();
-                w.resize(len, Bucket::default());
-                *v = w.into();
+                *v = (0..len)
+                    .map(|k| v.get(k).copied().unwrap_or_default())
+                    .collect();
             }
-            if bits.len() < len.div_ceil(64) || Arc::get_mut(bits).is_none() {
-                let mut w = bits.to_vec();
-                w.resize(len.div_ceil(64), 0);
-                *bits = w.into();
+            let words = len.div_ceil(64);
+            if bits.len() < words || Arc::get_mut(bits).is_none() {
+                *bits = (0..words)
+                    .map(|k| bits.get(k).copied().unwrap_or(0))
+                    .collect();
             }
             let (v, bits) = (
                 Arc::get_mut(v).expect("unshared"),

@@ -67,6 +67,11 @@ pub struct Paged<V: Copy> {
     pages: Vec<(Arc<HugeBuf<Slot<V>>>, usize)>,
     /// Slots a page holds: [`PAGE`], or all of them in a smaller map.
     per: usize,
+    /// The buffer the map was built in, while some of its pages still lie in it, and how many do:
+    /// while no other map shares it (its count is theirs and this one's), they are written in place
+    /// — building or growing a map copies no page.
+    base: Option<Arc<HugeBuf<Slot<V>>>>,
+    on_base: usize,
 }
 
 // SAFETY: `starts` only points into the buffers `pages` holds (kept alive by it, and written only
@@ -85,7 +90,14 @@ impl<V: Copy> Slots<V> for Paged<V> {
             .iter()
             .map(|(b, at)| b.as_ptr().wrapping_add(*at))
             .collect();
-        Paged { starts, pages, per }
+        let on_base = pages.len();
+        Paged {
+            starts,
+            pages,
+            per,
+            base: Some(buf),
+            on_base,
+        }
     }
     #[inline(always)]
     fn at(&self, i: usize) -> *const Slot<V> {
@@ -95,6 +107,21 @@ impl<V: Copy> Slots<V> for Paged<V> {
     }
     fn slot_mut(&mut self, i: usize) -> &mut Slot<V> {
         let p = i >> PAGE_BITS;
+        let (buf, at) = &mut self.pages[p];
+        if let Some(base) = self.base.as_ref().filter(|b| Arc::ptr_eq(b, buf)) {
+            if Arc::strong_count(base) == self.on_base + 1 {
+                let slot = buf.as_ptr().cast_mut().wrapping_add(*at + (i & (PAGE - 1)));
+                // SAFETY: every reference to the base buffer is this map's (`base` and the
+                // `on_base` pages that lie in it), and the map is borrowed mutably, so nothing else
+                // reads or writes the buffer; `slot` is in bounds (`i < n`) and comes from the
+                // buffer's own pointer (`HugeBuf::as_ptr`, not a shared reference).
+                return unsafe { &mut *slot };
+            }
+            self.on_base -= 1;
+            if self.on_base == 0 {
+                self.base = None;
+            }
+        }
         let (buf, at) = &mut self.pages[p];
         if Arc::get_mut(buf).is_none() {
             let page = HugeBuf::from_slice(&buf.as_slice()[*at..*at + self.per]);
@@ -391,6 +418,13 @@ mod tests {
         }
         let pages = a.slots.pages.len();
         assert_eq!(pages, 4);
+        // Built in one buffer, in place: no page was copied.
+        assert_eq!(a.slots.on_base, pages);
+        assert!(a
+            .slots
+            .pages
+            .iter()
+            .all(|(b, _)| Arc::ptr_eq(b, a.slots.base.as_ref().unwrap())));
         let mut b = a.clone();
         assert_eq!(b.pages_shared_with(&a), pages);
         b.insert(1, 99);
