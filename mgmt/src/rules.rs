@@ -61,7 +61,20 @@ pub fn name_for(doc: &Document, index: usize, rule: &mut Rule) -> Result<(), OpE
         None => {
             rule.name = match doc.rules.get(index).and_then(|r| r.name.clone()) {
                 Some(old) => Some(old),
-                None => Some(policy::names::fresh_name(rule, &others)),
+                None => {
+                    // One pass for the names a generated one could collide with (they all start
+                    // with its base), however many suffixes are tried: not a pass per suffix.
+                    let base = policy::names::base_name(rule);
+                    let near: std::collections::HashSet<&str> = doc
+                        .rules
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, _)| i != index)
+                        .filter_map(|(_, r)| r.name.as_deref())
+                        .filter(|n| n.starts_with(base.as_str()))
+                        .collect();
+                    Some(policy::names::fresh_name(rule, &|n| near.contains(n)))
+                }
             };
             Ok(())
         }
@@ -93,4 +106,46 @@ pub fn rules_diff(old: &Document, new: &Document) -> Value {
         .map(|(i, r)| json!({"index": i, "name": name(old, i), "rule": r}))
         .collect();
     json!({"added": added, "removed": removed, "changed": changed})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: Option<&str>, port: &str) -> Rule {
+        serde_json::from_value(json!({"name": name, "from": "a", "to": "b", "proto": "tcp", "ports": port, "action": "allow"}))
+            .unwrap()
+    }
+
+    /// A rule added or replaced without a name gets its base name with the first free suffix (the
+    /// names it could collide with are gathered in one pass); one replaced keeps its old name; an
+    /// explicit name another rule has is refused.
+    #[test]
+    fn a_changed_rule_gets_the_first_free_generated_name() {
+        let mut d = Document::from_toml(
+            "[gateway]\nunderlay_ip = \"198.18.0.254\"\n[[tenant]]\nname=\"a\"\nid=1\n[[tenant]]\nname=\"b\"\nid=2\n",
+            "t",
+        )
+        .unwrap();
+        d.rules = vec![
+            rule(Some("a-b-tcp-443"), "443"),
+            rule(Some("a-b-tcp-443-2"), "443"),
+            rule(Some("a-b-tcp-443-4"), "443"),
+            rule(Some("a-b-tcp-80"), "80"),
+        ]
+        .into();
+        let mut r = rule(None, "443");
+        name_for(&d, 4, &mut r).unwrap();
+        assert_eq!(r.name.as_deref(), Some("a-b-tcp-443-3"));
+        // Replacing rule 1: its own name is not taken from it, and it keeps it.
+        let mut r = rule(None, "443");
+        name_for(&d, 1, &mut r).unwrap();
+        assert_eq!(r.name.as_deref(), Some("a-b-tcp-443-2"));
+        let mut r = rule(None, "8080");
+        name_for(&d, 4, &mut r).unwrap();
+        assert_eq!(r.name.as_deref(), Some("a-b-tcp-8080"));
+        let mut r = rule(Some("a-b-tcp-80"), "443");
+        assert!(name_for(&d, 4, &mut r).is_err());
+        assert!(name_for(&d, 3, &mut r).is_ok());
+    }
 }
