@@ -633,7 +633,7 @@ impl Parser {
     fn finish(mut self) -> Option<Document> {
         self.close()?;
         let g = self.gateway?;
-        let mut doc = Document {
+        let doc = Document {
             gateway: Gateway {
                 underlay_ip: g.underlay_ip?,
                 underlay_ip6: g.underlay_ip6,
@@ -648,11 +648,7 @@ impl Parser {
             endpoints: self.endpoints.into(),
             rules: self.rules.into(),
         };
-        // Growth by doubling leaves up to half of each list unused.
-        doc.segments.shrink_to_fit();
-        doc.tenants.shrink_to_fit();
-        doc.endpoints.shrink_to_fit();
-        doc.rules.shrink_to_fit();
+        // (No spare room from the lists' doubling is kept: a section copies a list into chunks.)
         Some(doc)
     }
 }

@@ -75,8 +75,8 @@ pub struct Paged<V: Copy> {
 }
 
 // SAFETY: `starts` only points into the buffers `pages` holds (kept alive by it, and written only
-// through `&mut self` once `Arc::get_mut` shows the buffer is this map's alone), so the slots are
-// as thread-safe as a `Vec<Arc<HugeBuf<Slot<V>>>>` of `V: Send + Sync` values.
+// through `&mut self` once the buffer's reference count shows it is this map's alone), so the
+// slots are as thread-safe as a `Vec<Arc<HugeBuf<Slot<V>>>>` of `V: Send + Sync` values.
 unsafe impl<V: Copy + Send + Sync> Send for Paged<V> {}
 // SAFETY: as above; shared access only reads.
 unsafe impl<V: Copy + Send + Sync> Sync for Paged<V> {}

@@ -348,80 +348,46 @@ impl<T> std::fmt::Debug for ZeroedBuf<T> {
 
 /// A fixed-capacity buffer that versions of a table share and extend: each version reads its own
 /// prefix of it (an [`Appended`]), and a version appends past its prefix only while that prefix is
-/// everything written so far, so no value a version can read is ever written again. Big ones are
-/// mapped as [`HugeBuf`]'s are, and cost no memory past what has been written.
+/// everything written so far, so no value a version can read is ever written again. Allocated as a
+/// [`ZeroedBuf`] (mapped when big, costing no memory past what has been written). Shared between
+/// threads as that buffer is, with one addition: `append_at` writes through `&self`, only under
+/// `tip`'s lock and only past the tip, where no thread reads.
 struct AppendBuf<T: Copy> {
-    ptr: NonNull<T>,
-    cap: usize,
+    buf: ZeroedBuf<std::mem::MaybeUninit<T>>,
     /// Values written: every prefix handed out is at most this long.
     tip: std::sync::Mutex<usize>,
-    /// The mapping `ptr` points into; `None`: from the global allocator (or dangling for `cap` 0).
-    map: Option<Mapping>,
 }
-
-// SAFETY: the buffer is owned by this value alone; shared access reads only values below `tip`
-// (written before their prefix was handed out, never again) and writes, under `tip`'s lock, only
-// past it. So it is as thread-safe as a `Vec<T>` of `Send + Sync` values.
-unsafe impl<T: Copy + Send + Sync> Send for AppendBuf<T> {}
-// SAFETY: as above.
-unsafe impl<T: Copy + Send + Sync> Sync for AppendBuf<T> {}
 
 impl<T: Copy> AppendBuf<T> {
     fn with_capacity(cap: usize) -> Self {
-        let layout = Layout::array::<T>(cap).expect("table size fits memory");
-        let tip = std::sync::Mutex::new(0);
-        if layout.size() >= HUGE && layout.align() <= 4096 {
-            if let Some(m) = Mapping::new(layout.size()) {
-                return AppendBuf {
-                    ptr: m.ptr.cast(),
-                    cap,
-                    tip,
-                    map: Some(m),
-                };
-            }
-        }
-        let ptr = if layout.size() == 0 {
-            NonNull::dangling()
-        } else {
-            // SAFETY: `layout` has a non-zero size.
-            let p = unsafe { std::alloc::alloc(layout) };
-            match NonNull::new(p) {
-                Some(p) => p.cast(),
-                None => std::alloc::handle_alloc_error(layout),
-            }
-        };
         AppendBuf {
-            ptr,
-            cap,
-            tip,
-            map: None,
+            // SAFETY: any bytes, zero ones too, are a valid `MaybeUninit`.
+            buf: unsafe { ZeroedBuf::new(cap) },
+            tip: std::sync::Mutex::new(0),
         }
+    }
+
+    fn cap(&self) -> usize {
+        self.buf.len
+    }
+
+    /// The first value (written or not); never turned into a reference past the tip.
+    fn ptr(&self) -> *mut T {
+        self.buf.ptr.as_ptr().cast()
     }
 
     /// Writes `v` at `at` if `at` is the end of what is written and `v` fits; `false` otherwise.
     fn append_at(&self, at: usize, v: &[T]) -> bool {
         let mut tip = self.tip.lock().unwrap_or_else(|e| e.into_inner());
-        if *tip != at || v.len() > self.cap - at {
+        if *tip != at || v.len() > self.cap() - at {
             return false;
         }
         // SAFETY: `[at, at + v.len())` lies within the buffer, past every prefix handed out (all
-        // end at or before `tip` = `at`), so nothing reads it; the lock makes this the only writer.
-        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.as_ptr().add(at), v.len()) };
+        // end at or before `tip` = `at`), so nothing reads it; the lock makes this the only writer;
+        // the pointer is the allocation's own (`ZeroedBuf::ptr`), not one from a reference.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr().add(at), v.len()) };
         *tip += v.len();
         true
-    }
-}
-
-impl<T: Copy> Drop for AppendBuf<T> {
-    fn drop(&mut self) {
-        // A mapping unmaps itself when `map` is dropped; `T: Copy` needs no drop of its own.
-        if self.map.is_none() {
-            let layout = Layout::array::<T>(self.cap).expect("as allocated");
-            if layout.size() > 0 {
-                // SAFETY: allocated in `with_capacity` by the global allocator with this layout.
-                unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
-            }
-        }
     }
 }
 
@@ -448,7 +414,7 @@ impl<T: Copy> Appended<T> {
     pub fn with_capacity(cap: usize) -> Self {
         let buf = Arc::new(AppendBuf::with_capacity(cap));
         Appended {
-            ptr: buf.ptr.as_ptr(),
+            ptr: buf.ptr(),
             buf,
             len: 0,
         }
@@ -475,12 +441,14 @@ impl<T: Copy> Appended<T> {
 
     /// Room left in place before an append moves to a new buffer (when no other version has
     /// appended).
-    pub fn room(&self) -> usize {
-        self.buf.cap - self.len
+    #[cfg(test)]
+    fn room(&self) -> usize {
+        self.buf.cap() - self.len
     }
 
     /// Whether this and `other` are versions of one buffer.
-    pub fn shares_buffer_with(&self, other: &Self) -> bool {
+    #[cfg(test)]
+    fn shares_buffer_with(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.buf, &other.buf)
     }
 
@@ -511,7 +479,7 @@ impl<T: Copy + std::fmt::Debug> std::fmt::Debug for Appended<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Appended")
             .field("len", &self.len)
-            .field("cap", &self.buf.cap)
+            .field("cap", &self.buf.cap())
             .finish()
     }
 }

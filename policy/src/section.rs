@@ -68,8 +68,6 @@ impl<T> Section<T> {
         self.chunks.clear();
         self.len = 0;
     }
-    /// Kept for the `Vec`-like interface: chunks are already sized to what they hold.
-    pub fn shrink_to_fit(&mut self) {}
 }
 
 impl<T: Clone> Section<T> {
@@ -107,17 +105,13 @@ impl<T: Clone> Section<T> {
             return;
         };
         let c0 = first / CHUNK;
-        let mut rest: Vec<T> = Vec::with_capacity(self.len - c0 * CHUNK);
-        for c in &self.chunks[c0..] {
-            rest.extend_from_slice(c);
-        }
+        let mut rest = self.tail_from(c0);
         let skip = first - c0 * CHUNK;
         let mut i = 0;
         rest.retain(|e| {
             i += 1;
             i <= skip || (i != skip + 1 && keep(e))
         });
-        self.truncate_chunks(c0);
         self.extend(rest);
     }
     /// Removes and returns entry `i`, shifting those after it (the chunks before it stay shared).
@@ -151,12 +145,9 @@ impl<T: Clone> Section<T> {
         for c in &self.chunks[c0..] {
             rest.extend_from_slice(c);
         }
-        self.truncate_chunks(c0);
-        rest
-    }
-    fn truncate_chunks(&mut self, c0: usize) {
         self.chunks.truncate(c0);
         self.len = c0 * CHUNK;
+        rest
     }
 }
 
