@@ -84,6 +84,7 @@ pub struct TenantCounters {
 const _: () = assert!(std::mem::size_of::<TenantCounters>() == 32);
 
 impl TenantCounters {
+    #[inline]
     pub fn add(&mut self, o: &TenantCounters) {
         self.frames_in += o.frames_in;
         self.bytes_in += o.bytes_in;

@@ -429,32 +429,21 @@ fn outer(data: &[u8], udp_port: u16) -> Result<Outer, DropReason> {
 }
 
 /// The one's-complement sum, folded to 16 bits, of the IPv4 header at `h[14..34]`: 0xffff when its
-/// checksum is right. Summed as two 64-bit words and one 32-bit word in the machine's byte order: the
-/// one's-complement sum is the same in either order, byte-swapped (RFC 1071 §2(B)), and 0xffff
-/// reads the same both ways.
+/// checksum is right. Summed as two 64-bit words and one 32-bit word in the machine's byte order, with
+/// end-around carries (an add and an add of its carry each): the one's-complement sum is the same in
+/// either byte order, byte-swapped (RFC 1071 §2(B)), and 0xffff reads the same both ways.
 #[inline(always)]
 fn ipv4_header_sum(h: &[u8; 50]) -> u16 {
-    let w8 = |i: usize| {
-        u128::from(u64::from_ne_bytes([
-            h[i],
-            h[i + 1],
-            h[i + 2],
-            h[i + 3],
-            h[i + 4],
-            h[i + 5],
-            h[i + 6],
-            h[i + 7],
-        ]))
-    };
-    let w4 = u128::from(u32::from_ne_bytes([h[30], h[31], h[32], h[33]]));
-    let s = w8(14) + w8(22) + w4;
-    let mut acc = (s as u64 as u128) + (s >> 64); // at most 65 bits
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    let mut acc = acc as u64;
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc as u16
+    let w8 = |i: usize| u64::from_ne_bytes(h[i..i + 8].try_into().expect("8 bytes"));
+    let w4 = u64::from(u32::from_ne_bytes([h[30], h[31], h[32], h[33]]));
+    // An end-around carry never carries again: after a carry out, the sum is at most 2^64 - 2.
+    let (s, c) = w8(14).overflowing_add(w8(22));
+    let (s, c2) = (s + u64::from(c)).overflowing_add(w4);
+    let s = s + u64::from(c2);
+    let (t, c) = (s as u32).overflowing_add((s >> 32) as u32);
+    let t = t + u32::from(c);
+    let (u, c) = (t as u16).overflowing_add((t >> 16) as u16);
+    u + u16::from(c)
 }
 
 /// The decision-cache key's address and transport words of an inner IPv4 packet, read at fixed
@@ -691,6 +680,29 @@ impl Worker {
         for m in meta.iter_mut().take(n) {
             m.kind = Kind::Done;
         }
+        let meta_n = &mut meta[..n];
+        self.lanes(table, frames, outs, meta_n, now);
+        self.ways(table, meta_n);
+        let mut pending = [0u8; CHUNK];
+        let np = self.hits(table, frames, outs, meta_n, &mut pending);
+        self.misses(table, frames, outs, meta_n, &pending[..np]);
+        self.meta = Some(meta);
+    }
+
+    // The stages of a chunk, each a loop over its frames in a function of its own (not inlined into
+    // one body: each keeps what it uses in registers).
+
+    /// Stage 1, over a chunk's frames.
+    #[inline(never)]
+    fn lanes(
+        &mut self,
+        table: &Table,
+        frames: &[Frame<'_>],
+        outs: &mut [Outcome],
+        meta: &mut [Meta],
+        now: i64,
+    ) {
+        let n = meta.len();
         let mut bytes = 0u64;
         // Stage 1: outer headers and the decision-cache key (the fast lane: `lane4` under an IPv4
         // underlay, else after `outer`); for other frames identity, sender and inner headers, and
@@ -707,12 +719,16 @@ impl Worker {
         }
         self.counters.frames += n as u64;
         self.counters.bytes += bytes;
+    }
+
+    /// Stage 1b, over a chunk's frames.
+    #[inline(never)]
+    fn ways(&mut self, table: &Table, meta: &mut [Meta]) {
         // Stage 1b: the decision cache's ways (their set prefetched by stage 1). The entry whose key
         // a frame matches has what a hit reads beyond it prefetched: the flow it relies on, its
         // tenant's counters (and, for a deny, its drop count). A fast-lane frame no way holds has
         // its segment prefetched.
-        for i in 0..n {
-            let m = &mut meta[i];
+        for m in meta.iter_mut() {
             m.way = NO_WAY;
             if !matches!(m.kind, Kind::Fast | Kind::Ip) || !m.cacheable {
                 continue;
@@ -735,10 +751,23 @@ impl Worker {
                 None => {}
             }
         }
+    }
+
+    /// Stage 1c, over a chunk's frames: the frames still pending are listed in `pending`, their
+    /// number returned.
+    #[inline(never)]
+    fn hits(
+        &mut self,
+        table: &Table,
+        frames: &mut [Frame<'_>],
+        outs: &mut [Outcome],
+        meta: &mut [Meta],
+        pending: &mut [u8; CHUNK],
+    ) -> usize {
+        let n = meta.len();
         // Stage 1c: a frame whose held decision is still good needs nothing more from the tables:
         // rewritten now. The frames still pending after it are listed (in order) for the later
         // stages, which hits then cost nothing.
-        let mut pending = [0u8; CHUNK];
         let mut np = 0usize;
         for i in 0..n {
             let m = &mut meta[i];
@@ -751,12 +780,19 @@ impl Worker {
                 continue;
             }
             if let Some(hit) = self.probe(m) {
-                if m.kind == Kind::Fast {
+                let fast = m.kind == Kind::Fast;
+                if fast {
                     m.ident = hit.ident;
                     m.vtep = (hit.vtep != u32::MAX).then_some(hit.vtep);
-                    self.count_in(m, &mut outs[i]);
                 }
                 let r = self.cached(table, &mut frames[i], m, &mut outs[i], &hit);
+                if fast && r == Ok(Disposition::Forward) {
+                    self.forwarded_hit(table, frames[i].len, m, &mut outs[i]);
+                    continue;
+                }
+                if fast {
+                    self.count_in(m, &mut outs[i]);
+                }
                 self.finish(table, frames[i].len, m, &mut outs[i], r);
                 continue;
             }
@@ -767,7 +803,19 @@ impl Worker {
             pending[np] = i as u8;
             np += 1;
         }
-        let pending = &pending[..np];
+        np
+    }
+
+    /// Stages 1d to 3, over the frames stage 1c left pending.
+    #[inline(never)]
+    fn misses(
+        &mut self,
+        table: &Table,
+        frames: &mut [Frame<'_>],
+        outs: &mut [Outcome],
+        meta: &mut [Meta],
+        pending: &[u8],
+    ) {
         // Stage 1d: the cache's misses in the fast lane: the segment (prefetched in 1b or 1c) gives the
         // tenant, the last-sender cache the sending VTEP; their VTEP check and the tenant's
         // counters are prefetched.
@@ -841,7 +889,6 @@ impl Worker {
             };
             self.finish(table, frames[i].len, m, &mut outs[i], r);
         }
-        self.meta = Some(meta);
     }
 
     /// A judged frame's end: its disposition counted, the sender's next hop learnt (only frames
@@ -881,6 +928,26 @@ impl Worker {
                 }
             }
             Err(reason) => self.drop_frame(o, m, reason),
+        }
+        m.kind = Kind::Done;
+    }
+
+    /// [`Worker::count_in`] and [`Worker::finish`] of a fast-lane frame whose held decision
+    /// forwarded it (`len`: its length as sent), in one visit to its tenant's counters.
+    #[inline(always)]
+    fn forwarded_hit(&mut self, table: &Table, len: usize, m: &mut Meta, o: &mut Outcome) {
+        let t = m.ident.tenant;
+        o.tenant = Some(t);
+        o.disposition = Disposition::Forward;
+        self.counters.forwarded += 1;
+        self.counters.tenants[t as usize].add(&TenantCounters {
+            frames_in: 1,
+            bytes_in: u64::from(m.inner_len),
+            frames_out: 1,
+            bytes_out: len as u64,
+        });
+        if let Some(v) = m.vtep {
+            self.neighbors.learn(table, v, m.src_mac);
         }
         m.kind = Kind::Done;
     }
@@ -1613,14 +1680,18 @@ impl Worker {
             .first_chunk_mut::<{ OUTER_LEN_V4 + 6 }>()?;
         let (hdr, inner_dst) = b.split_first_chunk_mut::<OUTER_LEN_V4>()?;
         tmpl.rewrite4(hdr, inner_len, sport, vx)?;
-        let mut ours = [0u8; 6];
-        ours.copy_from_slice(&hdr[0..6]);
+        // The outer MAC addresses as two words (little-endian): ours (the destination the frame
+        // came to) becomes the source, the next hop the destination.
+        let (macs, _) = hdr.split_first_chunk_mut::<12>()?;
+        let w0 = u64::from_le_bytes(macs[0..8].try_into().expect("8 bytes"));
+        let w1 = u32::from_le_bytes(macs[8..12].try_into().expect("4 bytes"));
+        let ours = w0 & 0xffff_ffff_ffff;
         let next = match self.neighbors.of_vtep(ep.vtep()) {
-            Some(mac) => mac.0,
-            None => hdr[6..12].try_into().expect("6 bytes"), // back the way it came
+            Some(mac) => mac.word(),
+            None => w0 >> 48 | u64::from(w1) << 16, // back the way it came
         };
-        hdr[0..6].copy_from_slice(&next);
-        hdr[6..12].copy_from_slice(&ours);
+        macs[0..8].copy_from_slice(&(next | ours << 48).to_le_bytes());
+        macs[8..12].copy_from_slice(&((ours >> 16) as u32).to_le_bytes());
         // The EtherType stays IPv4: the frame came in untagged over IPv4 (`inner_off`).
         inner_dst.copy_from_slice(&ep.mac().0);
         o.egress = Some(ep.vtep());

@@ -30,6 +30,13 @@ impl Mac {
     pub fn is_station(&self) -> bool {
         !self.is_group() && self.0 != [0; 6]
     }
+    /// The address as the low 48 bits of a word, first byte lowest (as a little-endian load of
+    /// its six bytes reads it).
+    #[inline]
+    pub fn word(&self) -> u64 {
+        let [a, b, c, d, e, f] = self.0;
+        u64::from_le_bytes([a, b, c, d, e, f, 0, 0])
+    }
 }
 
 impl fmt::Display for Mac {
@@ -619,5 +626,18 @@ mod tests {
                 0, 1
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod mac_word_tests {
+    use super::Mac;
+
+    #[test]
+    fn mac_word_is_its_bytes_little_endian() {
+        let m = Mac([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        assert_eq!(m.word(), 0x5544_3322_1102);
+        assert_eq!(m.word().to_le_bytes()[..6], m.0);
+        assert_eq!(Mac::BROADCAST.word(), 0xffff_ffff_ffff);
     }
 }
