@@ -100,7 +100,8 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Neighbors {
     by_ip: HashMap<IpAddr, Mac>,
-    by_vtep: Vec<Mac>,
+    /// Each VTEP's next hop as a word ([`Mac::word`]); 0: none.
+    by_vtep: Vec<u64>,
     cap: usize,
     /// The table `by_vtep` is indexed for (address, version).
     indexed_for: (usize, u64),
@@ -126,10 +127,14 @@ impl Neighbors {
     /// The learnt next hop of VTEP `v` of the table in use.
     #[inline(always)]
     pub fn of_vtep(&self, v: VtepIdx) -> Option<Mac> {
-        self.by_vtep
-            .get(v as usize)
-            .copied()
-            .filter(|m| *m != Mac::default())
+        Some(self.word_of_vtep(v))
+            .filter(|&w| w != 0)
+            .map(Mac::from_word)
+    }
+    /// [`Neighbors::of_vtep`] as a word ([`Mac::word`]); 0: none.
+    #[inline(always)]
+    fn word_of_vtep(&self, v: VtepIdx) -> u64 {
+        self.by_vtep.get(v as usize).copied().unwrap_or(0)
     }
     pub fn len(&self) -> usize {
         self.by_ip.len()
@@ -144,24 +149,26 @@ impl Neighbors {
             return;
         }
         self.by_vtep.clear();
-        self.by_vtep.resize(table.vteps(), Mac::default());
+        self.by_vtep.resize(table.vteps(), 0);
         for (ip, mac) in &self.by_ip {
             if let Some(v) = table.vtep_index(*ip) {
-                self.by_vtep[v as usize] = *mac;
+                self.by_vtep[v as usize] = mac.word();
             }
         }
         self.indexed_for = id;
     }
+    /// Learns `mac` (a word: [`Mac::word`]) as VTEP `v`'s next hop.
     #[inline(always)]
-    fn learn(&mut self, table: &Table, v: VtepIdx, mac: Mac) {
+    fn learn(&mut self, table: &Table, v: VtepIdx, mac: u64) {
         let Some(slot) = self.by_vtep.get_mut(v as usize) else {
             return;
         };
-        if *slot == mac || !mac.is_station() {
+        if *slot == mac || mac & 1 != 0 || mac == 0 {
             // Unchanged; or a group or zero source, which no next hop has.
             return;
         }
         *slot = mac;
+        let mac = Mac::from_word(mac);
         let ip = table.vtep_ip(v);
         if self.by_ip.len() < self.cap || self.by_ip.contains_key(&ip) {
             self.by_ip.insert(ip, mac);
@@ -308,6 +315,10 @@ const C_DENY: u8 = 4;
 const C_WATCH: u8 = 8;
 /// The frame is admitted as a tracked reply (not by a rule of its own).
 const C_TRACKED: u8 = 16;
+/// The frame that made the decision was rewritten in place ([`Worker::rewrite_in_place`]): the
+/// key's frames are untagged over an IPv4 underlay, toward an IPv4 VTEP whose segment wants no tag,
+/// so a hit checks only what the key does not fix ([`Worker::rewrite_v4`]).
+const C_INPLACE: u8 = 32;
 const NO_RULE: u32 = u32::MAX;
 
 /// A frame's scratch, filled stage by stage. A fast-lane frame's `vni`, `group`, `l3_off`, `vid`
@@ -343,8 +354,8 @@ struct Meta {
     /// (set in stage 2, its home slot prefetched for stage 3).
     flow_h: u64,
     now: i64,
-    /// The outer source MAC (the sender's next hop).
-    src_mac: Mac,
+    /// The outer source MAC (the sender's next hop), as a word ([`Mac::word`]).
+    src_mac: u64,
     /// Decision-cache key and slot (IPv4 frames whose decision can be cached).
     cacheable: bool,
     ckey: [u64; 4],
@@ -364,6 +375,12 @@ struct Outer {
     group: Option<u16>,
     inner_off: usize,
     inner_len: usize,
+}
+
+/// The outer source MAC of a frame at least 14 bytes long, as a word ([`Mac::word`]).
+#[inline(always)]
+fn src_mac_word(data: &[u8]) -> u64 {
+    u64::from_le_bytes(data[6..14].try_into().expect("8 bytes")) & 0xffff_ffff_ffff
 }
 
 #[inline(always)]
@@ -977,7 +994,7 @@ impl Worker {
             m.inner_off = OUTER_LEN_V4 as u16;
             m.inner_len = l.inner_len;
             m.tagged = l.tagged;
-            m.src_mac.0.copy_from_slice(&data[6..12]);
+            m.src_mac = src_mac_word(data);
             m.vtep = None;
             m.kind = Kind::Fast;
             m.cacheable = true;
@@ -992,7 +1009,7 @@ impl Worker {
         m.outer_v6 = ov.v6;
         m.inner_off = ov.inner_off as u16;
         m.inner_len = ov.inner_len as u16;
-        m.src_mac.0.copy_from_slice(&data[6..12]);
+        m.src_mac = src_mac_word(data);
 
         // The common case, under an IPv6 underlay or outer IPv4 options (`lane4` took the rest): an
         // IPv4 frame from one station whose decision-cache key lies at fixed offsets. The key holds
@@ -1547,15 +1564,16 @@ impl Worker {
         let sport = entropy(&m.ip);
         let id = Self::egress_id(table, m, ep)?;
         let vx = vxlan_header(ep.vni(), (ep.egress() == IdentityMode::Gbp).then_some(id));
-        let r = match self.rewrite_in_place(table, f, m, o, (ep, sport, vx)) {
-            Some(r) => r?,
-            None => self.rewrite(table, f, m, ep, id, o, sport)?,
+        let (r, inplace) = match self.rewrite_in_place(table, f, m, o, (ep, sport, vx)) {
+            Some(r) => (r?, C_INPLACE),
+            None => (self.rewrite(table, f, m, ep, id, o, sport)?, 0),
         };
         if m.cacheable {
             let (flow, mut flags) = match flow {
                 Some((r, reply)) => (r, C_FLOW | if reply { C_REPLY } else { 0 }),
                 None => (FlowRef::default(), 0),
             };
+            flags |= inplace;
             if v.tracked_reply {
                 flags |= C_REPLY | C_TRACKED;
             }
@@ -1640,8 +1658,10 @@ impl Worker {
         if tracked {
             self.counters.replies_tracked += 1;
         }
-        if let Some(r) = self.rewrite_in_place(table, f, m, o, (e.ep, e.sport, e.vx)) {
-            return r;
+        if e.flags & C_INPLACE != 0 {
+            if let Some(r) = self.rewrite_v4(table, f, m, o, (e.ep, e.sport, e.vx)) {
+                return r;
+            }
         }
         let id = Self::egress_id(table, m, e.ep)?;
         self.rewrite(table, f, m, e.ep, id, o, e.sport)
@@ -1661,11 +1681,25 @@ impl Worker {
         o: &mut Outcome,
         (ep, sport, vx): (Ep, u16, [u8; 8]),
     ) -> Option<Result<Disposition, DropReason>> {
-        let mode = ep.egress();
-        if m.tagged || m.outer_v6 || usize::from(m.inner_off) != OUTER_LEN_V4 {
+        if m.tagged || m.outer_v6 || ep.egress() == IdentityMode::Vlan {
             return None;
         }
-        if mode == IdentityMode::Vlan {
+        self.rewrite_v4(table, f, m, o, (ep, sport, vx))
+    }
+
+    /// [`Worker::rewrite_in_place`] of a frame known to come untagged over an IPv4 underlay,
+    /// toward endpoint `ep` whose segment wants no tag: what is left to check is that the outer
+    /// IPv4 header has no options, the template is IPv4 and the frame fits the MTU.
+    #[inline(always)]
+    fn rewrite_v4(
+        &self,
+        table: &Table,
+        f: &mut Frame<'_>,
+        m: &Meta,
+        o: &mut Outcome,
+        (ep, sport, vx): (Ep, u16, [u8; 8]),
+    ) -> Option<Result<Disposition, DropReason>> {
+        if usize::from(m.inner_off) != OUTER_LEN_V4 {
             return None;
         }
         let tmpl = table.egress(ep.vtep())?;
@@ -1686,9 +1720,9 @@ impl Worker {
         let w0 = u64::from_le_bytes(macs[0..8].try_into().expect("8 bytes"));
         let w1 = u32::from_le_bytes(macs[8..12].try_into().expect("4 bytes"));
         let ours = w0 & 0xffff_ffff_ffff;
-        let next = match self.neighbors.of_vtep(ep.vtep()) {
-            Some(mac) => mac.word(),
-            None => w0 >> 48 | u64::from(w1) << 16, // back the way it came
+        let next = match self.neighbors.word_of_vtep(ep.vtep()) {
+            0 => w0 >> 48 | u64::from(w1) << 16, // back the way it came
+            mac => mac,
         };
         macs[0..8].copy_from_slice(&(next | ours << 48).to_le_bytes());
         macs[8..12].copy_from_slice(&((ours >> 16) as u32).to_le_bytes());
@@ -1745,7 +1779,10 @@ impl Worker {
         if tmpl.ip_len(new_inner_len) > usize::from(table.mtu()) {
             return Err(DropReason::TooBig);
         }
-        let dst_mac = self.neighbors.of_vtep(ep.vtep()).unwrap_or(m.src_mac);
+        let dst_mac = self
+            .neighbors
+            .of_vtep(ep.vtep())
+            .unwrap_or(Mac::from_word(m.src_mac));
         // Ours: the outer destination, read before the outer headers are written.
         let mut ours = Mac::default();
         ours.0.copy_from_slice(&f.buf[f.start..f.start + 6]);

@@ -448,3 +448,63 @@ fn a_hit_on_a_flow_past_a_sub_second_timeout_takes_the_full_path() {
     );
     assert_eq!(cached.counters.flows_created, 3);
 }
+
+/// `frame` with four bytes of options (NOPs) in its outer IPv4 header: the same decision-cache key,
+/// but its inner frame lies four bytes further.
+fn with_outer_options(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame[..34].to_vec();
+    f.extend_from_slice(&[1, 1, 1, 1]);
+    f.extend_from_slice(&frame[34..]);
+    f[14] = 0x46;
+    let tl = u16::from_be_bytes([f[16], f[17]]) + 4;
+    f[16..18].copy_from_slice(&tl.to_be_bytes());
+    f[24..26].fill(0);
+    let c = csum(&f[14..38]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Runs `frames` in turn through a worker with a decision cache and one without: each frame's
+/// outcome and bytes must agree, and be `want` (the outer options are not carried over).
+fn agree_with_the_full_path(frames: &[Vec<u8>], want: &(Outcome, Vec<u8>)) {
+    let t = table("tracked", "", 1);
+    let mut cached = Worker::new();
+    let flows = Arc::new(datapath::FlowTable::new(
+        1024,
+        datapath::Timeouts::default(),
+    ));
+    let mut full = Worker::with_flows_and_cache(flows, 0);
+    for (i, frame) in frames.iter().enumerate() {
+        let got = [&mut cached, &mut full].map(|w| rewritten(w, &t, frame));
+        assert_eq!(
+            got[0], got[1],
+            "frame {i}: the cache and the full path differ"
+        );
+        assert_eq!(&got[0], want, "frame {i}");
+    }
+    assert!(cached.cache_hits >= 2, "hits: {}", cached.cache_hits);
+}
+
+/// Runs `frame` through `w`: its outcome and the bytes it leaves with.
+fn rewritten(w: &mut Worker, t: &Table, frame: &[u8]) -> (Outcome, Vec<u8>) {
+    let now = 1_800_000_000i64 * 1_000_000_000;
+    let mut buf = vec![0u8; HEADROOM + frame.len()];
+    buf[HEADROOM..].copy_from_slice(frame);
+    let mut f = [Frame::new(&mut buf, HEADROOM, frame.len())];
+    let mut out = [Outcome::default()];
+    w.process(t, &mut f, &mut out, now);
+    let (s, l) = (f[0].start, f[0].len);
+    (out[0], buf[s..s + l].to_vec())
+}
+
+#[test]
+fn a_decision_made_in_place_serves_a_frame_with_outer_options_and_back() {
+    let plain = acme_to_globex();
+    let opts = with_outer_options(&plain);
+    assert_eq!(opts.len(), plain.len() + 4);
+    let want = rewritten(&mut Worker::new(), &table("tracked", "", 1), &plain);
+    assert_eq!(want.0.disposition, Disposition::Forward);
+    let (p, o) = (plain, opts);
+    agree_with_the_full_path(&[p.clone(), o.clone(), p.clone(), o.clone()], &want);
+    agree_with_the_full_path(&[o.clone(), p.clone(), o, p], &want);
+}

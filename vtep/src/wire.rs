@@ -37,6 +37,12 @@ impl Mac {
         let [a, b, c, d, e, f] = self.0;
         u64::from_le_bytes([a, b, c, d, e, f, 0, 0])
     }
+    /// The address whose [`Mac::word`] is the low 48 bits of `w`.
+    #[inline]
+    pub fn from_word(w: u64) -> Mac {
+        let [a, b, c, d, e, f, _, _] = w.to_le_bytes();
+        Mac([a, b, c, d, e, f])
+    }
 }
 
 impl fmt::Display for Mac {
@@ -639,5 +645,10 @@ mod mac_word_tests {
         assert_eq!(m.word(), 0x5544_3322_1102);
         assert_eq!(m.word().to_le_bytes()[..6], m.0);
         assert_eq!(Mac::BROADCAST.word(), 0xffff_ffff_ffff);
+        assert_eq!(Mac::from_word(m.word()), m);
+        assert_eq!(
+            Mac::from_word(0xdead_0000_0000_0001),
+            Mac([1, 0, 0, 0, 0, 0])
+        );
     }
 }
