@@ -37,8 +37,7 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
             let t: Tenant = arg(args, "tenant")?;
             let slot = doc
                 .tenants
-                .iter_mut()
-                .find(|x| x.name == t.name)
+                .find_mut(|x| x.name == t.name)
                 .ok_or_else(|| not_found(format!("no tenant {:?}", t.name)))?;
             *slot = t;
         }
@@ -71,8 +70,7 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
             let s: Segment = arg(args, "segment")?;
             let slot = doc
                 .segments
-                .iter_mut()
-                .find(|x| x.vni == s.vni)
+                .find_mut(|x| x.vni == s.vni)
                 .ok_or_else(|| not_found(format!("no segment with VNI {}", s.vni)))?;
             *slot = s;
         }
@@ -102,8 +100,7 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
             let e: Endpoint = arg(args, "endpoint")?;
             let slot = doc
                 .endpoints
-                .iter_mut()
-                .find(|x| x.tenant == e.tenant && x.ip == e.ip)
+                .find_mut(|x| x.tenant == e.tenant && x.ip == e.ip)
                 .ok_or_else(|| {
                     not_found(format!("no endpoint {} of tenant {:?}", e.ip, e.tenant))
                 })?;

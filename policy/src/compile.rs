@@ -700,8 +700,8 @@ impl Table {
         addition: Addition<'_>,
         doc: Arc<Document>,
     ) -> Option<Table> {
-        self.with_core_edit(version, doc, |core, doc| match addition {
-            Addition::Tenant(t) => core.add_tenant(t, doc),
+        self.with_core_edit(version, doc, |core, _| match addition {
+            Addition::Tenant(t) => core.add_tenant(t),
             Addition::Segment(s) => core.add_segment(s),
         })
     }
@@ -856,7 +856,7 @@ impl Core {
             self.tenant_vteps
                 .insert(u64::from(i) << 32 | u64::from(v), 1);
         }
-        let e = &mut Arc::make_mut(&mut self.tenants)[i as usize];
+        let e = &mut self.tenants[i as usize];
         e.id = new.id;
         e.any_vtep = any_vtep;
         self.tenant_ids[i as usize] = new.id;
@@ -894,12 +894,12 @@ impl Core {
         }
         self.unmap_tenant(i, t.id, t.vteps.as_ref());
         // The slot stays, dead, holding its name (as a whole compile after this table leaves it).
-        Arc::make_mut(&mut self.tenants)[i as usize].live = false;
+        self.tenants[i as usize].live = false;
         self.digest = self.digest.wrapping_sub(tenant_hash(t));
         Some(())
     }
 
-    fn add_tenant(&mut self, t: &Tenant, doc: &Document) -> Option<()> {
+    fn add_tenant(&mut self, t: &Tenant) -> Option<()> {
         let unusable =
             t.name.is_empty() || t.name == ANY_TENANT || t.name.chars().any(char::is_control);
         if unusable || t.id == 0 || self.names.get(&self.tenants, &t.name).is_some() {
@@ -922,21 +922,11 @@ impl Core {
         if self.tenants.len() >= MAX_SLOTS as usize {
             return None;
         }
-        // Its address space: a live tenant's of the same space name, or a new one.
-        let space = match doc
-            .tenants
-            .iter()
-            .filter(|x| x.name != t.name && x.space() == t.space())
-            .find_map(|x| self.names.get(&self.tenants, &x.name))
-        {
-            Some(i) => self.tenants[i as usize].space,
-            None => {
-                let s = self.tenants.iter().map(|e| e.space + 1).max().unwrap_or(0);
-                if s >= MAX_SLOTS {
-                    return None;
-                }
-                s
-            }
+        // Its address space: the one of that name, or a new one.
+        let (space, new_space) = match self.spaces.get(t.space()) {
+            Some(&s) => (s, false),
+            None if self.next_space >= MAX_SLOTS => return None,
+            None => (self.next_space, true),
         };
         let idx = self.tenants.len() as TenantIdx;
         let mut vteps = Vec::new();
@@ -946,7 +936,11 @@ impl Core {
                 None => self.add_vtep(*ip)?,
             });
         }
-        Arc::make_mut(&mut self.tenants).push(TenantEntry {
+        if new_space {
+            Arc::make_mut(&mut self.spaces).insert(t.space().into(), space);
+            self.next_space += 1;
+        }
+        self.tenants.push(TenantEntry {
             name: t.name.clone(),
             id: t.id,
             space,
@@ -1193,7 +1187,14 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<(Core, Eps), Confi
         vtep6,
         vtep_ips,
         tenant_vteps: tv,
-        tenants: Arc::new(tenants),
+        next_space: tenants
+            .iter()
+            .map(|e| e.space + 1)
+            .max()
+            .unwrap_or(0)
+            .max(spaces.len() as u32),
+        spaces: Arc::new(spaces.into_iter().map(|(k, v)| (k.into(), v)).collect()),
+        tenants: tenants.into(),
         names: Arc::new(names),
         digest: core_digest(doc),
     };

@@ -93,6 +93,12 @@ impl<T: Clone> Section<T> {
     pub fn last_mut(&mut self) -> Option<&mut T> {
         Arc::make_mut(self.chunks.last_mut()?).last_mut()
     }
+    /// The first entry `pred` holds to, mutably: only its chunk is copied, if shared (where
+    /// `iter_mut().find(..)` would copy every chunk it passes).
+    pub fn find_mut(&mut self, pred: impl FnMut(&T) -> bool) -> Option<&mut T> {
+        let i = self.iter().position(pred)?;
+        self.get_mut(i)
+    }
     /// Every entry, mutably: every shared chunk is copied.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
         self.chunks
@@ -263,9 +269,17 @@ impl<'a, T> IntoIterator for &'a Section<T> {
     }
 }
 
+/// Chunk by chunk: sections of one length have their chunks at the same places, and a chunk the
+/// two share is equal without a look at its entries (a copy that changed one entry compares one
+/// chunk).
 impl<T: PartialEq> PartialEq for Section<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.same(other) || (self.len == other.len && self.iter().eq(other.iter()))
+        self.len == other.len
+            && self
+                .chunks
+                .iter()
+                .zip(&other.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
     }
 }
 
@@ -314,6 +328,39 @@ mod tests {
     }
 
     #[test]
+    fn find_mut_copies_only_the_chunk_it_writes() {
+        let a: Section<u32> = (0..10 * CHUNK as u32).collect::<Vec<_>>().into();
+        let mut b = a.clone();
+        *b.find_mut(|&x| x == 5 * CHUNK as u32 + 3).unwrap() = 7;
+        assert!(b.find_mut(|&x| x == u32::MAX).is_none());
+        let shared = a
+            .chunks
+            .iter()
+            .zip(&b.chunks)
+            .filter(|(x, y)| Arc::ptr_eq(x, y))
+            .count();
+        assert_eq!(shared, 9, "one chunk copied");
+        assert_eq!(b.get(5 * CHUNK + 3), Some(&7));
+        assert_eq!(a.get(5 * CHUNK + 3), Some(&(5 * CHUNK as u32 + 3)));
+    }
+
+    #[test]
+    fn equality_is_by_entries_whatever_is_shared() {
+        let a: Section<u32> = (0..3 * CHUNK as u32 + 5).collect::<Vec<_>>().into();
+        let mut b = a.clone();
+        assert_eq!(a, b);
+        b[CHUNK + 1] = 0;
+        assert_ne!(a, b);
+        b[CHUNK + 1] = CHUNK as u32 + 1;
+        assert_eq!(a, b, "equal again, though a chunk is no longer shared");
+        let c: Section<u32> = (0..3 * CHUNK as u32 + 5).collect::<Vec<_>>().into();
+        assert_eq!(a, c, "built apart");
+        b.push(9);
+        assert_ne!(a, b);
+        assert_ne!(b, a);
+    }
+
+    #[test]
     fn serialises_as_a_list() {
         let a: Section<u32> = vec![7, 8].into();
         let js = serde_json::to_string(&a).unwrap();
@@ -330,6 +377,14 @@ pub struct TenantName(Arc<str>);
 
 impl TenantName {
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Hashes and compares as its string (what `Arc<str>`'s derived impls do), so maps keyed by it
+/// are looked up by `&str`.
+impl std::borrow::Borrow<str> for TenantName {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }

@@ -522,7 +522,12 @@ pub(crate) struct Core {
     pub tenant_ids: Vec<u32>,
     /// (tenant << 32 | vtep): VTEPs allowed to send for tenants that have a `vteps` list.
     pub tenant_vteps: FlatMap<u8>,
-    pub tenants: Arc<Vec<TenantEntry>>,
+    /// Tenant entries by slot, in chunks shared between the versions that copy the core (a tenant
+    /// added or edited copies one chunk).
+    pub tenants: crate::section::Section<TenantEntry>,
+    /// Address space name → index, for a tenant added in place, and the index a new space takes.
+    pub spaces: Arc<HashMap<crate::section::TenantName, u32>>,
+    pub next_space: u32,
     pub names: Arc<NameIndex>,
     /// Digest of the gateway, segments and tenants.
     pub digest: u64,
@@ -539,18 +544,30 @@ pub(crate) struct Eps {
     pub digest: u64,
 }
 
+/// Tenant entries by slot, as a [`NameIndex`] reads them (a `Vec` while compiling, a
+/// [`crate::section::Section`] in a table).
+pub(crate) trait Slots: std::ops::Index<usize, Output = TenantEntry> {}
+impl<T: std::ops::Index<usize, Output = TenantEntry>> Slots for T {}
+
 /// Tenant name → slot, keeping no name of its own: a slot's name is its `TenantEntry`'s (at a million
-/// tenants, a second copy of every name and a 24-byte bucket for it would cost ~45 MB).
+/// tenants, a second copy of every name and a 24-byte bucket for it would cost ~45 MB). In shards
+/// by hash shared between the copies of an index, so that a tenant added in place copies one shard
+/// (1/256th of the index).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct NameIndex {
-    slots: hashbrown::HashTable<TenantIdx>,
+    shards: Vec<Arc<hashbrown::HashTable<TenantIdx>>>,
     hasher: hashbrown::DefaultHashBuilder,
 }
+
+/// Shards of a [`NameIndex`].
+const NAME_SHARDS: usize = 256;
 
 impl NameIndex {
     pub fn with_capacity(n: usize) -> Self {
         NameIndex {
-            slots: hashbrown::HashTable::with_capacity(n),
+            shards: (0..NAME_SHARDS)
+                .map(|_| Arc::new(hashbrown::HashTable::with_capacity(n / NAME_SHARDS)))
+                .collect(),
             hasher: Default::default(),
         }
     }
@@ -558,18 +575,29 @@ impl NameIndex {
         use std::hash::BuildHasher;
         self.hasher.hash_one(name)
     }
+    /// A hash's shard: bits 32–39, which a shard's own table leaves alone (it picks buckets by the
+    /// low bits and tags them with the top seven).
+    fn shard(h: u64) -> usize {
+        (h >> 32) as usize % NAME_SHARDS
+    }
     /// The slot named `name` among `tenants` (the entries this index was built over).
-    pub fn get(&self, tenants: &[TenantEntry], name: &str) -> Option<TenantIdx> {
-        self.slots
-            .find(self.hash(name), |&i| &*tenants[i as usize].name == name)
+    pub fn get(&self, tenants: &impl Slots, name: &str) -> Option<TenantIdx> {
+        let h = self.hash(name);
+        self.shards
+            .get(Self::shard(h))?
+            .find(h, |&i| &*tenants[i as usize].name == name)
             .copied()
     }
     /// Indexes slot `i` under its name, `tenants[i].name` (replacing a slot of the same name).
-    pub fn insert(&mut self, tenants: &[TenantEntry], i: TenantIdx) {
+    pub fn insert(&mut self, tenants: &impl Slots, i: TenantIdx) {
+        if self.shards.is_empty() {
+            *self = Self::with_capacity(0);
+        }
         let name = &*tenants[i as usize].name;
         let h = self.hash(name);
         let hasher = &self.hasher;
-        match self.slots.entry(
+        let shard = Arc::make_mut(&mut self.shards[Self::shard(h)]);
+        match shard.entry(
             h,
             |&j| &*tenants[j as usize].name == name,
             |&j| {
@@ -1032,5 +1060,49 @@ impl Table {
     /// Whether any wildcard rule exists (then every pair must be audited).
     pub(crate) fn has_wildcards(&self) -> bool {
         self.rules.has_wildcards()
+    }
+}
+
+#[cfg(test)]
+mod name_index_tests {
+    use super::*;
+
+    fn entry(name: &str) -> TenantEntry {
+        TenantEntry {
+            name: name.into(),
+            id: 1,
+            space: 0,
+            live: true,
+            any_vtep: true,
+        }
+    }
+
+    #[test]
+    fn a_copy_that_indexes_one_more_name_copies_one_shard() {
+        let mut tenants: Vec<TenantEntry> = (0..5000).map(|i| entry(&format!("t{i}"))).collect();
+        let mut a = NameIndex::with_capacity(tenants.len());
+        for i in 0..tenants.len() {
+            a.insert(&tenants, i as TenantIdx);
+        }
+        let mut b = a.clone();
+        tenants.push(entry("newcomer"));
+        b.insert(&tenants, 5000);
+        let copied = a
+            .shards
+            .iter()
+            .zip(&b.shards)
+            .filter(|(x, y)| !Arc::ptr_eq(x, y))
+            .count();
+        assert_eq!(copied, 1);
+        assert_eq!(b.get(&tenants, "newcomer"), Some(5000));
+        assert_eq!(a.get(&tenants, "newcomer"), None);
+        for i in [0usize, 17, 4999] {
+            assert_eq!(b.get(&tenants, &format!("t{i}")), Some(i as TenantIdx));
+            assert_eq!(a.get(&tenants, &format!("t{i}")), Some(i as TenantIdx));
+        }
+        assert_eq!(NameIndex::default().get(&tenants, "t0"), None);
+        let mut d = NameIndex::default();
+        d.insert(&tenants, 3);
+        assert_eq!(d.get(&tenants, "t3"), Some(3));
     }
 }
