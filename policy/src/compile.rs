@@ -1034,7 +1034,8 @@ fn egress_template(
 }
 
 fn build_core(doc: &Document, prev: Option<&Table>) -> Result<(Core, Eps), ConfigError> {
-    let mut tenants: Vec<TenantEntry> = Vec::with_capacity(doc.tenants.len());
+    // Built as the table keeps them (a copy would hold a million entries twice while compiling).
+    let mut tenants: crate::section::Section<TenantEntry> = crate::section::Section::new();
     let mut names = NameIndex::with_capacity(doc.tenants.len());
     if let Some(p) = prev {
         for t in p.core.tenants.iter() {
@@ -1194,7 +1195,7 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<(Core, Eps), Confi
             .unwrap_or(0)
             .max(spaces.len() as u32),
         spaces: Arc::new(spaces.into_iter().map(|(k, v)| (k.into(), v)).collect()),
-        tenants: tenants.into(),
+        tenants,
         names: Arc::new(names),
         digest: core_digest(doc),
     };

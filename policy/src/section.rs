@@ -255,9 +255,20 @@ impl<T> From<Vec<T>> for Section<T> {
     }
 }
 
+/// Chunk by chunk, never holding the entries twice.
 impl<T> FromIterator<T> for Section<T> {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        iter.into_iter().collect::<Vec<T>>().into()
+        let mut it = iter.into_iter();
+        let mut s = Section::new();
+        loop {
+            let mut c = Vec::with_capacity(CHUNK);
+            c.extend(it.by_ref().take(CHUNK));
+            if c.is_empty() {
+                return s;
+            }
+            s.len += c.len();
+            s.chunks.push(Arc::new(c));
+        }
     }
 }
 
