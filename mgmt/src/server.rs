@@ -1417,7 +1417,9 @@ fn tenant_edit<'a>(
     base: &'a Document,
     doc: &'a Document,
 ) -> Option<policy::TenantEdit<'a>> {
-    let find = |d: &'a Document, name: &str| d.tenants.iter().find(|t| *t.name == *name);
+    // Names are unique, and everything before the first chunk the edit copied is the same in both.
+    let start = doc.tenants.shared_prefix(&base.tenants);
+    let find = |d: &'a Document, name: &str| d.tenants.find_from(start, |t| *t.name == *name);
     match op {
         "tenant.update" if doc.tenants.len() == base.tenants.len() => {
             let name = args.get("tenant")?.get("name")?.as_str()?;
@@ -1442,7 +1444,9 @@ fn segment_edit<'a>(
     base: &'a Document,
     doc: &'a Document,
 ) -> Option<policy::SegmentEdit<'a>> {
-    let find = |d: &'a Document, vni: u64| d.segments.iter().find(|s| u64::from(s.vni) == vni);
+    // VNIs are unique, and everything before the first chunk the edit copied is the same in both.
+    let start = doc.segments.shared_prefix(&base.segments);
+    let find = |d: &'a Document, vni: u64| d.segments.find_from(start, |s| u64::from(s.vni) == vni);
     match op {
         "segment.update" if doc.segments.len() == base.segments.len() => {
             let vni = args.get("segment")?.get("vni")?.as_u64()?;
@@ -1467,10 +1471,12 @@ fn endpoint_change<'a>(
     base: &'a Document,
     doc: &'a Document,
 ) -> Option<policy::EndpointChange<'a>> {
+    // Endpoints are unique, and everything before the first chunk the edit copied is the same in
+    // both.
+    let start = doc.endpoints.shared_prefix(&base.endpoints);
     let find = |d: &'a Document, tenant: &str, ip: std::net::IpAddr| {
         d.endpoints
-            .iter()
-            .find(|e| e.tenant == tenant && e.ip == ip)
+            .find_from(start, |e| e.tenant == tenant && e.ip == ip)
     };
     match op {
         "endpoint.add" if doc.endpoints.len() == base.endpoints.len() + 1 => {

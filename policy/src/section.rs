@@ -34,6 +34,21 @@ impl<T> Section<T> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// How many leading entries this section and `other` hold in the very same chunks: a copy
+    /// that changed, inserted or removed entries shares everything before the first one.
+    pub fn shared_prefix(&self, other: &Self) -> usize {
+        let n = self
+            .chunks
+            .iter()
+            .zip(&other.chunks)
+            .take_while(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        (n * CHUNK).min(self.len).min(other.len)
+    }
+    /// The first entry from index `start` on that `pred` holds to.
+    pub fn find_from(&self, start: usize, mut pred: impl FnMut(&T) -> bool) -> Option<&T> {
+        (start..self.len).map(|i| &self[i]).find(|e| pred(e))
+    }
     pub fn len(&self) -> usize {
         self.len
     }
@@ -369,6 +384,23 @@ mod tests {
         b.push(9);
         assert_ne!(a, b);
         assert_ne!(b, a);
+    }
+
+    #[test]
+    fn a_copy_shares_the_chunks_before_its_first_change() {
+        let a: Section<u32> = (0..10 * CHUNK as u32).collect::<Vec<_>>().into();
+        let mut b = a.clone();
+        assert_eq!(a.shared_prefix(&b), a.len());
+        b[4 * CHUNK + 9] = 1;
+        assert_eq!(a.shared_prefix(&b), 4 * CHUNK);
+        assert_eq!(b.find_from(4 * CHUNK, |&x| x == 1), Some(&1));
+        assert_eq!(b.find_from(4 * CHUNK + 10, |&x| x == 1), None);
+        let mut c = a.clone();
+        c.remove(7 * CHUNK + 3);
+        assert_eq!(c.shared_prefix(&a), 7 * CHUNK);
+        let d: Section<u32> = (0..3).collect::<Vec<_>>().into();
+        assert_eq!(d.shared_prefix(&d.clone()), 3);
+        assert_eq!(d.shared_prefix(&Section::new()), 0);
     }
 
     #[test]
