@@ -4,6 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A change made in place: the table, the new version, the document before and after.
+type Apply<'a> = dyn Fn(&policy::Table, u64, &policy::Document, Arc<policy::Document>) -> Option<policy::Table>
+    + 'a;
+
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -44,14 +48,7 @@ fn main() {
         )
         .unwrap();
         let mut line = format!("round {r}:");
-        let mut step = |what: &str,
-                        edit: &dyn Fn(&mut policy::Document),
-                        apply: &dyn Fn(
-            &policy::Table,
-            u64,
-            &policy::Document,
-            Arc<policy::Document>,
-        ) -> Option<policy::Table>| {
+        let mut step = |what: &str, edit: &dyn Fn(&mut policy::Document), apply: &Apply<'_>| {
             version += 1;
             let t0 = Instant::now();
             let mut d = (*doc).clone();
