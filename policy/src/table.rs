@@ -553,7 +553,7 @@ impl<T: std::ops::Index<usize, Output = TenantEntry>> Slots for T {}
 /// tenants, a second copy of every name and a 24-byte bucket for it would cost ~45 MB). In shards
 /// by hash shared between the copies of an index, so that a tenant added in place copies one shard
 /// (1/256th of the index).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct NameIndex {
     shards: Vec<Arc<hashbrown::HashTable<TenantIdx>>>,
     hasher: hashbrown::DefaultHashBuilder,
@@ -561,6 +561,12 @@ pub(crate) struct NameIndex {
 
 /// Shards of a [`NameIndex`].
 const NAME_SHARDS: usize = 256;
+
+impl Default for NameIndex {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
 
 impl NameIndex {
     pub fn with_capacity(n: usize) -> Self {
@@ -583,16 +589,12 @@ impl NameIndex {
     /// The slot named `name` among `tenants` (the entries this index was built over).
     pub fn get(&self, tenants: &impl Slots, name: &str) -> Option<TenantIdx> {
         let h = self.hash(name);
-        self.shards
-            .get(Self::shard(h))?
+        self.shards[Self::shard(h)]
             .find(h, |&i| &*tenants[i as usize].name == name)
             .copied()
     }
     /// Indexes slot `i` under its name, `tenants[i].name` (replacing a slot of the same name).
     pub fn insert(&mut self, tenants: &impl Slots, i: TenantIdx) {
-        if self.shards.is_empty() {
-            *self = Self::with_capacity(0);
-        }
         let name = &*tenants[i as usize].name;
         let h = self.hash(name);
         let hasher = &self.hasher;
