@@ -160,14 +160,23 @@ impl Neighbors {
     /// Learns `mac` (a word: [`Mac::word`]) as VTEP `v`'s next hop.
     #[inline(always)]
     fn learn(&mut self, table: &Table, v: VtepIdx, mac: u64) {
-        let Some(slot) = self.by_vtep.get_mut(v as usize) else {
-            return;
-        };
-        if *slot == mac || mac & 1 != 0 || mac == 0 {
-            // Unchanged; or a group or zero source, which no next hop has.
+        // Unchanged (nearly always), or a VTEP the table does not index: nothing to learn.
+        if self.by_vtep.get(v as usize).is_none_or(|&w| w == mac) {
             return;
         }
-        *slot = mac;
+        self.learn_new(table, v, mac);
+    }
+
+    /// [`Neighbors::learn`] of a next hop that changed (out of line: the per-frame check stays
+    /// small).
+    #[cold]
+    #[inline(never)]
+    fn learn_new(&mut self, table: &Table, v: VtepIdx, mac: u64) {
+        if mac & 1 != 0 || mac == 0 {
+            // A group or zero source, which no next hop has.
+            return;
+        }
+        self.by_vtep[v as usize] = mac;
         let mac = Mac::from_word(mac);
         let ip = table.vtep_ip(v);
         if self.by_ip.len() < self.cap || self.by_ip.contains_key(&ip) {
@@ -512,17 +521,23 @@ struct Lane {
 /// masked word loads over one fixed-size view. Exactly the frames, and the key, that `outer`, the
 /// station checks and `fast_tuple4` give (a property test holds it to that); anything else
 /// (`None`) takes the longer way.
+/// `udp_port` as [`lane4`] compares it: in the little-endian word it loads from the UDP header.
 #[inline(always)]
-fn lane4(data: &[u8], udp_port: u16) -> Option<Lane> {
+fn lane_port(udp_port: u16) -> u64 {
+    0x08_0000_0000_0000 | u64::from(u16::from_le_bytes(udp_port.to_be_bytes()))
+}
+
+/// `port`: the table's UDP port, as [`lane_port`] gives it (once per chunk).
+#[inline(always)]
+fn lane4(data: &[u8], port: u64) -> Option<Lane> {
     // Outer Ethernet, IPv4, UDP and VXLAN (50 bytes), inner Ethernet (14) and IPv4 (20) + 8.
     let h = data.first_chunk::<92>()?;
     let w = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
     // EtherType IPv4, version 4 with no options (bytes 12..15); neither more fragments nor an
     // offset, UDP (20..24); our port (36..38); the I flag and no other but G (42); reserved (49).
-    let port = u64::from(u16::from_le_bytes(udp_port.to_be_bytes()));
     if w(12) & 0xff_ffff != 0x45_0008
         || w(20) & 0xff00_ff3f != 0x1100_0000
-        || w(36) & 0x7f_0000_0000_ffff != 0x08_0000_0000_0000 | port
+        || w(36) & 0x7f_0000_0000_ffff != port
         || h[49] != 0
     {
         return None;
@@ -724,13 +739,13 @@ impl Worker {
         // Stage 1: outer headers and the decision-cache key (the fast lane: `lane4` under an IPv4
         // underlay, else after `outer`); for other frames identity, sender and inner headers, and
         // the endpoints prefetched.
+        let port = lane_port(table.udp_port());
         for i in 0..n {
             let f = &frames[i];
             bytes += f.len as u64;
-            outs[i] = Outcome::default();
             let m = &mut meta[i];
             m.now = if f.ts != 0 { f.ts } else { now };
-            if let Err(r) = self.stage1(table, f, m, &mut outs[i]) {
+            if let Err(r) = self.stage1(table, port, f, m, &mut outs[i]) {
                 self.drop_frame(&mut outs[i], m, r);
             }
         }
@@ -798,15 +813,20 @@ impl Worker {
             }
             if let Some(hit) = self.probe(m) {
                 let fast = m.kind == Kind::Fast;
+                // The common hit: a fast-lane frame forwarded by a decision made in place.
+                if fast
+                    && hit.flags & (C_DENY | C_INPLACE) == C_INPLACE
+                    && self.inplace_hit(table, &mut frames[i], m, &mut outs[i], &hit)
+                {
+                    continue;
+                }
                 if fast {
+                    // A fast-lane frame's outcome is first written here, or in stage 1d.
+                    outs[i] = Outcome::default();
                     m.ident = hit.ident;
                     m.vtep = (hit.vtep != u32::MAX).then_some(hit.vtep);
                 }
                 let r = self.cached(table, &mut frames[i], m, &mut outs[i], &hit);
-                if fast && r == Ok(Disposition::Forward) {
-                    self.forwarded_hit(table, frames[i].len, m, &mut outs[i]);
-                    continue;
-                }
                 if fast {
                     self.count_in(m, &mut outs[i]);
                 }
@@ -842,6 +862,7 @@ impl Worker {
             if m.kind != Kind::Fast {
                 continue;
             }
+            outs[i] = Outcome::default();
             m.unpack_key();
             match self.locate(table, m) {
                 Ok(()) => {
@@ -949,13 +970,32 @@ impl Worker {
         m.kind = Kind::Done;
     }
 
-    /// [`Worker::count_in`] and [`Worker::finish`] of a fast-lane frame whose held decision
-    /// forwarded it (`len`: its length as sent), in one visit to its tenant's counters.
+    /// A fast-lane frame whose held decision (`e`, made by an in-place rewrite) forwards it:
+    /// rewritten in place, its outcome written whole, counted in and out for its tenant in one
+    /// visit and its sender's next hop learnt. False: the rewrite's checks refused it (nothing was
+    /// written; the frame takes [`Worker::cached`]).
     #[inline(always)]
-    fn forwarded_hit(&mut self, table: &Table, len: usize, m: &mut Meta, o: &mut Outcome) {
-        let t = m.ident.tenant;
-        o.tenant = Some(t);
-        o.disposition = Disposition::Forward;
+    fn inplace_hit(
+        &mut self,
+        table: &Table,
+        f: &mut Frame<'_>,
+        m: &Meta,
+        o: &mut Outcome,
+        e: &Hit,
+    ) -> bool {
+        let Some(len) = self.rewrite_v4(table, f, m, (e.ep, e.sport, e.vx)) else {
+            return false;
+        };
+        let t = e.ident.tenant;
+        let tracked = e.flags & C_TRACKED != 0;
+        *o = Outcome {
+            disposition: Disposition::Forward,
+            tenant: Some(t),
+            rule: (e.rule != NO_RULE).then_some(e.rule),
+            egress: Some(e.ep.vtep()),
+            tracked_reply: tracked,
+        };
+        self.counters.replies_tracked += u64::from(tracked);
         self.counters.forwarded += 1;
         self.counters.tenants[t as usize].add(&TenantCounters {
             frames_in: 1,
@@ -963,10 +1003,10 @@ impl Worker {
             frames_out: 1,
             bytes_out: len as u64,
         });
-        if let Some(v) = m.vtep {
-            self.neighbors.learn(table, v, m.src_mac);
+        if e.vtep != u32::MAX {
+            self.neighbors.learn(table, e.vtep, m.src_mac);
         }
-        m.kind = Kind::Done;
+        true
     }
 
     #[inline(always)]
@@ -983,12 +1023,13 @@ impl Worker {
     fn stage1(
         &mut self,
         table: &Table,
+        port: u64,
         f: &Frame<'_>,
         m: &mut Meta,
         o: &mut Outcome,
     ) -> Result<(), DropReason> {
         let data = &f.buf[f.start..f.start + f.len];
-        if let Some(l) = lane4(data, table.udp_port()) {
+        if let Some(l) = lane4(data, port) {
             // What only a miss needs (segment, identity, sender) stays in the key until stage 1d.
             m.outer_v6 = false;
             m.inner_off = OUTER_LEN_V4 as u16;
@@ -999,8 +1040,10 @@ impl Worker {
             m.kind = Kind::Fast;
             m.cacheable = true;
             self.cache_key(m, l.key);
+            // Its outcome is written once the cache has answered (stage 1c or 1d).
             return Ok(());
         }
+        *o = Outcome::default();
         let ov = outer(data, table.udp_port())?;
         let inner = &data[ov.inner_off..ov.inner_off + ov.inner_len];
         m.vni = ov.vni;
@@ -1659,8 +1702,12 @@ impl Worker {
             self.counters.replies_tracked += 1;
         }
         if e.flags & C_INPLACE != 0 {
-            if let Some(r) = self.rewrite_v4(table, f, m, o, (e.ep, e.sport, e.vx)) {
-                return r;
+            if self
+                .rewrite_v4(table, f, m, (e.ep, e.sport, e.vx))
+                .is_some()
+            {
+                o.egress = Some(e.ep.vtep());
+                return Ok(Disposition::Forward);
             }
         }
         let id = Self::egress_id(table, m, e.ep)?;
@@ -1684,21 +1731,23 @@ impl Worker {
         if m.tagged || m.outer_v6 || ep.egress() == IdentityMode::Vlan {
             return None;
         }
-        self.rewrite_v4(table, f, m, o, (ep, sport, vx))
+        self.rewrite_v4(table, f, m, (ep, sport, vx))?;
+        o.egress = Some(ep.vtep());
+        Some(Ok(Disposition::Forward))
     }
 
     /// [`Worker::rewrite_in_place`] of a frame known to come untagged over an IPv4 underlay,
     /// toward endpoint `ep` whose segment wants no tag: what is left to check is that the outer
-    /// IPv4 header has no options, the template is IPv4 and the frame fits the MTU.
+    /// IPv4 header has no options, the template is IPv4 and the frame fits the MTU. The frame's
+    /// new length, or `None` (nothing was written).
     #[inline(always)]
     fn rewrite_v4(
         &self,
         table: &Table,
         f: &mut Frame<'_>,
         m: &Meta,
-        o: &mut Outcome,
         (ep, sport, vx): (Ep, u16, [u8; 8]),
-    ) -> Option<Result<Disposition, DropReason>> {
+    ) -> Option<usize> {
         if usize::from(m.inner_off) != OUTER_LEN_V4 {
             return None;
         }
@@ -1728,9 +1777,8 @@ impl Worker {
         macs[8..12].copy_from_slice(&((ours >> 16) as u32).to_le_bytes());
         // The EtherType stays IPv4: the frame came in untagged over IPv4 (`inner_off`).
         inner_dst.copy_from_slice(&ep.mac().0);
-        o.egress = Some(ep.vtep());
         f.len = OUTER_LEN_V4 + inner_len;
-        Some(Ok(Disposition::Forward))
+        Some(f.len)
     }
 
     /// The identity a frame from `m`'s tenant carries on endpoint `ep`'s egress segment: its
@@ -2156,7 +2204,7 @@ mod tests {
             cut in proptest::option::of(40usize..130),
         ) {
             let mut f = overlay_frame(tagged, gbp, proto, payload);
-            prop_assert!(lane4(&f, 4789).is_some());
+            prop_assert!(lane4(&f, lane_port(4789)).is_some());
             match src {
                 0 => f[56..62].fill(0),    // no station
                 1 => f[56] |= 1,           // a group
@@ -2175,7 +2223,7 @@ mod tests {
             if let Some(c) = cut {
                 f.truncate(c);
             }
-            let ours = lane4(&f, 4789);
+            let ours = lane4(&f, lane_port(4789));
             prop_assert_eq!(ours, lane_by_parse(&f, 4789));
             if let Some(l) = ours {
                 // What a miss unpacks from the key is what the general path reads off the frame.
