@@ -1701,14 +1701,13 @@ impl Worker {
         if tracked {
             self.counters.replies_tracked += 1;
         }
-        if e.flags & C_INPLACE != 0 {
-            if self
+        if e.flags & C_INPLACE != 0
+            && self
                 .rewrite_v4(table, f, m, (e.ep, e.sport, e.vx))
                 .is_some()
-            {
-                o.egress = Some(e.ep.vtep());
-                return Ok(Disposition::Forward);
-            }
+        {
+            o.egress = Some(e.ep.vtep());
+            return Ok(Disposition::Forward);
         }
         let id = Self::egress_id(table, m, e.ep)?;
         self.rewrite(table, f, m, e.ep, id, o, e.sport)
