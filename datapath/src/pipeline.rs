@@ -740,13 +740,11 @@ impl Worker {
         // underlay, else after `outer`); for other frames identity, sender and inner headers, and
         // the endpoints prefetched.
         let port = lane_port(table.udp_port());
-        for i in 0..n {
-            let f = &frames[i];
+        for ((f, o), m) in frames.iter().zip(outs.iter_mut()).zip(meta.iter_mut()) {
             bytes += f.len as u64;
-            let m = &mut meta[i];
             m.now = if f.ts != 0 { f.ts } else { now };
-            if let Err(r) = self.stage1(table, port, f, m, &mut outs[i]) {
-                self.drop_frame(&mut outs[i], m, r);
+            if let Err(r) = self.stage1(table, port, f, m, o) {
+                self.drop_frame(o, m, r);
             }
         }
         self.counters.frames += n as u64;
@@ -796,13 +794,12 @@ impl Worker {
         meta: &mut [Meta],
         pending: &mut [u8; CHUNK],
     ) -> usize {
-        let n = meta.len();
         // Stage 1c: a frame whose held decision is still good needs nothing more from the tables:
         // rewritten now. The frames still pending after it are listed (in order) for the later
         // stages, which hits then cost nothing.
         let mut np = 0usize;
-        for i in 0..n {
-            let m = &mut meta[i];
+        let frames_outs = frames.iter_mut().zip(outs.iter_mut());
+        for (i, (m, (f, o))) in meta.iter_mut().zip(frames_outs).enumerate() {
             if m.kind == Kind::Done {
                 continue;
             }
@@ -816,21 +813,21 @@ impl Worker {
                 // The common hit: a fast-lane frame forwarded by a decision made in place.
                 if fast
                     && hit.flags & (C_DENY | C_INPLACE) == C_INPLACE
-                    && self.inplace_hit(table, &mut frames[i], m, &mut outs[i], &hit)
+                    && self.inplace_hit(table, f, m, o, &hit)
                 {
                     continue;
                 }
                 if fast {
                     // A fast-lane frame's outcome is first written here, or in stage 1d.
-                    outs[i] = Outcome::default();
+                    *o = Outcome::default();
                     m.ident = hit.ident;
                     m.vtep = (hit.vtep != u32::MAX).then_some(hit.vtep);
                 }
-                let r = self.cached(table, &mut frames[i], m, &mut outs[i], &hit);
+                let r = self.cached(table, f, m, o, &hit);
                 if fast {
-                    self.count_in(m, &mut outs[i]);
+                    self.count_in(m, o);
                 }
-                self.finish(table, frames[i].len, m, &mut outs[i], r);
+                self.finish(table, f.len, m, o, r);
                 continue;
             }
             if m.kind == Kind::Fast && m.way != NO_WAY {
