@@ -303,7 +303,12 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
         );
     }
     let table = compile(load(&a.config)?)?;
-    let out = replay::replay(&table, &frames);
+    // The transmitted frames are kept only to be written out.
+    let out = if a.output.is_some() {
+        replay::replay(&table, &frames)
+    } else {
+        replay::replay_outcomes(&table, &frames)
+    };
     if let Some(path) = &a.output {
         replay::write_pcap(
             path,

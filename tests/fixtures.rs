@@ -549,3 +549,24 @@ fn a_tenant_too_wide_for_its_own_gbp_endpoint_is_refused_by_name() {
         "the error names the tenant and the segment: {e}"
     );
 }
+
+/// A replay that keeps no transmitted frames (`joypath replay` without `--output`) judges every
+/// frame of every fixture as the full replay does, counts the same, and keeps nothing it was not
+/// asked for.
+#[test]
+fn a_replay_without_its_transmitted_frames_judges_and_counts_the_same() {
+    for (name, policy) in CAPTURES {
+        let table = table(policy);
+        let frames = replay::read_capture(&fixtures().join(name)).unwrap();
+        let full = replay::replay(&table, &frames);
+        let lean = replay::replay_outcomes(&table, &frames);
+        assert!(!full.transmitted.is_empty(), "{name} transmits something");
+        assert!(lean.transmitted.is_empty(), "{name}: nothing kept");
+        assert_eq!(lean.outcomes, full.outcomes, "{name}");
+        assert_eq!(
+            lean.worker.counters.totals(),
+            full.worker.counters.totals(),
+            "{name}"
+        );
+    }
+}
