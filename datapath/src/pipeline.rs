@@ -516,18 +516,18 @@ struct Lane {
     tagged: bool,
 }
 
-/// The fast lane: an IPv4 underlay frame (no outer VLAN tag, no IP options) that [`outer`] accepts,
-/// carrying from one station an IPv4 packet whose key [`fast_tuple4`] reads — checked with a few
-/// masked word loads over one fixed-size view. Exactly the frames, and the key, that `outer`, the
-/// station checks and `fast_tuple4` give (a property test holds it to that); anything else
-/// (`None`) takes the longer way.
-/// `udp_port` as [`lane4`] compares it: in the little-endian word it loads from the UDP header.
+/// What [`lane4`] expects of the little-endian word at bytes 36..44 under its mask: `udp_port` as
+/// the UDP destination port, and the VXLAN I flag.
 #[inline(always)]
 fn lane_port(udp_port: u16) -> u64 {
     0x08_0000_0000_0000 | u64::from(u16::from_le_bytes(udp_port.to_be_bytes()))
 }
 
-/// `port`: the table's UDP port, as [`lane_port`] gives it (once per chunk).
+/// The fast lane: an IPv4 underlay frame (no outer VLAN tag, no IP options) that [`outer`] accepts,
+/// carrying from one station an IPv4 packet whose key [`fast_tuple4`] reads — checked with a few
+/// masked word loads over one fixed-size view. Exactly the frames, and the key, that `outer`, the
+/// station checks and `fast_tuple4` give (a property test holds it to that); anything else
+/// (`None`) takes the longer way. `port`: the table's UDP port, as [`lane_port`] gives it (once per chunk).
 #[inline(always)]
 fn lane4(data: &[u8], port: u64) -> Option<Lane> {
     // Outer Ethernet, IPv4, UDP and VXLAN (50 bytes), inner Ethernet (14) and IPv4 (20) + 8.
