@@ -527,7 +527,8 @@ fn lane_port(udp_port: u16) -> u64 {
 /// carrying from one station an IPv4 packet whose key [`fast_tuple4`] reads — checked with a few
 /// masked word loads over one fixed-size view. Exactly the frames, and the key, that `outer`, the
 /// station checks and `fast_tuple4` give (a property test holds it to that); anything else
-/// (`None`) takes the longer way. `port`: the table's UDP port, as [`lane_port`] gives it (once per chunk).
+/// (`None`) takes the longer way. `port`: the table's UDP port, as [`lane_port`] gives it (once
+/// per chunk).
 #[inline(always)]
 fn lane4(data: &[u8], port: u64) -> Option<Lane> {
     // Outer Ethernet, IPv4, UDP and VXLAN (50 bytes), inner Ethernet (14) and IPv4 (20) + 8.
