@@ -209,6 +209,8 @@ pub struct Worker {
     /// For the table the cache is for: any `now` in `[.0, .1)` has `.1` as its next rule-window
     /// edge (see [`Table::next_window_edge`]).
     edge: (i64, i64),
+    /// The table's UDP port as [`lane4`] compares it ([`lane_port`]), made when the table changes.
+    lane_port: u64,
     /// Decisions served from the cache, and made by the full path.
     pub cache_hits: u64,
     pub cache_misses: u64,
@@ -528,7 +530,7 @@ fn lane_port(udp_port: u16) -> u64 {
 /// masked word loads over one fixed-size view. Exactly the frames, and the key, that `outer`, the
 /// station checks and `fast_tuple4` give (a property test holds it to that); anything else
 /// (`None`) takes the longer way. `port`: the table's UDP port, as [`lane_port`] gives it (once
-/// per chunk).
+/// per table).
 #[inline(always)]
 fn lane4(data: &[u8], port: u64) -> Option<Lane> {
     // Outer Ethernet, IPv4, UDP and VXLAN (50 bytes), inner Ethernet (14) and IPv4 (20) + 8.
@@ -661,6 +663,7 @@ impl Worker {
             cache_epoch: 0,
             cache_for: (0, 0),
             edge: (i64::MAX, i64::MIN),
+            lane_port: 0,
             cache_hits: 0,
             cache_misses: 0,
         }
@@ -694,6 +697,7 @@ impl Worker {
         }
         if self.cache_for != (tid, table.version()) {
             self.cache_for = (tid, table.version());
+            self.lane_port = lane_port(table.udp_port());
             self.edge = (i64::MAX, i64::MIN);
             self.cache_epoch = self.cache_epoch.wrapping_add(1).max(1);
         }
@@ -740,7 +744,7 @@ impl Worker {
         // Stage 1: outer headers and the decision-cache key (the fast lane: `lane4` under an IPv4
         // underlay, else after `outer`); for other frames identity, sender and inner headers, and
         // the endpoints prefetched.
-        let port = lane_port(table.udp_port());
+        let port = self.lane_port;
         for ((f, o), m) in frames.iter().zip(outs.iter_mut()).zip(meta.iter_mut()) {
             bytes += f.len as u64;
             m.now = if f.ts != 0 { f.ts } else { now };
