@@ -24,12 +24,7 @@ impl<T> Section<T> {
     }
     /// Whether this section and `other` are the very same list (shared, not merely equal).
     pub fn same(&self, other: &Self) -> bool {
-        self.len == other.len
-            && self
-                .chunks
-                .iter()
-                .zip(&other.chunks)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
+        self.len == other.len && self.shared_prefix(other) == self.len
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
