@@ -203,8 +203,8 @@ pub struct FlowTable {
     expired: AtomicU64,
     refused: AtomicU64,
     cursor: AtomicU64,
-    /// Births by hash: `births[h & BIRTH_MASK]` counts the entries ever written for keys hashing
-    /// there. A decision that holds only while some flow does not exist (a cached deny, under
+    /// Births by hash: `births[h & (BIRTHS - 1)]` counts the flows ever written for keys hashing
+    /// there (host-pair notes are not counted). A decision that holds only while some flow does not exist (a cached deny, under
     /// tracked replies) remembers its counter and lapses when it moves.
     births: Box<[AtomicU32]>,
 }
@@ -535,8 +535,9 @@ impl FlowTable {
             s.epoch.store(version as u32, Relaxed);
             s.last.store(now.max(1) as u64, Relaxed);
             s.seq.store(q.wrapping_add(2), Release);
-            self.births[h as usize & (BIRTHS - 1)].fetch_add(1, Release);
             if id.meta & PAIR == 0 {
+                // A host-pair note is no flow a watched deny waits for: its birth is not counted.
+                self.births[h as usize & (BIRTHS - 1)].fetch_add(1, Release);
                 self.created.fetch_add(1, Relaxed);
             }
             return Some(FlowRef {

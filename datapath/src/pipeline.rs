@@ -875,7 +875,8 @@ impl Worker {
                 Err(r) => self.drop_frame(&mut outs[i], m, r),
             }
         }
-        // Stage 1e: counted in, the VTEP checked, parsed in full; the endpoints prefetched.
+        // Stage 1e: counted in, the VTEP checked, the inner packet read (from its key: `fast_tuple4`
+        // checked it); the endpoints prefetched.
         for &i in pending {
             let i = usize::from(i);
             let m = &mut meta[i];
@@ -890,14 +891,9 @@ impl Worker {
             let f = &frames[i];
             let start = f.start + usize::from(m.inner_off);
             let l3 = &f.buf[start + usize::from(m.l3_off)..start + usize::from(m.inner_len)];
-            match inner::parse_ipv4(l3) {
-                Ok(ip) => {
-                    m.ip = ip;
-                    m.kind = Kind::Ip;
-                    Self::prefetch_eps(table, m);
-                }
-                Err(_) => self.drop_frame(&mut outs[i], m, DropReason::Malformed),
-            }
+            m.ip = Meta::ip_of_key(m.ckey, l3);
+            m.kind = Kind::Ip;
+            Self::prefetch_eps(table, m);
         }
         // Stage 2: endpoints (source validation, destination); prefetch the tenant pair, the
         // egress record and the flow's slot.
@@ -2038,6 +2034,36 @@ impl Meta {
         self.l3_off = if self.tagged { 18 } else { 14 };
     }
 
+    /// What [`inner::parse_ipv4`] gives for a fast-lane frame's inner packet `l3` (from its first
+    /// byte to the inner frame's end), from its decision-cache key `key` and three fields: the
+    /// packet passed [`fast_tuple4`], so it is whole, without options, and TCP (at least 20 header
+    /// bytes), UDP or ICMP echo, and the key holds its addresses, protocol, ports (an echo's
+    /// identifier twice) and echo kind. A property test holds it to `parse_ipv4`.
+    #[inline(always)]
+    fn ip_of_key(key: [u64; 4], l3: &[u8]) -> IpInfo {
+        let [_, addrs, l4, _] = key;
+        let proto = (l4 >> 24) as u8;
+        let byte = |i: usize| l3.get(i).copied().unwrap_or(0);
+        IpInfo {
+            v6: false,
+            src: u128::from((addrs >> 32) as u32),
+            dst: u128::from(addrs as u32),
+            proto,
+            src_port: (l4 >> 48) as u16,
+            dst_port: (l4 >> 32) as u16,
+            tcp_flags: if proto == ipproto::TCP { byte(33) } else { 0 },
+            frag: Frag::Whole,
+            icmp: match l4 & 3 {
+                1 => Some(IcmpKind::EchoRequest),
+                2 => Some(IcmpKind::EchoReply),
+                _ => None,
+            },
+            l4_off: 20,
+            ip_len: u16::from_be_bytes([byte(2), byte(3)]),
+            hop_limit: byte(8),
+        }
+    }
+
     /// The inner source MAC (the asker's own), read from the frame before any rewrite.
     fn src_mac_inner(&self, f: &Frame<'_>) -> Mac {
         let s = f.start + usize::from(self.inner_off) + 6;
@@ -2226,6 +2252,12 @@ mod tests {
             }
             let ours = lane4(&f, lane_port(4789));
             prop_assert_eq!(ours, lane_by_parse(&f, 4789));
+            if let Some(l) = ours {
+                // What a miss reads of the inner packet from the key is what a parse finds.
+                let l3_off = OUTER_LEN_V4 + if l.tagged { 18 } else { 14 };
+                let l3 = &f[l3_off..OUTER_LEN_V4 + usize::from(l.inner_len)];
+                prop_assert_eq!(Meta::ip_of_key(l.key, l3), inner::parse_ipv4(l3).unwrap());
+            }
             if let Some(l) = ours {
                 // What a miss unpacks from the key is what the general path reads off the frame.
                 let ov = outer(&f, 4789).unwrap();
