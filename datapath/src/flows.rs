@@ -210,7 +210,7 @@ pub struct FlowTable {
 }
 
 /// Counters in [`FlowTable::births`] (a power of two).
-const BIRTHS: usize = 1 << 14;
+const BIRTHS: usize = 1 << 16;
 
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -663,6 +663,19 @@ mod tests {
         assert_eq!(m.meta >> 24 & 0xff_ffff, 0);
         assert_eq!(m.proto(), 6);
         assert_eq!(m.mirrored(), a);
+    }
+
+    #[test]
+    fn a_flow_moves_its_birth_counter_and_a_host_pair_note_does_not() {
+        let t = FlowTable::new(64, Timeouts::default());
+        let a = id(1000);
+        let (h, pair) = (a.hash(), a.hosts());
+        let (born, noted) = (t.births(h), t.births(pair.hash()));
+        t.note_hosts(&pair, S, 1);
+        assert!(t.has_hosts(&pair, S));
+        assert_eq!(t.births(pair.hash()), noted, "a note is no flow");
+        assert!(t.insert_missing(&a, h, S, 1, tcp::SYN).is_some());
+        assert_eq!(t.births(h), born.wrapping_add(1));
     }
 
     #[test]
