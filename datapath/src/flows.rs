@@ -374,6 +374,63 @@ impl FlowTable {
         None
     }
 
+    /// [`FlowTable::find`] of `id`, or failing that of its mirror, in one walk of their home window
+    /// (a flow and its mirror hash alike, `h`): the live flow that is not cut, and whether it is the
+    /// mirror (the frame is then its reply). The answer `find(id)`, then `find(&id.mirrored())`,
+    /// would give.
+    #[inline]
+    pub fn find_or_mirror(&self, id: &FlowId, h: u64, now: i64) -> Option<(Found, bool)> {
+        let mirror = id.mirrored();
+        let home = self.home(h);
+        // Whether `id`'s first consistent entry was met (expired or cut: no answer), and the
+        // mirror's answer once its own was (None inside: expired).
+        let mut ours_done = false;
+        let mut theirs: Option<Option<Found>> = None;
+        for k in 0..WINDOW {
+            let i = (home + k) & self.mask;
+            let s = &self.slots[i];
+            let q = s.seq.load(Acquire);
+            if q == 0 {
+                break;
+            }
+            let (meta, ports) = (s.meta.load(Relaxed), s.ports.load(Relaxed));
+            let ours = !ours_done && meta == id.meta && ports == id.ports;
+            let mirrored = theirs.is_none() && meta == mirror.meta && ports == mirror.ports;
+            if !(ours || mirrored) {
+                continue;
+            }
+            let Some((key, last, state, epoch)) = self.read(i) else {
+                continue;
+            };
+            if last == 0 {
+                continue;
+            }
+            let found = (now - last <= self.timeout(key.meta, state)).then_some(Found {
+                slot: i,
+                epoch,
+                state,
+                seq: q,
+            });
+            if ours && key == *id {
+                if let Some(f) = found.filter(|f| !Self::is_dead(f)) {
+                    return Some((f, false));
+                }
+                ours_done = true;
+            }
+            // (A flow that is its own mirror is answered by its first entry either way.)
+            if mirrored && key == mirror {
+                theirs = Some(found);
+            }
+            if ours_done && theirs.is_some() {
+                break;
+            }
+        }
+        match theirs {
+            Some(Some(f)) if !Self::is_dead(&f) => Some((f, true)),
+            _ => None,
+        }
+    }
+
     /// Refreshes a found flow: last-seen (at most once a millisecond per flow, to spare the shared
     /// line), TCP flags seen from the initiator (`reply` false) or the responder. True when the flow
     /// had been quiet for over a second (the caller then refreshes its host-pair note).
@@ -676,6 +733,53 @@ mod tests {
         assert_eq!(t.births(pair.hash()), noted, "a note is no flow");
         assert!(t.insert_missing(&a, h, S, 1, tcp::SYN).is_some());
         assert_eq!(t.births(h), born.wrapping_add(1));
+    }
+
+    proptest::proptest! {
+        /// One walk for a flow or its mirror answers as `find` of the flow, then of its mirror:
+        /// over small tables (every key in one window) of flows, mirrors and flows that are their
+        /// own mirror, inserted, cut and aged.
+        #[test]
+        fn find_or_mirror_answers_as_two_finds(
+            ops in proptest::collection::vec((0u16..6, 0u8..4, 0i64..40), 1..24),
+            ask in 0u16..6,
+            at in 0i64..60,
+        ) {
+            // Keys 0..3: flows 1000.. toward port 443, and 3..6 their mirrors; key 5 is also
+            // symmetric (the same ports both ways between one host and itself).
+            let key = |k: u16| match k {
+                0..=2 => id(1000 + k),
+                5 => FlowId::new(0, 0, 0xc613_0001, 0xc613_0001, false, 17, 53, 53),
+                _ => id(1000 + k - 3).mirrored(),
+            };
+            let t = FlowTable::new(64, Timeouts::default());
+            for &(k, op, dt) in &ops {
+                let f = key(k);
+                let h = f.hash();
+                match op {
+                    0 | 1 => {
+                        t.insert_missing(&f, h, S + dt * S, 1, 0);
+                    }
+                    2 => {
+                        if let Some(x) = t.find(&f, h, S + dt * S) {
+                            t.cut(&x);
+                        }
+                    }
+                    _ => {
+                        t.insert(&f, h, S + dt * S, 1, tcp::ACK);
+                    }
+                }
+            }
+            let f = key(ask);
+            let (h, now) = (f.hash(), S + at * S);
+            let live = |x: Option<Found>| x.filter(|x| !FlowTable::is_dead(x));
+            let reference = live(t.find(&f, h, now))
+                .map(|x| (x, false))
+                .or_else(|| live(t.find(&f.mirrored(), h, now)).map(|x| (x, true)));
+            let ours = t.find_or_mirror(&f, h, now);
+            let slot = |x: Option<(Found, bool)>| x.map(|(x, r)| (x.slot, x.seq, r));
+            proptest::prop_assert_eq!(slot(ours), slot(reference));
+        }
     }
 
     #[test]

@@ -1479,23 +1479,15 @@ impl Worker {
         now: i64,
     ) -> Option<(FlowRef, bool)> {
         let fl = &*self.flows;
-        if let Some(f) = fl.find(id, h, now) {
-            if !FlowTable::is_dead(&f) {
-                if fl.touch(&f, now, ip.tcp_flags, false) {
-                    fl.note_hosts(&id.hosts(), now, table.version());
-                }
+        if let Some((f, reply)) = fl.find_or_mirror(id, h, now) {
+            if fl.touch(&f, now, ip.tcp_flags, reply) {
+                let started = if reply { id.mirrored() } else { *id };
+                fl.note_hosts(&started.hosts(), now, table.version());
+            }
+            if !reply {
                 fl.judged(&f, table.version());
-                return Some((f.reference(), false));
             }
-        }
-        let mirror = id.mirrored();
-        if let Some(f) = fl.find(&mirror, h, now) {
-            if !FlowTable::is_dead(&f) {
-                if fl.touch(&f, now, ip.tcp_flags, true) {
-                    fl.note_hosts(&mirror.hosts(), now, table.version());
-                }
-                return Some((f.reference(), true));
-            }
+            return Some((f.reference(), reply));
         }
         // Neither it nor its mirror is live: no need to look again.
         match fl.insert_missing(id, h, now, table.version(), ip.tcp_flags) {
