@@ -210,7 +210,7 @@ pub struct FlowTable {
 }
 
 /// Counters in [`FlowTable::births`] (a power of two).
-const BIRTHS: usize = 1 << 16;
+const BIRTHS: usize = 1 << 14;
 
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
