@@ -204,8 +204,8 @@ pub struct FlowTable {
     refused: AtomicU64,
     cursor: AtomicU64,
     /// Births by hash: `births[h & (BIRTHS - 1)]` counts the flows ever written for keys hashing
-    /// there (host-pair notes are not counted). A decision that holds only while some flow does not exist (a cached deny, under
-    /// tracked replies) remembers its counter and lapses when it moves.
+    /// there (host-pair notes are not counted). A decision that holds only while some flow does not
+    /// exist (a cached deny, under tracked replies) remembers its counter and lapses when it moves.
     births: Box<[AtomicU32]>,
 }
 

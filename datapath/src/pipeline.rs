@@ -2246,11 +2246,9 @@ mod tests {
             prop_assert_eq!(ours, lane_by_parse(&f, 4789));
             if let Some(l) = ours {
                 // What a miss reads of the inner packet from the key is what a parse finds.
-                let l3_off = OUTER_LEN_V4 + if l.tagged { 18 } else { 14 };
-                let l3 = &f[l3_off..OUTER_LEN_V4 + usize::from(l.inner_len)];
+                let l3_at = OUTER_LEN_V4 + if l.tagged { 18 } else { 14 };
+                let l3 = &f[l3_at..OUTER_LEN_V4 + usize::from(l.inner_len)];
                 prop_assert_eq!(Meta::ip_of_key(l.key, l3), inner::parse_ipv4(l3).unwrap());
-            }
-            if let Some(l) = ours {
                 // What a miss unpacks from the key is what the general path reads off the frame.
                 let ov = outer(&f, 4789).unwrap();
                 let mut m = Meta { ckey: l.key, tagged: l.tagged, ..Meta::default() };
