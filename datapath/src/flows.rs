@@ -355,23 +355,29 @@ impl FlowTable {
             if s.meta.load(Relaxed) != id.meta || s.ports.load(Relaxed) != id.ports {
                 continue;
             }
-            let Some((key, last, state, epoch)) = self.read(i) else {
-                continue;
-            };
-            if last == 0 || key != *id {
-                continue;
+            match self.entry(i, q, now) {
+                Some((key, found)) if key == *id => return found,
+                _ => continue,
             }
-            if now - last > self.timeout(key.meta, state) {
-                return None;
-            }
-            return Some(Found {
-                slot: i,
-                epoch,
-                state,
-                seq: q,
-            });
         }
         None
+    }
+
+    /// The flow slot `i` holds (its sequence `q` as just loaded), read consistently, and the flow
+    /// as found at `now` (None inside: expired). None: the slot is being written, or empty.
+    #[inline(always)]
+    fn entry(&self, i: usize, q: u32, now: i64) -> Option<(FlowId, Option<Found>)> {
+        let (key, last, state, epoch) = self.read(i)?;
+        if last == 0 {
+            return None;
+        }
+        let found = (now - last <= self.timeout(key.meta, state)).then_some(Found {
+            slot: i,
+            epoch,
+            state,
+            seq: q,
+        });
+        Some((key, found))
     }
 
     /// [`FlowTable::find`] of `id`, or failing that of its mirror, in one walk of their home window
@@ -399,18 +405,9 @@ impl FlowTable {
             if !(ours || mirrored) {
                 continue;
             }
-            let Some((key, last, state, epoch)) = self.read(i) else {
+            let Some((key, found)) = self.entry(i, q, now) else {
                 continue;
             };
-            if last == 0 {
-                continue;
-            }
-            let found = (now - last <= self.timeout(key.meta, state)).then_some(Found {
-                slot: i,
-                epoch,
-                state,
-                seq: q,
-            });
             if ours && key == *id {
                 if let Some(f) = found.filter(|f| !Self::is_dead(f)) {
                     return Some((f, false));
