@@ -2,13 +2,25 @@
 //! the same batches. Each iteration copies one batch of the synthetic workload into the arena (as the
 //! replay driver does; both benches pay it) and runs it; batches rotate through 131 072 frames of
 //! as many flows (see `synth::Params::scale`), so the 1M tables do not fit in the caches.
+//!
+//! `JOYPATH_BENCH_CACHE=N` gives the worker a decision cache of `N` entries instead of its own
+//! (65 536): `0` times the full path alone, `1048576` (which holds every flow) the cache hit alone.
 
 mod common;
 
 use common::{setup, Arena, BATCH, SCALES};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use datapath::{null_forward, Counters, Outcome, Worker};
+use datapath::{flow_table_for, null_forward, Counters, Outcome, Worker};
 use std::sync::OnceLock;
+
+/// The decision cache's size `JOYPATH_BENCH_CACHE` asks for, if any.
+fn cache_entries() -> Option<usize> {
+    let v = std::env::var("JOYPATH_BENCH_CACHE").ok()?;
+    match v.parse() {
+        Ok(n) => Some(n),
+        Err(e) => panic!("JOYPATH_BENCH_CACHE={v:?}: {e} (want a number of entries)"),
+    }
+}
 
 fn pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
@@ -25,7 +37,10 @@ fn pipeline(c: &mut Criterion) {
             let batches: Vec<_> = s.frames.chunks_exact(BATCH).collect();
             let (arena, worker, _) = state.get_or_insert_with(|| {
                 let mut arena = Arena::new(&s.frames);
-                let mut worker = Worker::new();
+                let mut worker = match cache_entries() {
+                    Some(n) => Worker::with_flows_and_cache(flow_table_for(&s.table), n),
+                    None => Worker::new(),
+                };
                 let mut out = [Outcome::default(); BATCH];
                 for batch in &batches {
                     arena.run(batch, |frames| {
