@@ -37,9 +37,10 @@ fn pipeline(c: &mut Criterion) {
             let batches: Vec<_> = s.frames.chunks_exact(BATCH).collect();
             let (arena, worker, _) = state.get_or_insert_with(|| {
                 let mut arena = Arena::new(&s.frames);
+                let flows = flow_table_for(&s.table);
                 let mut worker = match cache_entries() {
-                    Some(n) => Worker::with_flows_and_cache(flow_table_for(&s.table), n),
-                    None => Worker::new(),
+                    Some(n) => Worker::with_flows_and_cache(flows, n),
+                    None => Worker::with_flows(flows),
                 };
                 let mut out = [Outcome::default(); BATCH];
                 for batch in &batches {

@@ -83,7 +83,7 @@ impl Arena {
 
 /// Replays `frames` through the pipeline once, keeping every outcome and transmitted frame.
 pub fn replay(table: &Table, frames: &[Captured]) -> ReplayOutput {
-    run(worker_for(table), table, frames, true)
+    replay_with(worker_for(table), table, frames)
 }
 
 /// [`replay`] keeping every outcome but none of the transmitted frames (`transmitted` is left
@@ -92,7 +92,8 @@ pub fn replay_outcomes(table: &Table, frames: &[Captured]) -> ReplayOutput {
     run(worker_for(table), table, frames, false)
 }
 
-/// The worker a replay (or a measurement) of `table` runs: a flow table of its own, sized and timed as `table` says.
+/// The worker a replay (or a measurement) of `table` runs: a flow table of its own, sized and
+/// timed as `table` says.
 fn worker_for(table: &Table) -> Worker {
     Worker::with_flows(datapath::pipeline::flow_table_for(table))
 }
