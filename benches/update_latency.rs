@@ -9,7 +9,9 @@
 //! JOYPATH_UPDATE_OP=tenant, one tenant onboarded (`tenant.add`, then `segment.add` for its VNI
 //! segment, each timed as a change of its own); with JOYPATH_UPDATE_OP=tenant-edit, in turn: a
 //! tenant added and updated (its VTEP list), a segment of it added, updated (to GBP) and removed,
-//! the tenant removed. A scale may name its tenants too:
+//! the tenant removed; with JOYPATH_UPDATE_OP=rule-mid, in turn: a rule inserted in the middle of
+//! the rule list (`rule.add` with an `index`) and removed again (`rule.remove`), each moving every
+//! later rule's index. A scale may name its tenants too:
 //! "RULES:ENDPOINTS:TENANTS" (default: endpoints / 10, at most 100 000).
 
 use arc_swap::ArcSwap;
@@ -77,8 +79,8 @@ fn main() {
     let spin = std::env::var("JOYPATH_UPDATE_WATCH").is_ok_and(|v| v == "spin");
     let op_kind = std::env::var("JOYPATH_UPDATE_OP").unwrap_or_else(|_| "rule".into());
     assert!(
-        ["rule", "endpoint", "tenant", "tenant-edit"].contains(&op_kind.as_str()),
-        "JOYPATH_UPDATE_OP is rule, endpoint, tenant or tenant-edit"
+        ["rule", "rule-mid", "endpoint", "tenant", "tenant-edit"].contains(&op_kind.as_str()),
+        "JOYPATH_UPDATE_OP is rule, rule-mid, endpoint, tenant or tenant-edit"
     );
     println!(
         "change: {}",
@@ -86,6 +88,7 @@ fn main() {
             "tenant" => "one tenant.add or segment.add (alternating: a tenant onboarded with its VNI segment)",
             "tenant-edit" => "in turn: tenant.add, tenant.update, segment.add, segment.update, segment.remove, tenant.remove",
             "endpoint" => "one endpoint added",
+            "rule-mid" => "in turn: rule.add in the middle of the list, rule.remove of it",
             _ => "one rule added",
         }
     );
@@ -215,6 +218,12 @@ fn main() {
                     "segment.add",
                     json!({"segment": {"vni": max_vni + 1 + r as u32, "identity": "vni", "tenant": name}}),
                 ),
+                "rule-mid" if r % 2 == 0 => {
+                    let mut rule = rule;
+                    rule["name"] = json!(format!("mid{}", r / 2));
+                    ("rule.add", json!({"rule": rule, "index": rules / 2}))
+                }
+                "rule-mid" => ("rule.remove", json!({"name": format!("mid{}", r / 2)})),
                 _ => ("rule.add", json!({"rule": rule})),
             };
             let req = std::thread::spawn(move || {

@@ -277,6 +277,39 @@ fn every_operation_over_the_socket() {
         assert_eq!(v["ok"], true, "{op}: {v}");
     }
 
+    // Rules inserted mid-list and removed, by name and by index, each made in place
+    // (`Table::with_rule_change`, which moves every later rule's index): the store's digest is the
+    // one the whole document compiles to, and every worker runs it.
+    let rules_before = ok(c.call("policy.get", json!({})).unwrap())["document"]["rule"].clone();
+    for (op, args) in [
+        (
+            "rule.add",
+            json!({"index": 1, "rule": {"name": "mid-one", "from": "acme", "to": "globex", "proto": "tcp", "ports": "8443", "action": "allow"}}),
+        ),
+        (
+            "rule.add",
+            json!({"index": 0, "rule": {"from": "acme", "to": "globex", "proto": "udp", "ports": "53", "action": "deny", "priority": 3}}),
+        ),
+        ("rule.remove", json!({"name": "mid-one"})),
+        ("rule.remove", json!({"index": 0})),
+    ] {
+        let r = ok(c.call(op, args).unwrap());
+        version += 1;
+        assert_eq!(r["version"], version, "{op}");
+        let got = ok(c.call("policy.get", json!({})).unwrap());
+        let d: policy::Document = serde_json::from_value(got["document"].clone()).unwrap();
+        assert_eq!(
+            r["digest"].as_str().unwrap(),
+            format!("{:016x}", policy::digest(&d)),
+            "{op}: the in-place digest is the whole document's"
+        );
+        wait_for_version(&mut c, version);
+        let v = ok(c.call("audit.verify", json!({})).unwrap());
+        assert_eq!(v["ok"], true, "{op}: {v}");
+    }
+    let rules = ok(c.call("policy.get", json!({})).unwrap())["document"]["rule"].clone();
+    assert_eq!(rules, rules_before, "both insertions removed again");
+
     // several edits as one version, all or nothing
     let bad = json!({"edits": [
         {"op": "tenant.add", "args": {"tenant": {"name": "batch", "id": 950}}},

@@ -1368,6 +1368,22 @@ fn compile_next(
             List::Endpoints => {
                 old.with_endpoint_change(version, endpoint_change(op, args, base, &doc)?, d)
             }
+            List::Rules => {
+                let change = rule_change(op, args, base, &doc)?;
+                let new = match change {
+                    policy::RuleChange::Append(r)
+                    | policy::RuleChange::Replace { new: r, .. }
+                    | policy::RuleChange::Insert { new: r, .. } => Some(r),
+                    policy::RuleChange::Remove { .. } => None,
+                };
+                // A rule the running table refuses goes to the whole compile, which words why.
+                if let Some(r) = new {
+                    if !old.check_rule(doc.rules.len() - 1, r).is_empty() {
+                        return None;
+                    }
+                }
+                Some(old.with_rule_change(version, change, d))
+            }
         }
     });
     match in_place {
@@ -1389,22 +1405,70 @@ enum List {
     Segments,
     Tenants,
     Endpoints,
+    Rules,
 }
 
 /// The one list `doc` changed from `base`, when only one of those changed. Lists shared with
 /// `base` compare by pointer: nothing is walked.
 fn only_changed(base: &Document, doc: &Document) -> Option<List> {
-    if doc.gateway != base.gateway || doc.rules != base.rules {
+    if doc.gateway != base.gateway {
         return None;
     }
     match (
         doc.segments == base.segments,
         doc.tenants == base.tenants,
         doc.endpoints == base.endpoints,
+        doc.rules == base.rules,
     ) {
-        (false, true, true) => Some(List::Segments),
-        (true, false, true) => Some(List::Tenants),
-        (true, true, false) => Some(List::Endpoints),
+        (false, true, true, true) => Some(List::Segments),
+        (true, false, true, true) => Some(List::Tenants),
+        (true, true, false, true) => Some(List::Endpoints),
+        (true, true, true, false) => Some(List::Rules),
+        _ => None,
+    }
+}
+
+/// The one rule a `rule.*` edit changed between `base` and `doc`: appended, replaced, inserted
+/// (`rule.add` with an `index`) or removed.
+fn rule_change<'a>(
+    op: &str,
+    args: &Value,
+    base: &'a Document,
+    doc: &'a Document,
+) -> Option<policy::RuleChange<'a>> {
+    let n = base.rules.len();
+    match op {
+        "rule.add" if doc.rules.len() == n + 1 => {
+            // As `edit::apply` reads it: an index that is not a number appends.
+            let i = args
+                .get("index")
+                .and_then(Value::as_u64)
+                .map_or(n, |i| i as usize);
+            // The rule after it is the one that was there (nothing else moved).
+            (doc.rules.get(i + 1) == base.rules.get(i)).then_some(())?;
+            let new = doc.rules.get(i)?;
+            Some(if i == n {
+                policy::RuleChange::Append(new)
+            } else {
+                policy::RuleChange::Insert { index: i, new }
+            })
+        }
+        "rule.update" if doc.rules.len() == n => {
+            let index = crate::rules::rule_index(base, args).ok()?;
+            Some(policy::RuleChange::Replace {
+                index,
+                old: base.rules.get(index)?,
+                new: doc.rules.get(index)?,
+            })
+        }
+        "rule.remove" if doc.rules.len() + 1 == n => {
+            let index = crate::rules::rule_index(base, args).ok()?;
+            (doc.rules.get(index) == base.rules.get(index + 1)).then_some(())?;
+            Some(policy::RuleChange::Remove {
+                index,
+                old: base.rules.get(index)?,
+            })
+        }
         _ => None,
     }
 }
@@ -1501,5 +1565,81 @@ fn endpoint_change<'a>(
             })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"
+[gateway]
+underlay_ip = "198.18.0.254"
+[[tenant]]
+name = "a"
+id = 1
+[[tenant]]
+name = "b"
+id = 2
+[[rule]]
+from = "a"
+to = "b"
+proto = "tcp"
+ports = "443"
+action = "allow"
+[[rule]]
+name = "b-in"
+from = "b"
+to = "a"
+action = "allow"
+priority = 2
+[[rule]]
+from = "*"
+to = "b"
+proto = "udp"
+action = "deny"
+"#;
+
+    /// `edits` (one op) made to `base` as the server makes them, then compiled by `compile_next`.
+    fn next(
+        old: &Table,
+        base: &Document,
+        op: &str,
+        args: Value,
+    ) -> Result<(Table, bool, Document), policy::ConfigError> {
+        let mut doc = base.clone();
+        edit::apply(op, &args, &mut doc).expect("applies");
+        policy::names::name_rules(&mut doc);
+        let edits = json!([{"op": op, "args": args}]);
+        let doc = Arc::new(doc);
+        let (t, in_place) = compile_next(old, Some(base), Some(&edits), doc.clone(), 2)?;
+        Ok((t, in_place, (*doc).clone()))
+    }
+
+    #[test]
+    fn one_rule_changes_are_compiled_in_place_to_the_whole_documents_digest() {
+        let base = Document::from_toml(DOC, "t").unwrap();
+        let old = Table::compile(Arc::new(base.clone()), 1, None).unwrap();
+        let rule = json!({"from": "b", "to": "a", "proto": "udp", "ports": "53", "action": "deny"});
+        for (op, args) in [
+            ("rule.remove", json!({"index": 0})),
+            ("rule.remove", json!({"name": "b-in"})),
+            ("rule.remove", json!({"index": 2})),
+            ("rule.add", json!({"rule": rule, "index": 0})),
+            ("rule.add", json!({"rule": rule, "index": 2})),
+            ("rule.add", json!({"rule": rule, "index": 3})),
+            ("rule.add", json!({"rule": rule})),
+            ("rule.update", json!({"index": 1, "rule": rule})),
+        ] {
+            let (t, in_place, doc) = next(&old, &base, op, args.clone()).unwrap();
+            assert!(in_place, "{op} {args}: made in place");
+            assert_eq!(t.digest(), policy::digest(&doc), "{op} {args}");
+            let whole = Table::compile(Arc::new(doc), 2, None).unwrap();
+            assert_eq!(t.digest(), whole.digest(), "{op} {args}");
+        }
+        // A rule naming no tenant goes to the whole compile, which says what is wrong.
+        let bad = json!({"from": "nobody", "to": "a", "action": "allow"});
+        let e = next(&old, &base, "rule.add", json!({"rule": bad, "index": 1}));
+        assert!(e.is_err_and(|e| e.to_string().contains("nobody")));
     }
 }

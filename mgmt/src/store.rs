@@ -199,7 +199,7 @@ fn write_durably(
 
 /// One parsed version file.
 enum Parsed {
-    Whole(VersionMeta, Document),
+    Whole(VersionMeta, Box<Document>),
     Delta(VersionMeta, Value),
 }
 
@@ -222,7 +222,7 @@ fn read_file(path: &Path, delta: bool) -> Result<Parsed, String> {
         Ok(Parsed::Delta(meta, edits))
     } else {
         let doc: Document = serde_json::from_str(&rest).map_err(|e| format!("document: {e}"))?;
-        Ok(Parsed::Whole(meta, doc))
+        Ok(Parsed::Whole(meta, Box::new(doc)))
     }
 }
 
@@ -325,7 +325,7 @@ impl Store {
         for &v in wholes.iter().rev() {
             match read_file(&whole_file(dir, v), false) {
                 Ok(Parsed::Whole(m, d)) if m.version == v => {
-                    base = Some((m, d));
+                    base = Some((m, *d));
                     break;
                 }
                 Ok(_) => store.quarantine(&whole_file(dir, v), "metadata names another version"),
@@ -465,7 +465,7 @@ impl Store {
             let whole = whole_file(&self.dir, at);
             if whole.exists() {
                 match read_file(&whole, false).map_err(|e| corrupt(&whole, e))? {
-                    Parsed::Whole(m, d) => break (m, d),
+                    Parsed::Whole(m, d) => break (m, *d),
                     Parsed::Delta(..) => unreachable!("read as whole"),
                 }
             }

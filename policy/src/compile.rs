@@ -24,6 +24,11 @@ pub enum RuleChange<'a> {
         old: &'a Rule,
         new: &'a Rule,
     },
+    /// Rule `index` (`old`) removed: the rules after it move up one place.
+    Remove { index: usize, old: &'a Rule },
+    /// `new` inserted at `index` (≤ the number of rules before): the rules from `index` on move
+    /// down one place.
+    Insert { index: usize, new: &'a Rule },
 }
 
 /// A one-endpoint change `Table::with_endpoint_change` can apply without recompiling everything: an
@@ -380,7 +385,45 @@ impl RuleSet {
         self.set(k, b);
     }
 
-    /// Rewrites the arena without garbage (when garbage outgrows the live rules).
+    /// Every rule's document index `i` turned into `to(i)`, which must keep their order (so every
+    /// bucket stays sorted): the arena is copied with the new indexes at the same places, and the
+    /// buckets that hold their rule inline are rewritten where they lie (no bucket is moved or
+    /// rehashed). Linear in the rules and buckets.
+    fn reindexed(&mut self, to: impl Fn(u32) -> u32) {
+        let mut arena = Appended::with_capacity(headroom(self.arena.len()));
+        let mut block: Vec<CRule> = Vec::with_capacity(4096);
+        for rules in self.arena.chunks(4096) {
+            block.clear();
+            block.extend(rules.iter().map(|r| CRule {
+                index: to(r.index),
+                ..*r
+            }));
+            arena.extend_from_slice(&block);
+        }
+        let bucket = |b: Bucket| {
+            if b.len & B_SIMPLE != 0 {
+                Bucket {
+                    index: to(b.index),
+                    ..b
+                }
+            } else {
+                b
+            }
+        };
+        self.arena = arena;
+        self.pairs = self.pairs.map_values(bucket);
+        if self.n_from_any > 0 {
+            self.from_any = self.from_any.iter().map(|&b| bucket(b)).collect();
+        }
+        if self.n_to_any > 0 {
+            self.to_any = self.to_any.iter().map(|&b| bucket(b)).collect();
+        }
+        self.any_any = bucket(self.any_any);
+    }
+
+    /// Rewrites the arena without garbage (when garbage outgrows the live rules). Buckets keep
+    /// their arena order (pairs of one source tenant side by side, as the whole compile lays them
+    /// out).
     fn compact(&mut self) {
         let mut fresh = RuleSet {
             arena: Appended::with_capacity(headroom(self.arena.len() - self.garbage)),
@@ -404,12 +447,17 @@ impl RuleSet {
         keys.extend(dense(&self.from_any, Key::FromAny));
         keys.extend(dense(&self.to_any, Key::ToAny));
         keys.push(Key::AnyAny);
+        keys.sort_by_key(|&k| self.get(k).off);
         for k in keys {
             let old = self.get(k);
+            if old.count() == 0 {
+                continue; // `any → any` when there is no such rule
+            }
             let rules = &self.arena[old.off as usize..old.off as usize + old.count()];
             let b = fresh.push_bucket(rules);
             fresh.set(k, b);
         }
+        fresh.edges = window_edges(&fresh.arena);
         *self = fresh;
     }
 }
@@ -512,9 +560,10 @@ impl Table {
     }
 
     /// This table with one rule changed, as `version`, for the document `doc` (which must be this
-    /// table's document with the change made): identity, endpoints and every other rule bucket are
-    /// copied as they are; only the changed rule's bucket is rebuilt. The rule must have passed
-    /// [`Table::check_rule`].
+    /// table's document with the change made): identity and endpoints are shared as they are. An
+    /// append or a replacement rebuilds only the changed rule's bucket; a removal or an insertion
+    /// moves every later rule's index, so it rewrites the rule arena (linear in the rules, not in
+    /// the endpoints or tenants). A new rule must have passed [`Table::check_rule`].
     pub fn with_rule_change(
         &self,
         version: u64,
@@ -553,10 +602,43 @@ impl Table {
                     .wrapping_add(rule_hash(index, new));
                 w
             }
+            RuleChange::Remove { index, old } => {
+                // Every later rule's index moves: the arena is rewritten (linear in the rules,
+                // nothing else is touched), and the later rules' part of the digest rehashed.
+                // Out of its bucket first (found by its index before the others move).
+                if let Some(k) = key_of(core, old) {
+                    rules.edit_bucket(k, |v| v.retain(|c| c.index as usize != index));
+                }
+                let at = index as u32;
+                rules.reindexed(|i| if i > at { i - 1 } else { i });
+                let mut d = rules.digest.wrapping_sub(rule_hash(index, old));
+                for (k, r) in doc.rules.iter().enumerate().skip(index) {
+                    d = d
+                        .wrapping_sub(rule_hash(k + 1, r))
+                        .wrapping_add(rule_hash(k, r));
+                }
+                rules.digest = d;
+                None // its window's edges stay, as a replaced rule's do
+            }
+            RuleChange::Insert { index, new } => {
+                let at = index as u32;
+                rules.reindexed(|i| if i < at { i } else { i + 1 });
+                let mut d = rules.digest.wrapping_add(rule_hash(index, new));
+                for (k, r) in doc.rules.iter().enumerate().skip(index + 1) {
+                    d = d
+                        .wrapping_sub(rule_hash(k - 1, r))
+                        .wrapping_add(rule_hash(k, r));
+                }
+                rules.digest = d;
+                let c = compile_rule(index, new);
+                if let Some(k) = key_of(core, new) {
+                    rules.edit_bucket(k, |v| v.push(c));
+                }
+                windowed(c)
+            }
         };
         if rules.garbage > rules.arena.len() / 2 + 64 {
             rules.compact();
-            rules.edges = window_edges(&rules.arena);
         } else if let Some(w) = windowed {
             // The rule's window adds its edges; a replaced rule's stay (as its garbage does until
             // compaction): an edge too many only ends a cached decision early.

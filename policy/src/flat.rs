@@ -332,6 +332,33 @@ impl<V: Copy + Default, S: Slots<V>> FlatMap<V, S> {
         *self = bigger;
     }
 
+    /// This map with `f` applied to every value: the keys stay in their slots (no key is hashed
+    /// or moved), in slots of its own.
+    pub fn map_values(&self, f: impl Fn(V) -> V) -> Self {
+        let mut m = Self {
+            slots: S::filled(
+                self.n_slots(),
+                Slot {
+                    key: EMPTY,
+                    val: V::default(),
+                },
+            ),
+            mask: self.mask,
+            len: self.len,
+            _v: std::marker::PhantomData,
+        };
+        for i in 0..self.n_slots() {
+            let s = self.slot(i);
+            if s.key != EMPTY {
+                *m.slot_mut(i) = Slot {
+                    key: s.key,
+                    val: f(s.val),
+                };
+            }
+        }
+        m
+    }
+
     /// Every (key, value), in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, V)> + '_ {
         (0..self.n_slots())

@@ -44,14 +44,50 @@ pub fn fresh_name(r: &Rule, taken: &dyn Fn(&str) -> bool) -> String {
 /// Gives every unnamed rule a generated name, unique among all rules' names. Deterministic: the same
 /// document always gets the same names.
 pub fn name_rules(doc: &mut Document) {
-    if doc.rules.iter().all(|r| r.name.is_some()) {
+    name_rules_with(doc, 16)
+}
+
+/// [`name_rules`], looking the taken names up rule by rule when at most `few` rules are unnamed.
+fn name_rules_with(doc: &mut Document, few: usize) {
+    let unnamed: Vec<usize> = (doc.rules.iter().enumerate())
+        .filter(|(_, r)| r.name.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    if unnamed.is_empty() {
         return;
     }
-    let mut taken: HashSet<String> = doc.rules.iter().filter_map(|r| r.name.clone()).collect();
-    for r in doc.rules.iter_mut().filter(|r| r.name.is_none()) {
-        let n = fresh_name(r, &|n| taken.contains(n));
-        taken.insert(n.clone());
-        r.name = Some(n);
+    // Named in order, each name taken once given; only the chunks of the rules named are copied
+    // (a document's sections share their chunks with the version they came from).
+    let names: Vec<String> = {
+        let mut given: HashSet<String> = HashSet::new();
+        let mut names = Vec::with_capacity(unnamed.len());
+        if unnamed.len() <= few {
+            // A rule or a few added to a big list: per rule, one pass for the names its generated
+            // one could collide with (they all start with its base), instead of a set of them all.
+            for &i in &unnamed {
+                let base = base_name(&doc.rules[i]);
+                let near: HashSet<&str> = (doc.rules.iter())
+                    .filter_map(|r| r.name.as_deref())
+                    .filter(|n| n.starts_with(base.as_str()))
+                    .collect();
+                let n = fresh_name(&doc.rules[i], &|n| near.contains(n) || given.contains(n));
+                given.insert(n.clone());
+                names.push(n);
+            }
+        } else {
+            let taken: HashSet<&str> = doc.rules.iter().filter_map(|r| r.name.as_deref()).collect();
+            for &i in &unnamed {
+                let n = fresh_name(&doc.rules[i], &|n| taken.contains(n) || given.contains(n));
+                given.insert(n.clone());
+                names.push(n);
+            }
+        }
+        names
+    };
+    for (i, n) in unnamed.into_iter().zip(names) {
+        if let Some(r) = doc.rules.get_mut(i) {
+            r.name = Some(n);
+        }
     }
 }
 
@@ -127,6 +163,29 @@ mod tests {
             e
         };
         assert_eq!(again, d);
+        // Both ways of looking the taken names up give the same names.
+        let mut many = d.clone();
+        many.rules = (0..40)
+            .map(|k| match k % 4 {
+                0 => rule("a", "b", None),
+                1 => rule("*", "b", Some(&format!("any-b-tcp-443-{}", k / 4 + 2))),
+                2 => rule("*", "b", None),
+                _ => rule("b", "a", None),
+            })
+            .collect::<Vec<_>>()
+            .into();
+        let (mut by_rule, mut by_set) = (many.clone(), many.clone());
+        name_rules_with(&mut by_rule, usize::MAX);
+        name_rules_with(&mut by_set, 0);
+        assert_eq!(by_rule, by_set);
+        let mut names: Vec<&str> = by_set
+            .rules
+            .iter()
+            .map(|r| r.name.as_deref().unwrap())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 40, "unique");
         assert!(name_problem("12").is_some());
         assert!(name_problem("a b").is_some());
         assert!(name_problem("web-in").is_none());

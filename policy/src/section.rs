@@ -5,13 +5,17 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::sync::Arc;
 
-/// Entries a chunk holds: every chunk is full but the last, which is never empty.
+/// Entries a chunk is built with. Chunks are never empty; an insertion or a removal changes only
+/// the chunk it lands in, so chunks may hold fewer (down to 1) or more (up to `2 * CHUNK`, then the
+/// chunk is split), and `starts` says where each one begins.
 const CHUNK: usize = 256;
 
 /// A list shared between document versions chunk by chunk, each chunk copied on its first change
 /// (see the module docs). Reads like a slice: `len`, `[i]`, `get`, `iter`; writes like a `Vec`.
 pub struct Section<T> {
     chunks: Vec<Arc<Vec<T>>>,
+    /// The index of each chunk's first entry.
+    starts: Vec<usize>,
     len: usize,
 }
 
@@ -19,6 +23,7 @@ impl<T> Section<T> {
     pub fn new() -> Self {
         Section {
             chunks: Vec::new(),
+            starts: Vec::new(),
             len: 0,
         }
     }
@@ -32,23 +37,42 @@ impl<T> Section<T> {
     /// How many leading entries this section and `other` hold in the very same chunks: a copy
     /// that changed, inserted or removed entries shares everything before the first one.
     pub fn shared_prefix(&self, other: &Self) -> usize {
-        let n = self
-            .chunks
-            .iter()
-            .zip(&other.chunks)
-            .take_while(|(a, b)| Arc::ptr_eq(a, b))
+        let n = (self.chunks.iter().zip(&other.chunks))
+            .zip(self.starts.iter().zip(&other.starts))
+            .take_while(|((a, b), (x, y))| Arc::ptr_eq(a, b) && x == y)
             .count();
-        (n * CHUNK).min(self.len).min(other.len)
+        let end = |s: &Self| s.starts.get(n).copied().unwrap_or(s.len);
+        end(self).min(end(other))
+    }
+    /// The chunk holding entry `i` and where in it.
+    #[inline]
+    fn locate(&self, i: usize) -> Option<(usize, usize)> {
+        if i >= self.len {
+            return None;
+        }
+        // Chunks as built (all full): found by a division.
+        let c = i / CHUNK;
+        if let (Some(&s), Some(ch)) = (self.starts.get(c), self.chunks.get(c)) {
+            if s == c * CHUNK && i - s < ch.len() {
+                return Some((c, i - s));
+            }
+        }
+        let c = self.starts.partition_point(|&s| s <= i) - 1;
+        Some((c, i - self.starts[c]))
     }
     /// The first entry from index `start` on that `pred` holds to.
     pub fn find_from(&self, start: usize, mut pred: impl FnMut(&T) -> bool) -> Option<&T> {
-        (start..self.len).map(|i| &self[i]).find(|e| pred(e))
+        let (c0, off) = self.locate(start)?;
+        let first = self.chunks[c0][off..].iter();
+        let rest = self.chunks[c0 + 1..].iter().flat_map(|c| c.iter());
+        first.chain(rest).find(|e| pred(e))
     }
     pub fn len(&self) -> usize {
         self.len
     }
     pub fn get(&self, i: usize) -> Option<&T> {
-        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+        let (c, off) = self.locate(i)?;
+        self.chunks[c].get(off)
     }
     pub fn first(&self) -> Option<&T> {
         self.get(0)
@@ -76,6 +100,7 @@ impl<T> Section<T> {
     /// Removes every entry.
     pub fn clear(&mut self) {
         self.chunks.clear();
+        self.starts.clear();
         self.len = 0;
     }
 }
@@ -89,16 +114,14 @@ impl<T: Clone> Section<T> {
                 let mut c = Vec::with_capacity(CHUNK);
                 c.push(v);
                 self.chunks.push(Arc::new(c));
+                self.starts.push(self.len);
             }
         }
         self.len += 1;
     }
     pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
-        let c = self.chunks.get_mut(i / CHUNK)?;
-        if i % CHUNK >= c.len() {
-            return None;
-        }
-        Arc::make_mut(c).get_mut(i % CHUNK)
+        let (c, off) = self.locate(i)?;
+        Arc::make_mut(&mut self.chunks[c]).get_mut(off)
     }
     pub fn last_mut(&mut self) -> Option<&mut T> {
         Arc::make_mut(self.chunks.last_mut()?).last_mut()
@@ -115,55 +138,101 @@ impl<T: Clone> Section<T> {
             .iter_mut()
             .flat_map(|c| Arc::make_mut(c).iter_mut())
     }
-    /// Keeps the entries `keep` holds to; the chunks before the first one removed stay shared.
+    /// Keeps the entries `keep` holds to (asked once of each, in order): only the chunks that lose
+    /// an entry are copied; the others stay shared.
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         let Some(first) = self.iter().position(|e| !keep(e)) else {
             return;
         };
-        let c0 = first / CHUNK;
-        let mut rest = self.tail_from(c0);
-        let skip = first - c0 * CHUNK;
-        let mut i = 0;
-        rest.retain(|e| {
-            i += 1;
-            i <= skip || (i != skip + 1 && keep(e))
-        });
-        self.extend(rest);
+        let Some((c0, off)) = self.locate(first) else {
+            return;
+        };
+        let mut kept: Vec<bool> = Vec::new();
+        let mut c = c0;
+        while c < self.chunks.len() {
+            kept.clear();
+            let chunk = &self.chunks[c];
+            if c == c0 {
+                // Entries before `first` were kept, `first` was not.
+                kept.resize(off, true);
+                kept.push(false);
+                kept.extend(chunk[off + 1..].iter().map(&mut keep));
+            } else {
+                kept.extend(chunk.iter().map(&mut keep));
+            }
+            if kept.iter().all(|&k| k) {
+                c += 1;
+                continue;
+            }
+            let mut at = 0;
+            Arc::make_mut(&mut self.chunks[c]).retain(|_| {
+                at += 1;
+                kept[at - 1]
+            });
+            if self.chunks[c].is_empty() {
+                self.chunks.remove(c);
+                self.starts.remove(c);
+            } else {
+                c += 1;
+            }
+        }
+        self.restart(c0);
     }
-    /// Removes and returns entry `i`, shifting those after it (the chunks before it stay shared).
+    /// Recomputes where chunks `c0..` start, and the length.
+    fn restart(&mut self, c0: usize) {
+        let mut at = if c0 == 0 {
+            0
+        } else {
+            self.starts[c0 - 1] + self.chunks[c0 - 1].len()
+        };
+        for (s, c) in self.starts[c0..].iter_mut().zip(&self.chunks[c0..]) {
+            *s = at;
+            at += c.len();
+        }
+        self.len = at;
+    }
+    /// Removes and returns entry `i`, shifting those after it: only its chunk is copied.
     pub fn remove(&mut self, i: usize) -> T {
-        assert!(
-            i < self.len,
-            "removal index {i} out of a section of {}",
-            self.len
-        );
-        let c0 = i / CHUNK;
-        let mut rest = self.tail_from(c0);
-        let v = rest.remove(i - c0 * CHUNK);
-        self.extend(rest);
+        let Some((c, off)) = self.locate(i) else {
+            panic!("removal index {i} out of a section of {}", self.len);
+        };
+        let v = Arc::make_mut(&mut self.chunks[c]).remove(off);
+        if self.chunks[c].is_empty() {
+            self.chunks.remove(c);
+            self.starts.remove(c);
+            for s in &mut self.starts[c..] {
+                *s -= 1;
+            }
+        } else {
+            for s in &mut self.starts[c + 1..] {
+                *s -= 1;
+            }
+        }
+        self.len -= 1;
         v
     }
-    /// Inserts `v` at `i`, shifting those after it (the chunks before it stay shared).
+    /// Inserts `v` at `i`, shifting those after it: only the chunk it lands in is copied (and
+    /// split in two once it holds twice what it was built with).
     pub fn insert(&mut self, i: usize, v: T) {
         assert!(
             i <= self.len,
             "insertion index {i} out of a section of {}",
             self.len
         );
-        let c0 = i / CHUNK;
-        let mut rest = self.tail_from(c0);
-        rest.insert(i - c0 * CHUNK, v);
-        self.extend(rest);
-    }
-    /// Takes the entries of chunks `c0..` out of the section.
-    fn tail_from(&mut self, c0: usize) -> Vec<T> {
-        let mut rest = Vec::with_capacity(self.len - c0 * CHUNK);
-        for c in &self.chunks[c0..] {
-            rest.extend_from_slice(c);
+        let Some((c, off)) = self.locate(i) else {
+            return self.push(v); // at the end
+        };
+        let chunk = Arc::make_mut(&mut self.chunks[c]);
+        chunk.insert(off, v);
+        for s in &mut self.starts[c + 1..] {
+            *s += 1;
         }
-        self.chunks.truncate(c0);
-        self.len = c0 * CHUNK;
-        rest
+        self.len += 1;
+        if chunk.len() > 2 * CHUNK {
+            let tail = chunk.split_off(CHUNK);
+            self.chunks.insert(c + 1, Arc::new(tail));
+            self.starts.insert(c + 1, self.starts[c] + CHUNK);
+        }
     }
 }
 
@@ -240,6 +309,7 @@ impl<T> Clone for Section<T> {
     fn clone(&self) -> Self {
         Section {
             chunks: self.chunks.clone(),
+            starts: self.starts.clone(),
             len: self.len,
         }
     }
@@ -249,8 +319,16 @@ impl<T> From<Vec<T>> for Section<T> {
     fn from(v: Vec<T>) -> Self {
         let len = v.len();
         if len <= CHUNK {
-            let chunks = if len == 0 { vec![] } else { vec![Arc::new(v)] };
-            return Section { chunks, len };
+            let (chunks, starts) = if len == 0 {
+                (vec![], vec![])
+            } else {
+                (vec![Arc::new(v)], vec![0])
+            };
+            return Section {
+                chunks,
+                starts,
+                len,
+            };
         }
         let mut chunks = Vec::with_capacity(len.div_ceil(CHUNK));
         let mut it = v.into_iter();
@@ -261,7 +339,12 @@ impl<T> From<Vec<T>> for Section<T> {
             }
             chunks.push(Arc::new(c));
         }
-        Section { chunks, len }
+        let starts = (0..chunks.len()).map(|c| c * CHUNK).collect();
+        Section {
+            chunks,
+            starts,
+            len,
+        }
     }
 }
 
@@ -276,6 +359,7 @@ impl<T> FromIterator<T> for Section<T> {
             if c.is_empty() {
                 return s;
             }
+            s.starts.push(s.len);
             s.len += c.len();
             s.chunks.push(Arc::new(c));
         }
@@ -290,17 +374,18 @@ impl<'a, T> IntoIterator for &'a Section<T> {
     }
 }
 
-/// Chunk by chunk: sections of one length have their chunks at the same places, and a chunk the
-/// two share is equal without a look at its entries (a copy that changed one entry compares one
-/// chunk).
+/// Chunk by chunk where the two have their chunks at the same places (a copy that changed one
+/// entry, or two lists built alike): a chunk the two share is equal without a look at its entries.
+/// Entry by entry otherwise.
 impl<T: PartialEq> PartialEq for Section<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len
-            && self
-                .chunks
-                .iter()
-                .zip(&other.chunks)
-                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+        if self.len != other.len {
+            return false;
+        }
+        if self.starts != other.starts {
+            return self.iter().eq(other.iter());
+        }
+        (self.chunks.iter().zip(&other.chunks)).all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
     }
 }
 
@@ -396,6 +481,81 @@ mod tests {
         let d: Section<u32> = (0..3).collect::<Vec<_>>().into();
         assert_eq!(d.shared_prefix(&d.clone()), 3);
         assert_eq!(d.shared_prefix(&Section::new()), 0);
+    }
+
+    #[test]
+    fn a_removal_or_an_insertion_copies_one_chunk() {
+        let a: Section<u32> = (0..10 * CHUNK as u32).collect::<Vec<_>>().into();
+        let mut b = a.clone();
+        assert_eq!(b.remove(4 * CHUNK + 1), 4 * CHUNK as u32 + 1);
+        let shared = |x: &Section<u32>, y: &Section<u32>| {
+            x.chunks
+                .iter()
+                .filter(|c| y.chunks.iter().any(|d| Arc::ptr_eq(c, d)))
+                .count()
+        };
+        assert_eq!(shared(&a, &b), 9, "one chunk copied");
+        assert_eq!(b.len(), 10 * CHUNK - 1);
+        assert_eq!(b[4 * CHUNK + 1], 4 * CHUNK as u32 + 2);
+        assert_eq!(b[9 * CHUNK], 9 * CHUNK as u32 + 1);
+        let mut c = b.clone();
+        c.insert(7 * CHUNK, 5);
+        assert_eq!(shared(&b, &c), 9, "one chunk copied");
+        assert_eq!(c[7 * CHUNK], 5);
+        assert_eq!(c[7 * CHUNK - 1], 7 * CHUNK as u32);
+        assert_eq!(c.len(), 10 * CHUNK);
+        let mut d = a.clone();
+        d.retain(|&x| x != 3 && x != 8 * CHUNK as u32);
+        assert_eq!(shared(&a, &d), 8, "two chunks copied");
+        assert_eq!(d.len(), 10 * CHUNK - 2);
+    }
+
+    proptest::proptest! {
+        /// Any sequence of edits, each on a copy of the section before it, leaves every version
+        /// reading as its own `Vec` would.
+        #[test]
+        fn edits_read_as_a_vec_would(
+            n in 0usize..1200,
+            ops in proptest::collection::vec((0u8..6, proptest::prelude::any::<proptest::sample::Index>(), 0u32..1000), 1..60),
+        ) {
+            let mut model: Vec<u32> = (0..n as u32).collect();
+            let mut sec: Section<u32> = model.clone().into();
+            let mut versions = vec![(sec.clone(), model.clone())];
+            for (op, at, v) in ops {
+                let len = model.len();
+                match op {
+                    0 => { model.push(v); sec.push(v); }
+                    1 => { let i = at.index(len + 1); model.insert(i, v); sec.insert(i, v); }
+                    2 if len > 0 => { let i = at.index(len); proptest::prop_assert_eq!(model.remove(i), sec.remove(i)); }
+                    3 if len > 0 => { let i = at.index(len); model[i] = v; sec[i] = v; }
+                    4 => { model.retain(|&x| x % 7 != v % 7); sec.retain(|&x| x % 7 != v % 7); }
+                    _ => {
+                        // Inserting many at one place splits the chunk.
+                        let i = at.index(len + 1);
+                        for k in 0..300 { model.insert(i, v + k); sec.insert(i, v + k); }
+                    }
+                }
+                proptest::prop_assert_eq!(&sec, &model);
+                versions.push((sec.clone(), model.clone()));
+            }
+            for (s, m) in &versions {
+                proptest::prop_assert_eq!(s.len(), m.len());
+                proptest::prop_assert!(s.iter().eq(m.iter()));
+                for (i, x) in m.iter().enumerate() {
+                    proptest::prop_assert_eq!(s.get(i), Some(x));
+                    proptest::prop_assert_eq!(s.find_from(i, |_| true), Some(x));
+                }
+                proptest::prop_assert_eq!(s.get(m.len()), None);
+                proptest::prop_assert_eq!(s.last(), m.last());
+                let built: Section<u32> = m.clone().into();
+                proptest::prop_assert_eq!(s, &built, "equal to one built whole");
+                proptest::prop_assert_eq!(&built, s);
+                proptest::prop_assert!(s.shared_prefix(&sec) <= s.len().min(sec.len()));
+                for (x, y) in s.iter().zip(sec.iter()).take(s.shared_prefix(&sec)) {
+                    proptest::prop_assert_eq!(x, y);
+                }
+            }
+        }
     }
 
     #[test]

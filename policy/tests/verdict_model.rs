@@ -347,6 +347,53 @@ fn deny_wins_ties_and_priority_beats_it() {
     assert!(!t.verdict(a, b, &f, T0 * NS).allow);
 }
 
+/// `base` (compiled from `before`) with one rule change made in place, as `version`, and the
+/// document it is for. `kind`: 0 `rule` appended, 1 rule `at` replaced by `rule`, 2 rule `at`
+/// removed, 3 `rule` inserted at `at` (before any rule, between two, or at the end); a change that
+/// needs a rule there is an append when there is none.
+fn rule_change(
+    base: &Table,
+    before: &policy::Document,
+    version: u64,
+    (kind, at, rule): (u8, prop::sample::Index, &policy::Rule),
+) -> (Table, policy::Document) {
+    let mut after = before.clone();
+    let n = before.rules.len();
+    let change = match kind {
+        1 if n > 0 => {
+            let i = at.index(n);
+            after.rules[i] = rule.clone();
+            policy::RuleChange::Replace {
+                index: i,
+                old: &before.rules[i],
+                new: rule,
+            }
+        }
+        2 if n > 0 => {
+            let i = at.index(n);
+            after.rules.remove(i);
+            policy::RuleChange::Remove {
+                index: i,
+                old: &before.rules[i],
+            }
+        }
+        3 => {
+            let i = at.index(n + 1);
+            after.rules.insert(i, rule.clone());
+            policy::RuleChange::Insert {
+                index: i,
+                new: rule,
+            }
+        }
+        _ => {
+            after.rules.push(rule.clone());
+            policy::RuleChange::Append(rule)
+        }
+    };
+    let t = base.with_rule_change(version, change, Arc::new(after.clone()));
+    (t, after)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -356,21 +403,13 @@ proptest! {
     fn incremental_rule_change_equals_full_compile(
         rules in prop::collection::vec(arb_rule(), 0..10),
         new_rule in arb_rule(),
-        replace in any::<prop::sample::Index>(),
-        append in any::<bool>(),
+        at in any::<prop::sample::Index>(),
+        kind in 0..4u8,
         probes in prop::collection::vec((0..4usize, 0..4usize, arb_flow(), -3i64..4, -1i64..2), 1..30),
     ) {
         let before = doc(rules);
         let t1 = Table::compile(Arc::new(before.clone()), 1, None).unwrap();
-        let mut after = before.clone();
-        let t_inc = if append || before.rules.is_empty() {
-            after.rules.push(new_rule.clone());
-            t1.with_rule_change(2, policy::RuleChange::Append(&new_rule), Arc::new(after.clone()))
-        } else {
-            let i = replace.index(before.rules.len());
-            after.rules[i] = new_rule.clone();
-            t1.with_rule_change(2, policy::RuleChange::Replace { index: i, old: &before.rules[i], new: &new_rule }, Arc::new(after.clone()))
-        };
+        let (t_inc, after) = rule_change(&t1, &before, 2, (kind, at, &new_rule));
         let t_full = Table::compile(Arc::new(after.clone()), 2, Some(&t1)).unwrap();
         prop_assert_eq!(t_inc.digest(), t_full.digest());
         prop_assert_eq!(t_full.digest(), policy::digest(&after));
@@ -467,26 +506,17 @@ proptest! {
     #[test]
     fn chained_and_branching_rule_changes_leave_every_version_intact(
         rules in prop::collection::vec(arb_rule(), 0..8),
-        changes in prop::collection::vec((arb_rule(), any::<prop::sample::Index>(), any::<bool>(), 0..3usize), 1..8),
+        changes in prop::collection::vec((arb_rule(), any::<prop::sample::Index>(), 0..4u8, 0..3usize), 1..8),
         probes in prop::collection::vec((0..4usize, 0..4usize, arb_flow(), -3i64..4, -1i64..2), 1..20),
     ) {
         let first = doc(rules);
         let mut versions = vec![(Table::compile(Arc::new(first.clone()), 1, None).unwrap(), first)];
-        for (n, (rule, replace, append, back)) in changes.into_iter().enumerate() {
+        for (n, (rule, at, kind, back)) in changes.into_iter().enumerate() {
             // Build on the newest version, or (a branch) on one a little older.
             let from = versions.len() - 1 - back.min(versions.len() - 1);
             let (base, before) = (&versions[from].0, &versions[from].1);
-            let mut after = before.clone();
-            let version = 2 + n as u64;
-            let next = if append || before.rules.is_empty() {
-                after.rules.push(rule.clone());
-                base.with_rule_change(version, policy::RuleChange::Append(&rule), Arc::new(after.clone()))
-            } else {
-                let i = replace.index(before.rules.len());
-                after.rules[i] = rule.clone();
-                base.with_rule_change(version, policy::RuleChange::Replace { index: i, old: &before.rules[i], new: &rule }, Arc::new(after.clone()))
-            };
-            versions.push((next, after));
+            let next = rule_change(base, before, 2 + n as u64, (kind, at, &rule));
+            versions.push(next);
         }
         for (table, d) in &versions {
             let full = Table::compile(Arc::new(d.clone()), table.version(), None).unwrap();

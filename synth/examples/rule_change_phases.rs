@@ -1,12 +1,14 @@
 //! Where a one-rule change's time goes at scale: the document's copy and the table's incremental
-//! compile, timed apart. `cargo run --release -p synth --example rule_change_phases -- RULES ENDPOINTS [TENANTS] [ROUNDS]`
+//! compile, timed apart. `cargo run --release -p synth --example rule_change_phases -- RULES ENDPOINTS [TENANTS] [ROUNDS] [mid]`
+//! (`mid`: in turn, a rule inserted in the middle of the list and removed again, instead of one
+//! appended).
 use std::sync::Arc;
 use std::time::Instant;
 
 fn main() {
     let a: Vec<usize> = std::env::args()
         .skip(1)
-        .map(|s| s.parse().expect("a number"))
+        .filter_map(|s| s.parse().ok())
         .collect();
     let (rules, endpoints) = (
         a.first().copied().unwrap_or(100_000),
@@ -17,6 +19,7 @@ fn main() {
         .copied()
         .unwrap_or((endpoints / 10).clamp(10, 100_000));
     let rounds = a.get(3).copied().unwrap_or(7);
+    let mid = std::env::args().nth(5).is_some_and(|m| m == "mid");
     let mut p = synth::Params::scale(tenants as u32, endpoints as u32, rules as u32);
     p.flows = 16;
     p.frames = 16;
@@ -30,6 +33,40 @@ fn main() {
     );
     for r in 0..rounds {
         let rule: policy::Rule = serde_json::from_value(serde_json::json!({"from": "t0", "to": format!("t{}", 1 + r), "proto": "tcp", "ports": format!("{}", 10_000 + r), "action": "allow", "priority": 5})).expect("a rule");
+        if mid {
+            let at = doc.rules.len() / 2;
+            let t0 = Instant::now();
+            let mut d = (*doc).clone();
+            let removed = if r % 2 == 0 {
+                d.rules.insert(at, rule.clone());
+                None
+            } else {
+                Some(d.rules.remove(at))
+            };
+            let t1 = Instant::now();
+            policy::names::name_rules(&mut d);
+            let t2 = Instant::now();
+            assert!(d != *doc);
+            let t3 = Instant::now();
+            let d = Arc::new(d);
+            let change = match &removed {
+                None => policy::RuleChange::Insert {
+                    index: at,
+                    new: &d.rules[at],
+                },
+                Some(old) => policy::RuleChange::Remove { index: at, old },
+            };
+            let next = table.with_rule_change(2 + r as u64, change, d.clone());
+            let t4 = Instant::now();
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            eprintln!(
+                "round {r} ({}): document {:.3} ms, names {:.3} ms, compare {:.3} ms, table {:.3} ms",
+                if removed.is_some() { "remove" } else { "insert" },
+                ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4)
+            );
+            (doc, table) = (d, Arc::new(next));
+            continue;
+        }
         let t0 = Instant::now();
         let issues = table.check_rule(doc.rules.len(), &rule);
         assert!(issues.is_empty(), "{issues:?}");
