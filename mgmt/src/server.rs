@@ -1076,7 +1076,7 @@ impl Server {
         let (_, base) = Self::base(&store, expected)?;
         let old = self.table();
         let mut doc = build(&base)?;
-        policy::names::name_rules(&mut doc);
+        policy::names::name_new_rules(&mut doc, &base);
         if doc == *base {
             // The document already in force: no new version.
             return Ok(json!({

@@ -44,15 +44,26 @@ pub fn fresh_name(r: &Rule, taken: &dyn Fn(&str) -> bool) -> String {
 /// Gives every unnamed rule a generated name, unique among all rules' names. Deterministic: the same
 /// document always gets the same names.
 pub fn name_rules(doc: &mut Document) {
-    name_rules_with(doc, 16)
-}
-
-/// [`name_rules`], looking the taken names up rule by rule when at most `few` rules are unnamed.
-fn name_rules_with(doc: &mut Document, few: usize) {
     let unnamed: Vec<usize> = (doc.rules.iter().enumerate())
         .filter(|(_, r)| r.name.is_none())
         .map(|(i, _)| i)
         .collect();
+    name_rules_with(doc, unnamed, 16)
+}
+
+/// [`name_rules`] for `doc` made by an edit of `base`, whose rules all have names: only the rules
+/// the edit wrote (the chunks of the rule list `doc` does not share with `base`) are looked at.
+pub fn name_new_rules(doc: &mut Document, base: &Document) {
+    let unnamed: Vec<usize> = (doc.rules.unshared_with(&base.rules).into_iter())
+        .flatten()
+        .filter(|&i| doc.rules[i].name.is_none())
+        .collect();
+    name_rules_with(doc, unnamed, 16)
+}
+
+/// Names the rules `unnamed` (in order), looking the taken names up rule by rule when there are
+/// at most `few` of them.
+fn name_rules_with(doc: &mut Document, unnamed: Vec<usize>, few: usize) {
     if unnamed.is_empty() {
         return;
     }
@@ -175,8 +186,9 @@ mod tests {
             .collect::<Vec<_>>()
             .into();
         let (mut by_rule, mut by_set) = (many.clone(), many.clone());
-        name_rules_with(&mut by_rule, usize::MAX);
-        name_rules_with(&mut by_set, 0);
+        let unnamed: Vec<usize> = (0..40).filter(|k| k % 4 != 1).collect();
+        name_rules_with(&mut by_rule, unnamed.clone(), usize::MAX);
+        name_rules_with(&mut by_set, unnamed, 0);
         assert_eq!(by_rule, by_set);
         let mut names: Vec<&str> = by_set
             .rules
@@ -186,6 +198,15 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), 40, "unique");
+        // A rule inserted into a named list: only it is looked at, and it gets the name the whole
+        // pass would give it.
+        let mut inserted = by_set.clone();
+        inserted.rules.insert(17, rule("a", "b", None));
+        let mut whole = inserted.clone();
+        name_new_rules(&mut inserted, &by_set);
+        name_rules(&mut whole);
+        assert_eq!(inserted, whole);
+        assert_eq!(inserted.rules[17].name.as_deref(), Some("a-b-tcp-443-11"));
         assert!(name_problem("12").is_some());
         assert!(name_problem("a b").is_some());
         assert!(name_problem("web-in").is_none());

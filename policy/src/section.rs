@@ -60,6 +60,16 @@ impl<T> Section<T> {
         let c = self.starts.partition_point(|&s| s <= i) - 1;
         Some((c, i - self.starts[c]))
     }
+    /// The index ranges of the entries this section holds in chunks that `other` does not share:
+    /// all a copy of `other` may have written.
+    pub fn unshared_with(&self, other: &Self) -> Vec<std::ops::Range<usize>> {
+        let theirs: std::collections::HashSet<*const Vec<T>> =
+            other.chunks.iter().map(Arc::as_ptr).collect();
+        (self.chunks.iter().zip(&self.starts))
+            .filter(|(c, _)| !theirs.contains(&Arc::as_ptr(c)))
+            .map(|(c, &s)| s..s + c.len())
+            .collect()
+    }
     /// The first entry from index `start` on that `pred` holds to.
     pub fn find_from(&self, start: usize, mut pred: impl FnMut(&T) -> bool) -> Option<&T> {
         let (c0, off) = self.locate(start)?;
@@ -149,10 +159,11 @@ impl<T: Clone> Section<T> {
         };
         let mut kept: Vec<bool> = Vec::new();
         let mut c = c0;
+        let mut at_first = true;
         while c < self.chunks.len() {
             kept.clear();
             let chunk = &self.chunks[c];
-            if c == c0 {
+            if std::mem::take(&mut at_first) {
                 // Entries before `first` were kept, `first` was not.
                 kept.resize(off, true);
                 kept.push(false);
@@ -504,10 +515,17 @@ mod tests {
         assert_eq!(c[7 * CHUNK], 5);
         assert_eq!(c[7 * CHUNK - 1], 7 * CHUNK as u32);
         assert_eq!(c.len(), 10 * CHUNK);
+        assert_eq!(c.unshared_with(&b), [7 * CHUNK - 1..8 * CHUNK]);
+        assert_eq!(b.unshared_with(&a), [4 * CHUNK..5 * CHUNK - 1]);
+        assert!(a.unshared_with(&a.clone()).is_empty());
         let mut d = a.clone();
         d.retain(|&x| x != 3 && x != 8 * CHUNK as u32);
         assert_eq!(shared(&a, &d), 8, "two chunks copied");
         assert_eq!(d.len(), 10 * CHUNK - 2);
+        assert_eq!(
+            d.unshared_with(&a),
+            [0..CHUNK - 1, 8 * CHUNK - 1..9 * CHUNK - 2]
+        );
     }
 
     proptest::proptest! {
