@@ -44,7 +44,7 @@ fn main() {
                 Some(d.rules.remove(at))
             };
             let t1 = Instant::now();
-            policy::names::name_rules(&mut d);
+            policy::names::name_new_rules(&mut d, &doc);
             let t2 = Instant::now();
             assert!(d != *doc);
             let t3 = Instant::now();
