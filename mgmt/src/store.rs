@@ -237,6 +237,9 @@ fn read_meta(path: &Path) -> Result<VersionMeta, String> {
 
 /// Applies a delta's edits to `doc`.
 pub fn apply_edits(doc: &mut Document, edits: &Value) -> Result<(), String> {
+    // The rules the edits add without a name get the names the server gave them when it committed
+    // them (naming is deterministic, and a delta holds the request as it came).
+    let before = doc.clone();
     for (i, e) in edits.as_array().into_iter().flatten().enumerate() {
         let op = e.get("op").and_then(Value::as_str).unwrap_or_default();
         let args = e.get("args").cloned().unwrap_or(Value::Null);
@@ -246,6 +249,7 @@ pub fn apply_edits(doc: &mut Document, edits: &Value) -> Result<(), String> {
             Err(e) => return Err(format!("edits[{i}] ({op}): {}", e.message)),
         }
     }
+    policy::names::name_new_rules(doc, &before);
     Ok(())
 }
 
@@ -725,6 +729,31 @@ mod tests {
         assert_eq!(names(&s.read(3).unwrap().document), ["t0", "d0", "d1"]);
         assert_eq!(s.read(3).unwrap().meta.op, "tenant.add");
         assert_eq!(s.history(100).len(), 6);
+    }
+
+    #[test]
+    fn a_rule_added_without_a_name_keeps_the_name_it_was_given_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let edits = json!([{"op": "rule.add", "args": {"index": 0, "rule": {"from": "t0", "to": "t0", "action": "allow"}}}]);
+        {
+            let mut s = Store::open(dir.path(), 5).unwrap();
+            commit(&mut s, doc(0), "base");
+            let mut d = (*s.current().unwrap().document).clone();
+            apply_edits(&mut d, &edits).unwrap();
+            // Named as the server names a committed rule (`names::name_new_rules`).
+            assert_eq!(d.rules[0].name.as_deref(), Some("t0-t0"));
+            let meta = s.meta_for(policy::table::digest(&d), 1000, "rule.add", None);
+            s.commit_meta(Arc::new(d), meta, Change::Edits(&edits))
+                .unwrap();
+        }
+        let s = Store::open(dir.path(), 5).unwrap();
+        assert_eq!(s.version(), 2);
+        let d = &s.current().unwrap().document;
+        assert_eq!(
+            d.rules[0].name.as_deref(),
+            Some("t0-t0"),
+            "the delta replayed"
+        );
     }
 
     #[test]
