@@ -62,23 +62,10 @@ pub fn name_for(doc: &Document, index: usize, rule: &mut Rule) -> Result<(), OpE
             rule.name = match doc.rules.get(index).and_then(|r| r.name.clone()) {
                 Some(old) => Some(old),
                 None => {
-                    let base = policy::names::base_name(rule);
-                    if !others(&base) {
-                        // The common case: one pass of comparisons that mostly stop at the length.
-                        Some(base)
-                    } else {
-                        // Taken: one pass for the names a suffixed one could collide with (they
-                        // all start with its base), however many suffixes are tried.
-                        let near: std::collections::HashSet<&str> = doc
-                            .rules
-                            .iter()
-                            .enumerate()
-                            .filter(|&(i, _)| i != index)
-                            .filter_map(|(_, r)| r.name.as_deref())
-                            .filter(|n| n.starts_with(base.as_str()))
-                            .collect();
-                        Some(policy::names::fresh_name(rule, &|n| near.contains(n)))
-                    }
+                    let names = (doc.rules.iter().enumerate())
+                        .filter(|&(i, _)| i != index)
+                        .filter_map(|(_, r)| r.name.as_deref());
+                    Some(policy::names::fresh_name_among(rule, names, &|_| false))
                 }
             };
             Ok(())

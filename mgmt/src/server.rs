@@ -1371,14 +1371,14 @@ fn compile_next(
             List::Rules => {
                 let change = rule_change(op, args, base, &doc)?;
                 let new = match change {
-                    policy::RuleChange::Append(r)
-                    | policy::RuleChange::Replace { new: r, .. }
-                    | policy::RuleChange::Insert { new: r, .. } => Some(r),
+                    policy::RuleChange::Append(r) => Some((doc.rules.len() - 1, r)),
+                    policy::RuleChange::Replace { index, new, .. }
+                    | policy::RuleChange::Insert { index, new } => Some((index, new)),
                     policy::RuleChange::Remove { .. } => None,
                 };
                 // A rule the running table refuses goes to the whole compile, which words why.
-                if let Some(r) = new {
-                    if !old.check_rule(doc.rules.len() - 1, r).is_empty() {
+                if let Some((index, r)) = new {
+                    if !old.check_rule(index, r).is_empty() {
                         return None;
                     }
                 }
@@ -1609,7 +1609,7 @@ action = "deny"
     ) -> Result<(Table, bool, Document), policy::ConfigError> {
         let mut doc = base.clone();
         edit::apply(op, &args, &mut doc).expect("applies");
-        policy::names::name_rules(&mut doc);
+        policy::names::name_new_rules(&mut doc, base);
         let edits = json!([{"op": op, "args": args}]);
         let doc = Arc::new(doc);
         let (t, in_place) = compile_next(old, Some(base), Some(&edits), doc.clone(), 2)?;

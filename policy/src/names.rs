@@ -41,6 +41,23 @@ pub fn fresh_name(r: &Rule, taken: &dyn Fn(&str) -> bool) -> String {
         .expect("some suffix is free")
 }
 
+/// A name for `r` that neither `names` nor `taken` holds. The base name is tried first, with one
+/// pass of comparisons that mostly stop at the length; when it is taken, one pass gathers the names
+/// a suffixed one could collide with (they all start with its base), however many suffixes are
+/// tried. For one rule added to a big list, where a set of every name would cost more.
+pub fn fresh_name_among<'a>(
+    r: &Rule,
+    names: impl Iterator<Item = &'a str> + Clone,
+    taken: &dyn Fn(&str) -> bool,
+) -> String {
+    let base = base_name(r);
+    if !taken(&base) && !names.clone().any(|n| n == base) {
+        return base;
+    }
+    let near: HashSet<&str> = names.filter(|n| n.starts_with(base.as_str())).collect();
+    fresh_name(r, &|n| near.contains(n) || taken(n))
+}
+
 /// Gives every unnamed rule a generated name, unique among all rules' names. Deterministic: the same
 /// document always gets the same names.
 pub fn name_rules(doc: &mut Document) {
@@ -73,15 +90,11 @@ fn name_rules_with(doc: &mut Document, unnamed: Vec<usize>, few: usize) {
         let mut given: HashSet<String> = HashSet::new();
         let mut names = Vec::with_capacity(unnamed.len());
         if unnamed.len() <= few {
-            // A rule or a few added to a big list: per rule, one pass for the names its generated
-            // one could collide with (they all start with its base), instead of a set of them all.
+            // A rule or a few added to a big list: looked up rule by rule, instead of a set of
+            // every name.
             for &i in &unnamed {
-                let base = base_name(&doc.rules[i]);
-                let near: HashSet<&str> = (doc.rules.iter())
-                    .filter_map(|r| r.name.as_deref())
-                    .filter(|n| n.starts_with(base.as_str()))
-                    .collect();
-                let n = fresh_name(&doc.rules[i], &|n| near.contains(n) || given.contains(n));
+                let all = doc.rules.iter().filter_map(|r| r.name.as_deref());
+                let n = fresh_name_among(&doc.rules[i], all, &|n| given.contains(n));
                 given.insert(n.clone());
                 names.push(n);
             }
