@@ -8,7 +8,11 @@ use std::time::Instant;
 fn main() {
     let a: Vec<usize> = std::env::args()
         .skip(1)
-        .filter_map(|s| s.parse().ok())
+        .take_while(|s| s != "mid")
+        .map(|s| {
+            s.parse()
+                .expect("RULES ENDPOINTS [TENANTS] [ROUNDS] are numbers")
+        })
         .collect();
     let (rules, endpoints) = (
         a.first().copied().unwrap_or(100_000),
@@ -19,7 +23,7 @@ fn main() {
         .copied()
         .unwrap_or((endpoints / 10).clamp(10, 100_000));
     let rounds = a.get(3).copied().unwrap_or(7);
-    let mid = std::env::args().nth(5).is_some_and(|m| m == "mid");
+    let mid = std::env::args().any(|m| m == "mid");
     let mut p = synth::Params::scale(tenants as u32, endpoints as u32, rules as u32);
     p.flows = 16;
     p.frames = 16;
