@@ -7,6 +7,7 @@ use crate::document::{
 use crate::error::{ConfigError, Issue};
 use crate::flat::{FlatMap, PagedMap};
 use crate::huge::{Appended, HugeBuf};
+use crate::section::Section;
 use crate::table::*;
 use hashbrown::HashMap;
 use std::hash::{Hash, Hasher};
@@ -134,12 +135,31 @@ fn hash_of<T: Hash + ?Sized>(salt: u64, v: &T) -> u64 {
     (h ^ h >> 31).wrapping_mul(0xbf58_476d_1ce4_e5b9)
 }
 
+/// A rule's part of the digest: its content's hash placed at its index. The two are apart so that
+/// a change that moves rules (an insertion or removal mid-list) re-places the later rules' cached
+/// content hashes ([`RuleSet::hashes`]) instead of rehashing their strings.
 fn rule_hash(index: usize, r: &Rule) -> u64 {
+    placed(index, content_hash(r))
+}
+
+/// The hash of what a rule says (its name aside).
+fn content_hash(r: &Rule) -> u64 {
     let key = (
         (&r.from, &r.to, r.proto, &r.ports, &r.from_cidr, &r.to_cidr),
         (r.action, r.priority, &r.not_before, &r.not_after),
     );
-    hash_of(index as u64 + 1, &key)
+    hash_of(0, &key)
+}
+
+/// A rule's content hash `h` at list index `index`: a few multiplications.
+#[inline]
+fn placed(index: usize, h: u64) -> u64 {
+    let x = fold_mul(
+        h ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        K1,
+    );
+    let x = fold_mul(x ^ K0, K1 ^ h);
+    (x ^ x >> 31).wrapping_mul(0xbf58_476d_1ce4_e5b9)
 }
 
 fn core_digest(doc: &Document) -> u64 {
@@ -428,6 +448,7 @@ impl RuleSet {
         let mut fresh = RuleSet {
             arena: Appended::with_capacity(headroom(self.arena.len() - self.garbage)),
             digest: self.digest,
+            hashes: self.hashes.clone(),
             pairs: PagedMap::with_capacity(self.pairs.len()),
             slots: self.slots,
             ..RuleSet::default()
@@ -481,24 +502,31 @@ fn window_edges(arena: &[CRule]) -> Arc<Vec<i64>> {
     Arc::new(e)
 }
 
-fn build_rules(core: &Core, doc_rules: &crate::section::Section<Rule>) -> RuleSet {
+fn build_rules(core: &Core, doc_rules: &Section<Rule>) -> RuleSet {
     let slots = core.tenants.len();
     // Every rule that names existing tenants as (bucket, rule index), sorted: a bucket's rules come
     // out side by side, in bucket order, with no list per bucket (at a million rules, a million small
     // allocations would outlive the compile as heap fragmentation: ~350 MB of RSS).
     let mut keyed: Vec<(Key, u32)> = Vec::with_capacity(doc_rules.len());
     let mut digest = 0u64;
-    for (i, r) in doc_rules.iter().enumerate() {
-        if let Some(k) = key_of(core, r) {
-            keyed.push((k, i as u32));
-        }
-        digest = digest.wrapping_add(rule_hash(i, r));
-    }
+    let hashes: Section<u64> = doc_rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if let Some(k) = key_of(core, r) {
+                keyed.push((k, i as u32));
+            }
+            let h = content_hash(r);
+            digest = digest.wrapping_add(placed(i, h));
+            h
+        })
+        .collect();
     keyed.sort_unstable();
     let buckets = || keyed.chunk_by(|a, b| a.0 == b.0);
     let mut rules = RuleSet {
         arena: Appended::with_capacity(headroom(keyed.len())),
         digest,
+        hashes,
         pairs: PagedMap::with_capacity(
             buckets()
                 .filter(|b| matches!(b[0].0, Key::Pair(..)))
@@ -584,7 +612,9 @@ impl Table {
                 if let Some(k) = key_of(core, r) {
                     rules.edit_bucket(k, |v| v.push(c));
                 }
-                rules.digest = rules.digest.wrapping_add(rule_hash(index, r));
+                let h = content_hash(r);
+                rules.hashes.push(h);
+                rules.digest = rules.digest.wrapping_add(placed(index, h));
                 w
             }
             RuleChange::Replace { index, old, new } => {
@@ -596,10 +626,12 @@ impl Table {
                 if let Some(k) = key_of(core, new) {
                     rules.edit_bucket(k, |v| v.push(c));
                 }
+                let h = content_hash(new);
+                let was = std::mem::replace(&mut rules.hashes[index], h);
                 rules.digest = rules
                     .digest
-                    .wrapping_sub(rule_hash(index, old))
-                    .wrapping_add(rule_hash(index, new));
+                    .wrapping_sub(placed(index, was))
+                    .wrapping_add(placed(index, h));
                 w
             }
             RuleChange::Remove { index, old } => {
@@ -611,11 +643,10 @@ impl Table {
                 }
                 let at = index as u32;
                 rules.reindexed(|i| if i > at { i - 1 } else { i });
-                let mut d = rules.digest.wrapping_sub(rule_hash(index, old));
-                for (k, r) in doc.rules.iter().enumerate().skip(index) {
-                    d = d
-                        .wrapping_sub(rule_hash(k + 1, r))
-                        .wrapping_add(rule_hash(k, r));
+                let was = rules.hashes.remove(index);
+                let mut d = rules.digest.wrapping_sub(placed(index, was));
+                for (k, &h) in rules.hashes.iter_from(index) {
+                    d = d.wrapping_sub(placed(k + 1, h)).wrapping_add(placed(k, h));
                 }
                 rules.digest = d;
                 None // its window's edges stay, as a replaced rule's do
@@ -623,11 +654,11 @@ impl Table {
             RuleChange::Insert { index, new } => {
                 let at = index as u32;
                 rules.reindexed(|i| if i < at { i } else { i + 1 });
-                let mut d = rules.digest.wrapping_add(rule_hash(index, new));
-                for (k, r) in doc.rules.iter().enumerate().skip(index + 1) {
-                    d = d
-                        .wrapping_sub(rule_hash(k - 1, r))
-                        .wrapping_add(rule_hash(k, r));
+                let h = content_hash(new);
+                rules.hashes.insert(index, h);
+                let mut d = rules.digest.wrapping_add(placed(index, h));
+                for (k, &h) in rules.hashes.iter_from(index + 1) {
+                    d = d.wrapping_sub(placed(k - 1, h)).wrapping_add(placed(k, h));
                 }
                 rules.digest = d;
                 let c = compile_rule(index, new);

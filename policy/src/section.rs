@@ -77,6 +77,13 @@ impl<T> Section<T> {
         let rest = self.chunks[c0 + 1..].iter().flat_map(|c| c.iter());
         first.chain(rest).find(|e| pred(e))
     }
+    /// The entries from index `start` on, each with its index.
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = (usize, &T)> + '_ {
+        let (c0, off) = self.locate(start).unwrap_or((self.chunks.len(), 0));
+        let first = self.chunks.get(c0).map_or(&[][..], |c| &c[off..]);
+        let rest = self.chunks.get(c0 + 1..).unwrap_or(&[]);
+        (start..).zip(first.iter().chain(rest.iter().flat_map(|c| c.iter())))
+    }
     pub fn len(&self) -> usize {
         self.len
     }
@@ -451,6 +458,32 @@ mod tests {
         let c = b.clone();
         assert_eq!(b, c);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn iter_from_starts_at_its_index_across_uneven_chunks() {
+        let mut s: Section<u32> = (0..3 * CHUNK as u32).collect::<Vec<_>>().into();
+        // Uneven chunks: one grown by insertions, one shrunk by removals.
+        for _ in 0..10 {
+            s.insert(CHUNK / 2, 9_999);
+            s.remove(2 * CHUNK + 20);
+        }
+        let all: Vec<(usize, u32)> = s.iter().copied().enumerate().collect();
+        for start in [
+            0,
+            1,
+            CHUNK / 2,
+            CHUNK + 9,
+            CHUNK + 10,
+            2 * CHUNK,
+            s.len() - 1,
+        ] {
+            let from: Vec<(usize, u32)> = s.iter_from(start).map(|(i, &x)| (i, x)).collect();
+            assert_eq!(from, all[start..], "from {start}");
+        }
+        assert_eq!(s.iter_from(s.len()).count(), 0);
+        assert_eq!(s.iter_from(s.len() + 5).count(), 0);
+        assert_eq!(Section::<u32>::new().iter_from(0).count(), 0);
     }
 
     #[test]

@@ -403,6 +403,9 @@ pub(crate) struct RuleSet {
     pub any_any: Bucket,
     /// Σ of the rules' hashes (with their index): the rules' part of the digest.
     pub digest: u64,
+    /// Each rule's content hash, in list order (8 bytes a rule, shared chunk by chunk with the
+    /// versions this one was changed from): what a change that moves rules re-places.
+    pub hashes: crate::section::Section<u64>,
     /// Every instant a rule's validity window opens or closes (sorted): decisions made between two
     /// of them stay true until the next.
     pub edges: Arc<Vec<i64>>,
