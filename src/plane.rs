@@ -159,6 +159,7 @@ pub fn open_policy(
     }
     let rec = store.current().expect("committed above");
     let table = Table::compile(rec.document.clone(), rec.meta.version, None)?;
+    store.settle_digest(table.digest());
     Ok((store, Arc::new(table)))
 }
 

@@ -708,3 +708,39 @@ fn last_acknowledged_version_survives_sigkill() {
         assert_eq!(old["version"], last_v);
     }
 }
+
+/// A state directory written by an earlier build records its digest in that build's format (1, no
+/// `digest_format`). After an upgrade the workers report this build's digest: the gateway checks
+/// the record in its own format and gives it in this one, so `audit.verify` (and `/healthz`) do not
+/// report drift that is only a change of formula. 22039c51975b3d34 is what the build before formats
+/// (8021336) recorded for `fixtures.toml`.
+#[test]
+fn a_store_written_by_an_earlier_build_verifies_after_the_upgrade() {
+    let g = Gateway::start(&[]);
+    let now = ok(g.client().call("status", json!({})).unwrap())["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = g.kill();
+    let file = dir.path().join("state/versions/v00000000000000000001.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let mut meta: Value = serde_json::from_str(first).unwrap();
+    assert_eq!(meta["digest_format"], 2, "this build records its format");
+    assert_eq!(meta["digest"], json!(now));
+    meta.as_object_mut().unwrap().remove("digest_format");
+    meta["digest"] = json!("22039c51975b3d34");
+    std::fs::write(&file, format!("{meta}\n{rest}")).unwrap();
+
+    let g = Gateway::start_in(dir, &[]);
+    let mut c = g.client();
+    wait_for_version(&mut c, 1);
+    let v = ok(c.call("audit.verify", json!({})).unwrap());
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["expected"]["digest"], json!(now), "{v}");
+    let h = ok(c.call("history", json!({})).unwrap());
+    assert_eq!(h[0]["digest"], json!(now), "{h}");
+    // The file keeps what the earlier build wrote.
+    let kept = std::fs::read_to_string(&file).unwrap();
+    assert!(kept.starts_with(&format!("{meta}\n")));
+}

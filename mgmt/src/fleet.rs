@@ -571,13 +571,15 @@ impl Fleet {
                 let h = self
                     .timed(c.get(self.key(&format!("history/{fleet_v:020}")), None))
                     .await?;
-                let digest = h
+                let record = h
                     .kvs()
                     .first()
                     .and_then(|kv| serde_json::from_slice::<Value>(kv.value()).ok())
-                    .and_then(|r| r["meta"]["digest"].as_str().map(str::to_string));
-                if digest.as_deref() == Some(local_digest.as_str()) {
-                    return Ok(rev);
+                    .and_then(|r| serde_json::from_value::<VersionMeta>(r["meta"].clone()).ok());
+                if let Some(m) = record {
+                    if on_server(server, move |s| s.store_head_matches(&m)).await? {
+                        return Ok(rev);
+                    }
                 }
             }
             if fleet_v <= local_v {

@@ -449,6 +449,32 @@ impl Server {
         )
     }
 
+    /// Whether `record` (the fleet's record of this store's current version) is of this store's
+    /// document: its digest compared in its own format, so that gateways of two builds (a rolling
+    /// upgrade) recognise the same version. A format this build cannot check counts as a match.
+    pub(crate) fn store_head_matches(&self, record: &crate::store::VersionMeta) -> bool {
+        let s = self.store();
+        let Some(c) = s.current() else {
+            return false;
+        };
+        if record.version != c.meta.version {
+            return false;
+        }
+        if record.digest_format == c.meta.digest_format {
+            return record.digest == c.meta.digest;
+        }
+        match record.digest_matches(&c.document, policy::table::digest(&c.document)) {
+            Some(m) => m,
+            None => {
+                tracing::warn!(
+                    version = record.version, recorded = %record.digest, format = record.digest_format,
+                    "fleet: the version's digest was recorded by a later build, in a format this one cannot check"
+                );
+                true
+            }
+        }
+    }
+
     pub(crate) fn store_current(&self) -> Option<(crate::store::VersionMeta, Document)> {
         let s = self.store();
         s.current().map(|c| (c.meta.clone(), (*c.document).clone()))
@@ -519,12 +545,25 @@ impl Server {
             compile_next(&old, base.as_deref(), edits, Arc::new(doc), meta.version)
                 .map_err(|e| format!("version {} does not compile: {e}", meta.version))?;
         let digest = format!("{:016x}", table.digest());
-        if digest != meta.digest {
-            return Err(format!(
-                "version {}: digest {digest} differs from the fleet's {}",
-                meta.version, meta.digest
-            ));
+        match meta.digest_matches(table.document(), table.digest()) {
+            Some(true) => {}
+            Some(false) => {
+                return Err(format!(
+                    "version {}: digest {digest} differs from the fleet's {} (format {})",
+                    meta.version, meta.digest, meta.digest_format
+                ))
+            }
+            None => tracing::warn!(
+                version = meta.version, recorded = %meta.digest, format = meta.digest_format,
+                "fleet: the version's digest was recorded by a later build, in a format this one cannot check"
+            ),
         }
+        // Cached here in this build's format, which is what this gateway's workers report.
+        let meta = if meta.digest_format == policy::table::DIGEST_FORMAT {
+            meta
+        } else {
+            meta.restamped(table.digest())
+        };
         let version = meta.version;
         store
             .commit_meta(table.document().clone(), meta, change)
@@ -1641,5 +1680,66 @@ action = "deny"
         let bad = json!({"from": "nobody", "to": "a", "action": "allow"});
         let e = next(&old, &base, "rule.add", json!({"rule": bad, "index": 1}));
         assert!(e.is_err_and(|e| e.to_string().contains("nobody")));
+    }
+
+    struct Null;
+    impl Dataplane for Null {
+        fn publish(&self, _: Arc<Table>) {}
+        fn workers(&self) -> Vec<WorkerStatus> {
+            Vec::new()
+        }
+        fn stats(&self) -> Value {
+            json!({})
+        }
+        fn trace(&self, _: &TraceRequest) -> Result<Value, String> {
+            Err("none".into())
+        }
+    }
+
+    /// Versions another gateway recorded in an earlier build's digest format (a rolling upgrade)
+    /// are checked in that format, cached here in this build's, and recognised at start-up; one
+    /// whose digest is not its document's is refused.
+    #[test]
+    fn fleet_versions_recorded_in_an_earlier_digest_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Arc::new(Document::from_toml(DOC, "t").unwrap());
+        let mut store = Store::open(dir.path(), 10).unwrap();
+        let d = policy::digest(&base);
+        let meta = store.meta_for(d, 0, "config", None);
+        store
+            .commit_meta(base.clone(), meta, Change::Whole)
+            .unwrap();
+        let table = Arc::new(Table::compile(base.clone(), 1, None).unwrap());
+        let server = Server::new(
+            ServerConfig::new(dir.path().join("s.sock")),
+            store,
+            table,
+            Arc::new(Null),
+        );
+        let edits = json!([{"op": "rule.remove", "args": {"index": 0}}]);
+        let mut next = (*base).clone();
+        crate::store::apply_edits(&mut next, &edits).unwrap();
+        let legacy = policy::table::digest_in_format(&next, 1).unwrap();
+        let now = policy::digest(&next);
+        assert_ne!(legacy, now);
+        let earlier = |digest: u64| {
+            let mut m = server.store().meta_for(digest, 0, "rule.remove", None);
+            m.digest_format = 1;
+            m
+        };
+        let e = server.fleet_apply(earlier(legacy ^ 1), Some(&edits), None);
+        assert!(e.is_err_and(|e| e.contains("differs from the fleet's")));
+        let record = earlier(legacy);
+        server
+            .fleet_apply(record.clone(), Some(&edits), None)
+            .unwrap();
+        let (v, digest) = server.store_head();
+        assert_eq!((v, digest), (2, format!("{now:016x}")));
+        assert_eq!(server.table().digest(), now);
+        assert!(server.store_head_matches(&record));
+        let mut other = record.clone();
+        other.digest = format!("{:016x}", legacy ^ 1);
+        assert!(!server.store_head_matches(&other));
+        assert!(server.store_head_matches(&record.clone().restamped(now)));
     }
 }

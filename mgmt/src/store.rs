@@ -47,12 +47,42 @@ pub struct VersionMeta {
     pub comment: Option<String>,
     /// Digest of the document (hex), as `audit.verify` compares it.
     pub digest: String,
+    /// The format `digest` is in ([`policy::table::DIGEST_FORMAT`] when this build wrote it; 1 for a
+    /// record written before formats were recorded).
+    #[serde(default = "first_digest_format")]
+    pub digest_format: u32,
     /// The tenants whose objects the change touched (tenant-scoped administration), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenants: Option<Vec<String>>,
     /// The etcd revision of the transaction that made this version (fleet mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<i64>,
+}
+
+fn first_digest_format() -> u32 {
+    1
+}
+
+impl VersionMeta {
+    /// Whether the recorded digest is `doc`'s, `this_build` being `doc`'s digest in this build's
+    /// format: compared as is when the record is in that format, computed again in the record's
+    /// format when it is an earlier one. `None` when the record's format is unknown to this build
+    /// (a later build wrote it).
+    pub fn digest_matches(&self, doc: &Document, this_build: u64) -> Option<bool> {
+        let d = if self.digest_format == policy::table::DIGEST_FORMAT {
+            this_build
+        } else {
+            policy::table::digest_in_format(doc, self.digest_format)?
+        };
+        Some(self.digest == format!("{d:016x}"))
+    }
+
+    /// The record with `digest` (this build's format) as its digest.
+    pub fn restamped(mut self, digest: u64) -> VersionMeta {
+        self.digest = format!("{digest:016x}");
+        self.digest_format = policy::table::DIGEST_FORMAT;
+        self
+    }
 }
 
 /// A committed version.
@@ -410,6 +440,51 @@ impl Store {
         Ok(store)
     }
 
+    /// Settles the current version's recorded digest against `digest`, its document's digest as
+    /// compiled by this build, at start-up. A record in an earlier digest format (the store was
+    /// written by an earlier build) is checked in that format and, either way, takes this build's
+    /// digest in memory, so that `audit.verify` compares like with like after an upgrade; the file
+    /// keeps what was written. A record in this build's format that differs is left as it is, for
+    /// `audit.verify` to report. Returns whether the recorded digest matched.
+    pub fn settle_digest(&mut self, digest: u64) -> bool {
+        let Some(cur) = self.current.as_mut() else {
+            return true;
+        };
+        let m = &cur.meta;
+        let matched = m.digest_matches(&cur.document, digest);
+        let hex = format!("{digest:016x}");
+        if m.digest_format == policy::table::DIGEST_FORMAT {
+            if matched == Some(false) {
+                tracing::error!(
+                    version = m.version, recorded = %m.digest, compiled = %hex,
+                    "the current version's document does not have the digest recorded with it"
+                );
+            }
+            return matched == Some(true);
+        }
+        match matched {
+            Some(true) => tracing::info!(
+                version = m.version, format = m.digest_format, recorded = %m.digest, now = %hex,
+                "the current version's digest was recorded by an earlier build (checked): it is now given in this build's format"
+            ),
+            Some(false) => tracing::warn!(
+                version = m.version, format = m.digest_format, recorded = %m.digest, now = %hex,
+                "the current version's digest, recorded by an earlier build, does not match its document in that build's format: it is now given in this build's format"
+            ),
+            None => tracing::warn!(
+                version = m.version, format = m.digest_format, recorded = %m.digest, now = %hex,
+                "the current version's digest was recorded by a later build, in a format this one cannot check: it is now given in this build's format"
+            ),
+        }
+        cur.meta = cur.meta.clone().restamped(digest);
+        let v = cur.meta.version;
+        let meta = cur.meta.clone();
+        if let Some(last) = self.metas.iter_mut().rev().find(|x| x.version == v) {
+            *last = meta;
+        }
+        matched == Some(true)
+    }
+
     fn quarantine(&mut self, path: &Path, why: &str) {
         let to = PathBuf::from(format!("{}.corrupt", path.display()));
         match fs::rename(path, &to) {
@@ -523,6 +598,7 @@ impl Store {
             op: op.to_string(),
             comment,
             digest: format!("{digest:016x}"),
+            digest_format: policy::table::DIGEST_FORMAT,
             tenants: None,
             revision: None,
         }
@@ -906,5 +982,65 @@ mod tests {
         let s = Store::open(dir.path(), 10).unwrap();
         assert_eq!(s.version(), 2);
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    }
+
+    /// Two tenants and a rule: the rule makes the digest formats differ.
+    fn ruled() -> Arc<Document> {
+        let text = "[gateway]\nunderlay_ip = \"198.18.0.254\"\n\
+            [[tenant]]\nname = \"a\"\nid = 1\n[[tenant]]\nname = \"b\"\nid = 2\n\
+            [[rule]]\nfrom = \"a\"\nto = \"b\"\naction = \"allow\"\n";
+        Arc::new(Document::from_toml(text, "t").unwrap())
+    }
+
+    /// A store whose one version records `digest` in `format`, as the build that wrote it would.
+    fn recorded(dir: &Path, d: &Arc<Document>, digest: u64, format: u32) -> Store {
+        let mut s = Store::open(dir, 10).unwrap();
+        let mut meta = s.meta_for(digest, 0, "config", None);
+        meta.digest_format = format;
+        s.commit_meta(d.clone(), meta, Change::Whole).unwrap();
+        drop(s);
+        Store::open(dir, 10).unwrap()
+    }
+
+    #[test]
+    fn a_record_without_a_format_is_in_the_first() {
+        let m: VersionMeta =
+            serde_json::from_str(r#"{"version":1,"time":"t","uid":0,"op":"config","digest":"00"}"#)
+                .unwrap();
+        assert_eq!(m.digest_format, 1);
+        let back = serde_json::to_value(m.restamped(0xab)).unwrap();
+        assert_eq!(back["digest_format"], policy::table::DIGEST_FORMAT);
+        assert_eq!(back["digest"], "00000000000000ab");
+    }
+
+    #[test]
+    fn a_digest_in_an_earlier_format_is_checked_in_it_and_given_in_this_one() {
+        let d = ruled();
+        let now = policy::table::digest(&d);
+        let legacy = policy::table::digest_in_format(&d, 1).unwrap();
+        assert_ne!(now, legacy);
+        let hex = |x: u64| format!("{x:016x}");
+        for (recorded_as, format, matches) in [
+            (legacy, 1, true),      // an earlier build's record of this document
+            (legacy ^ 1, 1, false), // an earlier build's record of another document
+            (legacy, 99, false),    // a later build's: cannot be checked
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = recorded(dir.path(), &d, recorded_as, format);
+            assert_eq!(s.current().unwrap().meta.digest, hex(recorded_as));
+            assert_eq!(s.current().unwrap().meta.digest_format, format);
+            assert_eq!(s.settle_digest(now), matches, "{format} {recorded_as:x}");
+            let m = &s.current().unwrap().meta;
+            assert_eq!((m.digest.as_str(), m.digest_format), (hex(now).as_str(), 2));
+            assert_eq!(s.history(10)[0].digest, hex(now));
+        }
+        // In this build's format, a record that differs is left for audit.verify to report.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = recorded(dir.path(), &d, now ^ 1, policy::table::DIGEST_FORMAT);
+        assert!(!s.settle_digest(now));
+        assert_eq!(s.current().unwrap().meta.digest, hex(now ^ 1));
+        drop(s);
+        let mut s = recorded(dir.path(), &d, now, policy::table::DIGEST_FORMAT);
+        assert!(s.settle_digest(now));
     }
 }

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use vtep::{Flow, Mac};
 
-pub use crate::compile::digest;
+pub use crate::compile::{digest, digest_in_format, DIGEST_FORMAT};
 
 /// A tenant's slot in a table. Slots stay the same across versions compiled from one another, so
 /// per-tenant counters indexed by slot survive policy changes.
