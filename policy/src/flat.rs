@@ -26,7 +26,11 @@ pub struct Slot<V: Copy> {
 /// shared between copies of the map ([`Paged`], for a table a change copies).
 pub trait Slots<V: Copy>: Clone {
     /// `n` (a power of two) slots of `fill`.
-    fn filled(n: usize, fill: Slot<V>) -> Self;
+    fn filled(n: usize, fill: Slot<V>) -> Self {
+        Self::from_fn(n, |_| fill)
+    }
+    /// `n` (a power of two) slots, slot `i` being `f(i)` (each written once, in order).
+    fn from_fn(n: usize, f: impl FnMut(usize) -> Slot<V>) -> Self;
     /// Where slot `i < n` lies.
     fn at(&self, i: usize) -> *const Slot<V>;
     /// Slot `i < n`, to write.
@@ -38,8 +42,8 @@ pub trait Slots<V: Copy>: Clone {
 pub struct Contiguous<V: Copy>(HugeBuf<Slot<V>>);
 
 impl<V: Copy> Slots<V> for Contiguous<V> {
-    fn filled(n: usize, fill: Slot<V>) -> Self {
-        Contiguous(HugeBuf::filled(n, fill))
+    fn from_fn(n: usize, f: impl FnMut(usize) -> Slot<V>) -> Self {
+        Contiguous(HugeBuf::from_fn(n, f))
     }
     #[inline(always)]
     fn at(&self, i: usize) -> *const Slot<V> {
@@ -82,8 +86,8 @@ unsafe impl<V: Copy + Send + Sync> Send for Paged<V> {}
 unsafe impl<V: Copy + Send + Sync> Sync for Paged<V> {}
 
 impl<V: Copy> Slots<V> for Paged<V> {
-    fn filled(n: usize, fill: Slot<V>) -> Self {
-        let buf = Arc::new(HugeBuf::filled(n, fill));
+    fn from_fn(n: usize, f: impl FnMut(usize) -> Slot<V>) -> Self {
+        let buf = Arc::new(HugeBuf::from_fn(n, f));
         let per = n.min(PAGE);
         let pages: Vec<_> = (0..n / per).map(|p| (buf.clone(), p * per)).collect();
         let starts = pages
@@ -335,28 +339,26 @@ impl<V: Copy + Default, S: Slots<V>> FlatMap<V, S> {
     /// This map with `f` applied to every value: the keys stay in their slots (no key is hashed
     /// or moved), in slots of its own.
     pub fn map_values(&self, f: impl Fn(V) -> V) -> Self {
-        let mut m = Self {
-            slots: S::filled(
-                self.n_slots(),
-                Slot {
-                    key: EMPTY,
-                    val: V::default(),
-                },
-            ),
+        Self {
+            // One pass: each new slot written once, from the old one.
+            slots: S::from_fn(self.n_slots(), |i| {
+                let s = self.slot(i);
+                if s.key == EMPTY {
+                    Slot {
+                        key: EMPTY,
+                        val: V::default(),
+                    }
+                } else {
+                    Slot {
+                        key: s.key,
+                        val: f(s.val),
+                    }
+                }
+            }),
             mask: self.mask,
             len: self.len,
             _v: std::marker::PhantomData,
-        };
-        for i in 0..self.n_slots() {
-            let s = self.slot(i);
-            if s.key != EMPTY {
-                *m.slot_mut(i) = Slot {
-                    key: s.key,
-                    val: f(s.val),
-                };
-            }
         }
-        m
     }
 
     /// Every (key, value), in slot order.
@@ -393,6 +395,31 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
+
+    /// `map_values` over a map of several pages (on its own mapping): every key keeps its slot
+    /// with its value mapped, the copy takes inserts and removals on its own, the original is
+    /// untouched.
+    #[test]
+    fn map_values_maps_every_value_in_place_across_pages() {
+        let n = 200_000u64;
+        let mut m: PagedMap<u32> = PagedMap::with_capacity(n as usize);
+        for k in 0..n {
+            m.insert(k * 7 + 1, k as u32);
+        }
+        let mut c = m.map_values(|v| v.wrapping_mul(3) ^ 1);
+        assert_eq!(c.len(), m.len());
+        for k in 0..n {
+            assert_eq!(c.get(k * 7 + 1), Some((k as u32).wrapping_mul(3) ^ 1));
+            assert_eq!(m.get(k * 7 + 1), Some(k as u32));
+        }
+        assert_eq!(c.get(2), None);
+        c.insert(2, 9);
+        assert_eq!(c.remove(1), Some(1));
+        assert_eq!((c.get(2), m.get(2), m.get(1)), (Some(9), None, Some(0)));
+        let slots: Vec<u64> = m.iter().map(|(k, _)| k).collect();
+        let copied: Vec<u64> = m.map_values(|v| v).iter().map(|(k, _)| k).collect();
+        assert_eq!(slots, copied, "no key moved");
+    }
 
     proptest! {
         #[test]
