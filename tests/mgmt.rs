@@ -713,7 +713,7 @@ fn last_acknowledged_version_survives_sigkill() {
 /// `digest_format`). After an upgrade the workers report this build's digest: the gateway checks
 /// the record in its own format and gives it in this one, so `audit.verify` (and `/healthz`) do not
 /// report drift that is only a change of formula. 22039c51975b3d34 is what the build before formats
-/// (8021336) recorded for `fixtures.toml`.
+/// (8021336) recorded for `fixtures.toml`; 73cd899 recorded this build's digest without a format.
 #[test]
 fn a_store_written_by_an_earlier_build_verifies_after_the_upgrade() {
     let g = Gateway::start(&[]);
@@ -721,7 +721,7 @@ fn a_store_written_by_an_earlier_build_verifies_after_the_upgrade() {
         .as_str()
         .unwrap()
         .to_string();
-    let dir = g.kill();
+    let mut dir = g.kill();
     let file = dir.path().join("state/versions/v00000000000000000001.json");
     let text = std::fs::read_to_string(&file).unwrap();
     let (first, rest) = text.split_once('\n').unwrap();
@@ -729,18 +729,20 @@ fn a_store_written_by_an_earlier_build_verifies_after_the_upgrade() {
     assert_eq!(meta["digest_format"], 2, "this build records its format");
     assert_eq!(meta["digest"], json!(now));
     meta.as_object_mut().unwrap().remove("digest_format");
-    meta["digest"] = json!("22039c51975b3d34");
-    std::fs::write(&file, format!("{meta}\n{rest}")).unwrap();
-
-    let g = Gateway::start_in(dir, &[]);
-    let mut c = g.client();
-    wait_for_version(&mut c, 1);
-    let v = ok(c.call("audit.verify", json!({})).unwrap());
-    assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["expected"]["digest"], json!(now), "{v}");
-    let h = ok(c.call("history", json!({})).unwrap());
-    assert_eq!(h[0]["digest"], json!(now), "{h}");
-    // The file keeps what the earlier build wrote.
-    let kept = std::fs::read_to_string(&file).unwrap();
-    assert!(kept.starts_with(&format!("{meta}\n")));
+    for recorded in ["22039c51975b3d34", now.as_str()] {
+        meta["digest"] = json!(recorded);
+        std::fs::write(&file, format!("{meta}\n{rest}")).unwrap();
+        let g = Gateway::start_in(dir, &[]);
+        let mut c = g.client();
+        wait_for_version(&mut c, 1);
+        let v = ok(c.call("audit.verify", json!({})).unwrap());
+        assert_eq!(v["ok"], true, "{recorded}: {v}");
+        assert_eq!(v["expected"]["digest"], json!(now), "{recorded}: {v}");
+        let h = ok(c.call("history", json!({})).unwrap());
+        assert_eq!(h[0]["digest"], json!(now), "{recorded}: {h}");
+        // The file keeps what the earlier build wrote.
+        let kept = std::fs::read_to_string(&file).unwrap();
+        assert!(kept.starts_with(&format!("{meta}\n")));
+        dir = g.kill();
+    }
 }

@@ -1741,5 +1741,9 @@ action = "deny"
         other.digest = format!("{:016x}", legacy ^ 1);
         assert!(!server.store_head_matches(&other));
         assert!(server.store_head_matches(&record.clone().restamped(now)));
+        // 73cd899 recorded format 2 without saying so.
+        let mut unlabelled = record.restamped(now);
+        unlabelled.digest_format = 1;
+        assert!(server.store_head_matches(&unlabelled));
     }
 }

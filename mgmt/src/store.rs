@@ -48,7 +48,8 @@ pub struct VersionMeta {
     /// Digest of the document (hex), as `audit.verify` compares it.
     pub digest: String,
     /// The format `digest` is in ([`policy::table::DIGEST_FORMAT`] when this build wrote it; 1 for a
-    /// record written before formats were recorded).
+    /// record written before formats were recorded, which [`VersionMeta::digest_matches`] also
+    /// accepts in format 2).
     #[serde(default = "first_digest_format")]
     pub digest_format: u32,
     /// The tenants whose objects the change touched (tenant-scoped administration), when known.
@@ -68,13 +69,19 @@ impl VersionMeta {
     /// format: compared as is when the record is in that format, computed again in the record's
     /// format when it is an earlier one. `None` when the record's format is unknown to this build
     /// (a later build wrote it).
+    ///
+    /// A record that does not say its format is in format 1 or, when written by the one build that
+    /// computed format 2 before records said so (73cd899), in format 2: either matches.
     pub fn digest_matches(&self, doc: &Document, this_build: u64) -> Option<bool> {
         let d = if self.digest_format == policy::table::DIGEST_FORMAT {
             this_build
         } else {
             policy::table::digest_in_format(doc, self.digest_format)?
         };
-        Some(self.digest == format!("{d:016x}"))
+        let unlabelled_as_now = self.digest_format == 1
+            && policy::table::DIGEST_FORMAT == 2
+            && self.digest == format!("{this_build:016x}");
+        Some(self.digest == format!("{d:016x}") || unlabelled_as_now)
     }
 
     /// The record with `digest` (this build's format) as its digest.
@@ -1022,6 +1029,7 @@ mod tests {
         let hex = |x: u64| format!("{x:016x}");
         for (recorded_as, format, matches) in [
             (legacy, 1, true),      // an earlier build's record of this document
+            (now, 1, true),         // 73cd899's: format 2 already, not labelled
             (legacy ^ 1, 1, false), // an earlier build's record of another document
             (legacy, 99, false),    // a later build's: cannot be checked
         ] {
