@@ -460,10 +460,12 @@ impl Server {
         if record.version != c.meta.version {
             return false;
         }
-        if record.digest_format == c.meta.digest_format {
-            return record.digest == c.meta.digest;
-        }
-        match record.digest_matches(&c.document, policy::table::digest(&c.document)) {
+        // This store's digest in this build's format: as recorded once settled at start-up.
+        let here = Some(&c.meta)
+            .filter(|m| m.digest_format == policy::table::DIGEST_FORMAT)
+            .and_then(|m| u64::from_str_radix(&m.digest, 16).ok())
+            .unwrap_or_else(|| policy::table::digest(&c.document));
+        match record.digest_matches(&c.document, here) {
             Some(m) => m,
             None => {
                 tracing::warn!(

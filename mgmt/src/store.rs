@@ -50,7 +50,7 @@ pub struct VersionMeta {
     /// The format `digest` is in ([`policy::table::DIGEST_FORMAT`] when this build wrote it; 1 for a
     /// record written before formats were recorded, which [`VersionMeta::digest_matches`] also
     /// accepts in format 2).
-    #[serde(default = "first_digest_format")]
+    #[serde(default = "unlabelled_format")]
     pub digest_format: u32,
     /// The tenants whose objects the change touched (tenant-scoped administration), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,28 +60,38 @@ pub struct VersionMeta {
     pub revision: Option<i64>,
 }
 
-fn first_digest_format() -> u32 {
-    1
+fn unlabelled_format() -> u32 {
+    policy::table::UNLABELLED_FORMAT
 }
 
 impl VersionMeta {
     /// Whether the recorded digest is `doc`'s, `this_build` being `doc`'s digest in this build's
     /// format: compared as is when the record is in that format, computed again in the record's
-    /// format when it is an earlier one. `None` when the record's format is unknown to this build
-    /// (a later build wrote it).
-    ///
-    /// A record that does not say its format is in format 1 or, when written by the one build that
-    /// computed format 2 before records said so (73cd899), in format 2: either matches.
+    /// format when it is an earlier one (for a record that does not say, in each format it may be
+    /// in: [`policy::table::UNLABELLED_MAY_BE`]). `None` when the record's format is unknown to
+    /// this build (a later build wrote it).
     pub fn digest_matches(&self, doc: &Document, this_build: u64) -> Option<bool> {
-        let d = if self.digest_format == policy::table::DIGEST_FORMAT {
-            this_build
+        let formats: &[u32] = if self.digest_format == policy::table::UNLABELLED_FORMAT {
+            &policy::table::UNLABELLED_MAY_BE
         } else {
-            policy::table::digest_in_format(doc, self.digest_format)?
+            std::slice::from_ref(&self.digest_format)
         };
-        let unlabelled_as_now = self.digest_format == 1
-            && policy::table::DIGEST_FORMAT == 2
-            && self.digest == format!("{this_build:016x}");
-        Some(self.digest == format!("{d:016x}") || unlabelled_as_now)
+        let mut known = false;
+        for &f in formats {
+            let d = if f == policy::table::DIGEST_FORMAT {
+                this_build
+            } else {
+                match policy::table::digest_in_format(doc, f) {
+                    Some(d) => d,
+                    None => continue,
+                }
+            };
+            known = true;
+            if self.digest == format!("{d:016x}") {
+                return Some(true);
+            }
+        }
+        known.then_some(false)
     }
 
     /// The record with `digest` (this build's format) as its digest.

@@ -219,11 +219,16 @@ fn endpoint_hash(e: &Endpoint) -> u64 {
 /// one-entry change updates it without rehashing the document. Independent of the order of
 /// segments, tenants and endpoints; rules count with their index (their order matters).
 pub fn digest(doc: &Document) -> u64 {
+    digest_with(doc, rule_hash)
+}
+
+/// The digest with `rule_term(index, rule)` as each rule's part: what the formats differ in.
+fn digest_with(doc: &Document, rule_term: impl Fn(usize, &Rule) -> u64) -> u64 {
     let rules = doc
         .rules
         .iter()
         .enumerate()
-        .fold(0u64, |a, (i, r)| a.wrapping_add(rule_hash(i, r)));
+        .fold(0u64, |a, (i, r)| a.wrapping_add(rule_term(i, r)));
     combine(core_digest(doc).wrapping_add(endpoints_digest(doc)), rules)
 }
 
@@ -233,20 +238,19 @@ pub fn digest(doc: &Document) -> u64 {
 /// 2 places a rule's content hash at its index.
 pub const DIGEST_FORMAT: u32 = 2;
 
+/// What a record that does not say its format is taken to be (`digest_format` absent).
+pub const UNLABELLED_FORMAT: u32 = 1;
+
+/// The formats a record that does not say its format may be in, the cheaper to check first: 1,
+/// and 2, which one build (73cd899) wrote before records said their format.
+pub const UNLABELLED_MAY_BE: [u32; 2] = [2, 1];
+
 /// `doc`'s digest in `format` ([`DIGEST_FORMAT`] or an earlier one); `None` for a format this
 /// build does not know (a later build's). Reads every entry: for checking a record, not per change.
 pub fn digest_in_format(doc: &Document, format: u32) -> Option<u64> {
     match format {
         DIGEST_FORMAT => Some(digest(doc)),
-        1 => {
-            let rules = doc.rules.iter().enumerate().fold(0u64, |a, (i, r)| {
-                a.wrapping_add(hash_of(i as u64 + 1, &rule_key(r)))
-            });
-            Some(combine(
-                core_digest(doc).wrapping_add(endpoints_digest(doc)),
-                rules,
-            ))
-        }
+        1 => Some(digest_with(doc, |i, r| hash_of(i as u64 + 1, &rule_key(r)))),
         _ => None,
     }
 }

@@ -16,7 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use vtep::{Flow, Mac};
 
-pub use crate::compile::{digest, digest_in_format, DIGEST_FORMAT};
+pub use crate::compile::{
+    digest, digest_in_format, DIGEST_FORMAT, UNLABELLED_FORMAT, UNLABELLED_MAY_BE,
+};
 
 /// A tenant's slot in a table. Slots stay the same across versions compiled from one another, so
 /// per-tenant counters indexed by slot survive policy changes.
