@@ -276,8 +276,9 @@ fn ccidr(c: Option<&str>) -> CCidr {
     }
 }
 
-/// Compiles a validated rule (fields that do not parse count as absent: validation refused them).
-fn compile_rule(i: usize, r: &Rule) -> CRule {
+/// Compiles a validated rule as id `id` (fields that do not parse count as absent: validation
+/// refused them).
+fn compile_rule(id: u32, r: &Rule) -> CRule {
     let time = |t: &Option<String>, dflt| {
         t.as_deref()
             .and_then(|s| crate::time::parse_rfc3339_ns(s).ok())
@@ -290,7 +291,7 @@ fn compile_rule(i: usize, r: &Rule) -> CRule {
         .unwrap_or((0, u16::MAX));
     CRule {
         priority: r.priority,
-        index: i as u32,
+        id,
         allow: r.action == Action::Allow,
         proto: r.proto.unwrap_or(Proto::Any),
         lo,
@@ -302,12 +303,15 @@ fn compile_rule(i: usize, r: &Rule) -> CRule {
     }
 }
 
-fn sort_bucket(v: &mut [CRule]) {
+/// Sorts a bucket's rules: priority, deny first on ties, then list index (`order`: where the ids
+/// sit, as [`RuleSet::index_of`] says).
+fn sort_bucket(v: &mut [CRule], order: Option<&RuleOrder>) {
+    let index = |id: u32| order.map_or(id, |o| o.index_of[id as usize]);
     v.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
             .then(a.allow.cmp(&b.allow))
-            .then(a.index.cmp(&b.index))
+            .then(index(a.id).cmp(&index(b.id)))
     });
 }
 
@@ -343,7 +347,7 @@ impl RuleSet {
         let mut b = Bucket {
             off,
             len: rules.len() as u32,
-            index: 0,
+            id: 0,
             lo: 0,
             hi: 0,
         };
@@ -352,7 +356,7 @@ impl RuleSet {
                 b.len |= B_SIMPLE
                     | if r.allow { B_ALLOW } else { 0 }
                     | proto_bits(r.proto) << B_PROTO_SHIFT;
-                b.index = r.index;
+                b.id = r.id;
                 b.lo = r.lo;
                 b.hi = r.hi;
             }
@@ -444,51 +448,70 @@ impl RuleSet {
         let mut v: Vec<CRule> =
             self.arena[old.off as usize..old.off as usize + old.count()].to_vec();
         f(&mut v);
-        sort_bucket(&mut v);
+        sort_bucket(&mut v, self.order.as_ref());
         self.garbage += old.count();
         let b = self.push_bucket(&v);
         self.set(k, b);
     }
 
-    /// Every rule's document index `i` turned into `to(i)`, which must keep their order (so every
-    /// bucket stays sorted): the arena is copied with the new indexes at the same places, and the
-    /// buckets that hold their rule inline are rewritten where they lie (no bucket is moved or
-    /// rehashed). Linear in the rules and buckets.
-    fn reindexed(&mut self, to: impl Fn(u32) -> u32) {
-        let mut arena = Appended::with_capacity(headroom(self.arena.len()));
-        let mut block: Vec<CRule> = Vec::with_capacity(4096);
-        for rules in self.arena.chunks(4096) {
-            block.clear();
-            block.extend(rules.iter().map(|r| CRule {
-                index: to(r.index),
-                ..*r
-            }));
-            arena.extend_from_slice(&block);
-        }
-        let bucket = |b: Bucket| {
-            if b.len & B_SIMPLE != 0 {
-                Bucket {
-                    index: to(b.index),
-                    ..b
-                }
-            } else {
-                b
-            }
-        };
-        self.arena = arena;
-        self.pairs = self.pairs.map_values(bucket);
-        if self.n_from_any > 0 {
-            self.from_any = self.from_any.iter().map(|&b| bucket(b)).collect();
-        }
-        if self.n_to_any > 0 {
-            self.to_any = self.to_any.iter().map(|&b| bucket(b)).collect();
-        }
-        self.any_any = bucket(self.any_any);
+    /// The rule order, made explicit (every id its list index) if it was not.
+    fn order_mut(&mut self) -> &mut RuleOrder {
+        let n = self.next_id;
+        self.order.get_or_insert_with(|| RuleOrder {
+            index_of: (0..n).collect(),
+            id_at: (0..n).collect(),
+        })
     }
 
-    /// Rewrites the arena without garbage (when garbage outgrows the live rules). Buckets keep
-    /// their arena order (pairs of one source tenant side by side, as the whole compile lays them
-    /// out).
+    /// A rule with a new id placed at list index `index`, the rules from there on moved one down:
+    /// its id (linear in the rules, 4 bytes each; the compiled rules are not touched).
+    fn insert_id(&mut self, index: usize) -> u32 {
+        let id = self.next_id;
+        let at = index as u32;
+        let o = self.order_mut();
+        o.index_of = o
+            .index_of
+            .iter()
+            .map(|&i| if i != REMOVED && i >= at { i + 1 } else { i })
+            .chain(std::iter::once(at))
+            .collect();
+        o.id_at.insert(index, id);
+        self.next_id += 1;
+        id
+    }
+
+    /// The rule at list index `index` taken out of the list, the rules after it moved one up: its
+    /// id (linear in the rules, 4 bytes each).
+    fn remove_id(&mut self, index: usize) -> u32 {
+        let at = index as u32;
+        let o = self.order_mut();
+        let id = o.id_at.remove(index);
+        o.index_of = o
+            .index_of
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                if k == id as usize {
+                    REMOVED
+                } else if i != REMOVED && i > at {
+                    i - 1
+                } else {
+                    i
+                }
+            })
+            .collect();
+        id
+    }
+
+    /// Ids no rule has any more (removed from the middle of the list): compacted away with the
+    /// arena's garbage.
+    fn dead_ids(&self) -> usize {
+        self.next_id as usize - self.hashes.len()
+    }
+
+    /// Rewrites the arena without garbage (when garbage outgrows the live rules), each rule's id
+    /// its list index again. Buckets keep their arena order (pairs of one source tenant side by
+    /// side, as the whole compile lays them out).
     fn compact(&mut self) {
         let mut fresh = RuleSet {
             arena: Appended::with_capacity(headroom(self.arena.len() - self.garbage)),
@@ -496,6 +519,7 @@ impl RuleSet {
             hashes: self.hashes.clone(),
             pairs: PagedMap::with_capacity(self.pairs.len()),
             slots: self.slots,
+            next_id: self.hashes.len() as u32,
             ..RuleSet::default()
         };
         let dense = |v: &[Bucket], f: fn(u32) -> Key| {
@@ -514,13 +538,23 @@ impl RuleSet {
         keys.extend(dense(&self.to_any, Key::ToAny));
         keys.push(Key::AnyAny);
         keys.sort_by_key(|&k| self.get(k).off);
+        let mut scratch: Vec<CRule> = Vec::new();
         for k in keys {
             let old = self.get(k);
             if old.count() == 0 {
                 continue; // `any → any` when there is no such rule
             }
             let rules = &self.arena[old.off as usize..old.off as usize + old.count()];
-            let b = fresh.push_bucket(rules);
+            let b = if self.order.is_some() {
+                scratch.clear();
+                scratch.extend(rules.iter().map(|r| CRule {
+                    id: self.index_of(r.id),
+                    ..*r
+                }));
+                fresh.push_bucket(&scratch)
+            } else {
+                fresh.push_bucket(rules)
+            };
             fresh.set(k, b);
         }
         fresh.edges = window_edges(&fresh.arena);
@@ -578,6 +612,7 @@ fn build_rules(core: &Core, doc_rules: &Section<Rule>) -> RuleSet {
                 .count(),
         ),
         slots,
+        next_id: doc_rules.len() as u32,
         ..RuleSet::default()
     };
     // Pairs of one source tenant end up side by side in the arena.
@@ -587,9 +622,9 @@ fn build_rules(core: &Core, doc_rules: &Section<Rule>) -> RuleSet {
         scratch.extend(
             bucket
                 .iter()
-                .map(|&(_, i)| compile_rule(i as usize, &doc_rules[i as usize])),
+                .map(|&(_, i)| compile_rule(i, &doc_rules[i as usize])),
         );
-        sort_bucket(&mut scratch);
+        sort_bucket(&mut scratch, None);
         let b = rules.push_bucket(&scratch);
         rules.set(bucket[0].0, b);
     }
@@ -652,7 +687,13 @@ impl Table {
         let windowed = match change {
             RuleChange::Append(r) => {
                 let index = doc.rules.len().saturating_sub(1);
-                let c = compile_rule(index, r);
+                let id = rules.next_id;
+                rules.next_id += 1;
+                if let Some(o) = &mut rules.order {
+                    o.index_of = o.index_of.iter().copied().chain([index as u32]).collect();
+                    o.id_at.push(id);
+                }
+                let c = compile_rule(id, r);
                 let w = windowed(c);
                 if let Some(k) = key_of(core, r) {
                     rules.edit_bucket(k, |v| v.push(c));
@@ -663,10 +704,11 @@ impl Table {
                 w
             }
             RuleChange::Replace { index, old, new } => {
+                let id = rules.id_at(index);
                 if let Some(k) = key_of(core, old) {
-                    rules.edit_bucket(k, |v| v.retain(|c| c.index as usize != index));
+                    rules.edit_bucket(k, |v| v.retain(|c| c.id != id));
                 }
-                let c = compile_rule(index, new);
+                let c = compile_rule(id, new);
                 let w = windowed(c);
                 if let Some(k) = key_of(core, new) {
                     rules.edit_bucket(k, |v| v.push(c));
@@ -680,14 +722,12 @@ impl Table {
                 w
             }
             RuleChange::Remove { index, old } => {
-                // Every later rule's index moves: the arena is rewritten (linear in the rules,
-                // nothing else is touched), and the later rules' part of the digest rehashed.
-                // Out of its bucket first (found by its index before the others move).
+                // Every later rule's list index moves (their ids and compiled rules stay): the
+                // order is rewritten and the later rules' part of the digest re-placed.
+                let id = rules.remove_id(index);
                 if let Some(k) = key_of(core, old) {
-                    rules.edit_bucket(k, |v| v.retain(|c| c.index as usize != index));
+                    rules.edit_bucket(k, |v| v.retain(|c| c.id != id));
                 }
-                let at = index as u32;
-                rules.reindexed(|i| if i > at { i - 1 } else { i });
                 let was = rules.hashes.remove(index);
                 let mut d = rules.digest.wrapping_sub(placed(index, was));
                 for (k, &h) in rules.hashes.iter_from(index) {
@@ -697,8 +737,7 @@ impl Table {
                 None // its window's edges stay, as a replaced rule's do
             }
             RuleChange::Insert { index, new } => {
-                let at = index as u32;
-                rules.reindexed(|i| if i < at { i } else { i + 1 });
+                let id = rules.insert_id(index);
                 let h = content_hash(new);
                 rules.hashes.insert(index, h);
                 let mut d = rules.digest.wrapping_add(placed(index, h));
@@ -706,14 +745,16 @@ impl Table {
                     d = d.wrapping_sub(placed(k - 1, h)).wrapping_add(placed(k, h));
                 }
                 rules.digest = d;
-                let c = compile_rule(index, new);
+                let c = compile_rule(id, new);
                 if let Some(k) = key_of(core, new) {
                     rules.edit_bucket(k, |v| v.push(c));
                 }
                 windowed(c)
             }
         };
-        if rules.garbage > rules.arena.len() / 2 + 64 {
+        if rules.garbage > rules.arena.len() / 2 + 64
+            || rules.dead_ids() > rules.hashes.len() / 2 + 64
+        {
             rules.compact();
         } else if let Some(w) = windowed {
             // The rule's window adds its edges; a replaced rule's stay (as its garbage does until

@@ -293,7 +293,9 @@ impl CCidr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CRule {
     pub priority: i32,
-    pub index: u32,
+    /// The rule's id in its rule set: its list index when the set was compiled, kept when rules are
+    /// inserted or removed before it ([`RuleSet::index_of`] gives its list index).
+    pub id: u32,
     pub allow: bool,
     pub proto: Proto,
     pub lo: u16,
@@ -337,8 +339,8 @@ impl CRule {
 pub(crate) struct Bucket {
     pub off: u32,
     pub len: u32,
-    /// With `SIMPLE`: the rule's document index, ports, protocol, action.
-    pub index: u32,
+    /// With `SIMPLE`: the rule's id ([`CRule::id`]), ports, protocol, action.
+    pub id: u32,
     pub lo: u16,
     pub hi: u16,
 }
@@ -380,7 +382,8 @@ impl Bucket {
     }
 }
 
-/// The rules, bucketed by (from, to); each bucket sorted by priority, deny first on ties, then index.
+/// The rules, bucketed by (from, to); each bucket sorted by priority, deny first on ties, then list
+/// index.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RuleSet {
     /// Every bucket's rules, side by side; shared with the versions this one was changed from
@@ -411,12 +414,47 @@ pub(crate) struct RuleSet {
     /// Every instant a rule's validity window opens or closes (sorted): decisions made between two
     /// of them stay true until the next.
     pub edges: Arc<Vec<i64>>,
+    /// Where each rule id sits in the list, once a rule was inserted or removed in the middle of it
+    /// (`None`: every rule's id is its list index).
+    pub order: Option<RuleOrder>,
+    /// The id the next rule added gets (the rule count while `order` is `None`).
+    pub next_id: u32,
 }
+
+/// Where rules sit in the list once one was inserted into or removed from the middle of it. A
+/// compiled rule keeps the id it was given (its list index then), so such a change rewrites these
+/// two arrays, 4 bytes a rule, instead of every compiled rule and every bucket that holds its rule
+/// inline; the buckets stay sorted, since the rules after the change all move alike.
+#[derive(Debug, Clone)]
+pub(crate) struct RuleOrder {
+    /// By id: the rule's list index ([`REMOVED`] for a rule no longer in the list).
+    pub index_of: Arc<[u32]>,
+    /// By list index: the rule's id.
+    pub id_at: crate::section::Section<u32>,
+}
+
+/// [`RuleOrder::index_of`] of a removed rule's id.
+pub(crate) const REMOVED: u32 = u32::MAX;
 
 impl RuleSet {
     #[inline(always)]
     pub(crate) fn has_wildcards(&self) -> bool {
         self.any_any.count() > 0 || self.n_from_any > 0 || self.n_to_any > 0
+    }
+    /// The list index of the rule with id `id`.
+    #[inline(always)]
+    pub(crate) fn index_of(&self, id: u32) -> u32 {
+        match &self.order {
+            None => id,
+            Some(o) => o.index_of[id as usize],
+        }
+    }
+    /// The id of the rule at list index `index`.
+    pub(crate) fn id_at(&self, index: usize) -> u32 {
+        match &self.order {
+            None => index as u32,
+            Some(o) => o.id_at[index],
+        }
     }
     #[inline(always)]
     fn rules(&self, b: Bucket) -> &[CRule] {
@@ -479,7 +517,7 @@ fn wild(v: &[Bucket], bits: &[u64], t: TenantIdx) -> Bucket {
     }
 }
 
-/// The best candidate so far: (priority, is_deny, rule index).
+/// The best candidate so far: (priority, is_deny, rule id).
 type Best = Option<(i32, bool, u32)>;
 
 #[inline(always)]
@@ -495,7 +533,7 @@ fn scan(rules: &[CRule], k: &FlowKey, now: i64, mirrored: bool, best: &mut Best)
             continue;
         }
         if r.matches(k, now, mirrored) {
-            *best = Some((r.priority, !r.allow, r.index));
+            *best = Some((r.priority, !r.allow, r.id));
             break;
         }
     }
@@ -709,6 +747,7 @@ impl Table {
             + r.pairs.bytes()
             + (r.from_any.len() + r.to_any.len()) * std::mem::size_of::<Bucket>()
             + (r.from_any_bits.len() + r.to_any_bits.len()) * 8
+            + r.order.as_ref().map_or(0, |o| o.index_of.len() * 4)
     }
 
     // ---- the hot path's queries ----
@@ -839,6 +878,10 @@ impl Table {
             // The common case reads an inline rule, or no rule, from the bucket itself.
             if pair.count() > 0 && pair.len & B_SIMPLE == 0 {
                 r.prefetch_bucket(pair);
+            } else if let (true, Some(o)) = (pair.count() > 0, &r.order) {
+                // After a rule was inserted or removed mid-list, the verdict reads the inline
+                // rule's list index.
+                flat::prefetch(o.index_of.as_ptr().wrapping_add(pair.id as usize));
             }
             return;
         }
@@ -886,7 +929,7 @@ impl Table {
                 return if hit {
                     Decision {
                         allow: pair.len & B_ALLOW != 0,
-                        rule: Some(pair.index),
+                        rule: Some(r.index_of(pair.id)),
                     }
                 } else {
                     Decision {
@@ -910,9 +953,9 @@ impl Table {
             }
         }
         match best {
-            Some((_, deny, i)) => Decision {
+            Some((_, deny, id)) => Decision {
                 allow: !deny,
-                rule: Some(i),
+                rule: Some(r.index_of(id)),
             },
             None => Decision {
                 allow: s == d,
@@ -1044,7 +1087,7 @@ impl Table {
         self.rules.buckets(s, d).into_iter().flat_map(move |b| {
             self.rules.rules(b).iter().map(move |r| {
                 (
-                    r.index,
+                    self.rules.index_of(r.id),
                     r.allow,
                     r.priority,
                     r.proto,

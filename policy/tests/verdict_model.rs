@@ -525,3 +525,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// A long chain of one-rule changes — rules inserted and removed in the middle of the list, so
+    /// that compiled rules keep ids that are no longer their list index, and enough of them for the
+    /// rule set to be compacted (and its ids renumbered) on the way — reports every verdict's rule
+    /// by its list index and gives the digest of the document compiled from scratch, at every
+    /// tenth version and at the end.
+    #[test]
+    fn a_long_chain_of_mid_list_changes_reports_list_indexes(
+        rules in prop::collection::vec(arb_rule(), 0..8),
+        changes in prop::collection::vec((arb_rule(), any::<prop::sample::Index>(), 0..4u8), 100..200),
+        probes in prop::collection::vec((0..4usize, 0..4usize, arb_flow(), -3i64..4, -1i64..2), 1..20),
+    ) {
+        let mut d = doc(rules);
+        let mut table = Table::compile(Arc::new(d.clone()), 1, None).unwrap();
+        let last = changes.len() - 1;
+        for (n, (rule, at, kind)) in changes.into_iter().enumerate() {
+            // Every other change an insertion or a removal (removals of an empty list append).
+            let kind = if n % 2 == 0 { kind } else { 2 + kind % 2 };
+            (table, d) = rule_change(&table, &d, 2 + n as u64, (kind, at, &rule));
+            if n % 10 == 9 || n == last {
+                let full = Table::compile(Arc::new(d.clone()), table.version(), None).unwrap();
+                prop_assert_eq!(table.digest(), full.digest());
+                same_verdicts(&table, &full, &probes)?;
+            }
+        }
+    }
+}
