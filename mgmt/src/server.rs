@@ -1494,8 +1494,10 @@ fn rule_change<'a>(
                 policy::RuleChange::Insert { index: i, new }
             })
         }
+        // The rule an update or a removal changed is where the lists first differ (found past the
+        // chunks they share, not by looking its name up again among every rule's).
         "rule.update" if doc.rules.len() == n => {
-            let index = crate::rules::rule_index(base, args).ok()?;
+            let index = first_difference(&base.rules, &doc.rules);
             Some(policy::RuleChange::Replace {
                 index,
                 old: base.rules.get(index)?,
@@ -1503,7 +1505,7 @@ fn rule_change<'a>(
             })
         }
         "rule.remove" if doc.rules.len() + 1 == n => {
-            let index = crate::rules::rule_index(base, args).ok()?;
+            let index = first_difference(&base.rules, &doc.rules);
             (doc.rules.get(index) == base.rules.get(index + 1)).then_some(())?;
             Some(policy::RuleChange::Remove {
                 index,
@@ -1512,6 +1514,18 @@ fn rule_change<'a>(
         }
         _ => None,
     }
+}
+
+/// The first index at which `a` and `b` hold different rules (the shorter one's length when one is
+/// the other's prefix): looked for past the chunks they share.
+fn first_difference(
+    a: &policy::section::Section<policy::Rule>,
+    b: &policy::section::Section<policy::Rule>,
+) -> usize {
+    let n = a.len().min(b.len());
+    (a.shared_prefix(b)..n)
+        .find(|&i| a.get(i) != b.get(i))
+        .unwrap_or(n)
 }
 
 /// The tenant a `tenant.update` / `tenant.remove` edit changed between `base` and `doc` (a
