@@ -336,31 +336,6 @@ impl<V: Copy + Default, S: Slots<V>> FlatMap<V, S> {
         *self = bigger;
     }
 
-    /// This map with `f` applied to every value: the keys stay in their slots (no key is hashed
-    /// or moved), in slots of its own.
-    pub fn map_values(&self, f: impl Fn(V) -> V) -> Self {
-        Self {
-            // One pass: each new slot written once, from the old one.
-            slots: S::from_fn(self.n_slots(), |i| {
-                let s = self.slot(i);
-                if s.key == EMPTY {
-                    Slot {
-                        key: EMPTY,
-                        val: V::default(),
-                    }
-                } else {
-                    Slot {
-                        key: s.key,
-                        val: f(s.val),
-                    }
-                }
-            }),
-            mask: self.mask,
-            len: self.len,
-            _v: std::marker::PhantomData,
-        }
-    }
-
     /// Every (key, value), in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, V)> + '_ {
         (0..self.n_slots())
@@ -395,31 +370,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
-
-    /// `map_values` over a map of several pages (on its own mapping): every key keeps its slot
-    /// with its value mapped, the copy takes inserts and removals on its own, the original is
-    /// untouched.
-    #[test]
-    fn map_values_maps_every_value_in_place_across_pages() {
-        let n = 200_000u64;
-        let mut m: PagedMap<u32> = PagedMap::with_capacity(n as usize);
-        for k in 0..n {
-            m.insert(k * 7 + 1, k as u32);
-        }
-        let mut c = m.map_values(|v| v.wrapping_mul(3) ^ 1);
-        assert_eq!(c.len(), m.len());
-        for k in 0..n {
-            assert_eq!(c.get(k * 7 + 1), Some((k as u32).wrapping_mul(3) ^ 1));
-            assert_eq!(m.get(k * 7 + 1), Some(k as u32));
-        }
-        assert_eq!(c.get(2), None);
-        c.insert(2, 9);
-        assert_eq!(c.remove(1), Some(1));
-        assert_eq!((c.get(2), m.get(2), m.get(1)), (Some(9), None, Some(0)));
-        let slots: Vec<u64> = m.iter().map(|(k, _)| k).collect();
-        let copied: Vec<u64> = m.map_values(|v| v).iter().map(|(k, _)| k).collect();
-        assert_eq!(slots, copied, "no key moved");
-    }
 
     proptest! {
         #[test]
