@@ -444,6 +444,18 @@ fn errors_leave_the_connection_usable() {
             .unwrap()),
         ErrorCode::VersionConflict
     );
+    // A rule inserted mid-list (a change made in place) under a name another rule has.
+    let taken = ok(c.call("policy.get", json!({})).unwrap())["document"]["rule"][0]["name"].clone();
+    assert!(taken.is_string());
+    assert_eq!(
+        err(c
+            .call(
+                "rule.add",
+                json!({"index": 0, "rule": {"name": taken, "from": "acme", "to": "globex", "action": "deny"}})
+            )
+            .unwrap()),
+        ErrorCode::InvalidPolicy
+    );
     // Oversized request: an error, then the connection still works.
     let mut big = b"{\"id\":1,\"op\":\"status\",\"args\":{\"pad\":\"".to_vec();
     big.extend(std::iter::repeat_n(b'x', 80 << 20));

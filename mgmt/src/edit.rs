@@ -117,7 +117,12 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
             }
         }
         "rule.add" => {
-            let r: Rule = arg(args, "rule")?;
+            let mut r: Rule = arg(args, "rule")?;
+            if r.name.is_some() {
+                // A name another rule has is refused here, wherever the rule lands (an unnamed
+                // rule is named after the edit, uniquely: `names::name_new_rules`).
+                crate::rules::name_for(doc, doc.rules.len(), &mut r)?;
+            }
             match args.get("index").and_then(Value::as_u64) {
                 Some(i) if (i as usize) <= doc.rules.len() => doc.rules.insert(i as usize, r),
                 Some(i) => return Err(not_found(format!("rule index {i} is past the end"))),

@@ -1698,6 +1698,28 @@ action = "deny"
         assert!(e.is_err_and(|e| e.to_string().contains("nobody")));
     }
 
+    /// A rule added or updated under a name another rule has is refused, wherever it lands in the
+    /// list: the edit refuses it, before the in-place compile (which does not look at names) would
+    /// take it.
+    #[test]
+    fn a_rule_under_a_name_taken_is_refused_in_place_too() {
+        let base = Document::from_toml(DOC, "t").unwrap();
+        let rule = json!({"name": "b-in", "from": "a", "to": "b", "action": "deny"});
+        for (op, args) in [
+            ("rule.add", json!({"rule": rule, "index": 0})),
+            ("rule.add", json!({"rule": rule, "index": 1})),
+            ("rule.add", json!({"rule": rule})),
+            ("rule.update", json!({"index": 0, "rule": rule})),
+        ] {
+            let e = edit::apply(op, &args, &mut base.clone()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidPolicy, "{op} {args}");
+            assert!(
+                e.message.contains("\"b-in\" is taken"),
+                "{op} {args}: {e:?}"
+            );
+        }
+    }
+
     struct Null;
     impl Dataplane for Null {
         fn publish(&self, _: Arc<Table>) {}
