@@ -670,7 +670,7 @@ impl Table {
     /// This table with one rule changed, as `version`, for the document `doc` (which must be this
     /// table's document with the change made): identity and endpoints are shared as they are. Each
     /// change rebuilds only the changed rule's bucket; a removal or an insertion also moves every
-    /// later rule's list index, which rewrites the rule order (4 bytes a rule: [`RuleOrder`]) and
+    /// later rule's list index, which rewrites the rule order (4 bytes a rule) and
     /// not the compiled rules. A new rule must have passed [`Table::check_rule`], and its name must
     /// be free (names are not looked at here).
     pub fn with_rule_change(
