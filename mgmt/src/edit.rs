@@ -25,6 +25,17 @@ fn exists(what: String) -> OpError {
 
 /// Applies the edit `op` with `args` to `doc`. Returns false if `op` is not an edit.
 pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError> {
+    apply_with(op, args, doc, None)
+}
+
+/// [`apply`], with `table` compiled from `doc` (as it is before the edit), whose rule-name index then
+/// finds the rules the edit names and checks the names it gives without reading every rule's.
+pub fn apply_with(
+    op: &str,
+    args: &Value,
+    doc: &mut Document,
+    table: Option<&policy::Table>,
+) -> Result<bool, OpError> {
     match op {
         "tenant.add" => {
             let t: Tenant = arg(args, "tenant")?;
@@ -121,7 +132,7 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
             if r.name.is_some() {
                 // A name another rule has is refused here, wherever the rule lands (an unnamed
                 // rule is named after the edit, uniquely: `names::name_new_rules`).
-                crate::rules::name_for(doc, doc.rules.len(), &mut r)?;
+                crate::rules::name_for(doc, table, doc.rules.len(), &mut r)?;
             }
             match args.get("index").and_then(Value::as_u64) {
                 Some(i) if (i as usize) <= doc.rules.len() => doc.rules.insert(i as usize, r),
@@ -130,13 +141,13 @@ pub fn apply(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError
             }
         }
         "rule.update" => {
-            let i = crate::rules::rule_index(doc, args)?;
+            let i = crate::rules::rule_index(doc, table, args)?;
             let mut r: Rule = arg(args, "rule")?;
-            crate::rules::name_for(doc, i, &mut r)?;
+            crate::rules::name_for(doc, table, i, &mut r)?;
             doc.rules[i] = r;
         }
         "rule.remove" => {
-            let i = crate::rules::rule_index(doc, args)?;
+            let i = crate::rules::rule_index(doc, table, args)?;
             doc.rules.remove(i);
         }
         _ => return Ok(false),

@@ -2,15 +2,23 @@
 //! rules, and the rule part of a diff (a rule whose name stays and whose content changes is a change).
 
 use crate::protocol::{ErrorCode, OpError};
-use policy::{Document, Rule};
+use policy::{Document, Rule, Table};
 use serde_json::{json, Value};
 
+/// The list index of the rule named `n` in `doc`: through `table`'s name index (one probe) when
+/// `table` was compiled from `doc`'s very rule list, else by reading every rule's name.
+pub fn index_by_name(doc: &Document, table: Option<&Table>, n: &str) -> Option<usize> {
+    match table {
+        Some(t) if t.document().rules.same(&doc.rules) => t.rule_index_by_name(n),
+        _ => doc.rules.iter().position(|r| r.name.as_deref() == Some(n)),
+    }
+}
+
 /// The rule `args` designate: `name` (a string), or `index` (a number, or a string naming the rule).
-pub fn rule_index(doc: &Document, args: &Value) -> Result<usize, OpError> {
+/// `table`: one compiled from `doc`, if the caller has it (names are then looked up in its index).
+pub fn rule_index(doc: &Document, table: Option<&Table>, args: &Value) -> Result<usize, OpError> {
     let by_name = |n: &str| {
-        doc.rules
-            .iter()
-            .position(|r| r.name.as_deref() == Some(n))
+        index_by_name(doc, table, n)
             .ok_or_else(|| OpError::new(ErrorCode::NotFound, format!("no rule named {n:?}")))
     };
     match (args.get("name"), args.get("index")) {
@@ -43,14 +51,16 @@ fn by_index(doc: &Document, i: usize) -> Result<usize, OpError> {
 
 /// Gives `rule` a name for its place `index` in `doc` (replacing rule `index`, or appended when it is
 /// past the end): the old rule's name on an update without one, else a generated one. Refuses a name
-/// another rule has.
-pub fn name_for(doc: &Document, index: usize, rule: &mut Rule) -> Result<(), OpError> {
-    let others = |n: &str| {
-        doc.rules
-            .iter()
-            .enumerate()
-            .any(|(i, r)| i != index && r.name.as_deref() == Some(n))
-    };
+/// another rule has. `table`: one compiled from `doc`, if the caller has it (names are then looked
+/// up in its index).
+pub fn name_for(
+    doc: &Document,
+    table: Option<&Table>,
+    index: usize,
+    rule: &mut Rule,
+) -> Result<(), OpError> {
+    let indexed = table.filter(|t| t.document().rules.same(&doc.rules));
+    let others = |n: &str| index_by_name(doc, indexed, n).is_some_and(|i| i != index);
     match &rule.name {
         Some(n) if others(n) => Err(OpError::new(
             ErrorCode::InvalidPolicy,
@@ -61,6 +71,9 @@ pub fn name_for(doc: &Document, index: usize, rule: &mut Rule) -> Result<(), OpE
         None => {
             rule.name = match doc.rules.get(index).and_then(|r| r.name.clone()) {
                 Some(old) => Some(old),
+                // Each name tried is one probe of the index…
+                None if indexed.is_some() => Some(policy::names::fresh_name(rule, &others)),
+                // …or, without one, one pass gathers the names it could collide with.
                 None => {
                     let names = (doc.rules.iter().enumerate())
                         .filter(|&(i, _)| i != index)
@@ -110,8 +123,9 @@ mod tests {
     }
 
     /// A rule added or replaced without a name gets its base name with the first free suffix (the
-    /// names it could collide with are gathered in one pass); one replaced keeps its old name; an
-    /// explicit name another rule has is refused.
+    /// names it could collide with are gathered in one pass, or probed in a table's name index);
+    /// one replaced keeps its old name; an explicit name another rule has is refused; rules are
+    /// found by name and by index alike both ways.
     #[test]
     fn a_changed_rule_gets_the_first_free_generated_name() {
         let mut d = Document::from_toml(
@@ -126,18 +140,31 @@ mod tests {
             rule(Some("a-b-tcp-80"), "80"),
         ]
         .into();
-        let mut r = rule(None, "443");
-        name_for(&d, 4, &mut r).unwrap();
-        assert_eq!(r.name.as_deref(), Some("a-b-tcp-443-3"));
-        // Replacing rule 1: its own name is not taken from it, and it keeps it.
-        let mut r = rule(None, "443");
-        name_for(&d, 1, &mut r).unwrap();
-        assert_eq!(r.name.as_deref(), Some("a-b-tcp-443-2"));
-        let mut r = rule(None, "8080");
-        name_for(&d, 4, &mut r).unwrap();
-        assert_eq!(r.name.as_deref(), Some("a-b-tcp-8080"));
-        let mut r = rule(Some("a-b-tcp-80"), "443");
-        assert!(name_for(&d, 4, &mut r).is_err());
-        assert!(name_for(&d, 3, &mut r).is_ok());
+        // Alike by reading every name, and through the name index of a table compiled from `d`.
+        let compiled = Table::compile(std::sync::Arc::new(d.clone()), 1, None).unwrap();
+        assert!(compiled.document().rules.same(&d.rules), "the index serves `d`");
+        for table in [None, Some(&compiled)] {
+            let mut r = rule(None, "443");
+            name_for(&d, table, 4, &mut r).unwrap();
+            assert_eq!(r.name.as_deref(), Some("a-b-tcp-443-3"));
+            // Replacing rule 1: its own name is not taken from it, and it keeps it.
+            let mut r = rule(None, "443");
+            name_for(&d, table, 1, &mut r).unwrap();
+            assert_eq!(r.name.as_deref(), Some("a-b-tcp-443-2"));
+            let mut r = rule(None, "8080");
+            name_for(&d, table, 4, &mut r).unwrap();
+            assert_eq!(r.name.as_deref(), Some("a-b-tcp-8080"));
+            let mut r = rule(Some("a-b-tcp-80"), "443");
+            assert!(name_for(&d, table, 4, &mut r).is_err());
+            assert!(name_for(&d, table, 3, &mut r).is_ok());
+            let found = |args: Value| rule_index(&d, table, &args).map_err(|e| e.code);
+            assert_eq!(found(json!({"name": "a-b-tcp-443-4"})), Ok(2));
+            assert_eq!(found(json!({"index": "a-b-tcp-80"})), Ok(3));
+            assert_eq!(found(json!({"index": 1})), Ok(1));
+            assert_eq!(
+                found(json!({"name": "a-b-tcp-443-3"})),
+                Err(ErrorCode::NotFound)
+            );
+        }
     }
 }

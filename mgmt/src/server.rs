@@ -1009,6 +1009,8 @@ impl Server {
                 let delta = json!([{"op": op, "args": args}]);
                 let args = args.clone();
                 let scope_owned = tenants.clone();
+                // The running table's rule-name index serves the edit when it runs `cur`.
+                let running = self.table();
                 self.commit(
                     (uid, op, comment, tenants),
                     expected,
@@ -1018,7 +1020,7 @@ impl Server {
                             tenant_may(scope, &op_name, &args, cur)?;
                         }
                         let mut doc = cur.clone();
-                        edit::apply(&op_name, &args, &mut doc)?;
+                        edit::apply_with(&op_name, &args, &mut doc, Some(&running))?;
                         Ok(doc)
                     },
                 )
@@ -1182,12 +1184,14 @@ impl Server {
         )
         .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("argument \"rule\": {e}")))?;
         let n = base.rules.len();
+        // The running table: its rule-name index finds and checks names (when it runs `base`).
+        let old = self.table();
         let index = if op == "rule.add" {
             n
         } else {
-            crate::rules::rule_index(&base, args)?
+            crate::rules::rule_index(&base, Some(&old), args)?
         };
-        crate::rules::name_for(&base, index, &mut rule)?;
+        crate::rules::name_for(&base, Some(&old), index, &mut rule)?;
         if base.rules.get(index) == Some(&rule) {
             return Ok(json!({
                 "version": current,
@@ -1195,7 +1199,6 @@ impl Server {
                 "unchanged": true,
             }));
         }
-        let old = self.table();
         let issues = old.check_rule(index, &rule);
         if !issues.is_empty() {
             return Err(invalid(policy::ConfigError::Invalid {

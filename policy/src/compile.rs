@@ -562,6 +562,40 @@ impl RuleSet {
     }
 }
 
+/// A rule name's key in [`RuleNames`] (never the flat map's empty key).
+pub(crate) fn name_key(name: &str) -> u64 {
+    hash_of(0x6e61_6d65, name).min(crate::flat::EMPTY - 1)
+}
+
+/// The names of `rules` (the list `set` was compiled from and changed with), by hash.
+pub(crate) fn rule_names(set: &RuleSet, rules: &Section<Rule>) -> RuleNames {
+    let mut names = RuleNames {
+        by_hash: PagedMap::with_capacity(rules.len()),
+        collided: false,
+    };
+    for (i, r) in rules.iter().enumerate() {
+        if let Some(n) = &r.name {
+            names.add(n, set.id_at(i));
+        }
+    }
+    names
+}
+
+impl RuleNames {
+    fn add(&mut self, name: &str, id: u32) {
+        let k = name_key(name);
+        // Names are unique in a valid document: a key already held is another name's.
+        self.collided |= self.by_hash.get(k).is_some();
+        self.by_hash.insert(k, id);
+    }
+    fn remove(&mut self, name: &str, id: u32) {
+        let k = name_key(name);
+        if self.by_hash.get(k) == Some(id) {
+            self.by_hash.remove(k);
+        }
+    }
+}
+
 /// Room for an arena of `n` rules and the changes after it: half as much again, which the garbage
 /// of rewritten buckets fills about when it is compacted (memory past what is written costs nothing
 /// where the arena is mapped).
@@ -685,7 +719,8 @@ impl Table {
         let core = &*self.core;
         let windowed =
             |c: CRule| (c.not_before != i64::MIN || c.not_after != i64::MAX).then_some(c);
-        let windowed = match change {
+        // The rule's window, if it has one, and its id.
+        let (windowed, id) = match change {
             RuleChange::Append(r) => {
                 let index = doc.rules.len().saturating_sub(1);
                 let id = rules.next_id;
@@ -702,7 +737,7 @@ impl Table {
                 let h = content_hash(r);
                 rules.hashes.push(h);
                 rules.digest = rules.digest.wrapping_add(placed(index, h));
-                w
+                (w, id)
             }
             RuleChange::Replace { index, old, new } => {
                 let id = rules.id_at(index);
@@ -720,7 +755,7 @@ impl Table {
                     .digest
                     .wrapping_sub(placed(index, was))
                     .wrapping_add(placed(index, h));
-                w
+                (w, id)
             }
             RuleChange::Remove { index, old } => {
                 // Every later rule's list index moves (their ids and compiled rules stay): the
@@ -735,7 +770,7 @@ impl Table {
                     d = d.wrapping_sub(placed(k + 1, h)).wrapping_add(placed(k, h));
                 }
                 rules.digest = d;
-                None // its window's edges stay, as a replaced rule's do
+                (None, id) // its window's edges stay, as a replaced rule's do
             }
             RuleChange::Insert { index, new } => {
                 let id = rules.insert_id(index);
@@ -750,9 +785,23 @@ impl Table {
                 if let Some(k) = key_of(core, new) {
                     rules.edit_bucket(k, |v| v.push(c));
                 }
-                windowed(c)
+                (windowed(c), id)
             }
         };
+        if let Some(names) = rules.names.get_mut() {
+            // The names' index, if this table's was made, follows the change.
+            let (gone, added) = match change {
+                RuleChange::Append(r) | RuleChange::Insert { new: r, .. } => (None, Some(r)),
+                RuleChange::Replace { old, new, .. } => (Some(old), Some(new)),
+                RuleChange::Remove { old, .. } => (Some(old), None),
+            };
+            if let Some(n) = gone.and_then(|r| r.name.as_deref()) {
+                names.remove(n, id);
+            }
+            if let Some(n) = added.and_then(|r| r.name.as_deref()) {
+                names.add(n, id);
+            }
+        }
         if rules.garbage > rules.arena.len() / 2 + 64
             || rules.dead_ids() > rules.hashes.len() / 2 + 64
         {

@@ -419,6 +419,18 @@ pub(crate) struct RuleSet {
     pub order: Option<RuleOrder>,
     /// The id the next rule added gets (the rule count while `order` is `None`).
     pub next_id: u32,
+    /// The rules' names, made on the first lookup by name ([`Table::rule_index_by_name`]) and kept
+    /// by one-rule changes from then on; a whole compile or a compaction starts without.
+    pub names: std::sync::OnceLock<RuleNames>,
+}
+
+/// Rule names by hash, for looking a rule up by name without reading every rule's: the name's hash
+/// → the rule's id ([`CRule::id`]).
+#[derive(Debug, Clone)]
+pub(crate) struct RuleNames {
+    pub by_hash: flat::PagedMap<u32>,
+    /// Two names hashed alike: lookups read every rule's name instead.
+    pub collided: bool,
 }
 
 /// Where rules sit in the list once one was inserted into or removed from the middle of it. A
@@ -996,6 +1008,23 @@ impl Table {
     }
 
     // ---- the cold side's queries (management, audit, tests) ----
+
+    /// The list index of the rule named `name` in this table's document: one probe of the rule
+    /// names' index (made on the first call, a pass over the names; kept by one-rule changes from
+    /// then on), or `None`.
+    pub fn rule_index_by_name(&self, name: &str) -> Option<usize> {
+        let rules = &self.doc.rules;
+        let names = self
+            .rules
+            .names
+            .get_or_init(|| crate::compile::rule_names(&self.rules, rules));
+        if names.collided {
+            return rules.iter().position(|r| r.name.as_deref() == Some(name));
+        }
+        let id = names.by_hash.get(crate::compile::name_key(name))?;
+        let i = self.rules.index_of(id) as usize;
+        (rules.get(i)?.name.as_deref() == Some(name)).then_some(i)
+    }
 
     /// The segment of an ingress VNI.
     pub fn segment(&self, vni: u32) -> Option<SegmentEntry> {

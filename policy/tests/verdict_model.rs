@@ -555,3 +555,34 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A rule looked up by name through the table's name index is found at its list index, along
+    /// a chain of one-rule changes (appends, replacements that keep or change the name, insertions
+    /// and removals mid-list, through compactions) from a table whose index was made first; a name
+    /// no rule has is not found.
+    #[test]
+    fn rules_are_found_by_name_along_a_chain_of_changes(
+        rules in prop::collection::vec(arb_rule(), 0..8),
+        changes in prop::collection::vec((arb_rule(), any::<prop::sample::Index>(), 0..4u8, any::<bool>()), 1..150),
+    ) {
+        let named = |r: policy::Rule, n: String| policy::Rule { name: Some(n), ..r };
+        let mut d = doc(rules.into_iter().enumerate().map(|(k, r)| named(r, format!("r{k}"))).collect());
+        let mut table = Table::compile(Arc::new(d.clone()), 1, None).unwrap();
+        prop_assert_eq!(table.rule_index_by_name("nobody"), None);
+        for (n, (rule, at, kind, rename)) in changes.into_iter().enumerate() {
+            // A replacement keeps its rule's name unless `rename`.
+            let name = match kind {
+                1 if !rename && !d.rules.is_empty() => d.rules[at.index(d.rules.len())].name.clone().unwrap(),
+                _ => format!("n{n}"),
+            };
+            (table, d) = rule_change(&table, &d, 2 + n as u64, (kind, at, &named(rule, name)));
+            for (i, r) in d.rules.iter().enumerate() {
+                prop_assert_eq!(table.rule_index_by_name(r.name.as_deref().unwrap()), Some(i));
+            }
+            prop_assert_eq!(table.rule_index_by_name("nobody"), None);
+        }
+    }
+}
