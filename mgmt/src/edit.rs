@@ -129,9 +129,10 @@ pub fn apply_with(
         }
         "rule.add" => {
             let mut r: Rule = arg(args, "rule")?;
-            if r.name.is_some() {
-                // A name another rule has is refused here, wherever the rule lands (an unnamed
-                // rule is named after the edit, uniquely: `names::name_new_rules`).
+            if r.name.is_some() || table.is_some() {
+                // A name another rule has is refused here, wherever the rule lands. An unnamed
+                // rule is named after the edit (`names::name_new_rules`), or here when a table's
+                // name index can probe for a free name: the same name, as it is the one new rule.
                 crate::rules::name_for(doc, table, doc.rules.len(), &mut r)?;
             }
             match args.get("index").and_then(Value::as_u64) {

@@ -142,7 +142,10 @@ mod tests {
         .into();
         // Alike by reading every name, and through the name index of a table compiled from `d`.
         let compiled = Table::compile(std::sync::Arc::new(d.clone()), 1, None).unwrap();
-        assert!(compiled.document().rules.same(&d.rules), "the index serves `d`");
+        assert!(
+            compiled.document().rules.same(&d.rules),
+            "the index serves `d`"
+        );
         for table in [None, Some(&compiled)] {
             let mut r = rule(None, "443");
             name_for(&d, table, 4, &mut r).unwrap();

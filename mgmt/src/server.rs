@@ -1701,6 +1701,31 @@ action = "deny"
         assert!(e.is_err_and(|e| e.to_string().contains("nobody")));
     }
 
+    /// An unnamed rule added through the running table's name index gets the name the whole
+    /// naming pass would give it, wherever it lands, and a later one the next free suffix.
+    #[test]
+    fn a_rule_named_through_the_index_gets_the_name_the_naming_pass_gives() {
+        let base = Document::from_toml(DOC, "t").unwrap();
+        let table = Table::compile(Arc::new(base.clone()), 1, None).unwrap();
+        let rule =
+            json!({"from": "a", "to": "b", "proto": "tcp", "ports": "443", "action": "allow"});
+        for index in [json!(0), json!(1), json!(3), Value::Null] {
+            let args = json!({"rule": rule, "index": index});
+            let mut by_index = base.clone();
+            edit::apply_with("rule.add", &args, &mut by_index, Some(&table)).unwrap();
+            let mut by_pass = base.clone();
+            edit::apply("rule.add", &args, &mut by_pass).unwrap();
+            policy::names::name_new_rules(&mut by_pass, &base);
+            assert_eq!(by_index, by_pass, "at {index}");
+            let i = index.as_u64().map_or(base.rules.len(), |i| i as usize);
+            assert_eq!(
+                by_index.rules[i].name.as_deref(),
+                Some("a-b-tcp-443-2"),
+                "at {index}"
+            );
+        }
+    }
+
     /// A rule added or updated under a name another rule has is refused, wherever it lands in the
     /// list: the edit refuses it, before the in-place compile (which does not look at names) would
     /// take it.
