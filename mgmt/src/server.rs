@@ -350,6 +350,7 @@ impl Server {
         dataplane: Arc<dyn Dataplane>,
     ) -> Server {
         let owner_uid = cfg.owner.unwrap_or_else(current_euid);
+        index_rule_names(&table);
         Server {
             inner: Arc::new(Inner {
                 cfg,
@@ -572,6 +573,7 @@ impl Server {
             .map_err(|e| e.to_string())?;
         let table = Arc::new(table);
         self.inner.table.store(table.clone());
+        index_rule_names(&table);
         self.inner.dataplane.publish(table);
         tracing::info!(
             version,
@@ -1070,6 +1072,7 @@ impl Server {
         let version = rec.meta.version;
         let digest = rec.meta.digest.clone();
         self.inner.table.store(table.clone());
+        index_rule_names(&table);
         self.inner.dataplane.publish(table);
         tracing::info!(uid, op, version, "policy changed");
         Ok(json!({
@@ -1433,6 +1436,21 @@ fn compile_next(
     match in_place {
         Some(t) => Ok((t, true)),
         None => Table::compile(doc, version, Some(old)).map(|t| (t, false)),
+    }
+}
+
+/// Makes a big table's rule-name index on a thread of its own, off the request path, when the
+/// table does not have it (a whole compile; a table changed from one that has it keeps it), so the
+/// next change by name does not wait for it.
+fn index_rule_names(table: &Arc<Table>) {
+    if table.document().rules.len() >= 10_000 && !table.rule_names_indexed() {
+        let t = table.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rule-names".into())
+            .spawn(move || t.index_rule_names());
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not index rule names ahead (the first lookup will)");
+        }
     }
 }
 

@@ -1009,15 +1009,27 @@ impl Table {
 
     // ---- the cold side's queries (management, audit, tests) ----
 
+    /// Makes the rule names' index now, if it is not made yet (it is otherwise made by the first
+    /// lookup by name): a pass over the names, ≈ 30 ms at 100k rules.
+    pub fn index_rule_names(&self) {
+        self.rule_names();
+    }
+
+    /// Whether the rule names' index is made (it then follows one-rule changes).
+    pub fn rule_names_indexed(&self) -> bool {
+        self.rules.names.get().is_some()
+    }
+
+    fn rule_names(&self) -> &RuleNames {
+        (self.rules.names).get_or_init(|| crate::compile::rule_names(&self.rules, &self.doc.rules))
+    }
+
     /// The list index of the rule named `name` in this table's document: one probe of the rule
     /// names' index (made on the first call, a pass over the names; kept by one-rule changes from
     /// then on), or `None`.
     pub fn rule_index_by_name(&self, name: &str) -> Option<usize> {
         let rules = &self.doc.rules;
-        let names = self
-            .rules
-            .names
-            .get_or_init(|| crate::compile::rule_names(&self.rules, rules));
+        let names = self.rule_names();
         if names.collided {
             return rules.iter().position(|r| r.name.as_deref() == Some(name));
         }
