@@ -36,6 +36,24 @@ pub fn apply_with(
     doc: &mut Document,
     table: Option<&policy::Table>,
 ) -> Result<bool, OpError> {
+    edit(op, args, doc, table, true)
+}
+
+/// An edit of the committed history (a delta read back at start-up, a fleet's version) applied as
+/// it was committed: a rule added is not checked against the others' names, which builds before
+/// stop 31 did not do in every path (a document that ends up invalid is then refused by its
+/// compile, by name, instead of its version being dropped here).
+pub fn replay(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError> {
+    edit(op, args, doc, None, false)
+}
+
+fn edit(
+    op: &str,
+    args: &Value,
+    doc: &mut Document,
+    table: Option<&policy::Table>,
+    check_names: bool,
+) -> Result<bool, OpError> {
     match op {
         "tenant.add" => {
             let t: Tenant = arg(args, "tenant")?;
@@ -129,7 +147,7 @@ pub fn apply_with(
         }
         "rule.add" => {
             let mut r: Rule = arg(args, "rule")?;
-            if r.name.is_some() || table.is_some() {
+            if (check_names && r.name.is_some()) || table.is_some() {
                 // A name another rule has is refused here, wherever the rule lands. An unnamed
                 // rule is named after the edit (`names::name_new_rules`), or here when a table's
                 // name index can probe for a free name: the same name, as it is the one new rule.

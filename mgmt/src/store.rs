@@ -282,7 +282,7 @@ fn read_meta(path: &Path) -> Result<VersionMeta, String> {
     serde_json::from_str(&line).map_err(|e| e.to_string())
 }
 
-/// Applies a delta's edits to `doc`.
+/// Applies a committed delta's edits to `doc` ([`crate::edit::replay`]).
 pub fn apply_edits(doc: &mut Document, edits: &Value) -> Result<(), String> {
     // The rules the edits add without a name get the names the server gave them when it committed
     // them (naming is deterministic, and a delta holds the request as it came).
@@ -290,7 +290,7 @@ pub fn apply_edits(doc: &mut Document, edits: &Value) -> Result<(), String> {
     for (i, e) in edits.as_array().into_iter().flatten().enumerate() {
         let op = e.get("op").and_then(Value::as_str).unwrap_or_default();
         let args = e.get("args").cloned().unwrap_or(Value::Null);
-        match crate::edit::apply(op, &args, doc) {
+        match crate::edit::replay(op, &args, doc) {
             Ok(true) => {}
             Ok(false) => return Err(format!("edits[{i}]: {op:?} is not an edit")),
             Err(e) => return Err(format!("edits[{i}] ({op}): {}", e.message)),
@@ -847,6 +847,36 @@ mod tests {
             Some("t0-t0"),
             "the delta replayed"
         );
+    }
+
+    /// A delta an earlier build committed that gave a rule a name another rule had (builds before
+    /// stop 31 did not check it for a rule inserted mid-list) is read back as it was committed —
+    /// not dropped with the versions after it — and the document's own validation names the fault.
+    #[test]
+    fn a_committed_rule_under_a_taken_name_is_read_back_as_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = json!({"name": "dup", "from": "t0", "to": "t0", "action": "allow"});
+        {
+            let mut s = Store::open(dir.path(), 5).unwrap();
+            commit(&mut s, doc(0), "base");
+            for index in [0, 0] {
+                let edits = json!([{"op": "rule.add", "args": {"index": index, "rule": rule}}]);
+                let mut d = (*s.current().unwrap().document).clone();
+                d.rules
+                    .insert(0, serde_json::from_value(rule.clone()).unwrap());
+                let meta = s.meta_for(policy::table::digest(&d), 1000, "rule.add", None);
+                s.commit_meta(Arc::new(d), meta, Change::Edits(&edits))
+                    .unwrap();
+            }
+            add_tenant(&mut s, "after", 77);
+        }
+        let s = Store::open(dir.path(), 5).unwrap();
+        assert_eq!(s.version(), 4, "no version dropped");
+        assert!(s.quarantined().is_empty());
+        let d = &s.current().unwrap().document;
+        assert_eq!(d.rules.len(), 2);
+        let e = policy::Table::compile(d.clone(), 4, None).unwrap_err();
+        assert!(e.to_string().contains("\"dup\" is used twice"), "{e}");
     }
 
     #[test]
