@@ -26,11 +26,7 @@ pub struct Slot<V: Copy> {
 /// shared between copies of the map ([`Paged`], for a table a change copies).
 pub trait Slots<V: Copy>: Clone {
     /// `n` (a power of two) slots of `fill`.
-    fn filled(n: usize, fill: Slot<V>) -> Self {
-        Self::from_fn(n, |_| fill)
-    }
-    /// `n` (a power of two) slots, slot `i` being `f(i)` (each written once, in order).
-    fn from_fn(n: usize, f: impl FnMut(usize) -> Slot<V>) -> Self;
+    fn filled(n: usize, fill: Slot<V>) -> Self;
     /// Where slot `i < n` lies.
     fn at(&self, i: usize) -> *const Slot<V>;
     /// Slot `i < n`, to write.
@@ -42,8 +38,8 @@ pub trait Slots<V: Copy>: Clone {
 pub struct Contiguous<V: Copy>(HugeBuf<Slot<V>>);
 
 impl<V: Copy> Slots<V> for Contiguous<V> {
-    fn from_fn(n: usize, f: impl FnMut(usize) -> Slot<V>) -> Self {
-        Contiguous(HugeBuf::from_fn(n, f))
+    fn filled(n: usize, fill: Slot<V>) -> Self {
+        Contiguous(HugeBuf::filled(n, fill))
     }
     #[inline(always)]
     fn at(&self, i: usize) -> *const Slot<V> {
@@ -86,8 +82,8 @@ unsafe impl<V: Copy + Send + Sync> Send for Paged<V> {}
 unsafe impl<V: Copy + Send + Sync> Sync for Paged<V> {}
 
 impl<V: Copy> Slots<V> for Paged<V> {
-    fn from_fn(n: usize, f: impl FnMut(usize) -> Slot<V>) -> Self {
-        let buf = Arc::new(HugeBuf::from_fn(n, f));
+    fn filled(n: usize, fill: Slot<V>) -> Self {
+        let buf = Arc::new(HugeBuf::filled(n, fill));
         let per = n.min(PAGE);
         let pages: Vec<_> = (0..n / per).map(|p| (buf.clone(), p * per)).collect();
         let starts = pages

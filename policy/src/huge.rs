@@ -133,11 +133,6 @@ pub fn advise<T>(buf: &[T]) {
 impl<T: Copy> HugeBuf<T> {
     /// `len` copies of `v`.
     pub fn filled(len: usize, v: T) -> Self {
-        Self::from_fn(len, |_| v)
-    }
-
-    /// Element `i` is `f(i)`, each written once, in order.
-    pub fn from_fn(len: usize, mut f: impl FnMut(usize) -> T) -> Self {
         let bytes = len * std::mem::size_of::<T>();
         if bytes >= HUGE && std::mem::align_of::<T>() <= 4096 {
             if let Some(m) = Mapping::new(bytes) {
@@ -145,7 +140,7 @@ impl<T: Copy> HugeBuf<T> {
                 for i in 0..len {
                     // SAFETY: the mapping holds at least `len` `T`s, page-aligned (so aligned for
                     // `T`), and is ours alone; writing initialises each element once.
-                    unsafe { ptr.as_ptr().add(i).write(f(i)) };
+                    unsafe { ptr.as_ptr().add(i).write(v) };
                 }
                 return HugeBuf {
                     store: Store::Map(m),
@@ -154,7 +149,7 @@ impl<T: Copy> HugeBuf<T> {
                 };
             }
         }
-        Self::from_vec((0..len).map(f).collect())
+        Self::from_vec(vec![v; len])
     }
 
     /// A copy of `s`.
