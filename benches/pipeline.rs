@@ -4,7 +4,7 @@
 //! as many flows (see `synth::Params::scale`), so the 1M tables do not fit in the caches.
 //!
 //! `JOYPATH_BENCH_CACHE=N` gives the worker a decision cache of `N` entries instead of its own
-//! (65 536): `0` times the full path alone, `1048576` (which holds every flow) the cache hit alone.
+//! (131 072): `0` times the full path alone, `1048576` (which holds every flow) the cache hit alone.
 
 mod common;
 
