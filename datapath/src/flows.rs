@@ -152,6 +152,40 @@ struct Slot {
 /// How many slots from a key's home a flow may sit (one or two cache-line pairs).
 const WINDOW: usize = 8;
 
+/// What [`FlowTable::claimable`] read of a slot that may take a flow.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    /// Its last frame (0: empty).
+    last: i64,
+    /// It holds the flow being inserted (dead or expired).
+    same: bool,
+    /// Its flow has expired.
+    expired: bool,
+}
+
+/// A slot that may take a flow: its index, its sequence when read, and what was read.
+type Spare = (usize, u32, Claim);
+
+impl Claim {
+    /// An empty slot.
+    const EMPTY: Claim = Claim {
+        last: 0,
+        same: false,
+        expired: false,
+    };
+}
+
+/// What [`FlowTable::find_or_insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracked {
+    /// The flow (false) or its mirror (true) is live.
+    Found(Found, bool),
+    /// Neither was: the flow is now tracked.
+    Inserted(FlowRef),
+    /// Neither was, and there is no room for the flow (the table is full, or its window is).
+    Refused,
+}
+
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Found {
@@ -386,18 +420,68 @@ impl FlowTable {
     /// would give.
     #[inline]
     pub fn find_or_mirror(&self, id: &FlowId, h: u64, now: i64) -> Option<(Found, bool)> {
+        self.walk::<false>(id, h, now, false).0
+    }
+
+    /// [`FlowTable::find_or_mirror`], and when neither is live, `id` inserted as
+    /// [`FlowTable::insert_missing`] would — into the slot the same walk marked, so a new flow costs
+    /// one search of its window (a second only when another writer took that slot meanwhile).
+    #[inline]
+    pub fn find_or_insert(
+        &self,
+        id: &FlowId,
+        h: u64,
+        now: i64,
+        version: u64,
+        tcp_flags: u8,
+    ) -> Tracked {
+        let full = self.tracked.load(Relaxed) >= self.max;
+        let (found, spare) = self.walk::<true>(id, h, now, full);
+        if let Some((f, reply)) = found {
+            return Tracked::Found(f, reply);
+        }
+        if let Some((i, q, c)) = spare {
+            if let Some(r) = self.claim(i, q, c, id, h, now, version, tcp_flags) {
+                return Tracked::Inserted(r);
+            }
+        }
+        match self.insert_missing(id, h, now, version, tcp_flags) {
+            Some(r) => Tracked::Inserted(r),
+            None => Tracked::Refused,
+        }
+    }
+
+    /// The walk of [`FlowTable::find_or_mirror`]; with `SPARE`, also the first slot that may take
+    /// `id` ([`FlowTable::claimable`] under `full`) among those walked — the slot
+    /// [`FlowTable::insert_missing`] would take, as the walk ends only at a slot never used, at `id`'s
+    /// own entry (either may take it) or at the window's end.
+    #[inline(always)]
+    fn walk<const SPARE: bool>(
+        &self,
+        id: &FlowId,
+        h: u64,
+        now: i64,
+        full: bool,
+    ) -> (Option<(Found, bool)>, Option<Spare>) {
         let mirror = id.mirrored();
         let home = self.home(h);
         // Whether `id`'s first consistent entry was met (expired or cut: no answer), and the
         // mirror's answer once its own was (None inside: expired).
         let mut ours_done = false;
         let mut theirs: Option<Option<Found>> = None;
+        let mut spare = None;
         for k in 0..WINDOW {
             let i = (home + k) & self.mask;
             let s = &self.slots[i];
             let q = s.seq.load(Acquire);
             if q == 0 {
+                if SPARE && spare.is_none() && !full {
+                    spare = Some((i, q, Claim::EMPTY));
+                }
                 break;
+            }
+            if SPARE && spare.is_none() && q & 1 == 0 {
+                spare = self.claimable(s, id, now, full).map(|c| (i, q, c));
             }
             let (meta, ports) = (s.meta.load(Relaxed), s.ports.load(Relaxed));
             let ours = !ours_done && meta == id.meta && ports == id.ports;
@@ -410,7 +494,7 @@ impl FlowTable {
             };
             if ours && key == *id {
                 if let Some(f) = found.filter(|f| !Self::is_dead(f)) {
-                    return Some((f, false));
+                    return (Some((f, false)), spare);
                 }
                 ours_done = true;
             }
@@ -423,8 +507,8 @@ impl FlowTable {
             }
         }
         match theirs {
-            Some(Some(f)) if !Self::is_dead(&f) => Some((f, true)),
-            _ => None,
+            Some(Some(f)) if !Self::is_dead(&f) => (Some((f, true)), spare),
+            _ => (None, spare),
         }
     }
 
@@ -518,6 +602,83 @@ impl FlowTable {
         self.insert_missing(id, h, now, version, tcp_flags)
     }
 
+    /// Whether slot `s` (not being written) may take `id`: empty, expired, or holding `id` itself
+    /// (dead or expired, replaced in place). `full`: the table holds `max` flows, so an empty slot
+    /// may not be taken.
+    #[inline(always)]
+    fn claimable(&self, s: &Slot, id: &FlowId, now: i64, full: bool) -> Option<Claim> {
+        let last = s.last.load(Relaxed) as i64;
+        if last == 0 {
+            return (!full).then_some(Claim::EMPTY);
+        }
+        let meta = s.meta.load(Relaxed);
+        let same = meta == id.meta
+            && s.ports.load(Relaxed) == id.ports
+            && s.src[0].load(Relaxed) == id.src as u64
+            && s.src[1].load(Relaxed) == (id.src >> 64) as u64
+            && s.dst[0].load(Relaxed) == id.dst as u64
+            && s.dst[1].load(Relaxed) == (id.dst >> 64) as u64;
+        let expired = now - last > self.timeout(meta, s.state.load(Relaxed));
+        (expired || same).then_some(Claim {
+            last,
+            same,
+            expired,
+        })
+    }
+
+    /// Takes slot `i` (whose sequence was `q` when [`FlowTable::claimable`] said `c`) for `id`:
+    /// None when another writer took it first.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn claim(
+        &self,
+        i: usize,
+        q: u32,
+        c: Claim,
+        id: &FlowId,
+        h: u64,
+        now: i64,
+        version: u64,
+        tcp_flags: u8,
+    ) -> Option<FlowRef> {
+        let s = &self.slots[i];
+        s.seq
+            .compare_exchange(q, q.wrapping_add(1), Acquire, Relaxed)
+            .ok()?;
+        fence(Release);
+        if c.last == 0 {
+            self.tracked.fetch_add(1, Relaxed);
+        } else if c.expired && !c.same {
+            self.expired.fetch_add(1, Relaxed);
+        }
+        s.src[0].store(id.src as u64, Relaxed);
+        s.src[1].store((id.src >> 64) as u64, Relaxed);
+        s.dst[0].store(id.dst as u64, Relaxed);
+        s.dst[1].store((id.dst >> 64) as u64, Relaxed);
+        s.meta.store(id.meta, Relaxed);
+        s.ports.store(id.ports, Relaxed);
+        let mut st = 0;
+        if tcp_flags & tcp::FIN != 0 {
+            st |= FIN_I;
+        }
+        if tcp_flags & tcp::RST != 0 {
+            st |= RST;
+        }
+        s.state.store(st, Relaxed);
+        s.epoch.store(version as u32, Relaxed);
+        s.last.store(now.max(1) as u64, Relaxed);
+        s.seq.store(q.wrapping_add(2), Release);
+        if id.meta & PAIR == 0 {
+            // A host-pair note is no flow a watched deny waits for: its birth is not counted.
+            self.births[h as usize & (BIRTHS - 1)].fetch_add(1, Release);
+            self.created.fetch_add(1, Relaxed);
+        }
+        Some(FlowRef {
+            slot: i as u32,
+            seq: q.wrapping_add(2),
+        })
+    }
+
     /// [`FlowTable::insert`] for a flow the caller's own [`FlowTable::find`] has just not found
     /// live: claims a slot without searching again. Should another worker insert it meanwhile, the
     /// outcome is that of two workers racing in `insert`: this one replaces the other's entry in
@@ -543,61 +704,12 @@ impl FlowTable {
                 // Never pass a slot never used (find stops there): no room.
                 break;
             }
-            let last = s.last.load(Relaxed) as i64;
-            let meta = s.meta.load(Relaxed);
-            let same = last != 0 && meta == id.meta && {
-                // A dead or expired entry of the same key is replaced in place.
-                s.ports.load(Relaxed) == id.ports
-                    && s.src[0].load(Relaxed) == id.src as u64
-                    && s.src[1].load(Relaxed) == (id.src >> 64) as u64
-                    && s.dst[0].load(Relaxed) == id.dst as u64
-                    && s.dst[1].load(Relaxed) == (id.dst >> 64) as u64
+            let Some(c) = self.claimable(s, id, now, full) else {
+                continue;
             };
-            let expired = last != 0 && now - last > self.timeout(meta, s.state.load(Relaxed));
-            if !(last == 0 || expired || same) {
-                continue;
+            if let Some(r) = self.claim(i, q, c, id, h, now, version, tcp_flags) {
+                return Some(r);
             }
-            if last == 0 && full {
-                continue;
-            }
-            if s.seq
-                .compare_exchange(q, q.wrapping_add(1), Acquire, Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            fence(Release);
-            if last == 0 {
-                self.tracked.fetch_add(1, Relaxed);
-            } else if expired && !same {
-                self.expired.fetch_add(1, Relaxed);
-            }
-            s.src[0].store(id.src as u64, Relaxed);
-            s.src[1].store((id.src >> 64) as u64, Relaxed);
-            s.dst[0].store(id.dst as u64, Relaxed);
-            s.dst[1].store((id.dst >> 64) as u64, Relaxed);
-            s.meta.store(id.meta, Relaxed);
-            s.ports.store(id.ports, Relaxed);
-            let mut st = 0;
-            if tcp_flags & tcp::FIN != 0 {
-                st |= FIN_I;
-            }
-            if tcp_flags & tcp::RST != 0 {
-                st |= RST;
-            }
-            s.state.store(st, Relaxed);
-            s.epoch.store(version as u32, Relaxed);
-            s.last.store(now.max(1) as u64, Relaxed);
-            s.seq.store(q.wrapping_add(2), Release);
-            if id.meta & PAIR == 0 {
-                // A host-pair note is no flow a watched deny waits for: its birth is not counted.
-                self.births[h as usize & (BIRTHS - 1)].fetch_add(1, Release);
-                self.created.fetch_add(1, Relaxed);
-            }
-            return Some(FlowRef {
-                slot: i as u32,
-                seq: q.wrapping_add(2),
-            });
         }
         if id.meta & PAIR == 0 {
             self.refused.fetch_add(1, Relaxed);
@@ -606,19 +718,52 @@ impl FlowTable {
     }
 
     /// Notes that `hosts` (a [`FlowId::hosts`]) has a live flow: refreshed at most once a second.
+    /// One walk of the key's window both finds the note (as [`FlowTable::find`] would) and marks the
+    /// slot [`FlowTable::insert_missing`] would take, so a new note is written without a second
+    /// search (the second search runs only when another writer took that slot meanwhile).
     pub fn note_hosts(&self, hosts: &FlowId, now: i64, version: u64) {
         let h = hosts.hash();
-        match self.find(hosts, h, now) {
-            Some(f) => {
-                let s = &self.slots[f.slot];
-                if now - s.last.load(Relaxed) as i64 > S {
-                    s.last.store(now as u64, Relaxed);
+        let home = self.home(h);
+        let full = self.tracked.load(Relaxed) >= self.max;
+        let mut spare: Option<Spare> = None;
+        for k in 0..WINDOW {
+            let i = (home + k) & self.mask;
+            let s = &self.slots[i];
+            let q = s.seq.load(Acquire);
+            if q == 0 {
+                if spare.is_none() && !full {
+                    spare = Some((i, q, Claim::EMPTY));
+                }
+                break;
+            }
+            if s.meta.load(Relaxed) == hosts.meta && s.ports.load(Relaxed) == hosts.ports {
+                if let Some((key, found)) = self.entry(i, q, now) {
+                    if key == *hosts {
+                        if let Some(f) = found {
+                            let s = &self.slots[f.slot];
+                            if now - s.last.load(Relaxed) as i64 > S {
+                                s.last.store(now as u64, Relaxed);
+                            }
+                            return;
+                        }
+                        // Expired: `find` answers none here; this slot may take the note anew.
+                        if spare.is_none() {
+                            spare = self.claimable(s, hosts, now, full).map(|c| (i, q, c));
+                        }
+                        break;
+                    }
                 }
             }
-            None => {
-                self.insert_missing(hosts, h, now, version, 0);
+            if spare.is_none() && q & 1 == 0 {
+                spare = self.claimable(s, hosts, now, full).map(|c| (i, q, c));
             }
         }
+        if let Some((i, q, c)) = spare {
+            if self.claim(i, q, c, hosts, h, now, version, 0).is_some() {
+                return;
+            }
+        }
+        self.insert_missing(hosts, h, now, version, 0);
     }
 
     /// Whether the initiator of `hosts` has had a live flow toward its responder lately.
@@ -776,6 +921,125 @@ mod tests {
             let ours = t.find_or_mirror(&f, h, now);
             let slot = |x: Option<(Found, bool)>| x.map(|(x, r)| (x.slot, x.seq, r));
             proptest::prop_assert_eq!(slot(ours), slot(reference));
+        }
+    }
+
+    /// [`FlowTable::note_hosts`] as two walks: `find`, then a refresh or `insert_missing` (what its
+    /// single walk must equal).
+    fn note_hosts_in_two_walks(t: &FlowTable, hosts: &FlowId, now: i64, version: u64) {
+        let h = hosts.hash();
+        match t.find(hosts, h, now) {
+            Some(f) => {
+                let s = &t.slots[f.slot];
+                if now - s.last.load(Relaxed) as i64 > S {
+                    s.last.store(now as u64, Relaxed);
+                }
+            }
+            None => {
+                t.insert_missing(hosts, h, now, version, 0);
+            }
+        }
+    }
+
+    /// Every slot's fields and the table's counts.
+    fn dump(t: &FlowTable) -> Vec<[u64; 10]> {
+        let mut v: Vec<[u64; 10]> = t
+            .slots
+            .iter()
+            .map(|s| {
+                [
+                    u64::from(s.seq.load(Relaxed)),
+                    u64::from(s.epoch.load(Relaxed)),
+                    s.last.load(Relaxed),
+                    s.meta.load(Relaxed),
+                    u64::from(s.ports.load(Relaxed)),
+                    u64::from(s.state.load(Relaxed)),
+                    s.src[0].load(Relaxed),
+                    s.src[1].load(Relaxed),
+                    s.dst[0].load(Relaxed),
+                    s.dst[1].load(Relaxed),
+                ]
+            })
+            .collect();
+        v.push([
+            t.tracked.load(Relaxed),
+            t.created.load(Relaxed),
+            t.expired.load(Relaxed),
+            t.refused.load(Relaxed),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
+        v
+    }
+
+    proptest::proptest! {
+        /// A host-pair note written in one walk leaves the table exactly as `find` and then a
+        /// refresh or `insert_missing` would, and a flow found or inserted in one walk as
+        /// `find_or_mirror` and then `insert_missing` would (the same answer too): over keys that
+        /// share a window (notes, flows and their mirrors), among empty, live, expired, cut and
+        /// swept slots, in a table that fills up.
+        #[test]
+        fn one_walk_finds_or_inserts_as_a_find_then_an_insert(
+            ops in proptest::collection::vec((0u8..4, 0usize..8, 0i64..12), 1..40),
+            max in 2usize..12,
+        ) {
+            // Notes and flows whose home is one of the first four slots of a 128-slot table.
+            let t = FlowTable::new(max, Timeouts { other: 6 * S, tcp_opening: 4 * S, ..Timeouts::default() });
+            let near = |k: &FlowId| t.home(k.hash()) < 4;
+            let notes: Vec<FlowId> = (0..4000u128)
+                .map(|a| FlowId::new(0, 0, 0xc613_0000 + a, 0xc613_8000, false, 6, 1, 2).hosts())
+                .filter(|k| near(k))
+                .take(4)
+                .collect();
+            let flows: Vec<FlowId> = (0..4000u16)
+                .map(|p| FlowId::new(0, 0, 0xc613_0001, 0xc613_0002, false, 6, p, 443))
+                .filter(|k| near(k))
+                .take(4)
+                .collect();
+            proptest::prop_assume!(notes.len() == 4 && flows.len() == 4);
+            let ours = FlowTable::new(max, t.timeouts);
+            let reference = FlowTable::new(max, t.timeouts);
+            let mut now = S;
+            for &(op, k, dt) in &ops {
+                now += dt * S / 2;
+                match op {
+                    0 | 1 => {
+                        let n = &notes[k % 4];
+                        ours.note_hosts(n, now, 1);
+                        note_hosts_in_two_walks(&reference, n, now, 1);
+                    }
+                    2 => {
+                        // A frame of flow k (k < 4) or of its mirror: found, or inserted.
+                        let f = if k < 4 { flows[k] } else { flows[k % 4].mirrored() };
+                        let h = f.hash();
+                        let got = ours.find_or_insert(&f, h, now, 1, 0);
+                        let want = match reference.find_or_mirror(&f, h, now) {
+                            Some((x, reply)) => Tracked::Found(x, reply),
+                            None => match reference.insert_missing(&f, h, now, 1, 0) {
+                                Some(r) => Tracked::Inserted(r),
+                                None => Tracked::Refused,
+                            },
+                        };
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                    _ if k < 4 => {
+                        for t in [&ours, &reference] {
+                            if let Some(x) = t.find(&flows[k], flows[k].hash(), now) {
+                                t.cut(&x);
+                            }
+                        }
+                    }
+                    _ => {
+                        ours.sweep(k * 16, now);
+                        reference.sweep(k * 16, now);
+                    }
+                }
+                proptest::prop_assert_eq!(dump(&ours), dump(&reference));
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 //! No I/O, no locks, no allocation per frame.
 
 use crate::counters::{Counters, DropReason, Event, TenantCounters};
-use crate::flows::{FlowId, FlowRef, FlowTable, Timeouts};
+use crate::flows::{FlowId, FlowRef, FlowTable, Timeouts, Tracked};
 use crate::frags::{FragKey, FragVerdict, Frags};
 use hashbrown::HashMap;
 use policy::huge::HugeBuf;
@@ -1479,24 +1479,24 @@ impl Worker {
         now: i64,
     ) -> Option<(FlowRef, bool)> {
         let fl = &*self.flows;
-        if let Some((f, reply)) = fl.find_or_mirror(id, h, now) {
-            if fl.touch(&f, now, ip.tcp_flags, reply) {
-                let started = if reply { id.mirrored() } else { *id };
-                fl.note_hosts(&started.hosts(), now, table.version());
+        // One walk: the flow or its mirror, else the new flow inserted where the walk found room.
+        match fl.find_or_insert(id, h, now, table.version(), ip.tcp_flags) {
+            Tracked::Found(f, reply) => {
+                if fl.touch(&f, now, ip.tcp_flags, reply) {
+                    let started = if reply { id.mirrored() } else { *id };
+                    fl.note_hosts(&started.hosts(), now, table.version());
+                }
+                if !reply {
+                    fl.judged(&f, table.version());
+                }
+                Some((f.reference(), reply))
             }
-            if !reply {
-                fl.judged(&f, table.version());
-            }
-            return Some((f.reference(), reply));
-        }
-        // Neither it nor its mirror is live: no need to look again.
-        match fl.insert_missing(id, h, now, table.version(), ip.tcp_flags) {
-            Some(r) => {
+            Tracked::Inserted(r) => {
                 self.counters.flows_created += 1;
                 fl.note_hosts(&id.hosts(), now, table.version());
                 Some((r, false))
             }
-            None => {
+            Tracked::Refused => {
                 self.counters.flows_refused += 1;
                 None
             }
