@@ -63,6 +63,11 @@ const GATEWAY: &[Field] = &[
     f("mtu", Kind::Int(576, 9216), false),
     f("replies", Kind::Enum(&["tracked", "stateless"]), false),
     f("max_flows", Kind::Int(1, u32::MAX as i64), false),
+    f(
+        "decision_cache",
+        Kind::Int(0, policy::MAX_DECISION_CACHE as i64),
+        false,
+    ),
     f("flow_timeouts", Kind::Timeouts, false),
 ];
 
@@ -588,6 +593,29 @@ action = "alow"
         assert_eq!(p[0].path, "rule[0].from");
         assert_eq!(p[0].suggestion.as_deref(), Some("acme"));
         assert!(p[0].line.is_some());
+    }
+
+    #[test]
+    fn a_decision_cache_too_big_or_negative_is_named_with_its_line() {
+        let good = "[gateway]\nunderlay_ip = \"198.18.0.254\"\ndecision_cache = 0\n";
+        assert!(check_text(good, "t.toml").unwrap().is_empty());
+        for (v, want) in [
+            ("4194305", "4194305"),
+            ("-1", "-1"),
+            ("\"big\"", "a string"),
+        ] {
+            let text = good.replace("= 0", &format!("= {v}"));
+            let p = check_text(&text, "t.toml").unwrap();
+            assert_eq!(p.len(), 1, "{v}: {p:#?}");
+            assert_eq!(p[0].path, "gateway.decision_cache");
+            assert_eq!(p[0].line, Some(3));
+            assert!(p[0].message.contains(want), "{}", p[0].message);
+        }
+        // The policy library refuses it too (a document not read through `check`).
+        let mut doc: policy::Document = toml::from_str(good).unwrap();
+        doc.gateway.decision_cache = Some(policy::MAX_DECISION_CACHE + 1);
+        let e = doc.check().unwrap_err().to_string();
+        assert!(e.contains("gateway.decision_cache"), "{e}");
     }
 
     #[test]

@@ -197,6 +197,23 @@ impl Plane {
     }
 }
 
+/// The `[gateway]` settings read only when the gateway starts (the shared flow table's size and
+/// timeouts, each worker's decision cache) that differ between two versions.
+fn restart_settings_changed(before: &Table, after: &Table) -> Vec<&'static str> {
+    let (a, b) = (&before.document().gateway, &after.document().gateway);
+    let mut out = Vec::new();
+    if a.max_flows != b.max_flows {
+        out.push("max_flows");
+    }
+    if a.flow_timeouts != b.flow_timeouts {
+        out.push("flow_timeouts");
+    }
+    if a.decision_cache != b.decision_cache {
+        out.push("decision_cache");
+    }
+    out
+}
+
 /// A traced frame's comment. Rules are named from `table` when it is the version that judged the frame.
 fn describe(t: &TracedFrame, table: &Table) -> String {
     let (verdict, reason) = match t.disposition {
@@ -241,7 +258,14 @@ fn describe(t: &TracedFrame, table: &Table) -> String {
 
 impl Dataplane for Plane {
     fn publish(&self, table: Arc<Table>) {
-        self.policy.store(table);
+        let before = self.policy.swap(table.clone());
+        for key in restart_settings_changed(&before, &table) {
+            tracing::warn!(
+                setting = key,
+                version = table.version(),
+                "gateway.{key} changed: the running gateway keeps its value until it restarts"
+            );
+        }
     }
 
     fn workers(&self) -> Vec<WorkerStatus> {
@@ -445,5 +469,36 @@ impl driver::afxdp::Control for MgmtControl {
             )),
         ]);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_at_start_are_named_when_a_version_changes_them() {
+        let doc: policy::Document =
+            toml::from_str("[gateway]\nunderlay_ip = \"198.18.0.254\"\n").unwrap();
+        let compile =
+            |d: &policy::Document, v| Table::compile(Arc::new(d.clone()), v, None).unwrap();
+        let a = compile(&doc, 1);
+        let mut changed = doc.clone();
+        changed.gateway.mtu = 9000;
+        assert!(restart_settings_changed(&a, &compile(&changed, 2)).is_empty());
+        changed.gateway.decision_cache = Some(0);
+        changed.gateway.max_flows = Some(10);
+        assert_eq!(
+            restart_settings_changed(&a, &compile(&changed, 3)),
+            ["max_flows", "decision_cache"]
+        );
+        changed.gateway.flow_timeouts = Some(policy::FlowTimeouts {
+            udp: Some(5),
+            ..Default::default()
+        });
+        assert_eq!(
+            restart_settings_changed(&compile(&changed, 3), &compile(&doc, 4)),
+            ["max_flows", "flow_timeouts", "decision_cache"]
+        );
     }
 }

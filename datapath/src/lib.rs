@@ -12,7 +12,8 @@ pub mod pipeline;
 pub use counters::{Counters, DropReason, Event, TenantCounters};
 pub use flows::{FlowStats, FlowTable, Timeouts};
 pub use pipeline::{
-    flow_table_for, null_forward, Disposition, Frame, Neighbors, Outcome, Worker, HEADROOM,
+    decision_cache_for, flow_table_for, null_forward, Disposition, Frame, Neighbors, Outcome,
+    Worker, HEADROOM,
 };
 
 /// A 64-bit mix (for the worker's small tables).

@@ -243,6 +243,17 @@ pub fn flow_table_for(table: &Table) -> Arc<FlowTable> {
     ))
 }
 
+/// Entries of a worker's decision cache, as the policy's `[gateway] decision_cache` says (0: none;
+/// [`Worker::with_flows_and_cache`] rounds up to a power of two). Read when a worker starts.
+pub fn decision_cache_for(table: &Table) -> usize {
+    let g = &table.document().gateway;
+    g.decision_cache.unwrap_or(DEFAULT_DECISION_CACHE) as usize
+}
+
+/// Entries of a worker's decision cache when `[gateway] decision_cache` is not set (12 MB: twice the
+/// flows a 10k replay or a 131 072-flow bench keeps).
+pub const DEFAULT_DECISION_CACHE: u32 = 1 << 17;
+
 /// Flows tracked at most, when `[gateway] max_flows` is not set.
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
 
@@ -266,9 +277,6 @@ enum Kind {
     Arp,
     Nd,
 }
-
-/// Entries of a worker's decision cache (12 MB: twice the flows a 10k replay or a 131 072-flow bench keeps).
-const CACHE_SLOTS: usize = 1 << 17;
 
 /// A set of the decision cache: two entries a key may be in (two-way set-associative, so that two
 /// flows whose keys hash alike do not evict each other on every frame), on three whole cache lines.
@@ -641,7 +649,7 @@ impl Worker {
 
     /// A worker sharing `flows` with the gateway's other workers.
     pub fn with_flows(flows: Arc<FlowTable>) -> Self {
-        Self::with_flows_and_cache(flows, CACHE_SLOTS)
+        Self::with_flows_and_cache(flows, DEFAULT_DECISION_CACHE as usize)
     }
 
     /// [`Worker::with_flows`] with a decision cache of `cache_slots` entries (a power of two; small

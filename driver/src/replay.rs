@@ -93,9 +93,10 @@ pub fn replay_outcomes(table: &Table, frames: &[Captured]) -> ReplayOutput {
 }
 
 /// The worker a replay (or a measurement) of `table` runs: a flow table of its own, sized and
-/// timed as `table` says.
+/// timed as `table` says, and the decision cache it says.
 fn worker_for(table: &Table) -> Worker {
-    Worker::with_flows(datapath::pipeline::flow_table_for(table))
+    let flows = datapath::pipeline::flow_table_for(table);
+    Worker::with_flows_and_cache(flows, datapath::decision_cache_for(table))
 }
 
 /// [`replay`] through a given worker (one without a decision cache, say).
@@ -194,7 +195,8 @@ pub fn serve(
     flows: std::sync::Arc<datapath::flows::FlowTable>,
 ) -> Worker {
     use std::sync::atomic::Ordering;
-    let mut worker = Worker::with_flows(flows);
+    let cache = datapath::decision_cache_for(&policy.load());
+    let mut worker = Worker::with_flows_and_cache(flows, cache);
     let mut arena = Arena::new(frames);
     let mut outcomes = [Outcome::default(); BATCH];
     let started = Instant::now();

@@ -33,6 +33,9 @@ pub struct Document {
 fn default_udp_port() -> u16 {
     vtep::VXLAN_PORT
 }
+/// The largest `[gateway] decision_cache`: 4 194 304 entries (about 400 MB a worker).
+pub const MAX_DECISION_CACHE: u32 = 1 << 22;
+
 fn default_mtu() -> u16 {
     1500
 }
@@ -57,6 +60,11 @@ pub struct Gateway {
     /// Most flows tracked at once (default 262144); more are refused and counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_flows: Option<u32>,
+    /// Entries of each worker's decision cache (default 131072, about 96 bytes each; 0: none, every
+    /// frame takes the full path and counts as a miss). Rounded up to a power of two; read when the
+    /// gateway starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_cache: Option<u32>,
     /// Idle timeouts of tracked flows, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_timeouts: Option<FlowTimeouts>,
@@ -457,6 +465,12 @@ impl Document {
         let g = &self.gateway;
         if g.udp_port == 0 {
             err("gateway.udp_port".into(), "must not be 0".into());
+        }
+        if let Some(n) = g.decision_cache.filter(|&n| n > MAX_DECISION_CACHE) {
+            err(
+                "gateway.decision_cache".into(),
+                format!("{n} is over {MAX_DECISION_CACHE} entries"),
+            );
         }
         if !(576..=9216).contains(&g.mtu) {
             err(

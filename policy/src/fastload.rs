@@ -139,6 +139,7 @@ struct GatewayP {
     mtu: Option<u16>,
     replies: Option<Replies>,
     max_flows: Option<u32>,
+    decision_cache: Option<u32>,
 }
 
 #[derive(Default)]
@@ -499,6 +500,7 @@ impl Parser {
                     "mtu" => set(&mut g.mtu, v.int()),
                     "replies" => set(&mut g.replies, replies(&v)),
                     "max_flows" => set(&mut g.max_flows, v.int()),
+                    "decision_cache" => set(&mut g.decision_cache, v.int()),
                     _ => None,
                 }
             }
@@ -641,6 +643,7 @@ impl Parser {
                 mtu: g.mtu.unwrap_or(1500),
                 replies: g.replies.unwrap_or_default(),
                 max_flows: g.max_flows,
+                decision_cache: g.decision_cache,
                 flow_timeouts: self.flow_timeouts,
             },
             segments: self.segments.into(),

@@ -21,7 +21,7 @@ pub use audit::{reachability, Reach, Reachability};
 pub use compile::{digest, Addition, EndpointChange, RuleChange, SegmentEdit, TenantEdit};
 pub use document::{
     Action, Document, Endpoint, FlowTimeouts, Gateway, IdentityMode, Proto, Replies, Rule, Segment,
-    Tenant,
+    Tenant, MAX_DECISION_CACHE,
 };
 pub use error::{ConfigError, Issue};
 pub use section::{TenantName, VtepList};

@@ -25,6 +25,23 @@ fn each_format_gives_the_value_its_build_recorded() {
 }
 
 #[test]
+fn a_setting_added_later_moves_the_digest_only_when_set() {
+    let d = fixtures();
+    let mut set = d.clone();
+    set.gateway.decision_cache = Some(0);
+    let mut other = d.clone();
+    other.gateway.decision_cache = Some(4096);
+    for f in [1, DIGEST_FORMAT] {
+        let (a, b, c) = (
+            digest_in_format(&d, f),
+            digest_in_format(&set, f),
+            digest_in_format(&other, f),
+        );
+        assert!(a != b && b != c && a != c, "format {f}");
+    }
+}
+
+#[test]
 fn both_formats_see_a_rule_move() {
     let d = fixtures();
     let mut moved = d.clone();

@@ -172,6 +172,7 @@ fn render(doc: &Document, seed: u64) -> String {
             ("mtu", mtu),
             ("replies", replies),
             ("max_flows", u(g.max_flows)),
+            ("decision_cache", u(g.decision_cache)),
         ],
         &mut r,
         nl,
@@ -352,17 +353,21 @@ fn gateway() -> impl Strategy<Value = Gateway> {
         prop_oneof![Just(1500u16), any::<u16>()],
         prop_oneof![Just(Replies::Tracked), Just(Replies::Stateless)],
         proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<u32>()),
         proptest::option::of(timeouts),
     )
         .prop_map(
-            |(ip4, ip6, udp_port, mtu, replies, max_flows, flow_timeouts)| Gateway {
-                underlay_ip: Ipv4Addr::from(ip4),
-                underlay_ip6: ip6.map(Ipv6Addr::from),
-                udp_port,
-                mtu,
-                replies,
-                max_flows,
-                flow_timeouts,
+            |(ip4, ip6, udp_port, mtu, replies, max_flows, decision_cache, flow_timeouts)| {
+                Gateway {
+                    underlay_ip: Ipv4Addr::from(ip4),
+                    underlay_ip6: ip6.map(Ipv6Addr::from),
+                    udp_port,
+                    mtu,
+                    replies,
+                    max_flows,
+                    decision_cache,
+                    flow_timeouts,
+                }
             },
         )
 }

@@ -113,6 +113,7 @@ fn doc_with(rules: Vec<Rule>, replies: Replies) -> Document {
             mtu: 1500,
             replies,
             max_flows: None,
+            decision_cache: None,
             flow_timeouts: None,
         },
         segments: vec![Segment {

@@ -479,6 +479,7 @@ fn document(p: &Params, lay: &Layout) -> Document {
             mtu: 1500,
             replies: p.replies,
             max_flows: None,
+            decision_cache: None,
             flow_timeouts: None,
         },
         segments: segments.into(),

@@ -107,3 +107,49 @@ fn the_decision_cache_changes_nothing_but_the_cost() {
         assert_same(&p);
     }
 }
+
+/// `[gateway] decision_cache` sizes the cache a replay's worker gets: 0 holds nothing (every frame
+/// the cache could take is a miss), a few entries hold less than the default, and the outcomes are
+/// the same at every size.
+#[test]
+fn the_decision_cache_setting_sizes_the_cache() {
+    let w = generate(&Params {
+        tenants: 40,
+        endpoints: 400,
+        rules: 60,
+        flows: 200,
+        frames: 6000,
+        ..Params::default()
+    })
+    .expect("workload");
+    let run = |entries: Option<u32>| {
+        let mut doc = w.doc.clone();
+        doc.gateway.decision_cache = entries;
+        let table = Table::compile(Arc::new(doc), 1, None).expect("compiles");
+        let out = replay(&table, &w.frames);
+        (datapath::decision_cache_for(&table), out)
+    };
+    let (n, default) = run(None);
+    assert_eq!(n, 131_072);
+    let probed = default.worker.cache_hits + default.worker.cache_misses;
+    assert!(default.worker.cache_hits > default.worker.cache_misses);
+    for (entries, want) in [(Some(0), 0), (Some(3), 3), (Some(4096), 4096)] {
+        let (n, out) = run(entries);
+        assert_eq!(n, want);
+        assert_eq!(out.outcomes, default.outcomes, "{entries:?}");
+        assert_eq!(
+            out.worker.cache_hits + out.worker.cache_misses,
+            probed,
+            "{entries:?}: every frame the cache could take is probed"
+        );
+        match n {
+            0 => assert_eq!(out.worker.cache_hits, 0),
+            3 => assert!(
+                out.worker.cache_hits < default.worker.cache_hits / 2,
+                "4 entries for 200 flows: {} hits",
+                out.worker.cache_hits
+            ),
+            _ => assert_eq!(out.worker.cache_hits, default.worker.cache_hits),
+        }
+    }
+}

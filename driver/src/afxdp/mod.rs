@@ -509,6 +509,7 @@ pub fn run_with(
         .collect();
     let shared = Arc::new(Shared {
         flows: datapath::pipeline::flow_table_for(&table),
+        decision_cache: datapath::decision_cache_for(&table),
         table: Arc::new(ArcSwap::new(table)),
         routes: ArcSwap::from_pointee(routes),
         stop: AtomicBool::new(false),

@@ -113,6 +113,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// The flow table every worker shares (a flow's request and reply arrive on different queues).
     pub flows: Arc<datapath::flows::FlowTable>,
+    /// Entries of each worker's decision cache (the policy's `[gateway] decision_cache` at start).
+    pub decision_cache: usize,
     /// Each worker's driver counters so far, published about once a second and at every idle round.
     pub driver: Vec<std::sync::Mutex<DriverCounters>>,
 }
@@ -195,7 +197,7 @@ pub fn run(
     null: bool,
 ) -> (Worker, DriverCounters) {
     let batch = batch.clamp(1, MAX_BATCH);
-    let mut w = Worker::with_flows(shared.flows.clone());
+    let mut w = Worker::with_flows_and_cache(shared.flows.clone(), shared.decision_cache);
     let mut c = DriverCounters::default();
     let mut rx_descs = [FrameDesc::default(); MAX_BATCH];
     let mut tmp = [FrameDesc::default(); MAX_BATCH];
