@@ -67,16 +67,21 @@ fn assert_same(p: &Params) {
     assert_eq!(cached.worker.counters, full.worker.counters, "counters");
 }
 
-#[test]
-fn the_decision_cache_changes_nothing_but_the_cost() {
-    let many = Params {
+/// 40 tenants, 200 flows seen many times in 6 000 frames.
+fn many() -> Params {
+    Params {
         tenants: 40,
         endpoints: 400,
         rules: 60,
         flows: 200,
         frames: 6000,
         ..Params::default()
-    };
+    }
+}
+
+#[test]
+fn the_decision_cache_changes_nothing_but_the_cost() {
+    let many = many();
     for p in [
         Params {
             frames: 4000,
@@ -113,15 +118,7 @@ fn the_decision_cache_changes_nothing_but_the_cost() {
 /// the same at every size.
 #[test]
 fn the_decision_cache_setting_sizes_the_cache() {
-    let w = generate(&Params {
-        tenants: 40,
-        endpoints: 400,
-        rules: 60,
-        flows: 200,
-        frames: 6000,
-        ..Params::default()
-    })
-    .expect("workload");
+    let w = generate(&many()).expect("workload");
     let run = |entries: Option<u32>| {
         let mut doc = w.doc.clone();
         doc.gateway.decision_cache = entries;
