@@ -821,26 +821,18 @@ impl Worker {
                 np += 1;
                 continue;
             }
-            if let Some(hit) = self.probe(m) {
+            if let Some(way) = self.probe(m) {
                 let fast = m.kind == Kind::Fast;
-                // The common hit: a fast-lane frame forwarded by a decision made in place.
+                // The common hit: a fast-lane frame forwarded by a decision made in place (read
+                // where the entry lies, not copied out).
+                let flags = self.cache[m.cslot as usize].0[usize::from(way)].flags;
                 if fast
-                    && hit.flags & (C_DENY | C_INPLACE) == C_INPLACE
-                    && self.inplace_hit(table, f, m, o, &hit)
+                    && flags & (C_DENY | C_INPLACE) == C_INPLACE
+                    && self.inplace_hit(table, f, m, o, way)
                 {
                     continue;
                 }
-                if fast {
-                    // A fast-lane frame's outcome is first written here, or in stage 1d.
-                    *o = Outcome::default();
-                    m.ident = hit.ident;
-                    m.vtep = (hit.vtep != u32::MAX).then_some(hit.vtep);
-                }
-                let r = self.cached(table, f, m, o, &hit);
-                if fast {
-                    self.count_in(m, o);
-                }
-                self.finish(table, f.len, m, o, r);
+                self.other_hit(table, f, m, o, way);
                 continue;
             }
             if m.kind == Kind::Fast && m.way != NO_WAY {
@@ -851,6 +843,32 @@ impl Worker {
             np += 1;
         }
         np
+    }
+
+    /// Every other hit: a deny, a frame that came another way, or one the in-place rewrite refused
+    /// — out of line, so that the common hit's loop keeps what it uses in registers.
+    #[inline(never)]
+    fn other_hit(
+        &mut self,
+        table: &Table,
+        f: &mut Frame<'_>,
+        m: &mut Meta,
+        o: &mut Outcome,
+        way: u8,
+    ) {
+        let hit = self.hit(m, way);
+        let fast = m.kind == Kind::Fast;
+        if fast {
+            // A fast-lane frame's outcome is first written here, or in stage 1d.
+            *o = Outcome::default();
+            m.ident = hit.ident;
+            m.vtep = (hit.vtep != u32::MAX).then_some(hit.vtep);
+        }
+        let r = self.cached(table, f, m, o, &hit);
+        if fast {
+            self.count_in(m, o);
+        }
+        self.finish(table, f.len, m, o, r);
     }
 
     /// Stages 1d to 3, over the frames stage 1c left pending.
@@ -976,10 +994,10 @@ impl Worker {
         m.kind = Kind::Done;
     }
 
-    /// A fast-lane frame whose held decision (`e`, made by an in-place rewrite) forwards it:
-    /// rewritten in place, its outcome written whole, counted in and out for its tenant in one
-    /// visit and its sender's next hop learnt. False: the rewrite's checks refused it (nothing was
-    /// written; the frame takes [`Worker::cached`]).
+    /// A fast-lane frame whose held decision (way `way` of its set, made by an in-place rewrite, read
+    /// where it lies) forwards it: rewritten in place, its outcome written whole, counted in and out
+    /// for its tenant in one visit and its sender's next hop learnt. False: the rewrite's checks
+    /// refused it (nothing was written; the frame takes [`Worker::other_hit`]).
     #[inline(always)]
     fn inplace_hit(
         &mut self,
@@ -987,8 +1005,9 @@ impl Worker {
         f: &mut Frame<'_>,
         m: &Meta,
         o: &mut Outcome,
-        e: &Hit,
+        way: u8,
     ) -> bool {
+        let e = &self.cache[m.cslot as usize].0[usize::from(way)];
         let Some(len) = self.rewrite_v4(table, f, m, (e.ep, e.sport, e.vx)) else {
             return false;
         };
@@ -1302,13 +1321,13 @@ impl Worker {
         }
     }
 
-    /// Looks a cacheable frame's decision up in the cache (the way stage 1b found): the entry,
-    /// when it holds one that is still good.
+    /// Looks a cacheable frame's decision up in the cache (the way stage 1b found): that way,
+    /// when its entry holds one that is still good.
     #[inline(always)]
-    fn probe(&mut self, m: &Meta) -> Option<Hit> {
+    fn probe(&mut self, m: &Meta) -> Option<u8> {
         let set = &self.cache[m.cslot as usize].0;
         let way = set.get(usize::from(m.way));
-        if let Some(e) = way.filter(|e| {
+        if way.is_some_and(|e| {
             e.epoch == self.cache_epoch
                 && m.now < e.expires
                 && (if e.flags & C_FLOW != 0 {
@@ -1319,18 +1338,26 @@ impl Worker {
                 })
         }) {
             self.cache_hits += 1;
-            return Some(Hit {
-                ident: e.ident,
-                vtep: e.vtep,
-                ep: e.ep,
-                rule: e.rule,
-                sport: e.sport,
-                vx: e.vx,
-                flags: e.flags,
-            });
+            return Some(m.way);
         }
         self.cache_misses += 1;
         None
+    }
+
+    /// What a frame takes from way `way` of its set, copied out (for the hits that go on to
+    /// [`Worker::cached`]).
+    #[inline(always)]
+    fn hit(&self, m: &Meta, way: u8) -> Hit {
+        let e = &self.cache[m.cslot as usize].0[usize::from(way)];
+        Hit {
+            ident: e.ident,
+            vtep: e.vtep,
+            ep: e.ep,
+            rule: e.rule,
+            sport: e.sport,
+            vx: e.vx,
+            flags: e.flags,
+        }
     }
 
     /// Looks up an endpoint in the sender's address space.
