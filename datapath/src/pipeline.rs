@@ -195,8 +195,9 @@ pub struct Worker {
     pub active_version: u64,
     pub flows: Arc<FlowTable>,
     frags: Frags,
-    /// The last sending VTEP seen (VPP's last-tunnel cache): outer source, its index.
-    last_vtep: (u32, Option<VtepIdx>, usize),
+    /// The last sending VTEP seen (VPP's last-tunnel cache): outer source, its index in the table
+    /// `cache_for` names.
+    last_vtep: (u32, Option<VtepIdx>),
     /// Per-frame scratch of a chunk, kept between batches (nothing to clear but `kind`).
     meta: Option<Box<[Meta; CHUNK]>>,
     /// The decision cache (on 2 MB pages where the host offers them: a frame's set is a random one
@@ -206,9 +207,12 @@ pub struct Worker {
     caching: bool,
     cache_epoch: u32,
     cache_for: (usize, u64),
-    /// For the table the cache is for: any `now` in `[.0, .1)` has `.1` as its next rule-window
-    /// edge (see [`Table::next_window_edge`]).
+    /// For the table the cache is for: the rule-validity window last asked about, `[.0, .1)`
+    /// (see [`Table::window_around`]).
     edge: (i64, i64),
+    /// The latest start of a window the cache's entries were made in: an entry serves a frame from
+    /// `floor` on (and before its `expires`), so never one stamped before its own window opened.
+    floor: i64,
     /// The table's UDP port as [`lane4`] compares it ([`lane_port`]), made when the table changes.
     lane_port: u64,
     /// Decisions served from the cache, and made by the full path.
@@ -288,14 +292,17 @@ const _: () = assert!(std::mem::size_of::<Set>() == 192);
 
 /// A cached decision (OPTE-style): the outcome of the full path for one (VNI, outer source, GBP
 /// group, inner VLAN id, inner IPv4 5-tuple) — the first four decide the tenant and the sending
-/// VTEP, which the entry keeps — valid for one table (the worker's epoch) until the next rule-window
-/// edge, and — for tracked flows — while the flow it relied on still lives.
+/// VTEP, which the entry keeps — valid for one table (the worker's epoch) within the rule-validity
+/// window it was made in, and — for tracked flows — while the flow it relied on still lives.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cached {
     key: [u64; 4],
     /// The worker's table epoch at insertion (0: empty).
     epoch: u32,
     rule: u32,
+    /// The end of the rule-validity window the decision was made in (its next window edge). Its
+    /// start is at most the worker's `floor`, before which no entry serves a frame: so a frame
+    /// stamped before the window opened (an out-of-order capture or clock) takes the full path.
     expires: i64,
     ep: Ep,
     flow: FlowRef,
@@ -664,13 +671,14 @@ impl Worker {
             active_version: 0,
             flows,
             frags: Frags::default(),
-            last_vtep: (0, None, 0),
+            last_vtep: (0, None),
             meta: Some(Box::new([Meta::default(); CHUNK])),
             cache: HugeBuf::filled(cache_slots.div_ceil(2), Set::default()),
             caching,
             cache_epoch: 0,
             cache_for: (0, 0),
             edge: (i64::MAX, i64::MIN),
+            floor: i64::MIN,
             lane_port: 0,
             cache_hits: 0,
             cache_misses: 0,
@@ -699,14 +707,15 @@ impl Worker {
         }
         self.counters.events.reserve(frames.len());
         self.neighbors.index(table);
+        // What is worked out from one table is valid for that table only: known by its address and
+        // version together (a newer table may be allocated where an older one was freed).
         let tid = table as *const Table as usize;
-        if self.last_vtep.2 != tid {
-            self.last_vtep = (0, table.vtep_index4(0), tid);
-        }
         if self.cache_for != (tid, table.version()) {
             self.cache_for = (tid, table.version());
+            self.last_vtep = (0, table.vtep_index4(0));
             self.lane_port = lane_port(table.udp_port());
             self.edge = (i64::MAX, i64::MIN);
+            self.floor = i64::MIN;
             self.cache_epoch = self.cache_epoch.wrapping_add(1).max(1);
         }
         self.flows.sweep(frames.len(), now);
@@ -1329,6 +1338,7 @@ impl Worker {
         let way = set.get(usize::from(m.way));
         if way.is_some_and(|e| {
             e.epoch == self.cache_epoch
+                && self.floor <= m.now
                 && m.now < e.expires
                 && (if e.flags & C_FLOW != 0 {
                     self.flows.touch_ref(e.flow, m.now, e.flags & C_REPLY != 0)
@@ -1563,6 +1573,18 @@ impl Worker {
                 if qs != ip.dst {
                     return None;
                 }
+                // An error about a flow comes from the flow's far side: the tenant the request went
+                // to (its endpoint, or a router of that tenant's on the way). Another tenant cannot
+                // speak for that flow, nor have it judged as if the request had gone to it.
+                let responder = if ip.v6 {
+                    table.ep6(space, qd)
+                } else {
+                    let (k, h) = Table::ep4_hash(space, qd as u32);
+                    table.ep4(k, h)
+                };
+                if responder.map(|e| e.tenant()) != Some(s) {
+                    return None;
+                }
                 let q = FlowId::new(space, space, qs, qd, ip.v6, qp, qsp, qdp);
                 (q, true, q.hash())
             }
@@ -1656,12 +1678,11 @@ impl Worker {
         if self.edge.0 <= now && now < self.edge.1 {
             return self.edge.1;
         }
-        let e = table.next_window_edge(now);
-        self.edge = (now, e);
-        e
+        self.edge = table.window_around(now);
+        self.edge.1
     }
 
-    /// Writes a frame's decision into its cache slot, valid until the next rule-window edge.
+    /// Writes a frame's decision into its cache slot, valid within the frame's rule-validity window.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn remember(
@@ -1681,6 +1702,8 @@ impl Worker {
         // one there is evicted) and this one takes way 0.
         let epoch = self.cache_epoch;
         let expires = self.next_window_edge(table, m.now);
+        // `self.edge` is now the frame's window.
+        self.floor = self.floor.max(self.edge.0);
         let set = &mut self.cache[m.cslot as usize].0;
         let way = if set[0].key == m.ckey {
             0
@@ -1882,8 +1905,9 @@ impl Worker {
         if table.may_learn(s, ep.tenant(), m.now) {
             return true;
         }
-        if table.replies() == Replies::Tracked {
-            // The endpoint has a flow toward the asker: the asker must address its replies.
+        // The endpoint has a flow toward the asker, which the policy still allows (a host-pair note
+        // outlives a change that ends the flow): the asker must address its replies.
+        if table.replies() == Replies::Tracked && table.may_reach(ep.tenant(), s, m.now) {
             let space = m.ident.space();
             let hosts = FlowId::new(space, space, target, asker, m.ip.v6, 0, 0, 0).hosts();
             return self.flows.has_hosts(&hosts, m.now);

@@ -326,6 +326,18 @@ impl CRule {
     pub(crate) fn active(&self, now: i64) -> bool {
         self.not_before <= now && now <= self.not_after
     }
+    /// Whether this rule (a deny) wins over allow rule `a` for every frame `a` matches: it is of at
+    /// least `a`'s priority (a deny wins a tie), and its protocol, ports and addresses hold all of
+    /// `a`'s (a deny limited by a CIDR is taken to cover nothing: conservative, for the neighbour
+    /// answers that ask).
+    pub(crate) fn covers(&self, a: &CRule) -> bool {
+        self.priority >= a.priority
+            && (self.proto == Proto::Any || self.proto == a.proto)
+            && self.lo <= a.lo
+            && a.hi <= self.hi
+            && !self.from.set
+            && !self.to.set
+    }
     /// No CIDR and no window: representable inline in a [`Bucket`].
     pub(crate) fn simple(&self) -> bool {
         !self.from.set && !self.to.set && self.not_before == i64::MIN && self.not_after == i64::MAX
@@ -985,9 +997,17 @@ impl Table {
     /// The first instant after `now` at which some rule's validity window opens or closes
     /// (`i64::MAX`: never): a decision made at `now` holds until then.
     pub fn next_window_edge(&self, now: i64) -> i64 {
+        self.window_around(now).1
+    }
+
+    /// The span of instants around `now` that no rule's validity window opens or closes in: from
+    /// the last edge at or before `now` (`i64::MIN`: none) to the first after it (`i64::MAX`:
+    /// none), end excluded. Every decision is the same throughout it.
+    pub fn window_around(&self, now: i64) -> (i64, i64) {
         let e = &self.rules.edges;
         let i = e.partition_point(|&t| t <= now);
-        e.get(i).copied().unwrap_or(i64::MAX)
+        let start = if i > 0 { e[i - 1] } else { i64::MIN };
+        (start, e.get(i).copied().unwrap_or(i64::MAX))
     }
 
     /// Whether a rule (forward only) would admit `k` from `s` to `d` at `now`: the verdict a tracked
@@ -1093,14 +1113,17 @@ impl Table {
     }
 
     /// May tenant `s` learn about (ARP for) endpoints of tenant `d`: its own tenant always, another
-    /// when some allow rule from s (or `*`) to d (or `*`) is in force at `now` (ns).
+    /// when some allow rule from s (or `*`) to d (or `*`) is in force at `now` (ns) and lets some
+    /// traffic through — not one that a deny of at least its priority, in force, covers whole.
     pub fn may_reach(&self, s: TenantIdx, d: TenantIdx, now: i64) -> bool {
-        s == d
-            || self
-                .rules
-                .buckets(s, d)
-                .into_iter()
-                .any(|b| self.rules.rules(b).iter().any(|r| r.allow && r.active(now)))
+        if s == d {
+            return true;
+        }
+        let buckets = self.rules.buckets(s, d);
+        let rules = || buckets.iter().flat_map(|&b| self.rules.rules(b));
+        rules().any(|a| {
+            a.allow && a.active(now) && !rules().any(|x| !x.allow && x.active(now) && x.covers(a))
+        })
     }
 
     /// The rules that can apply from `s` to `d` (forward direction), for the audit: (document index,

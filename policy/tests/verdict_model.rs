@@ -197,14 +197,33 @@ fn model(d: &Document, s: &str, t: &str, f: &Flow, now: i64) -> bool {
 }
 
 fn model_reach(d: &Document, s: &str, t: &str, now: i64) -> bool {
+    // Rules from s to t in force at `now`: (action, priority, protocol, ports, has a CIDR).
+    let in_force = d.rules.iter().filter_map(|r| {
+        let (nb, na) = window(r);
+        let ports = r
+            .ports
+            .as_deref()
+            .map(|p| parse_ports(p).unwrap())
+            .unwrap_or((0, 65535));
+        ((r.from == "*" || r.from == s) && (r.to == "*" || r.to == t) && nb <= now && now <= na)
+            .then(|| {
+                let cidr = r.from_cidr.is_some() || r.to_cidr.is_some();
+                (r.action, r.priority, r.proto.unwrap_or(Proto::Any), ports, cidr)
+            })
+    });
+    // An allow rule lets something through unless a deny of at least its priority, without a
+    // CIDR, holds all its protocol and ports.
     s == t
-        || d.rules.iter().any(|r| {
-            let (nb, na) = window(r);
-            r.action == Action::Allow
-                && (r.from == "*" || r.from == s)
-                && (r.to == "*" || r.to == t)
-                && nb <= now
-                && now <= na
+        || in_force.clone().any(|(action, prio, proto, (lo, hi), _)| {
+            action == Action::Allow
+                && !in_force.clone().any(|(x, xp, xproto, (xlo, xhi), xcidr)| {
+                    x == Action::Deny
+                        && xp >= prio
+                        && (xproto == Proto::Any || xproto == proto)
+                        && xlo <= lo
+                        && hi <= xhi
+                        && !xcidr
+                })
         })
 }
 
