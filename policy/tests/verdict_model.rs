@@ -208,7 +208,13 @@ fn model_reach(d: &Document, s: &str, t: &str, now: i64) -> bool {
         ((r.from == "*" || r.from == s) && (r.to == "*" || r.to == t) && nb <= now && now <= na)
             .then(|| {
                 let cidr = r.from_cidr.is_some() || r.to_cidr.is_some();
-                (r.action, r.priority, r.proto.unwrap_or(Proto::Any), ports, cidr)
+                (
+                    r.action,
+                    r.priority,
+                    r.proto.unwrap_or(Proto::Any),
+                    ports,
+                    cidr,
+                )
             })
     });
     // An allow rule lets something through unless a deny of at least its priority, without a
