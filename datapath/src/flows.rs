@@ -133,6 +133,15 @@ const REPLIED: u32 = 8;
 /// Cut by a policy change: admits nothing until it expires.
 const DEAD: u32 = 16;
 
+/// Whether a TCP flow with state bits `state` has ended: a RST seen, or a FIN from both ends. A
+/// closed flow is refreshed by no frame any more, so it lapses a closing timeout after it closed.
+/// One test (bit 0 holds FIN_I and FIN_R, or RST), for the decision cache's hit path.
+#[inline(always)]
+fn closed(state: u32) -> bool {
+    const _: () = assert!(FIN_I == 1 && FIN_R == 2 && RST == 4);
+    (state & (state >> 1) | state >> 2) & 1 != 0
+}
+
 #[repr(C, align(64))]
 #[derive(Default)]
 struct Slot {
@@ -333,7 +342,7 @@ impl FlowTable {
         }
         match (meta >> 48) as u8 {
             vtep::ipproto::TCP => {
-                if state & RST != 0 || state & (FIN_I | FIN_R) == FIN_I | FIN_R {
+                if closed(state) {
                     t.tcp_closing
                 } else if state & REPLIED == 0 {
                     t.tcp_opening
@@ -514,12 +523,15 @@ impl FlowTable {
 
     /// Refreshes a found flow: last-seen (at most once a millisecond per flow, to spare the shared
     /// line), TCP flags seen from the initiator (`reply` false) or the responder. True when the flow
-    /// had been quiet for over a second (the caller then refreshes its host-pair note).
+    /// had been quiet for over a second (the caller then refreshes its host-pair note). A closed
+    /// flow (RST, or FIN from both ends, before this frame) is not refreshed, nor is its host-pair
+    /// note: it ends a closing timeout after it closed, whatever either end goes on sending.
     #[inline]
     pub fn touch(&self, f: &Found, now: i64, tcp_flags: u8, reply: bool) -> bool {
         let s = &self.slots[f.slot];
         let last = s.last.load(Relaxed) as i64;
-        if now - last > 1_000_000 {
+        let open = !closed(f.state);
+        if open && now - last > 1_000_000 {
             s.last.store(now as u64, Relaxed);
         }
         let mut add = 0;
@@ -535,13 +547,14 @@ impl FlowTable {
         if add & !f.state != 0 {
             s.state.fetch_or(add, Relaxed);
         }
-        now - last > S
+        open && now - last > S
     }
 
     /// A decision cache's hit on flow `r`: if the slot still holds that flow, alive and not cut,
-    /// and it was refreshed within the last second, refreshes it like [`FlowTable::touch`] and says
-    /// true; otherwise the frame takes the full path (which, after a quiet second, refreshes the
-    /// flow and also notes its host pair — so this leaves such a flow untouched).
+    /// and it was refreshed within the last second, refreshes it like [`FlowTable::touch`] (a
+    /// closed flow not) and says true; otherwise the frame takes the full path (which, after a
+    /// quiet second, refreshes the flow and also notes its host pair — so this leaves such a flow
+    /// untouched).
     #[inline(always)]
     pub fn touch_ref(&self, r: FlowRef, now: i64, reply: bool) -> bool {
         let Some(s) = self.slots.get(r.slot as usize) else {
@@ -559,7 +572,7 @@ impl FlowTable {
         if self.shortest < S && idle > self.timeout(s.meta.load(Relaxed), state) {
             return false;
         }
-        if idle > 1_000_000 {
+        if idle > 1_000_000 && !closed(state) {
             s.last.store(now as u64, Relaxed);
         }
         if reply && state & REPLIED == 0 {
@@ -1070,6 +1083,117 @@ mod tests {
     }
 
     #[test]
+    fn closed_is_a_rst_or_a_fin_from_both_ends() {
+        for state in 0..64 {
+            assert_eq!(
+                closed(state),
+                state & RST != 0 || state & (FIN_I | FIN_R) == FIN_I | FIN_R,
+                "{state:#b}"
+            );
+        }
+    }
+
+    /// Once a flow has closed (RST, or FIN from both ends), no frame refreshes it — neither end's,
+    /// on the full path (`touch`) or a decision cache's hit (`touch_ref`) — so it ends a closing
+    /// timeout (10 s) after the frame that closed it; frames within that grace still find it. A
+    /// half-closed flow (FIN from one end) is still refreshed.
+    #[test]
+    fn a_closed_flow_ends_a_closing_timeout_after_it_closed_whoever_sends() {
+        let t = FlowTable::new(64, Timeouts::default());
+        let ms = S / 1000;
+        // Opened and answered at 1 s; closed at 2 s by `closing` (from the initiator, then the
+        // responder when two frames are given); then `after` (reply or not) every 500 ms to 30 s.
+        let run = |port: u16, closing: &[(u8, bool)], after: (u8, bool), cached: bool| {
+            let a = id(port);
+            let h = a.hash();
+            let r = t.insert(&a, h, S, 1, tcp::SYN).unwrap();
+            t.touch(&t.find(&a, h, S).unwrap(), S, tcp::SYN | tcp::ACK, true);
+            for &(flags, reply) in closing {
+                t.touch(&t.find(&a, h, 2 * S).unwrap(), 2 * S, flags, reply);
+            }
+            let mut now = 2 * S;
+            while now < 30 * S {
+                now += 500 * ms;
+                let (flags, reply) = after;
+                // A cached hit where the cache would serve one; the full path otherwise (as
+                // the pipeline does when `touch_ref` declines).
+                if cached && t.touch_ref(r, now, reply) {
+                    continue;
+                }
+                match t.find(&a, h, now) {
+                    Some(f) => assert!(!t.touch(&f, now, flags, reply), "no host-pair refresh"),
+                    None => return now,
+                }
+            }
+            now
+        };
+        let rst = [(tcp::RST | tcp::ACK, false)];
+        let rst_r = [(tcp::RST, true)];
+        let fins = [(tcp::FIN | tcp::ACK, false), (tcp::FIN | tcp::ACK, true)];
+        let mut port = 1000;
+        for closing in [&rst[..], &rst_r, &fins] {
+            for after in [(tcp::ACK, true), (tcp::ACK, false)] {
+                for cached in [false, true] {
+                    port += 1;
+                    // Closed at 2 s: found through 12 s, gone at 12.5 s.
+                    assert_eq!(
+                        run(port, closing, after, cached),
+                        12 * S + 500 * ms,
+                        "{closing:?} then {after:?}, cached {cached}"
+                    );
+                }
+            }
+        }
+        // Half-closed: a FIN from the initiator only; the responder's frames keep it alive.
+        for cached in [false, true] {
+            port += 1;
+            let half = [(tcp::FIN | tcp::ACK, false)];
+            assert_eq!(run(port, &half, (tcp::ACK, true), cached), 30 * S);
+        }
+    }
+
+    #[test]
+    fn touch_ref_admits_a_closed_flow_within_a_second_without_refreshing_it() {
+        let t = FlowTable::new(64, Timeouts::default());
+        let a = id(2000);
+        let h = a.hash();
+        let r = t.insert(&a, h, S, 1, tcp::SYN).unwrap();
+        t.touch(&t.find(&a, h, S).unwrap(), S, tcp::SYN | tcp::ACK, true);
+        t.touch(&t.find(&a, h, 2 * S).unwrap(), 2 * S, tcp::RST, false);
+        let last = |t: &FlowTable| t.slots[r.slot as usize].last.load(Relaxed) as i64;
+        assert_eq!(last(&t), 2 * S);
+        // Within a second of its last refresh: a hit, and the flow is left as it was.
+        assert!(t.touch_ref(r, 2 * S + S / 2, true));
+        assert!(t.touch_ref(r, 3 * S, false));
+        assert_eq!(last(&t), 2 * S);
+        // Past a second: the full path (which finds it until 12 s, and does not refresh it).
+        assert!(!t.touch_ref(r, 3 * S + 1, true));
+        // An open flow is refreshed by a hit.
+        let b = id(2001);
+        let rb = t.insert(&b, b.hash(), S, 1, tcp::SYN).unwrap();
+        assert!(t.touch_ref(rb, S + S / 2, true));
+        assert_eq!(
+            t.slots[rb.slot as usize].last.load(Relaxed) as i64,
+            S + S / 2
+        );
+        // With a closing timeout under a second, a hit works the timeout out from the close.
+        let t = FlowTable::new(
+            64,
+            Timeouts {
+                tcp_closing: S / 2,
+                ..Timeouts::default()
+            },
+        );
+        let r = t.insert(&a, h, S, 1, tcp::SYN).unwrap();
+        t.touch(&t.find(&a, h, S).unwrap(), S, tcp::ACK, true);
+        t.touch(&t.find(&a, h, 2 * S).unwrap(), 2 * S, tcp::RST, true);
+        assert!(t.touch_ref(r, 2 * S + S / 4, true));
+        assert!(t.touch_ref(r, 2 * S + S / 2, true));
+        assert!(!t.touch_ref(r, 2 * S + S / 2 + 1, true));
+        assert!(t.find(&a, h, 2 * S + S / 2 + 1).is_none());
+    }
+
+    #[test]
     fn a_claim_after_a_failed_search_takes_a_dead_or_expired_entry_of_the_key_in_place() {
         let t = FlowTable::new(64, Timeouts::default());
         let (a, b) = (id(1000), id(1001));
@@ -1177,8 +1301,12 @@ mod tests {
     }
 
     impl Model {
+        /// Ended (RST, or FIN from both ends): no frame refreshes it any more.
+        fn closed(&self) -> bool {
+            self.rst || (self.fin_i && self.fin_r)
+        }
         fn timeout(&self, t: &Timeouts) -> i64 {
-            if self.rst || (self.fin_i && self.fin_r) {
+            if self.closed() {
                 t.tcp_closing
             } else if !self.replied {
                 t.tcp_opening
@@ -1238,7 +1366,9 @@ mod tests {
                             model.insert(k, Model::default());
                         }
                         let m = model.get_mut(&k).unwrap();
-                        m.last = now;
+                        if !m.closed() {
+                            m.last = now;
+                        }
                         m.fin_i |= f & tcp::FIN != 0;
                         m.rst |= f & tcp::RST != 0;
                         prop_assert!(table.insert(&a, a.hash(), now, version, f).is_some());
@@ -1269,7 +1399,9 @@ mod tests {
                             if revoked.contains(&k) {
                                 m.cut = true;
                             } else if want {
-                                m.last = now;
+                                if !m.closed() {
+                                    m.last = now;
+                                }
                                 m.replied = true;
                                 m.fin_r |= f & tcp::FIN != 0;
                                 m.rst |= f & tcp::RST != 0;

@@ -116,7 +116,6 @@ fn transport(info: &mut IpInfo, l4: &[u8]) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Parses an IPv4 packet (`l3` from its first byte; trailing link padding allowed).
 /// Walks an IPv6 extension-header chain — hop-by-hop, routing, fragment, destination options,
 /// authentication — starting with header `next` at the start of `payload`, and returns the
 /// upper-layer protocol with its offset in `payload`. `on_fragment` sees each fragment header's
@@ -163,6 +162,32 @@ pub(crate) fn ipv6_upper(
     }
 }
 
+/// RFC 1858's tiny-fragment and overlapping-fragment attacks on TCP, refused as Linux's and the BSDs'
+/// packet filters refuse them: a TCP first fragment (`offset` 0 in 8-byte units, `more` fragments to
+/// come) whose `l4_len` bytes of transport header and payload fall short of a minimal TCP header (20
+/// bytes: its flags would arrive in a later fragment, unseen by "a SYN is never a reply"), and a TCP
+/// fragment at offset 8 bytes (which could overwrite the first fragment's flags on reassembly, §4).
+#[inline(always)]
+fn tiny_tcp_fragment(proto: u8, offset: u16, more: bool, l4_len: usize) -> Result<(), WireError> {
+    if proto != ipproto::TCP {
+        return Ok(());
+    }
+    if offset == 0 && more && l4_len < 20 {
+        return Err(WireError::Inconsistent(
+            "tcp",
+            "first fragment shorter than a TCP header (RFC 1858)",
+        ));
+    }
+    if offset == 1 {
+        return Err(WireError::Inconsistent(
+            "tcp",
+            "fragment at offset 8 overlaps the TCP header (RFC 1858)",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an IPv4 packet (`l3` from its first byte; trailing link padding allowed).
 #[inline]
 pub fn parse_ipv4(l3: &[u8]) -> Result<IpInfo, WireError> {
     if l3.len() < 20 {
@@ -188,11 +213,13 @@ pub fn parse_ipv4(l3: &[u8]) -> Result<IpInfo, WireError> {
     }
     let fo = be16(l3, 6);
     let id = u32::from(be16(l3, 4));
-    let frag = match (fo & 0x1fff, fo & 0x2000 != 0) {
+    let (offset, more) = (fo & 0x1fff, fo & 0x2000 != 0);
+    let frag = match (offset, more) {
         (0, false) => Frag::Whole,
         (0, true) => Frag::First(id),
         _ => Frag::Later(id),
     };
+    tiny_tcp_fragment(l3[9], offset, more, tl - hl)?;
     let mut info = IpInfo {
         v6: false,
         src: u128::from(u32::from_be_bytes([l3[12], l3[13], l3[14], l3[15]])),
@@ -230,14 +257,18 @@ pub fn parse_ipv6(l3: &[u8]) -> Result<IpInfo, WireError> {
     }
     let end = 40 + pl;
     let mut frag = Frag::Whole;
+    // The fragment offset (8-byte units) and M flag of the fragment header `frag` comes from.
+    let (mut offset, mut more) = (0, false);
     let (next, upper) = ipv6_upper(l3[6], &l3[40..end], |fo, id| {
         frag = match (fo & 0xfff8, fo & 1 != 0) {
-            (0, false) => frag, // an atomic fragment: whole
+            (0, false) => return, // an atomic fragment: whole
             (0, true) => Frag::First(id),
             _ => Frag::Later(id),
         };
+        (offset, more) = (fo >> 3, fo & 1 != 0);
     })?;
     let off = 40 + upper;
+    tiny_tcp_fragment(next, offset, more, end - off)?;
     let mut src = [0u8; 16];
     src.copy_from_slice(&l3[8..24]);
     let mut dst = [0u8; 16];
@@ -427,6 +458,61 @@ mod tests {
         assert!(parse_ipv4(&v4(6, 0, &tcp[..3])).is_err());
     }
 
+    /// A TCP header from `sport` to `dport` with `flags`.
+    fn tcp_header(sport: u16, dport: u16, flags: u8) -> [u8; 20] {
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[12] = 0x50;
+        t[13] = flags;
+        t
+    }
+
+    fn rfc1858(r: Result<IpInfo, WireError>) -> bool {
+        matches!(r, Err(WireError::Inconsistent("tcp", _)))
+    }
+
+    #[test]
+    fn ipv4_tiny_and_overlapping_tcp_fragments_are_malformed() {
+        let syn = tcp_header(443, 50000, tcp::SYN);
+        // A first fragment that stops before the flags (8 bytes: RFC 1858's tiny fragment), or
+        // anywhere short of a minimal TCP header, with or without DF.
+        for n in [4, 8, 13, 14, 19] {
+            for fo in [0x2000, 0x6000] {
+                assert!(
+                    rfc1858(parse_ipv4(&v4(6, fo, &syn[..n]))),
+                    "{n} bytes, {fo:#x}"
+                );
+            }
+        }
+        let i = parse_ipv4(&v4(6, 0x2000, &syn)).unwrap();
+        assert_eq!((i.frag, i.tcp_flags), (Frag::First(0x1234), tcp::SYN));
+        // A fragment at offset 8 bytes would overwrite the flags on reassembly: last or not.
+        for fo in [0x0001, 0x2001] {
+            assert!(rfc1858(parse_ipv4(&v4(6, fo, &syn[8..]))), "{fo:#x}");
+        }
+        // Later fragments from offset 16 on are judged by their first fragment, as before.
+        assert_eq!(
+            parse_ipv4(&v4(6, 0x2002, &syn[..4])).unwrap().frag,
+            Frag::Later(0x1234)
+        );
+        // A whole packet is no fragment (its flags, if short, stay unknown as before); other
+        // protocols' short first fragments and offset-8 fragments are not TCP's concern.
+        assert_eq!(parse_ipv4(&v4(6, 0, &syn[..8])).unwrap().tcp_flags, 0);
+        assert_eq!(
+            parse_ipv4(&v4(6, 0x4000, &syn[..8])).unwrap().frag,
+            Frag::Whole
+        );
+        assert_eq!(
+            parse_ipv4(&v4(17, 0x2000, &syn[..8])).unwrap().dst_port,
+            50000
+        );
+        assert_eq!(
+            parse_ipv4(&v4(17, 0x0001, &syn[8..])).unwrap().frag,
+            Frag::Later(0x1234)
+        );
+    }
+
     #[test]
     fn icmp_echo_uses_the_identifier() {
         let echo = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1];
@@ -483,6 +569,54 @@ mod tests {
         // An AH header that claims more than there is.
         ah[1] = 40;
         assert!(parse_ipv6(&v6(51, &ah, &udp)).is_err());
+    }
+
+    #[test]
+    fn ipv6_tiny_and_overlapping_tcp_fragments_are_malformed() {
+        let syn = tcp_header(443, 50000, tcp::SYN);
+        // A fragment header (next header `next`, offset `off` in 8-byte units, M flag `m`).
+        let fragh = |next: u8, off: u16, m: bool| {
+            let w = (off << 3 | u16::from(m)).to_be_bytes();
+            [next, 0, w[0], w[1], 0, 0, 0, 9]
+        };
+        for n in [4, 8, 13, 14, 19] {
+            let p = parse_ipv6(&v6(44, &fragh(6, 0, true), &syn[..n]));
+            assert!(rfc1858(p), "{n} bytes");
+        }
+        // Behind a destination-options header after the fragment header, too.
+        let mut ext = fragh(60, 0, true).to_vec();
+        ext.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        assert!(rfc1858(parse_ipv6(&v6(44, &ext, &syn[..8]))));
+        let mut l4 = [0u8; 28];
+        l4[..8].copy_from_slice(&ext[8..]);
+        l4[8..].copy_from_slice(&syn);
+        let i = parse_ipv6(&v6(44, &ext[..8], &l4)).unwrap();
+        assert_eq!(
+            (i.frag, i.tcp_flags, i.l4_off),
+            (Frag::First(9), tcp::SYN, 56)
+        );
+        let i = parse_ipv6(&v6(44, &fragh(6, 0, true), &syn)).unwrap();
+        assert_eq!((i.frag, i.tcp_flags), (Frag::First(9), tcp::SYN));
+        // Offset 8 bytes, last or not.
+        for m in [true, false] {
+            assert!(rfc1858(parse_ipv6(&v6(44, &fragh(6, 1, m), &syn[8..]))));
+        }
+        assert_eq!(
+            parse_ipv6(&v6(44, &fragh(6, 2, true), &syn[..4]))
+                .unwrap()
+                .frag,
+            Frag::Later(9)
+        );
+        // An atomic fragment is whole; UDP is not TCP.
+        let i = parse_ipv6(&v6(44, &fragh(6, 0, false), &syn[..8])).unwrap();
+        assert_eq!((i.frag, i.tcp_flags), (Frag::Whole, 0));
+        assert_eq!(
+            parse_ipv6(&v6(44, &fragh(17, 0, true), &syn[..8]))
+                .unwrap()
+                .dst_port,
+            50000
+        );
+        assert!(parse_ipv6(&v6(44, &fragh(17, 1, true), &syn[8..])).is_ok());
     }
 
     #[test]
