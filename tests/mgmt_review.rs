@@ -1,0 +1,526 @@
+//! A hostile review of the management plane: a tenant administrator (and the owner, for malformed
+//! input) trying to reach what is not theirs, and the store's promise that what it accepted still
+//! loads. Most tests drive an in-process `mgmt::Server` (the very `handle_scoped` the socket thread
+//! calls with the peer's access and tenant scope) over a stub dataplane; one drives a real
+//! `joypath replay --serve`.
+
+use mgmt::{
+    Access, Client, Dataplane, ErrorCode, Response, Server, ServerConfig, Store, TraceRequest,
+    WorkerStatus,
+};
+use policy::{Document, Table};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A dataplane without workers: mgmt only needs somewhere to publish.
+struct NullPlane;
+
+impl Dataplane for NullPlane {
+    fn publish(&self, _table: Arc<Table>) {}
+    fn workers(&self) -> Vec<WorkerStatus> {
+        Vec::new()
+    }
+    fn stats(&self) -> Value {
+        json!({})
+    }
+    fn trace(&self, _req: &TraceRequest) -> Result<Value, String> {
+        Err("no trace here".into())
+    }
+}
+
+const BASE: &str = r#"
+[gateway]
+underlay_ip = "198.18.0.254"
+
+[[segment]]
+vni = 100
+identity = "vni"
+tenant = "acme"
+
+[[segment]]
+vni = 200
+identity = "vni"
+tenant = "globex"
+
+[[segment]]
+vni = 1
+identity = "gbp"
+
+[[tenant]]
+name = "acme"
+id = 10
+vteps = ["198.18.0.1"]
+
+[[tenant]]
+name = "globex"
+id = 20
+vteps = ["198.18.0.2"]
+
+[[endpoint]]
+tenant = "acme"
+ip = "198.19.0.1"
+mac = "02:00:00:00:0a:01"
+vtep = "198.18.0.1"
+vni = 100
+
+[[endpoint]]
+tenant = "globex"
+ip = "198.19.1.1"
+mac = "02:00:00:00:14:01"
+vtep = "198.18.0.2"
+vni = 200
+
+[[rule]]
+name = "acme-web"
+from = "acme"
+to = "globex"
+proto = "tcp"
+ports = "443"
+action = "allow"
+priority = 10
+
+[[rule]]
+name = "globex-deny-acme"
+from = "globex"
+to = "acme"
+action = "deny"
+priority = 100
+
+[[rule]]
+name = "compliance-block"
+from = "*"
+to = "globex"
+proto = "tcp"
+ports = "22"
+action = "deny"
+priority = 1000
+"#;
+
+/// A tenant with an id wider than GBP's 16-bit group id, and a tenant with an endpoint on a GBP
+/// segment: no allow rule may join them (identity would be truncated on the way out).
+const WIDE: &str = r#"
+[gateway]
+underlay_ip = "198.18.0.254"
+
+[[segment]]
+vni = 1
+identity = "gbp"
+
+[[segment]]
+vni = 300
+identity = "vni"
+tenant = "wide"
+
+[[tenant]]
+name = "acme"
+id = 10
+
+[[tenant]]
+name = "wide"
+id = 70000
+
+[[endpoint]]
+tenant = "acme"
+ip = "198.19.0.1"
+mac = "02:00:00:00:0a:01"
+vtep = "198.18.0.1"
+vni = 1
+
+[[endpoint]]
+tenant = "wide"
+ip = "198.19.3.1"
+mac = "02:00:00:00:30:01"
+vtep = "198.18.0.3"
+vni = 300
+
+[[rule]]
+name = "acme-self"
+from = "acme"
+to = "acme"
+action = "allow"
+priority = 1
+"#;
+
+/// A server over a fresh store seeded with `toml` (as `joypath` seeds it from --config).
+fn server_in(dir: &Path, toml: &str) -> Server {
+    let doc = Document::from_toml(toml, "review.toml").expect("fixture policy");
+    let state = dir.join("state");
+    let mut store = Store::open(&state, 64).unwrap();
+    let digest = policy::table::digest(&doc);
+    store
+        .commit(Arc::new(doc), digest, 0, "config", None)
+        .unwrap();
+    let rec = store.current().unwrap().clone();
+    let table = Table::compile(rec.document.clone(), 1, None).unwrap();
+    store.settle_digest(table.digest());
+    Server::new(
+        ServerConfig::new(dir.join("s.sock")),
+        store,
+        Arc::new(table),
+        Arc::new(NullPlane),
+    )
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("jp-review")
+        .tempdir()
+        .unwrap()
+}
+
+fn line(op: &str, args: Value) -> String {
+    json!({"id": 1, "op": op, "args": args}).to_string()
+}
+
+/// As root (or the gateway's owner).
+fn as_root(s: &Server, op: &str, args: Value) -> Response {
+    s.handle_line(&line(op, args), 0, Access::ReadWrite)
+}
+
+/// As an administrator of tenant acme only.
+fn as_acme(s: &Server, op: &str, args: Value) -> Response {
+    s.handle_scoped(&line(op, args), 4242, Access::Tenant, &["acme".to_string()])
+}
+
+fn document(s: &Server) -> Value {
+    let r = as_root(s, "policy.get", json!({}));
+    assert!(r.ok, "{r:?}");
+    r.result.unwrap()["document"].clone()
+}
+
+fn rule_named(doc: &Value, name: &str) -> Option<Value> {
+    doc["rule"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == json!(name))
+        .cloned()
+}
+
+fn version(s: &Server) -> u64 {
+    let r = as_root(s, "status", json!({}));
+    r.result.unwrap()["version"].as_u64().unwrap()
+}
+
+fn code(r: &Response) -> Option<ErrorCode> {
+    r.error.as_ref().map(|e| e.code)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenant scope: which rule a rule.update / rule.remove means.
+
+/// `tenant_may` checks the rule at `index`, while the edit itself (`rules::rule_index`) prefers
+/// `name` when both are given: an acme administrator names its own rule 0 by index and another
+/// tenant's rule by name, and the edit removes the other tenant's rule.
+#[test]
+#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
+fn a_tenant_admin_cannot_remove_another_tenants_rule_named_beside_its_own_index() {
+    let d = tmp();
+    let s = server_in(d.path(), BASE);
+    let v = version(&s);
+    let r = as_acme(
+        &s,
+        "rule.remove",
+        json!({"index": 0, "name": "globex-deny-acme"}),
+    );
+    let doc = document(&s);
+    assert!(
+        rule_named(&doc, "globex-deny-acme").is_some(),
+        "globex's rule was removed by acme's administrator: {r:?}"
+    );
+    assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
+    assert_eq!(version(&s), v);
+
+    // The same inside a policy.edit.
+    let r = as_acme(
+        &s,
+        "policy.edit",
+        json!({"edits": [{"op": "rule.remove", "args": {"index": 0, "name": "compliance-block"}}]}),
+    );
+    assert!(
+        rule_named(&document(&s), "compliance-block").is_some(),
+        "the gateway-wide rule was removed by acme's administrator: {r:?}"
+    );
+    assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
+}
+
+/// The same hole through rule.update: the gateway-wide `*` deny is replaced by an acme allow that
+/// outranks it.
+#[test]
+#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
+fn a_tenant_admin_cannot_replace_another_rule_named_beside_its_own_index() {
+    let d = tmp();
+    let s = server_in(d.path(), BASE);
+    let r = as_acme(
+        &s,
+        "rule.update",
+        json!({"index": 0, "name": "compliance-block",
+               "rule": {"from": "acme", "to": "globex", "proto": "tcp", "ports": "22",
+                        "action": "allow", "priority": 5000}}),
+    );
+    let doc = document(&s);
+    let block = rule_named(&doc, "compliance-block");
+    assert!(
+        block
+            .as_ref()
+            .is_some_and(|b| b["from"] == "*" && b["action"] == "deny"),
+        "acme's administrator replaced the `*` rule: now {block:?} ({r:?})"
+    );
+    assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
+}
+
+/// Rules are addressed by name (docs/management.md), but a tenant administrator's rule.update and
+/// rule.remove look only at a numeric `index`: its own rule by name is "no rule
+/// 18446744073709551615".
+#[test]
+#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
+fn a_tenant_admin_addresses_its_own_rules_by_name() {
+    let d = tmp();
+    let s = server_in(d.path(), BASE);
+    let r = as_acme(
+        &s,
+        "rule.update",
+        json!({"name": "acme-web", "rule": {"from": "acme", "to": "globex", "proto": "tcp",
+                                             "ports": "8443", "action": "allow", "priority": 10}}),
+    );
+    assert!(
+        r.ok,
+        "rule.update by name of acme's own rule: {:?}",
+        r.error
+    );
+    let r = as_acme(&s, "rule.remove", json!({"index": "acme-web"}));
+    assert!(
+        r.ok,
+        "rule.remove by name (as index) of acme's own rule: {:?}",
+        r.error
+    );
+    assert!(rule_named(&document(&s), "acme-web").is_none());
+    // …and another tenant's rule by name is refused as such (not as "not found").
+    let r = as_acme(&s, "rule.remove", json!({"name": "globex-deny-acme"}));
+    assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
+}
+
+/// Guard (passes today): an endpoint of acme on globex's `vni` segment is refused on the in-place
+/// endpoint path a tenant administrator's change takes, and globex's segment is untouched.
+#[test]
+fn a_tenant_admin_cannot_put_an_endpoint_on_another_tenants_segment() {
+    let d = tmp();
+    let s = server_in(d.path(), BASE);
+    let v = version(&s);
+    let r = as_acme(
+        &s,
+        "endpoint.add",
+        json!({"endpoint": {"tenant": "acme", "ip": "198.19.0.50", "mac": "02:00:00:00:0a:50",
+                            "vtep": "198.18.0.1", "vni": 200}}),
+    );
+    assert_eq!(code(&r), Some(ErrorCode::InvalidPolicy), "{r:?}");
+    // An address globex holds in the shared address space is not acme's to take either.
+    let r = as_acme(
+        &s,
+        "endpoint.add",
+        json!({"endpoint": {"tenant": "acme", "ip": "198.19.1.1", "mac": "02:00:00:00:0a:51",
+                            "vtep": "198.18.0.1", "vni": 100}}),
+    );
+    assert_eq!(code(&r), Some(ErrorCode::InvalidPolicy), "{r:?}");
+    // Nor an update that moves globex's endpoint (keyed by tenant + ip).
+    let r = as_acme(
+        &s,
+        "endpoint.update",
+        json!({"endpoint": {"tenant": "globex", "ip": "198.19.1.1", "mac": "02:00:00:00:0a:52",
+                            "vtep": "198.18.0.1", "vni": 200}}),
+    );
+    assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
+    assert_eq!(version(&s), v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation on the incremental paths, and the store's promise.
+
+/// The 16-bit GBP rule ("Identity on the way out is never truncated… refused with an error
+/// naming the tenant and the segment") is part of `Document::validate`, but a rule change made
+/// in place (`commit_rule`'s fast path for the owner, `compile_next`'s in-place rule path for a
+/// tenant administrator) is checked only by `Table::check_rule`, the rule on its own.
+#[test]
+#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
+fn a_rule_letting_a_wide_tenant_reach_a_gbp_endpoint_is_refused_on_every_path() {
+    let d = tmp();
+    let s = server_in(d.path(), WIDE);
+    let v = version(&s);
+    let mut accepted = Vec::new();
+    // Owner, rule.add (fast path).
+    let r = as_root(
+        &s,
+        "rule.add",
+        json!({"rule": {"name": "wide-to-acme", "from": "wide", "to": "acme", "action": "allow"}}),
+    );
+    if code(&r) != Some(ErrorCode::InvalidPolicy) {
+        accepted.push(format!("owner rule.add: {r:?}"));
+        assert!(as_root(&s, "rollback", json!({"version": v})).ok);
+    }
+    // Owner, rule.update (fast path).
+    let r = as_root(
+        &s,
+        "rule.update",
+        json!({"name": "acme-self", "rule": {"from": "acme", "to": "wide", "action": "allow"}}),
+    );
+    if code(&r) != Some(ErrorCode::InvalidPolicy) {
+        accepted.push(format!("owner rule.update: {r:?}"));
+        assert!(as_root(&s, "rollback", json!({"version": v})).ok);
+    }
+    // acme's administrator, rule.add from acme (replies would carry wide's id onto GBP).
+    let r = as_acme(
+        &s,
+        "rule.add",
+        json!({"rule": {"name": "acme-to-wide", "from": "acme", "to": "wide", "action": "allow"}}),
+    );
+    if code(&r) != Some(ErrorCode::InvalidPolicy) {
+        accepted.push(format!("tenant rule.add: {r:?}"));
+    }
+    assert!(accepted.is_empty(), "accepted: {accepted:#?}");
+    let v = version(&s);
+    assert_eq!(version(&s), v, "nothing was committed");
+    let doc: Document = serde_json::from_value(document(&s)).unwrap();
+    assert!(doc.validate().is_empty(), "{:?}", doc.validate());
+}
+
+/// The durability promise seen from a restart: whatever the server acknowledged must load again
+/// (`open_policy` compiles the store's current version at start-up and exits when it fails). A
+/// change accepted by an incremental path that the whole compile refuses leaves a gateway that
+/// cannot start on its own state directory.
+#[test]
+#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
+fn every_acknowledged_version_loads_after_a_restart() {
+    let d = tmp();
+    let s = server_in(d.path(), WIDE);
+    let r = as_root(
+        &s,
+        "rule.add",
+        json!({"rule": {"name": "wide-to-acme", "from": "wide", "to": "acme", "action": "allow"}}),
+    );
+    let acked = r.ok;
+    drop(s); // releases the store's lock, as the process exiting would
+    let store = Store::open(&d.path().join("state"), 64).unwrap();
+    let cur = store.current().unwrap();
+    assert_eq!(cur.meta.version, if acked { 2 } else { 1 });
+    let compiled = Table::compile(cur.document.clone(), cur.meta.version, None);
+    assert!(
+        compiled.is_ok(),
+        "version {} was acknowledged (rule.add ok: {acked}) but the gateway cannot start on it: {}",
+        cur.meta.version,
+        compiled.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mistyped arguments.
+
+/// `rule.add`'s `index` is "a number" (insert position); a string, a negative or a fraction must
+/// be a `bad_args`, not a silent append at the end (which puts the rule elsewhere than asked, and
+/// for a first-match reading of the list, changes what the operator meant).
+#[test]
+#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
+fn rule_add_with_a_mistyped_index_is_an_error_not_an_append() {
+    let d = tmp();
+    let s = server_in(d.path(), BASE);
+    for bad in [json!("0"), json!(-1), json!(0.5), json!(true)] {
+        let v = version(&s);
+        let name = format!("probe-{}", v);
+        let r = as_root(
+            &s,
+            "rule.add",
+            json!({"index": bad, "rule": {"name": name, "from": "acme", "to": "globex",
+                                         "action": "deny", "priority": 1}}),
+        );
+        let doc = document(&s);
+        let at = doc["rule"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|r| r["name"] == json!(name));
+        assert!(
+            code(&r) == Some(ErrorCode::BadArgs) || (r.ok && at == Some(0) && bad == json!("0")),
+            "rule.add with index {bad}: {:?}, the rule landed at {at:?}",
+            r.error
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real gateway: oversized arguments must be errors, never the end of the process.
+
+const BIN: &str = env!("CARGO_BIN_EXE_joypath");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
+}
+
+struct Gateway {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn start() -> Gateway {
+        let dir = tmp();
+        let child = Command::new(BIN)
+            .args(["replay", "--serve", "--pps", "1000", "--config"])
+            .arg(fixtures().join("fixtures.toml"))
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg(fixtures().join("verdicts.pcap"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start joypath");
+        let g = Gateway { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Client::connect(&g.socket()).is_err() {
+            assert!(Instant::now() < deadline, "gateway did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("s.sock")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `trace {count}` sizes a bounded channel of `count` slots up front (`sync_channel(req.count)`):
+/// a huge count is an allocation that cannot succeed, which aborts the process (not a panic
+/// `catch_unwind` could turn into `internal`). It must be a `bad_args`, and the gateway must go on.
+#[test]
+#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
+fn a_huge_trace_count_is_an_error_and_the_gateway_survives() {
+    let mut g = Gateway::start();
+    let out = g.dir.path().join("t.pcapng");
+    let r = Client::connect(&g.socket()).and_then(|mut c| {
+        c.call(
+            "trace",
+            json!({"count": 1u64 << 52, "path": out, "timeout_ms": 100}),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let exited = g.child.try_wait().ok().flatten();
+    let alive = exited.is_none()
+        && Client::connect(&g.socket())
+            .and_then(|mut c| c.call("status", json!({})))
+            .is_ok_and(|r| r.ok);
+    assert!(
+        alive,
+        "the gateway died on trace count 2^52 ({exited:?}; answer: {r:?})"
+    );
+    let r = r.unwrap();
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(code(&r), Some(ErrorCode::BadArgs), "{r:?}");
+}
