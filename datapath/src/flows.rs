@@ -581,6 +581,22 @@ impl FlowTable {
         true
     }
 
+    /// Reopens a closed flow (RST, or FIN from both ends) on a new connection's first frame from
+    /// its initiator — a SYN without ACK, reusing the same ports within the closing timeout — as
+    /// Linux's conntrack takes a SYN in CLOSE or TIME_WAIT for a new connection: its close is
+    /// forgotten and it is refreshed as if just begun. True when it was reopened (the caller
+    /// notes its host pair again). An open flow is left as it is.
+    pub fn reopen(&self, f: &Found, now: i64, tcp_flags: u8) -> bool {
+        if !closed(f.state) || tcp_flags & (tcp::SYN | tcp::ACK) != tcp::SYN {
+            return false;
+        }
+        let s = &self.slots[f.slot];
+        // Its close and its answer forgotten; a cut (by another worker meanwhile) stays.
+        s.state.fetch_and(!(FIN_I | FIN_R | RST | REPLIED), Relaxed);
+        s.last.store(now.max(1) as u64, Relaxed);
+        true
+    }
+
     /// Records that the flow was judged allowed at policy `version`.
     pub fn judged(&self, f: &Found, version: u64) {
         self.slots[f.slot].epoch.store(version as u32, Relaxed);

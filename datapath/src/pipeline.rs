@@ -1527,7 +1527,9 @@ impl Worker {
         // One walk: the flow or its mirror, else the new flow inserted where the walk found room.
         match fl.find_or_insert(id, h, now, table.version(), ip.tcp_flags) {
             Tracked::Found(f, reply) => {
-                if fl.touch(&f, now, ip.tcp_flags, reply) {
+                // A new connection reusing a closed flow's ports: the flow begins again.
+                let reopened = !reply && fl.reopen(&f, now, ip.tcp_flags);
+                if reopened || fl.touch(&f, now, ip.tcp_flags, reply) {
                     let started = if reply { id.mirrored() } else { *id };
                     fl.note_hosts(&started.hosts(), now, table.version());
                 }

@@ -657,3 +657,54 @@ vni = 500
         Disposition::Forward
     );
 }
+
+/// A client that reuses its ports for a new connection soon after the last one closed (within
+/// the 10 s closing timeout) starts a new flow, as Linux's conntrack reopens a closed entry on a
+/// SYN: the old close must not end the new connection 10 s later, while the server is still
+/// answering it.
+#[test]
+fn a_new_connection_on_a_closed_flows_ports_is_tracked_afresh() {
+    let t = table(&rule("acme", "globex", "tcp", "443", "allow", 100), 1);
+    for mut w in [Worker::new(), full_path_worker()] {
+        let a = |f| tcp_frame(1, 100, A, G, 50000, 443, f);
+        let g = |f| tcp_frame(2, 200, G, A, 443, 50000, f);
+        for (f, who) in [(a(SYN), "acme"), (g(SYN | ACK), "globex"), (a(ACK), "acme")] {
+            assert_eq!(
+                run(&mut w, &t, &f, NOW).disposition,
+                Disposition::Forward,
+                "{who}"
+            );
+        }
+        assert_eq!(
+            run(&mut w, &t, &a(RST | ACK), NOW).disposition,
+            Disposition::Forward
+        );
+        // Two seconds later, the same ports again: a new connection.
+        assert_eq!(
+            run(&mut w, &t, &a(SYN), NOW + 2).disposition,
+            Disposition::Forward
+        );
+        assert_eq!(
+            run(&mut w, &t, &g(SYN | ACK), NOW + 2).disposition,
+            Disposition::Forward
+        );
+        // globex answers every 5 s (acme only listens) well past the old close's timeout.
+        for k in 1..=6 {
+            let o = run(&mut w, &t, &g(ACK), NOW + 2 + 5 * k);
+            assert_eq!(
+                o.disposition,
+                Disposition::Forward,
+                "globex's answer {} s after the new connection began",
+                5 * k
+            );
+            assert!(o.tracked_reply);
+        }
+        // A SYN from the responder's side reopens nothing: after a reset, globex's frames lapse.
+        assert_eq!(
+            run(&mut w, &t, &a(RST | ACK), NOW + 40).disposition,
+            Disposition::Forward
+        );
+        assert_eq!(run(&mut w, &t, &g(SYN), NOW + 41).disposition, DENIED);
+        assert_eq!(run(&mut w, &t, &g(ACK), NOW + 52).disposition, DENIED);
+    }
+}
