@@ -8,47 +8,11 @@ use datapath::DropReason;
 use policy::{Document, Table};
 use std::sync::Arc;
 
-const POLICY: &str = r#"
-[gateway]
-underlay_ip = "198.18.0.254"
-udp_port = 4789
-mtu = 1500
-replies = "REPLIES"
+mod common;
+use common::*;
 
-[[segment]]
-vni = 100
-identity = "vni"
-tenant = "acme"
-
-[[segment]]
-vni = 200
-identity = "vni"
-tenant = "globex"
-
-[[tenant]]
-name = "acme"
-id = 10
-vteps = ["198.18.0.1"]
-
-[[tenant]]
-name = "globex"
-id = 20
-vteps = ["198.18.0.2"]
-
-[[endpoint]]
-tenant = "acme"
-ip = "198.19.0.1"
-mac = "02:00:00:00:0a:01"
-vtep = "198.18.0.1"
-vni = 100
-
-[[endpoint]]
-tenant = "globex"
-ip = "198.19.1.1"
-mac = "02:00:00:00:14:01"
-vtep = "198.18.0.2"
-vni = 200
-
+/// acme may send udp to globex's port 5000; EXTRA: more rules.
+const RULES: &str = r#"
 [[rule]]
 from = "acme"
 to = "globex"
@@ -63,86 +27,10 @@ EXTRA
 const GLOBEX_MAY_ANSWER: &str =
     "[[rule]]\nfrom = \"globex\"\nto = \"acme\"\nproto = \"udp\"\naction = \"allow\"\npriority = 10\n";
 
-const A: [u8; 4] = [198, 19, 0, 1];
-const G: [u8; 4] = [198, 19, 1, 1];
-
 fn table(replies: &str, extra: &str, version: u64) -> Table {
-    let text = POLICY.replace("REPLIES", replies).replace("EXTRA", extra);
+    let text = policy(replies, &["acme", "globex"], &RULES.replace("EXTRA", extra));
     let doc = Document::from_toml(&text, "test.toml").expect("valid policy");
     Table::compile(Arc::new(doc), version, None).expect("compiles")
-}
-
-fn csum(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
-    let tl = (20 + payload.len()) as u16;
-    let mut h = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, proto, 0, 0];
-    h[2..4].copy_from_slice(&tl.to_be_bytes());
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
-/// A VXLAN frame from VTEP `vtep` (198.18.0.x) on `vni` carrying a UDP datagram.
-fn udp_frame(vtep: u8, vni: u32, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16) -> Vec<u8> {
-    tagged_frame(vtep, vni, None, None, src, dst, sp, dp)
-}
-
-/// [`udp_frame`] with a VXLAN-GBP group and an inner 802.1Q tag.
-#[allow(clippy::too_many_arguments)]
-fn tagged_frame(
-    vtep: u8,
-    vni: u32,
-    group: Option<u16>,
-    vid: Option<u16>,
-    src: [u8; 4],
-    dst: [u8; 4],
-    sp: u16,
-    dp: u16,
-) -> Vec<u8> {
-    let mut udp = Vec::new();
-    udp.extend_from_slice(&sp.to_be_bytes());
-    udp.extend_from_slice(&dp.to_be_bytes());
-    udp.extend_from_slice(&16u16.to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(b"joypath!");
-    let mut inner = vec![0x02, 0, 0, 0, 0, 0xfe, 0x02, 0, 0, 0, 0, vtep];
-    if let Some(v) = vid {
-        inner.extend_from_slice(&[0x81, 0x00]);
-        inner.extend_from_slice(&v.to_be_bytes());
-    }
-    inner.extend_from_slice(&[0x08, 0x00]);
-    inner.extend(ipv4(src, dst, 17, &udp));
-    let mut vx = match group {
-        Some(g) => vec![0x88, 0, (g >> 8) as u8, g as u8],
-        None => vec![0x08, 0, 0, 0],
-    };
-    vx.extend_from_slice(&vni.to_be_bytes()[1..]);
-    vx.push(0);
-    let mut oudp = Vec::new();
-    oudp.extend_from_slice(&49152u16.to_be_bytes());
-    oudp.extend_from_slice(&4789u16.to_be_bytes());
-    oudp.extend_from_slice(&((8 + 8 + inner.len()) as u16).to_be_bytes());
-    oudp.extend_from_slice(&[0, 0]);
-    oudp.extend(vx);
-    oudp.extend(inner);
-    let mut f = vec![
-        0x02, 0, 0, 0, 0, 0xfe, 0x02, 0, 0, 0, 0x99, vtep, 0x08, 0x00,
-    ];
-    f.extend(ipv4([198, 18, 0, vtep], [198, 18, 0, 254], 17, &oudp));
-    f
 }
 
 fn acme_to_globex() -> Vec<u8> {
@@ -151,18 +39,6 @@ fn acme_to_globex() -> Vec<u8> {
 fn globex_to_acme() -> Vec<u8> {
     udp_frame(2, 200, G, A, 5000, 50000)
 }
-
-/// Runs one frame through `w` at time `now` (s); its outcome.
-fn run(w: &mut Worker, t: &Table, frame: &[u8], now: i64) -> Outcome {
-    let mut buf = vec![0u8; HEADROOM + frame.len()];
-    buf[HEADROOM..].copy_from_slice(frame);
-    let mut frames = [Frame::new(&mut buf, HEADROOM, frame.len())];
-    let mut out = [Outcome::default()];
-    w.process(t, &mut frames, &mut out, now * 1_000_000_000);
-    out[0]
-}
-
-const DENIED: Disposition = Disposition::Drop(DropReason::PolicyDenied);
 
 #[test]
 fn a_cached_deny_lapses_when_the_flow_it_would_answer_is_born() {

@@ -6,73 +6,9 @@ use datapath::DropReason;
 use policy::{Document, Table};
 use std::sync::Arc;
 
-const GATEWAY: &str = r#"
-[gateway]
-underlay_ip = "198.18.0.254"
-udp_port = 4789
-mtu = 1500
-replies = "tracked"
+mod common;
+use common::*;
 
-[[segment]]
-vni = 100
-identity = "vni"
-tenant = "acme"
-
-[[segment]]
-vni = 200
-identity = "vni"
-tenant = "globex"
-
-[[segment]]
-vni = 300
-identity = "vni"
-tenant = "initech"
-"#;
-
-const ACME: &str = r#"
-[[tenant]]
-name = "acme"
-id = 10
-vteps = ["198.18.0.1"]
-"#;
-const GLOBEX: &str = r#"
-[[tenant]]
-name = "globex"
-id = 20
-vteps = ["198.18.0.2"]
-"#;
-const INITECH: &str = r#"
-[[tenant]]
-name = "initech"
-id = 30
-vteps = ["198.18.0.3"]
-"#;
-
-const ENDPOINTS: &str = r#"
-[[endpoint]]
-tenant = "acme"
-ip = "198.19.0.1"
-mac = "02:00:00:00:0a:01"
-vtep = "198.18.0.1"
-vni = 100
-
-[[endpoint]]
-tenant = "globex"
-ip = "198.19.1.1"
-mac = "02:00:00:00:14:01"
-vtep = "198.18.0.2"
-vni = 200
-
-[[endpoint]]
-tenant = "initech"
-ip = "198.19.2.1"
-mac = "02:00:00:00:1e:01"
-vtep = "198.18.0.3"
-vni = 300
-"#;
-
-const A: [u8; 4] = [198, 19, 0, 1];
-const G: [u8; 4] = [198, 19, 1, 1];
 const I: [u8; 4] = [198, 19, 2, 1];
 
 fn rule(from: &str, to: &str, proto: &str, ports: &str, action: &str, prio: i32) -> String {
@@ -88,101 +24,13 @@ fn rule(from: &str, to: &str, proto: &str, ports: &str, action: &str, prio: i32)
 
 /// A table of the three tenants (in the usual order) with `rules`, at `version`.
 fn table(rules: &str, version: u64) -> Table {
-    table_ordered(&[ACME, GLOBEX, INITECH], rules, version)
+    table_ordered(&["acme", "globex", "initech"], rules, version)
 }
 
 fn table_ordered(tenants: &[&str], rules: &str, version: u64) -> Table {
-    let text = format!("{GATEWAY}{}{ENDPOINTS}{rules}", tenants.concat());
+    let text = policy("tracked", tenants, rules);
     let doc = Document::from_toml(&text, "hostile.toml").expect("valid policy");
     Table::compile(Arc::new(doc), version, None).expect("compiles")
-}
-
-fn csum(b: &[u8]) -> u16 {
-    let mut s: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-/// An IPv4 packet (`frag`: the flags and fragment-offset field).
-fn ip4(src: [u8; 4], dst: [u8; 4], proto: u8, id: u16, frag: u16, payload: &[u8]) -> Vec<u8> {
-    let tl = (20 + payload.len()) as u16;
-    let mut h = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
-    h[2..4].copy_from_slice(&tl.to_be_bytes());
-    h[4..6].copy_from_slice(&id.to_be_bytes());
-    h[6..8].copy_from_slice(&frag.to_be_bytes());
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
-fn udp(sp: u16, dp: u16) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sp.to_be_bytes());
-    u.extend_from_slice(&dp.to_be_bytes());
-    u.extend_from_slice(&16u16.to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(b"joypath!");
-    u
-}
-
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
-
-fn tcp(sp: u16, dp: u16, flags: u8) -> Vec<u8> {
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&sp.to_be_bytes());
-    t[2..4].copy_from_slice(&dp.to_be_bytes());
-    t[4..8].copy_from_slice(&1000u32.to_be_bytes());
-    t[12] = 0x50;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    t
-}
-
-/// A VXLAN frame from VTEP 198.18.0.`vtep` on `vni`, carrying an inner Ethernet frame of `et`
-/// and `l3` to `dst_mac`.
-fn frame(vtep: u8, vni: u32, dst_mac: [u8; 6], et: u16, l3: &[u8]) -> Vec<u8> {
-    let mut inner = dst_mac.to_vec();
-    inner.extend_from_slice(&[0x02, 0, 0, 0, 0, vtep]);
-    inner.extend_from_slice(&et.to_be_bytes());
-    inner.extend_from_slice(l3);
-    let mut oudp = Vec::new();
-    oudp.extend_from_slice(&49152u16.to_be_bytes());
-    oudp.extend_from_slice(&4789u16.to_be_bytes());
-    oudp.extend_from_slice(&((8 + 8 + inner.len()) as u16).to_be_bytes());
-    oudp.extend_from_slice(&[0, 0]);
-    oudp.extend_from_slice(&[0x08, 0, 0, 0]);
-    oudp.extend_from_slice(&vni.to_be_bytes()[1..]);
-    oudp.push(0);
-    oudp.extend(inner);
-    let mut f = vec![
-        0x02, 0, 0, 0, 0, 0xfe, 0x02, 0, 0, 0, 0x99, vtep, 0x08, 0x00,
-    ];
-    f.extend(ip4([198, 18, 0, vtep], [198, 18, 0, 254], 17, 0, 0, &oudp));
-    f
-}
-
-const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
-
-fn ip_frame(vtep: u8, vni: u32, l3: &[u8]) -> Vec<u8> {
-    frame(vtep, vni, GW_MAC, 0x0800, l3)
-}
-
-fn udp_frame(vtep: u8, vni: u32, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16) -> Vec<u8> {
-    ip_frame(vtep, vni, &ip4(src, dst, 17, 1, 0, &udp(sp, dp)))
-}
-
-fn tcp_frame(vtep: u8, vni: u32, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, fl: u8) -> Vec<u8> {
-    ip_frame(vtep, vni, &ip4(src, dst, 6, 1, 0, &tcp(sp, dp, fl)))
 }
 
 /// An inner ARP request (broadcast) from `sender` asking for `target`.
@@ -205,21 +53,6 @@ fn icmp_error_frame(vtep: u8, vni: u32, src: [u8; 4], dst: [u8; 4], quoted: &[u8
     ip_frame(vtep, vni, &ip4(src, dst, 1, 7, 0, &m))
 }
 
-/// Runs one frame through `w` at `now` (ns); its outcome.
-fn run_ns(w: &mut Worker, t: &Table, frame: &[u8], now: i64) -> Outcome {
-    let mut buf = vec![0u8; HEADROOM + frame.len()];
-    buf[HEADROOM..].copy_from_slice(frame);
-    let mut frames = [Frame::new(&mut buf, HEADROOM, frame.len())];
-    let mut out = [Outcome::default()];
-    w.process(t, &mut frames, &mut out, now);
-    out[0]
-}
-
-/// [`run_ns`] at `now` seconds.
-fn run(w: &mut Worker, t: &Table, frame: &[u8], now: i64) -> Outcome {
-    run_ns(w, t, frame, now * 1_000_000_000)
-}
-
 /// A frame stamped with its own time (`ts` s) in a batch whose `now` is `batch_now` (s).
 fn run_stamped(w: &mut Worker, t: &Table, frame: &[u8], ts: i64, batch_now: i64) -> Outcome {
     let mut buf = vec![0u8; HEADROOM + frame.len()];
@@ -230,7 +63,6 @@ fn run_stamped(w: &mut Worker, t: &Table, frame: &[u8], ts: i64, batch_now: i64)
     out[0]
 }
 
-const DENIED: Disposition = Disposition::Drop(DropReason::PolicyDenied);
 const NOW: i64 = 1_800_000_000;
 
 /// A worker without a decision cache (the full path: the reference).
@@ -424,8 +256,8 @@ fn a_cached_allow_does_not_serve_a_frame_from_before_its_window_opened() {
 fn the_sending_vtep_is_not_taken_from_an_older_table_at_the_same_address() {
     let rules = rule("acme", "globex", "udp", "5000", "allow", 100);
     // v1: 198.18.0.1 is VTEP 0, 198.18.0.2 is VTEP 1. v2: the other way round.
-    let v1 = table_ordered(&[ACME, GLOBEX, INITECH], &rules, 1);
-    let v2 = table_ordered(&[GLOBEX, ACME, INITECH], &rules, 2);
+    let v1 = table_ordered(&["acme", "globex", "initech"], &rules, 1);
+    let v2 = table_ordered(&["globex", "acme", "initech"], &rules, 2);
     let spoofed = udp_frame(2, 100, A, G, 50000, 5000);
     // Control: a worker that starts on v2 refuses the spoofed frame.
     let o = run(&mut Worker::new(), &v2, &spoofed, NOW);
@@ -633,7 +465,11 @@ vtep = "198.18.0.5"
 vni = 500
 "#;
     let rules = rule("umbrella", "hooli", "udp", "5000", "allow", 100);
-    let text = format!("{GATEWAY}{ACME}{GLOBEX}{INITECH}{ENDPOINTS}{other}{rules}");
+    let text = policy(
+        "tracked",
+        &["acme", "globex", "initech"],
+        &format!("{other}{rules}"),
+    );
     let doc = Document::from_toml(&text, "hostile.toml").expect("valid policy");
     let t = Table::compile(Arc::new(doc), 1, None).expect("compiles");
     let mut w = Worker::new();
