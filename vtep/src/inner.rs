@@ -168,7 +168,12 @@ pub(crate) fn ipv6_upper(
 /// bytes: its flags would arrive in a later fragment, unseen by "a SYN is never a reply"), and a TCP
 /// fragment at offset 8 bytes (which could overwrite the first fragment's flags on reassembly, §4).
 #[inline(always)]
-fn tiny_tcp_fragment(proto: u8, offset: u16, more: bool, l4_len: usize) -> Result<(), WireError> {
+pub(crate) fn tiny_tcp_fragment(
+    proto: u8,
+    offset: u16,
+    more: bool,
+    l4_len: usize,
+) -> Result<(), WireError> {
     if proto != ipproto::TCP {
         return Ok(());
     }

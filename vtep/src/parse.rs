@@ -252,6 +252,13 @@ fn ports(proto: u8, l4: &[u8], has_l4: bool) -> Result<(u16, u16), WireError> {
 fn parse_ipv4_flow(l3: &[u8]) -> Result<Flow, WireError> {
     let ip = Ipv4Packet::new_checked(l3)?;
     let proto = ip.protocol();
+    // A TCP header split over tiny fragments is malformed here as on the policy path.
+    crate::inner::tiny_tcp_fragment(
+        proto,
+        ip.frag_offset(),
+        ip.more_fragments(),
+        ip.payload().len(),
+    )?;
     let (src_port, dst_port) = ports(proto, ip.payload(), !ip.is_later_fragment())?;
     Ok(Flow {
         src: IpAddr::V4(Ipv4Addr::from(ip.src())),

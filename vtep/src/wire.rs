@@ -236,6 +236,14 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn is_later_fragment(&self) -> bool {
         be16(self.buf.as_ref(), 6) & 0x1fff != 0
     }
+    /// More fragments follow.
+    pub fn more_fragments(&self) -> bool {
+        self.buf.as_ref()[6] & 0x20 != 0
+    }
+    /// The fragment offset, in 8-byte units.
+    pub fn frag_offset(&self) -> u16 {
+        be16(self.buf.as_ref(), 6) & 0x1fff
+    }
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[8]
     }

@@ -1169,6 +1169,55 @@ fn inner_ipv4_fragments() {
     );
 }
 
+/// RFC 1858: a TCP first fragment too short for the TCP header, or a TCP fragment at offset 8
+/// bytes, is refused by `parse_inner` as by the policy path's parser; longer first fragments and
+/// later fragments past the header are not.
+#[test]
+fn inner_ipv4_tiny_tcp_fragments_are_refused() {
+    let mk = |mf: bool, off: u16, payload: usize| {
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 7, 0, 0, 64, 6, 0, 0, 198, 19, 0, 1, 198, 19, 1, 1,
+        ];
+        let tl = (20 + payload) as u16;
+        ip[2..4].copy_from_slice(&tl.to_be_bytes());
+        let fo = off | if mf { 0x2000 } else { 0 };
+        ip[6..8].copy_from_slice(&fo.to_be_bytes());
+        let mut f = B_MAC.to_vec();
+        f.extend_from_slice(&A_MAC);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend(ip);
+        // TCP ports 1234 → 22, then zeros (flags 0).
+        let mut tcp = vec![0x04, 0xd2, 0x00, 0x16];
+        tcp.resize(payload, 0);
+        f.extend(tcp);
+        f
+    };
+    assert!(
+        parse_inner(&mk(true, 0, 8)).is_err(),
+        "8-byte first fragment"
+    );
+    assert!(
+        parse_inner(&mk(true, 0, 19)).is_err(),
+        "19-byte first fragment"
+    );
+    assert!(
+        parse_inner(&mk(false, 1, 16)).is_err(),
+        "fragment at offset 8"
+    );
+    assert!(
+        parse_inner(&mk(true, 1, 16)).is_err(),
+        "fragment at offset 8, more to come"
+    );
+    assert_eq!(
+        ip_inner(&mk(true, 0, 24)).1,
+        flow("198.19.0.1", "198.19.1.1", 6, 1234, 22)
+    );
+    assert_eq!(
+        ip_inner(&mk(false, 3, 16)).1,
+        flow("198.19.0.1", "198.19.1.1", 6, 0, 0)
+    );
+}
+
 #[test]
 fn inner_vlan_tagged() {
     let tagged = tagged_tcp4(5, true, 0x0abc, 4);
