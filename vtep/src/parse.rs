@@ -272,11 +272,14 @@ fn parse_ipv4_flow(l3: &[u8]) -> Result<Flow, WireError> {
 fn parse_ipv6_flow(l3: &[u8]) -> Result<Flow, WireError> {
     let ip = Ipv6Packet::new_checked(l3)?;
     let mut has_l4 = true;
+    let (mut offset, mut more) = (0, false);
     let payload = ip.payload();
     let (next, off) = crate::inner::ipv6_upper(ip.next_header(), payload, |fo, _| {
         has_l4 &= fo & 0xfff8 == 0;
+        (offset, more) = (fo >> 3, fo & 1 != 0);
     })?;
     let rest = &payload[off..];
+    crate::inner::tiny_tcp_fragment(next, offset, more, rest.len())?;
     let (src_port, dst_port) = ports(next, rest, has_l4)?;
     Ok(Flow {
         src: IpAddr::V6(Ipv6Addr::from(ip.src())),

@@ -1396,12 +1396,16 @@ fn inner_ipv6_fragment_header() {
         );
     }
     // Later fragments: the bytes after the fragment header are not a TCP header.
-    for (off, mf) in [(1u16, true), (1, false), (0x1fff, false), (0x100, true)] {
+    for (off, mf) in [(2u16, true), (3, false), (0x1fff, false), (0x100, true)] {
         assert_eq!(
             ip_inner(&frag(off, mf)).1,
             flow("2001:2::a", "2001:2::b", 6, 0, 0),
             "offset {off} M {mf}"
         );
+    }
+    // A TCP fragment at offset 8 bytes would overlap the first one's header (RFC 1858): refused.
+    for mf in [true, false] {
+        assert!(parse_inner(&frag(1, mf)).is_err(), "offset 1 M {mf}");
     }
 }
 
