@@ -1077,6 +1077,20 @@ impl Worker {
             // Its outcome is written once the cache has answered (stage 1c or 1d).
             return Ok(());
         }
+        self.stage1_general(table, data, m, o)
+    }
+
+    /// Stage 1 of a frame the fast lane does not take (an IPv6 underlay, outer options, a frame
+    /// that is not IPv4 inside, or one to drop): out of line, so that the lane's loop keeps what it
+    /// uses in registers.
+    #[inline(never)]
+    fn stage1_general(
+        &mut self,
+        table: &Table,
+        data: &[u8],
+        m: &mut Meta,
+        o: &mut Outcome,
+    ) -> Result<(), DropReason> {
         *o = Outcome::default();
         let ov = outer(data, table.udp_port())?;
         let inner = &data[ov.inner_off..ov.inner_off + ov.inner_len];
