@@ -420,7 +420,6 @@ fn every_acknowledged_version_loads_after_a_restart() {
 /// be a `bad_args`, not a silent append at the end (which puts the rule elsewhere than asked, and
 /// for a first-match reading of the list, changes what the operator meant).
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn rule_add_with_a_mistyped_index_is_an_error_not_an_append() {
     let d = tmp();
     let s = server_in(d.path(), BASE);

@@ -1501,7 +1501,8 @@ fn rule_change<'a>(
     let n = base.rules.len();
     match op {
         "rule.add" if doc.rules.len() == n + 1 => {
-            // As `edit::apply` reads it: an index that is not a number appends.
+            // As the edit read it: a new edit refuses an index that is not a non-negative
+            // integer (`rules::insert_index`); one replayed as committed (a fleet's) appends.
             let i = args
                 .get("index")
                 .and_then(Value::as_u64)
