@@ -211,11 +211,10 @@ fn code(r: &Response) -> Option<ErrorCode> {
 // ---------------------------------------------------------------------------------------------
 // Tenant scope: which rule a rule.update / rule.remove means.
 
-/// `tenant_may` checks the rule at `index`, while the edit itself (`rules::rule_index`) prefers
-/// `name` when both are given: an acme administrator names its own rule 0 by index and another
-/// tenant's rule by name, and the edit removes the other tenant's rule.
+/// An acme administrator names its own rule 0 by index and another tenant's rule by name. The edit
+/// (`rules::rule_index`) prefers `name`; `tenant_may` once checked the rule at `index` and let the
+/// other tenant's rule go. It now finds the rule as the edit does, and checks that one.
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn a_tenant_admin_cannot_remove_another_tenants_rule_named_beside_its_own_index() {
     let d = tmp();
     let s = server_in(d.path(), BASE);
@@ -249,7 +248,6 @@ fn a_tenant_admin_cannot_remove_another_tenants_rule_named_beside_its_own_index(
 /// The same hole through rule.update: the gateway-wide `*` deny is replaced by an acme allow that
 /// outranks it.
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn a_tenant_admin_cannot_replace_another_rule_named_beside_its_own_index() {
     let d = tmp();
     let s = server_in(d.path(), BASE);
@@ -271,11 +269,10 @@ fn a_tenant_admin_cannot_replace_another_rule_named_beside_its_own_index() {
     assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
 }
 
-/// Rules are addressed by name (docs/management.md), but a tenant administrator's rule.update and
-/// rule.remove look only at a numeric `index`: its own rule by name is "no rule
-/// 18446744073709551615".
+/// Rules are addressed by name (docs/management.md), for a tenant administrator too: its
+/// rule.update and rule.remove once looked only at a numeric `index` (its own rule by name was "no
+/// rule 18446744073709551615").
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn a_tenant_admin_addresses_its_own_rules_by_name() {
     let d = tmp();
     let s = server_in(d.path(), BASE);
@@ -297,9 +294,20 @@ fn a_tenant_admin_addresses_its_own_rules_by_name() {
         r.error
     );
     assert!(rule_named(&document(&s), "acme-web").is_none());
-    // …and another tenant's rule by name is refused as such (not as "not found").
-    let r = as_acme(&s, "rule.remove", json!({"name": "globex-deny-acme"}));
-    assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
+    // …and another tenant's rule by name is refused as such (not as "not found"), whichever way
+    // it is named; a rule no one has is not found.
+    for args in [
+        json!({"name": "globex-deny-acme"}),
+        json!({"index": "globex-deny-acme"}),
+        json!({"index": 1}),
+        json!({"index": "1"}),
+    ] {
+        let r = as_acme(&s, "rule.remove", args.clone());
+        assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{args}: {r:?}");
+    }
+    let r = as_acme(&s, "rule.remove", json!({"name": "no-such-rule"}));
+    assert_eq!(code(&r), Some(ErrorCode::NotFound), "{r:?}");
+    assert!(rule_named(&document(&s), "globex-deny-acme").is_some());
 }
 
 /// Guard (passes today): an endpoint of acme on globex's `vni` segment is refused on the in-place

@@ -208,8 +208,17 @@ const TENANT_OPS: &[&str] = &[
 ];
 
 /// Whether an administrator of `scope` may make the edit `op` with `args` to `doc`: only endpoints of
-/// its tenants, and only rules from its tenants (before and after the change).
-fn tenant_may(scope: &[String], op: &str, args: &Value, doc: &Document) -> Result<(), OpError> {
+/// its tenants, and only rules from its tenants (before and after the change). The rule an update
+/// or a removal changes is found as the edit finds it ([`crate::rules::rule_index`]: by `name`, or
+/// `index` as a number or a name), so what is checked is what is changed. `table`: the running
+/// table, whose rule-name index serves the lookup when it was compiled from `doc`'s rules.
+fn tenant_may(
+    scope: &[String],
+    op: &str,
+    args: &Value,
+    doc: &Document,
+    table: Option<&Table>,
+) -> Result<(), OpError> {
     let mine = |t: &str| scope.iter().any(|s| s == t);
     let deny = |what: String| {
         Err(OpError::new(
@@ -217,14 +226,19 @@ fn tenant_may(scope: &[String], op: &str, args: &Value, doc: &Document) -> Resul
             format!("{what}: this peer administers tenant(s) {scope:?} only"),
         ))
     };
-    let rule_at = |args: &Value| -> Result<&policy::Rule, OpError> {
-        let i = args
-            .get("index")
-            .and_then(Value::as_u64)
-            .unwrap_or(u64::MAX) as usize;
-        doc.rules
-            .get(i)
-            .ok_or_else(|| OpError::new(ErrorCode::NotFound, format!("no rule {i}")))
+    // The rule the edit would change, and whether it is one of this peer's.
+    let own_rule = |args: &Value| -> Result<(), OpError> {
+        let i = crate::rules::rule_index(doc, table, args)?;
+        let old = &doc.rules[i];
+        if mine(&old.from) {
+            Ok(())
+        } else {
+            deny(format!(
+                "rule {:?} (from {:?})",
+                policy::names::rule_name(doc, i),
+                old.from
+            ))
+        }
     };
     match op {
         "endpoint.add" | "endpoint.update" => {
@@ -245,22 +259,14 @@ fn tenant_may(scope: &[String], op: &str, args: &Value, doc: &Document) -> Resul
                 return deny(format!("a rule from {from:?}"));
             }
             if op == "rule.update" {
-                let old = rule_at(args)?;
-                if !mine(&old.from) {
-                    return deny(format!("rule {} (from {:?})", args["index"], old.from));
-                }
+                own_rule(args)?;
             }
             // Inserting inside the list renumbers other tenants' rules: only appends.
-            if op == "rule.add" && args.get("index").is_some_and(|i| !i.is_null()) {
+            if op == "rule.add" && crate::rules::insert_index(args)?.is_some() {
                 return deny("inserting a rule before others".into());
             }
         }
-        "rule.remove" => {
-            let old = rule_at(args)?;
-            if !mine(&old.from) {
-                return deny(format!("rule {} (from {:?})", args["index"], old.from));
-            }
-        }
+        "rule.remove" => own_rule(args)?,
         _ => return deny(format!("{op:?}")),
     }
     Ok(())
@@ -894,6 +900,9 @@ impl Server {
                     })?;
                 let delta = Value::Array(edits.clone());
                 let scope_owned = tenants.clone();
+                // The running table's rule-name index serves the scope checks while the edits
+                // have not changed the rules it was compiled from.
+                let running = self.table();
                 self.commit(
                     (uid, op, comment, tenants),
                     expected,
@@ -904,10 +913,13 @@ impl Server {
                             let eop = e.get("op").and_then(Value::as_str).unwrap_or_default();
                             let eargs = e.get("args").cloned().unwrap_or(Value::Null);
                             if let Some(scope) = &scope_owned {
-                                tenant_may(scope, eop, &eargs, &doc).map_err(|mut err| {
-                                    err.message = format!("edits[{i}]: {}", err.message);
-                                    err
-                                })?;
+                                let running = Some(&*running);
+                                tenant_may(scope, eop, &eargs, &doc, running).map_err(
+                                    |mut err| {
+                                        err.message = format!("edits[{i}]: {}", err.message);
+                                        err
+                                    },
+                                )?;
                             }
                             let known = edit::apply(eop, &eargs, &mut doc).map_err(|mut err| {
                                 err.message = format!("edits[{i}] ({eop}): {}", err.message);
@@ -1019,7 +1031,7 @@ impl Server {
                     Some(&delta),
                     move |cur| {
                         if let Some(scope) = &scope_owned {
-                            tenant_may(scope, &op_name, &args, cur)?;
+                            tenant_may(scope, &op_name, &args, cur, Some(&running))?;
                         }
                         let mut doc = cur.clone();
                         edit::apply_with(&op_name, &args, &mut doc, Some(&running))?;
