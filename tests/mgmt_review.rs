@@ -347,11 +347,10 @@ fn a_tenant_admin_cannot_put_an_endpoint_on_another_tenants_segment() {
 // Validation on the incremental paths, and the store's promise.
 
 /// The 16-bit GBP rule ("Identity on the way out is never truncated… refused with an error
-/// naming the tenant and the segment") is part of `Document::validate`, but a rule change made
+/// naming the tenant and the segment") is part of `Document::validate`, and a rule change made
 /// in place (`commit_rule`'s fast path for the owner, `compile_next`'s in-place rule path for a
-/// tenant administrator) is checked only by `Table::check_rule`, the rule on its own.
+/// tenant administrator) is held to it too: `Table::check_rule` once checked the rule on its own.
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn a_rule_letting_a_wide_tenant_reach_a_gbp_endpoint_is_refused_on_every_path() {
     let d = tmp();
     let s = server_in(d.path(), WIDE);
@@ -398,7 +397,6 @@ fn a_rule_letting_a_wide_tenant_reach_a_gbp_endpoint_is_refused_on_every_path() 
 /// change accepted by an incremental path that the whole compile refuses leaves a gateway that
 /// cannot start on its own state directory.
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn every_acknowledged_version_loads_after_a_restart() {
     let d = tmp();
     let s = server_in(d.path(), WIDE);
@@ -419,6 +417,126 @@ fn every_acknowledged_version_loads_after_a_restart() {
         cur.meta.version,
         compiled.err().map(|e| e.to_string()).unwrap_or_default()
     );
+}
+
+/// The refusal on the in-place paths says what the whole validation says (naming the tenant and
+/// the segment), and `*` rules are held to the same rule: `*` is any wide tenant as a sender and
+/// any tenant with an endpoint on a GBP segment as a target.
+#[test]
+fn the_identity_width_refusal_is_worded_alike_on_every_path() {
+    let d = tmp();
+    let s = server_in(d.path(), WIDE);
+    let v = version(&s);
+    let message = |r: &Response| {
+        r.error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default()
+    };
+    for rule in [
+        json!({"from": "wide", "to": "acme", "action": "allow"}),
+        json!({"from": "*", "to": "acme", "action": "allow"}),
+        json!({"from": "wide", "to": "*", "action": "allow"}),
+        json!({"from": "acme", "to": "*", "action": "allow"}),
+    ] {
+        // The owner's fast path (the rule checked against the running table)…
+        let fast = as_root(&s, "rule.add", json!({"rule": rule}));
+        assert_eq!(
+            code(&fast),
+            Some(ErrorCode::InvalidPolicy),
+            "{rule}: {fast:?}"
+        );
+        let m = message(&fast);
+        assert!(
+            m.contains("tenant \"wide\" (id 70000)")
+                && m.contains("tenant \"acme\"'s endpoints on GBP segment 1"),
+            "{rule}: {m}"
+        );
+        // …and the whole document with that rule, applied.
+        let mut doc: Document = serde_json::from_value(document(&s)).unwrap();
+        doc.rules
+            .push(serde_json::from_value(rule.clone()).unwrap());
+        let whole = as_root(&s, "policy.apply", json!({"document": doc}));
+        assert_eq!(code(&whole), Some(ErrorCode::InvalidPolicy), "{rule}");
+        assert_eq!(message(&whole), m, "{rule}");
+        // acme's administrator (the in-place path of a tenant's change), for its own rules.
+        if rule["from"] == "acme" {
+            let scoped = as_acme(&s, "rule.add", json!({"rule": rule}));
+            assert_eq!(code(&scoped), Some(ErrorCode::InvalidPolicy), "{rule}");
+            assert_eq!(message(&scoped), m, "{rule}");
+        }
+    }
+    // A deny between them is no exposure.
+    let r = as_root(
+        &s,
+        "rule.add",
+        json!({"rule": {"from": "wide", "to": "acme", "action": "deny"}}),
+    );
+    assert!(r.ok, "{r:?}");
+    assert_eq!(version(&s), v + 1);
+}
+
+/// The endpoint half (guard: `Table::with_endpoint_change` sends an endpoint on a GBP segment to
+/// the whole compile while an id is wider than 16 bits): an endpoint added on, or moved onto, a
+/// GBP segment for a tenant that a wide tenant's allow already reaches is refused, from the owner
+/// and from that tenant's administrator alike.
+#[test]
+fn an_endpoint_onto_gbp_for_a_tenant_a_wide_tenant_reaches_is_refused() {
+    let d = tmp();
+    let s = server_in(d.path(), WIDE);
+    // initech has no endpoint on GBP, so wide may reach it.
+    let r = as_root(
+        &s,
+        "policy.edit",
+        json!({"edits": [
+            {"op": "tenant.add", "args": {"tenant": {"name": "initech", "id": 30}}},
+            {"op": "segment.add", "args": {"segment": {"vni": 400, "identity": "vni", "tenant": "initech"}}},
+            {"op": "endpoint.add", "args": {"endpoint": {"tenant": "initech", "ip": "198.19.4.1",
+                "mac": "02:00:00:00:40:01", "vtep": "198.18.0.4", "vni": 400}}},
+            {"op": "rule.add", "args": {"rule": {"name": "wide-to-initech", "from": "wide",
+                "to": "initech", "action": "allow"}}},
+        ]}),
+    );
+    assert!(r.ok, "{r:?}");
+    let v = version(&s);
+    let added = json!({"endpoint": {"tenant": "initech", "ip": "198.19.4.2",
+        "mac": "02:00:00:00:40:02", "vtep": "198.18.0.4", "vni": 1}});
+    let moved = json!({"endpoint": {"tenant": "initech", "ip": "198.19.4.1",
+        "mac": "02:00:00:00:40:01", "vtep": "198.18.0.4", "vni": 1}});
+    let initech = |op: &str, args: Value| {
+        s.handle_scoped(
+            &line(op, args),
+            4343,
+            Access::Tenant,
+            &["initech".to_string()],
+        )
+    };
+    for (who, r) in [
+        (
+            "owner endpoint.add",
+            as_root(&s, "endpoint.add", added.clone()),
+        ),
+        (
+            "owner endpoint.update",
+            as_root(&s, "endpoint.update", moved.clone()),
+        ),
+        (
+            "initech endpoint.add",
+            initech("endpoint.add", added.clone()),
+        ),
+        (
+            "initech endpoint.update",
+            initech("endpoint.update", moved.clone()),
+        ),
+    ] {
+        assert_eq!(code(&r), Some(ErrorCode::InvalidPolicy), "{who}: {r:?}");
+        let m = r.error.map(|e| e.message).unwrap_or_default();
+        assert!(
+            m.contains("\"wide\"") && m.contains("tenant \"initech\"'s endpoints on GBP segment 1"),
+            "{who}: {m}"
+        );
+    }
+    assert_eq!(version(&s), v);
 }
 
 // ---------------------------------------------------------------------------------------------
