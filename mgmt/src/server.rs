@@ -54,13 +54,54 @@ pub struct TraceRequest {
     /// Only frames with this outcome: `forward`, `arp_reply`, or a drop reason name.
     #[serde(default)]
     pub outcome: Option<String>,
-    /// How many frames to capture.
+    /// How many frames to capture: 1 to [`TraceRequest::MAX_COUNT`].
     pub count: usize,
     /// Where to write the pcapng (on the gateway host).
     pub path: PathBuf,
-    /// Give up after this long (default 10 s).
+    /// Give up after this long (default [`TraceRequest::DEFAULT_TIMEOUT_MS`], at most
+    /// [`TraceRequest::MAX_TIMEOUT_MS`]).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+impl TraceRequest {
+    /// The most frames one trace captures: the dataplane holds them all (up to an MTU each) until
+    /// the file is written, and sizes its queue for them up front.
+    pub const MAX_COUNT: usize = 10_000;
+    /// The longest a trace waits for its frames: one hour (the request holds its connection).
+    pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+    /// How long a trace waits when the request does not say.
+    pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+    /// The request's problem, if its count or timeout is outside the limits.
+    pub fn check(&self) -> Result<(), String> {
+        if self.count == 0 {
+            return Err("count must be at least 1".into());
+        }
+        if self.count > Self::MAX_COUNT {
+            return Err(format!(
+                "count {} is over the limit of {} frames a trace",
+                self.count,
+                Self::MAX_COUNT
+            ));
+        }
+        match self.timeout_ms {
+            Some(t) if t > Self::MAX_TIMEOUT_MS => Err(format!(
+                "timeout_ms {t} is over the limit of {} ms (one hour)",
+                Self::MAX_TIMEOUT_MS
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// How long to wait for the frames.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.timeout_ms
+                .unwrap_or(Self::DEFAULT_TIMEOUT_MS)
+                .min(Self::MAX_TIMEOUT_MS),
+        )
+    }
 }
 
 /// What a peer may do.
@@ -1006,9 +1047,8 @@ impl Server {
             "trace" => {
                 let req: TraceRequest = serde_json::from_value(args.clone())
                     .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("trace: {e}")))?;
-                if req.count == 0 {
-                    return Err(OpError::new(ErrorCode::BadArgs, "count must be at least 1"));
-                }
+                req.check()
+                    .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("trace: {e}")))?;
                 tracing::info!(uid, count = req.count, path = %req.path.display(), "trace requested");
                 self.inner
                     .dataplane
