@@ -104,7 +104,7 @@ pub enum CtlCmd {
     },
     /// Capture the next N matching frames into a pcapng with per-packet comments.
     Trace {
-        /// Frames to capture.
+        /// Frames to capture (at most 10000).
         #[arg(long, default_value_t = 10)]
         count: usize,
         /// Only this tenant's frames.
@@ -116,7 +116,7 @@ pub enum CtlCmd {
         /// The pcapng file to write.
         #[arg(long)]
         out: PathBuf,
-        /// Give up after this long (milliseconds).
+        /// Give up after this long (milliseconds; at most 3600000, one hour).
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },

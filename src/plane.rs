@@ -318,8 +318,14 @@ impl Dataplane for Plane {
                 ));
             }
         }
+        // Checked where the request is parsed; checked again here, before anything is attached
+        // (the queue is sized for `count` frames up front).
+        req.check()?;
         let file =
             std::fs::File::create(&req.path).map_err(|e| format!("{}: {e}", req.path.display()))?;
+        let deadline = Instant::now()
+            .checked_add(req.timeout())
+            .ok_or("timeout_ms: past what this clock can count")?;
         let (tx, rx) = std::sync::mpsc::sync_channel(req.count);
         let tap = Arc::new(TraceTap {
             tenant: req.tenant.clone(),
@@ -331,7 +337,6 @@ impl Dataplane for Plane {
             w.trace.store(Some(tap.clone()));
         }
         drop(tap);
-        let deadline = Instant::now() + Duration::from_millis(req.timeout_ms.unwrap_or(10_000));
         let mut got = Vec::new();
         while got.len() < req.count {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -211,11 +211,10 @@ fn code(r: &Response) -> Option<ErrorCode> {
 // ---------------------------------------------------------------------------------------------
 // Tenant scope: which rule a rule.update / rule.remove means.
 
-/// `tenant_may` checks the rule at `index`, while the edit itself (`rules::rule_index`) prefers
-/// `name` when both are given: an acme administrator names its own rule 0 by index and another
-/// tenant's rule by name, and the edit removes the other tenant's rule.
+/// An acme administrator names its own rule 0 by index and another tenant's rule by name. The edit
+/// (`rules::rule_index`) prefers `name`; `tenant_may` once checked the rule at `index` and let the
+/// other tenant's rule go. It now finds the rule as the edit does, and checks that one.
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn a_tenant_admin_cannot_remove_another_tenants_rule_named_beside_its_own_index() {
     let d = tmp();
     let s = server_in(d.path(), BASE);
@@ -249,7 +248,6 @@ fn a_tenant_admin_cannot_remove_another_tenants_rule_named_beside_its_own_index(
 /// The same hole through rule.update: the gateway-wide `*` deny is replaced by an acme allow that
 /// outranks it.
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn a_tenant_admin_cannot_replace_another_rule_named_beside_its_own_index() {
     let d = tmp();
     let s = server_in(d.path(), BASE);
@@ -271,11 +269,10 @@ fn a_tenant_admin_cannot_replace_another_rule_named_beside_its_own_index() {
     assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
 }
 
-/// Rules are addressed by name (docs/management.md), but a tenant administrator's rule.update and
-/// rule.remove look only at a numeric `index`: its own rule by name is "no rule
-/// 18446744073709551615".
+/// Rules are addressed by name (docs/management.md), for a tenant administrator too: its
+/// rule.update and rule.remove once looked only at a numeric `index` (its own rule by name was "no
+/// rule 18446744073709551615").
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn a_tenant_admin_addresses_its_own_rules_by_name() {
     let d = tmp();
     let s = server_in(d.path(), BASE);
@@ -297,9 +294,20 @@ fn a_tenant_admin_addresses_its_own_rules_by_name() {
         r.error
     );
     assert!(rule_named(&document(&s), "acme-web").is_none());
-    // …and another tenant's rule by name is refused as such (not as "not found").
-    let r = as_acme(&s, "rule.remove", json!({"name": "globex-deny-acme"}));
-    assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
+    // …and another tenant's rule by name is refused as such (not as "not found"), whichever way
+    // it is named; a rule no one has is not found.
+    for args in [
+        json!({"name": "globex-deny-acme"}),
+        json!({"index": "globex-deny-acme"}),
+        json!({"index": 1}),
+        json!({"index": "1"}),
+    ] {
+        let r = as_acme(&s, "rule.remove", args.clone());
+        assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{args}: {r:?}");
+    }
+    let r = as_acme(&s, "rule.remove", json!({"name": "no-such-rule"}));
+    assert_eq!(code(&r), Some(ErrorCode::NotFound), "{r:?}");
+    assert!(rule_named(&document(&s), "globex-deny-acme").is_some());
 }
 
 /// Guard (passes today): an endpoint of acme on globex's `vni` segment is refused on the in-place
@@ -339,11 +347,10 @@ fn a_tenant_admin_cannot_put_an_endpoint_on_another_tenants_segment() {
 // Validation on the incremental paths, and the store's promise.
 
 /// The 16-bit GBP rule ("Identity on the way out is never truncated… refused with an error
-/// naming the tenant and the segment") is part of `Document::validate`, but a rule change made
+/// naming the tenant and the segment") is part of `Document::validate`, and a rule change made
 /// in place (`commit_rule`'s fast path for the owner, `compile_next`'s in-place rule path for a
-/// tenant administrator) is checked only by `Table::check_rule`, the rule on its own.
+/// tenant administrator) is held to it too: `Table::check_rule` once checked the rule on its own.
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn a_rule_letting_a_wide_tenant_reach_a_gbp_endpoint_is_refused_on_every_path() {
     let d = tmp();
     let s = server_in(d.path(), WIDE);
@@ -390,7 +397,6 @@ fn a_rule_letting_a_wide_tenant_reach_a_gbp_endpoint_is_refused_on_every_path() 
 /// change accepted by an incremental path that the whole compile refuses leaves a gateway that
 /// cannot start on its own state directory.
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn every_acknowledged_version_loads_after_a_restart() {
     let d = tmp();
     let s = server_in(d.path(), WIDE);
@@ -413,6 +419,126 @@ fn every_acknowledged_version_loads_after_a_restart() {
     );
 }
 
+/// The refusal on the in-place paths says what the whole validation says (naming the tenant and
+/// the segment), and `*` rules are held to the same rule: `*` is any wide tenant as a sender and
+/// any tenant with an endpoint on a GBP segment as a target.
+#[test]
+fn the_identity_width_refusal_is_worded_alike_on_every_path() {
+    let d = tmp();
+    let s = server_in(d.path(), WIDE);
+    let v = version(&s);
+    let message = |r: &Response| {
+        r.error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default()
+    };
+    for rule in [
+        json!({"from": "wide", "to": "acme", "action": "allow"}),
+        json!({"from": "*", "to": "acme", "action": "allow"}),
+        json!({"from": "wide", "to": "*", "action": "allow"}),
+        json!({"from": "acme", "to": "*", "action": "allow"}),
+    ] {
+        // The owner's fast path (the rule checked against the running table)…
+        let fast = as_root(&s, "rule.add", json!({"rule": rule}));
+        assert_eq!(
+            code(&fast),
+            Some(ErrorCode::InvalidPolicy),
+            "{rule}: {fast:?}"
+        );
+        let m = message(&fast);
+        assert!(
+            m.contains("tenant \"wide\" (id 70000)")
+                && m.contains("tenant \"acme\"'s endpoints on GBP segment 1"),
+            "{rule}: {m}"
+        );
+        // …and the whole document with that rule, applied.
+        let mut doc: Document = serde_json::from_value(document(&s)).unwrap();
+        doc.rules
+            .push(serde_json::from_value(rule.clone()).unwrap());
+        let whole = as_root(&s, "policy.apply", json!({"document": doc}));
+        assert_eq!(code(&whole), Some(ErrorCode::InvalidPolicy), "{rule}");
+        assert_eq!(message(&whole), m, "{rule}");
+        // acme's administrator (the in-place path of a tenant's change), for its own rules.
+        if rule["from"] == "acme" {
+            let scoped = as_acme(&s, "rule.add", json!({"rule": rule}));
+            assert_eq!(code(&scoped), Some(ErrorCode::InvalidPolicy), "{rule}");
+            assert_eq!(message(&scoped), m, "{rule}");
+        }
+    }
+    // A deny between them is no exposure.
+    let r = as_root(
+        &s,
+        "rule.add",
+        json!({"rule": {"from": "wide", "to": "acme", "action": "deny"}}),
+    );
+    assert!(r.ok, "{r:?}");
+    assert_eq!(version(&s), v + 1);
+}
+
+/// The endpoint half (guard: `Table::with_endpoint_change` sends an endpoint on a GBP segment to
+/// the whole compile while an id is wider than 16 bits): an endpoint added on, or moved onto, a
+/// GBP segment for a tenant that a wide tenant's allow already reaches is refused, from the owner
+/// and from that tenant's administrator alike.
+#[test]
+fn an_endpoint_onto_gbp_for_a_tenant_a_wide_tenant_reaches_is_refused() {
+    let d = tmp();
+    let s = server_in(d.path(), WIDE);
+    // initech has no endpoint on GBP, so wide may reach it.
+    let r = as_root(
+        &s,
+        "policy.edit",
+        json!({"edits": [
+            {"op": "tenant.add", "args": {"tenant": {"name": "initech", "id": 30}}},
+            {"op": "segment.add", "args": {"segment": {"vni": 400, "identity": "vni", "tenant": "initech"}}},
+            {"op": "endpoint.add", "args": {"endpoint": {"tenant": "initech", "ip": "198.19.4.1",
+                "mac": "02:00:00:00:40:01", "vtep": "198.18.0.4", "vni": 400}}},
+            {"op": "rule.add", "args": {"rule": {"name": "wide-to-initech", "from": "wide",
+                "to": "initech", "action": "allow"}}},
+        ]}),
+    );
+    assert!(r.ok, "{r:?}");
+    let v = version(&s);
+    let added = json!({"endpoint": {"tenant": "initech", "ip": "198.19.4.2",
+        "mac": "02:00:00:00:40:02", "vtep": "198.18.0.4", "vni": 1}});
+    let moved = json!({"endpoint": {"tenant": "initech", "ip": "198.19.4.1",
+        "mac": "02:00:00:00:40:01", "vtep": "198.18.0.4", "vni": 1}});
+    let initech = |op: &str, args: Value| {
+        s.handle_scoped(
+            &line(op, args),
+            4343,
+            Access::Tenant,
+            &["initech".to_string()],
+        )
+    };
+    for (who, r) in [
+        (
+            "owner endpoint.add",
+            as_root(&s, "endpoint.add", added.clone()),
+        ),
+        (
+            "owner endpoint.update",
+            as_root(&s, "endpoint.update", moved.clone()),
+        ),
+        (
+            "initech endpoint.add",
+            initech("endpoint.add", added.clone()),
+        ),
+        (
+            "initech endpoint.update",
+            initech("endpoint.update", moved.clone()),
+        ),
+    ] {
+        assert_eq!(code(&r), Some(ErrorCode::InvalidPolicy), "{who}: {r:?}");
+        let m = r.error.map(|e| e.message).unwrap_or_default();
+        assert!(
+            m.contains("\"wide\"") && m.contains("tenant \"initech\"'s endpoints on GBP segment 1"),
+            "{who}: {m}"
+        );
+    }
+    assert_eq!(version(&s), v);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Mistyped arguments.
 
@@ -420,7 +546,6 @@ fn every_acknowledged_version_loads_after_a_restart() {
 /// be a `bad_args`, not a silent append at the end (which puts the rule elsewhere than asked, and
 /// for a first-match reading of the list, changes what the operator meant).
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn rule_add_with_a_mistyped_index_is_an_error_not_an_append() {
     let d = tmp();
     let s = server_in(d.path(), BASE);
@@ -498,9 +623,9 @@ impl Drop for Gateway {
 
 /// `trace {count}` sizes a bounded channel of `count` slots up front (`sync_channel(req.count)`):
 /// a huge count is an allocation that cannot succeed, which aborts the process (not a panic
-/// `catch_unwind` could turn into `internal`). It must be a `bad_args`, and the gateway must go on.
+/// `catch_unwind` could turn into `internal`). It is a `bad_args` saying the limit, and the gateway
+/// goes on.
 #[test]
-#[ignore = "known hole, found by the stop-34 review and not yet fixed: see issue 7's stop-34 note"]
 fn a_huge_trace_count_is_an_error_and_the_gateway_survives() {
     let mut g = Gateway::start();
     let out = g.dir.path().join("t.pcapng");
@@ -523,4 +648,35 @@ fn a_huge_trace_count_is_an_error_and_the_gateway_survives() {
     let r = r.unwrap();
     assert!(!r.ok, "{r:?}");
     assert_eq!(code(&r), Some(ErrorCode::BadArgs), "{r:?}");
+    assert!(
+        r.error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("10000")),
+        "the error says the limit: {r:?}"
+    );
+    // A timeout past what the clock can count (and past the documented hour) is refused before
+    // anything is attached, and the gateway goes on.
+    for (count, timeout_ms) in [(1, u64::MAX), (1, 3_600_001), (10_001, 100)] {
+        let r = Client::connect(&g.socket())
+            .and_then(|mut c| {
+                c.call(
+                    "trace",
+                    json!({"count": count, "path": out, "timeout_ms": timeout_ms}),
+                )
+            })
+            .unwrap_or_else(|e| {
+                panic!("the gateway died on trace count {count} timeout_ms {timeout_ms}: {e}")
+            });
+        assert_eq!(
+            code(&r),
+            Some(ErrorCode::BadArgs),
+            "{count} {timeout_ms}: {r:?}"
+        );
+    }
+    assert!(
+        g.child.try_wait().ok().flatten().is_none(),
+        "the gateway exited"
+    );
+    let r = Client::connect(&g.socket()).and_then(|mut c| c.call("status", json!({})));
+    assert!(r.is_ok_and(|r| r.ok));
 }

@@ -42,17 +42,19 @@ pub fn apply_with(
 /// An edit of the committed history (a delta read back at start-up, a fleet's version) applied as
 /// it was committed: a rule added is not checked against the others' names, which builds before
 /// stop 31 did not do in every path (a document that ends up invalid is then refused by its
-/// compile, by name, instead of its version being dropped here).
+/// compile, by name, instead of its version being dropped here), and a `rule.add` whose `index` is
+/// not a non-negative integer appends, as earlier builds committed it.
 pub fn replay(op: &str, args: &Value, doc: &mut Document) -> Result<bool, OpError> {
     edit(op, args, doc, None, false)
 }
 
+/// `fresh`: a new change, checked as this build checks one (rather than replayed as committed).
 fn edit(
     op: &str,
     args: &Value,
     doc: &mut Document,
     table: Option<&policy::Table>,
-    check_names: bool,
+    fresh: bool,
 ) -> Result<bool, OpError> {
     match op {
         "tenant.add" => {
@@ -147,14 +149,21 @@ fn edit(
         }
         "rule.add" => {
             let mut r: Rule = arg(args, "rule")?;
-            if (check_names && r.name.is_some()) || table.is_some() {
+            let at = if fresh {
+                crate::rules::insert_index(args)?
+            } else {
+                args.get("index")
+                    .and_then(Value::as_u64)
+                    .map(|i| usize::try_from(i).unwrap_or(usize::MAX))
+            };
+            if (fresh && r.name.is_some()) || table.is_some() {
                 // A name another rule has is refused here, wherever the rule lands. An unnamed
                 // rule is named after the edit (`names::name_new_rules`), or here when a table's
                 // name index can probe for a free name: the same name, as it is the one new rule.
                 crate::rules::name_for(doc, table, doc.rules.len(), &mut r)?;
             }
-            match args.get("index").and_then(Value::as_u64) {
-                Some(i) if (i as usize) <= doc.rules.len() => doc.rules.insert(i as usize, r),
+            match at {
+                Some(i) if i <= doc.rules.len() => doc.rules.insert(i, r),
                 Some(i) => return Err(not_found(format!("rule index {i} is past the end"))),
                 None => doc.rules.push(r),
             }

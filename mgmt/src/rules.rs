@@ -41,6 +41,27 @@ pub fn rule_index(doc: &Document, table: Option<&Table>, args: &Value) -> Result
     }
 }
 
+/// Where `rule.add` inserts its rule: `index` when given (a non-negative integer), `None` (at the
+/// end) when absent or null. An `index` of another type — a string, a negative number, a fraction, a
+/// boolean — is a `bad_args`, not an append somewhere else than asked.
+pub fn insert_index(args: &Value) -> Result<Option<usize>, OpError> {
+    match args.get("index") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|i| usize::try_from(i).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                OpError::new(
+                    ErrorCode::BadArgs,
+                    format!(
+                        "argument \"index\": the position to insert the rule at, a non-negative integer (or absent, to append), not {v}"
+                    ),
+                )
+            }),
+    }
+}
+
 fn by_index(doc: &Document, i: usize) -> Result<usize, OpError> {
     if i < doc.rules.len() {
         Ok(i)
@@ -168,6 +189,41 @@ mod tests {
                 found(json!({"name": "a-b-tcp-443-3"})),
                 Err(ErrorCode::NotFound)
             );
+        }
+    }
+
+    /// `rule.add`'s `index`: absent or null appends, a non-negative integer inserts, anything else
+    /// is `bad_args` — for a new edit. An edit of the committed history replays as it was made
+    /// (earlier builds appended on such an index), so a state directory they wrote still loads.
+    #[test]
+    fn a_mistyped_insert_index_is_bad_args_but_replays_as_committed() {
+        let d = Document::from_toml(
+            "[gateway]\nunderlay_ip = \"198.18.0.254\"\n[[tenant]]\nname=\"a\"\nid=1\n[[tenant]]\nname=\"b\"\nid=2\n",
+            "t",
+        )
+        .unwrap();
+        let at = |v: Value| insert_index(&json!({ "index": v })).map_err(|e| e.code);
+        assert_eq!(insert_index(&json!({})).unwrap(), None);
+        assert_eq!(at(Value::Null), Ok(None));
+        assert_eq!(at(json!(0)), Ok(Some(0)));
+        assert_eq!(at(json!(7)), Ok(Some(7)));
+        let r = json!({"from": "a", "to": "b", "action": "deny"});
+        for bad in [
+            json!("0"),
+            json!(-1),
+            json!(0.5),
+            json!(true),
+            json!([0]),
+            json!({}),
+        ] {
+            assert_eq!(at(bad.clone()), Err(ErrorCode::BadArgs), "{bad}");
+            let args = json!({"rule": r, "index": bad});
+            let e = crate::edit::apply("rule.add", &args, &mut d.clone()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadArgs, "{bad}");
+            assert!(e.message.contains("\"index\""), "{bad}: {}", e.message);
+            let mut replayed = d.clone();
+            assert!(crate::edit::replay("rule.add", &args, &mut replayed).unwrap());
+            assert_eq!(replayed.rules.len(), 1, "{bad}: appended, as committed");
         }
     }
 }

@@ -54,13 +54,54 @@ pub struct TraceRequest {
     /// Only frames with this outcome: `forward`, `arp_reply`, or a drop reason name.
     #[serde(default)]
     pub outcome: Option<String>,
-    /// How many frames to capture.
+    /// How many frames to capture: 1 to [`TraceRequest::MAX_COUNT`].
     pub count: usize,
     /// Where to write the pcapng (on the gateway host).
     pub path: PathBuf,
-    /// Give up after this long (default 10 s).
+    /// Give up after this long (default [`TraceRequest::DEFAULT_TIMEOUT_MS`], at most
+    /// [`TraceRequest::MAX_TIMEOUT_MS`]).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+impl TraceRequest {
+    /// The most frames one trace captures: the dataplane holds them all (up to an MTU each) until
+    /// the file is written, and sizes its queue for them up front.
+    pub const MAX_COUNT: usize = 10_000;
+    /// The longest a trace waits for its frames: one hour (the request holds its connection).
+    pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+    /// How long a trace waits when the request does not say.
+    pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+    /// The request's problem, if its count or timeout is outside the limits.
+    pub fn check(&self) -> Result<(), String> {
+        if self.count == 0 {
+            return Err("count must be at least 1".into());
+        }
+        if self.count > Self::MAX_COUNT {
+            return Err(format!(
+                "count {} is over the limit of {} frames a trace",
+                self.count,
+                Self::MAX_COUNT
+            ));
+        }
+        match self.timeout_ms {
+            Some(t) if t > Self::MAX_TIMEOUT_MS => Err(format!(
+                "timeout_ms {t} is over the limit of {} ms (one hour)",
+                Self::MAX_TIMEOUT_MS
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// How long to wait for the frames.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.timeout_ms
+                .unwrap_or(Self::DEFAULT_TIMEOUT_MS)
+                .min(Self::MAX_TIMEOUT_MS),
+        )
+    }
 }
 
 /// What a peer may do.
@@ -208,8 +249,17 @@ const TENANT_OPS: &[&str] = &[
 ];
 
 /// Whether an administrator of `scope` may make the edit `op` with `args` to `doc`: only endpoints of
-/// its tenants, and only rules from its tenants (before and after the change).
-fn tenant_may(scope: &[String], op: &str, args: &Value, doc: &Document) -> Result<(), OpError> {
+/// its tenants, and only rules from its tenants (before and after the change). The rule an update
+/// or a removal changes is found as the edit finds it ([`crate::rules::rule_index`]: by `name`, or
+/// `index` as a number or a name), so what is checked is what is changed. `table`: the running
+/// table, whose rule-name index serves the lookup when it was compiled from `doc`'s rules.
+fn tenant_may(
+    scope: &[String],
+    op: &str,
+    args: &Value,
+    doc: &Document,
+    table: Option<&Table>,
+) -> Result<(), OpError> {
     let mine = |t: &str| scope.iter().any(|s| s == t);
     let deny = |what: String| {
         Err(OpError::new(
@@ -217,14 +267,19 @@ fn tenant_may(scope: &[String], op: &str, args: &Value, doc: &Document) -> Resul
             format!("{what}: this peer administers tenant(s) {scope:?} only"),
         ))
     };
-    let rule_at = |args: &Value| -> Result<&policy::Rule, OpError> {
-        let i = args
-            .get("index")
-            .and_then(Value::as_u64)
-            .unwrap_or(u64::MAX) as usize;
-        doc.rules
-            .get(i)
-            .ok_or_else(|| OpError::new(ErrorCode::NotFound, format!("no rule {i}")))
+    // The rule the edit would change, and whether it is one of this peer's.
+    let own_rule = |args: &Value| -> Result<(), OpError> {
+        let i = crate::rules::rule_index(doc, table, args)?;
+        let old = &doc.rules[i];
+        if mine(&old.from) {
+            Ok(())
+        } else {
+            deny(format!(
+                "rule {:?} (from {:?})",
+                policy::names::rule_name(doc, i),
+                old.from
+            ))
+        }
     };
     match op {
         "endpoint.add" | "endpoint.update" => {
@@ -245,22 +300,14 @@ fn tenant_may(scope: &[String], op: &str, args: &Value, doc: &Document) -> Resul
                 return deny(format!("a rule from {from:?}"));
             }
             if op == "rule.update" {
-                let old = rule_at(args)?;
-                if !mine(&old.from) {
-                    return deny(format!("rule {} (from {:?})", args["index"], old.from));
-                }
+                own_rule(args)?;
             }
             // Inserting inside the list renumbers other tenants' rules: only appends.
-            if op == "rule.add" && args.get("index").is_some_and(|i| !i.is_null()) {
+            if op == "rule.add" && crate::rules::insert_index(args)?.is_some() {
                 return deny("inserting a rule before others".into());
             }
         }
-        "rule.remove" => {
-            let old = rule_at(args)?;
-            if !mine(&old.from) {
-                return deny(format!("rule {} (from {:?})", args["index"], old.from));
-            }
-        }
+        "rule.remove" => own_rule(args)?,
         _ => return deny(format!("{op:?}")),
     }
     Ok(())
@@ -894,6 +941,9 @@ impl Server {
                     })?;
                 let delta = Value::Array(edits.clone());
                 let scope_owned = tenants.clone();
+                // The running table's rule-name index serves the scope checks while the edits
+                // have not changed the rules it was compiled from.
+                let running = self.table();
                 self.commit(
                     (uid, op, comment, tenants),
                     expected,
@@ -904,10 +954,13 @@ impl Server {
                             let eop = e.get("op").and_then(Value::as_str).unwrap_or_default();
                             let eargs = e.get("args").cloned().unwrap_or(Value::Null);
                             if let Some(scope) = &scope_owned {
-                                tenant_may(scope, eop, &eargs, &doc).map_err(|mut err| {
-                                    err.message = format!("edits[{i}]: {}", err.message);
-                                    err
-                                })?;
+                                let running = Some(&*running);
+                                tenant_may(scope, eop, &eargs, &doc, running).map_err(
+                                    |mut err| {
+                                        err.message = format!("edits[{i}]: {}", err.message);
+                                        err
+                                    },
+                                )?;
                             }
                             let known = edit::apply(eop, &eargs, &mut doc).map_err(|mut err| {
                                 err.message = format!("edits[{i}] ({eop}): {}", err.message);
@@ -994,9 +1047,8 @@ impl Server {
             "trace" => {
                 let req: TraceRequest = serde_json::from_value(args.clone())
                     .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("trace: {e}")))?;
-                if req.count == 0 {
-                    return Err(OpError::new(ErrorCode::BadArgs, "count must be at least 1"));
-                }
+                req.check()
+                    .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("trace: {e}")))?;
                 tracing::info!(uid, count = req.count, path = %req.path.display(), "trace requested");
                 self.inner
                     .dataplane
@@ -1019,7 +1071,7 @@ impl Server {
                     Some(&delta),
                     move |cur| {
                         if let Some(scope) = &scope_owned {
-                            tenant_may(scope, &op_name, &args, cur)?;
+                            tenant_may(scope, &op_name, &args, cur, Some(&running))?;
                         }
                         let mut doc = cur.clone();
                         edit::apply_with(&op_name, &args, &mut doc, Some(&running))?;
@@ -1501,7 +1553,8 @@ fn rule_change<'a>(
     let n = base.rules.len();
     match op {
         "rule.add" if doc.rules.len() == n + 1 => {
-            // As `edit::apply` reads it: an index that is not a number appends.
+            // As the edit read it: a new edit refuses an index that is not a non-negative
+            // integer (`rules::insert_index`); one replayed as committed (a fleet's) appends.
             let i = args
                 .get("index")
                 .and_then(Value::as_u64)

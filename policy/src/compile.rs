@@ -701,9 +701,47 @@ impl Table {
         })
     }
 
-    /// The problems a rule at `index` would have in this table's policy (tenants must exist).
+    /// The problems a rule at `index` would have in this table's policy: the rule on its own
+    /// (tenants must exist), and the identity-width rule `Document::validate` applies to every
+    /// rule ([`crate::document::identity_width_conflict`], decided here from the table's tenant
+    /// ids and the tenants it has on GBP segments, without reading the other rules).
     pub fn check_rule(&self, index: usize, r: &Rule) -> Vec<crate::Issue> {
-        crate::document::validate_rule(index, r, &|t| self.tenant_by_name(t).is_some())
+        let mut out =
+            crate::document::validate_rule(index, r, &|t| self.tenant_by_name(t).is_some());
+        let c = &*self.core;
+        let wide = |t: Option<&str>| match t {
+            None => !c.big_ids.is_empty(),
+            Some(n) => self
+                .tenant_by_name(n)
+                .is_some_and(|i| c.tenant_ids[i as usize] > crate::document::GBP_MAX_ID),
+        };
+        let on_gbp = |t: Option<&str>| {
+            let set = self.gbp_tenants();
+            match t {
+                None => !set.is_empty(),
+                Some(n) => self.tenant_by_name(n).is_some_and(|i| set.contains(&i)),
+            }
+        };
+        if let Some((a, b)) = crate::document::identity_width_conflict(r, &wide, &on_gbp) {
+            // Refused: the parties are named as the whole validation names them (one pass).
+            let is_gbp = |vni| self.seg(vni).mode() == Some(IdentityMode::Gbp);
+            if let Some((s, t)) = self.doc.identity_width_parties(a, b, &is_gbp) {
+                out.push(crate::document::identity_width_issue(index, s, t));
+            }
+        }
+        out
+    }
+
+    /// The live tenants with an endpoint on a GBP segment (made by one pass over the endpoints on
+    /// first use, then kept by the versions that share this table's endpoints).
+    fn gbp_tenants(&self) -> &hashbrown::HashSet<TenantIdx> {
+        self.eps.gbp_tenants.get_or_init(|| {
+            let set = (self.doc.endpoints.iter())
+                .filter(|e| self.seg(e.vni).mode() == Some(IdentityMode::Gbp))
+                .filter_map(|e| self.tenant_by_name(&e.tenant))
+                .collect();
+            Arc::new(set)
+        })
     }
 
     /// This table with one rule changed, as `version`, for the document `doc` (which must be this
@@ -877,6 +915,13 @@ impl Table {
         };
         let mut core = self.core.clone();
         let mut eps = (*self.eps).clone();
+        // Which tenants are on GBP segments is made again, when needed, after a change there.
+        let on_gbp = |e: Option<&Endpoint>| {
+            e.is_some_and(|e| self.seg(e.vni).mode() == Some(IdentityMode::Gbp))
+        };
+        if on_gbp(change.old) || on_gbp(change.new) {
+            eps.gbp_tenants = std::sync::OnceLock::new();
+        }
         if let (Some((_, space, ip)), Some(e)) = (old, change.old) {
             match ip {
                 IpAddr::V4(a) => {
@@ -925,7 +970,7 @@ impl Table {
         let segment_ok = match seg.mode() {
             None => false,
             Some(IdentityMode::Vni) => seg.ident().is_some() && seg.ident().tenant == t,
-            Some(IdentityMode::Gbp) => id <= 0xffff && c.big_ids.is_empty(),
+            Some(IdentityMode::Gbp) => id <= crate::document::GBP_MAX_ID && c.big_ids.is_empty(),
             Some(IdentityMode::Vlan) => (1..=4094).contains(&id),
         };
         let vtep_ok = match e.vtep {
@@ -1457,6 +1502,7 @@ fn build_core(doc: &Document, prev: Option<&Table>) -> Result<(Core, Eps), Confi
         ep4,
         ep6,
         digest: endpoints_digest(doc),
+        gbp_tenants: std::sync::OnceLock::new(),
     };
     Ok((core, eps))
 }

@@ -613,7 +613,7 @@ impl Document {
                         }
                     }
                     IdentityMode::Gbp => {
-                        if let Some(t) = tenant.filter(|&t| id(t) > 0xffff) {
+                        if let Some(t) = tenant.filter(|&t| id(t) > GBP_MAX_ID) {
                             err(
                                 p("vni"),
                                 format!(
@@ -666,44 +666,42 @@ impl Document {
             }
         }
 
-        // Identity on the way out is never truncated: on a GBP segment the source tenant's id is
-        // written in 16 bits, so a tenant with a wider id must not be able to send to an endpoint
-        // on one — neither by a rule (either direction: replies flow back) nor as its own.
-        if self.tenants.iter().any(|t| t.id > 0xffff) {
+        // Identity on the way out is never truncated (`identity_width_conflict`, which the in-place
+        // rule check of a table shares).
+        if self.tenants.iter().any(|t| t.id > GBP_MAX_ID) {
+            // Each tenant's first endpoint on a GBP segment, and the first one of any tenant, in
+            // document order (as `identity_width_parties` finds them).
             let mut gbp_seg: HashMap<&str, u32> = HashMap::new();
+            let mut first_gbp = None;
             for e in &self.endpoints {
                 if let Some((_, IdentityMode::Gbp, _)) = segs.get(&e.vni) {
                     gbp_seg.entry(e.tenant.as_str()).or_insert(e.vni);
+                    first_gbp.get_or_insert((e.tenant.as_str(), e.vni));
                 }
             }
             let wide = |n: &str| {
                 tenant_idx(n)
-                    .filter(|&t| tinfo[t].1 > 0xffff)
-                    .map(|t| &self.tenants[t])
+                    .filter(|&t| tinfo[t].1 > GBP_MAX_ID)
+                    .map(|t| (self.tenants[t].name.as_str(), tinfo[t].1))
             };
-            let any_wide = self.tenants.iter().find(|t| t.id > 0xffff);
-            let any_gbp = gbp_seg.iter().next().map(|(t, v)| (*t, *v));
+            let first_wide = self
+                .tenants
+                .iter()
+                .find(|t| t.id > GBP_MAX_ID)
+                .map(|t| (t.name.as_str(), t.id));
+            let on_gbp = |n: &str| gbp_seg.get_key_value(n).map(|(&t, &v)| (t, v));
             for (i, r) in self.rules.iter().enumerate() {
-                if r.action != Action::Allow {
-                    continue;
-                }
-                for (a, b) in [(&r.from, &r.to), (&r.to, &r.from)] {
-                    let sender = if a == ANY_TENANT { any_wide } else { wide(a) };
-                    let Some(sender) = sender else { continue };
-                    let target = if b == ANY_TENANT {
-                        any_gbp
-                    } else {
-                        gbp_seg.get(b.as_str()).map(|v| (b.as_str(), *v))
-                    };
-                    if let Some((t, vni)) = target {
-                        err(
-                            format!("rule[{i}]"),
-                            format!(
-                                "tenant {:?} (id {}) could send to tenant {t:?}'s endpoints on GBP segment {vni}, whose group id holds 16 bits",
-                                sender.name, sender.id
-                            ),
-                        );
-                        break;
+                let conflict = identity_width_conflict(
+                    r,
+                    &|t| t.map_or(first_wide.is_some(), |n| wide(n).is_some()),
+                    &|t| t.map_or(first_gbp.is_some(), |n| on_gbp(n).is_some()),
+                );
+                if let Some((a, b)) = conflict {
+                    let sender = a.map_or(first_wide, wide);
+                    let target = b.map_or(first_gbp, on_gbp);
+                    if let (Some(s), Some(t)) = (sender, target) {
+                        let issue = identity_width_issue(i, s, t);
+                        err(issue.path, issue.message);
                     }
                 }
             }
@@ -730,6 +728,78 @@ impl<'a> NameKey<'a> {
         } else {
             NameKey::Long(s)
         }
+    }
+}
+
+/// The widest tenant id a GBP segment's group id holds.
+pub const GBP_MAX_ID: u32 = 0xffff;
+
+/// The identity-width rule, for one rule: identity on the way out is never truncated. On a GBP
+/// segment the source tenant's id is written in 16 bits, so an `allow` rule must not let a tenant
+/// whose id is wider send to a tenant with an endpoint on a GBP segment — in either direction, as
+/// replies flow back (a wide tenant's own endpoint on one is refused with the endpoint). `*` stands
+/// for every tenant.
+///
+/// `wide(Some(t))`: whether tenant `t`'s id is wider than 16 bits; `wide(None)`: whether any
+/// tenant's is. `on_gbp(Some(t))`: whether tenant `t` has an endpoint on a GBP segment;
+/// `on_gbp(None)`: whether any tenant has. `on_gbp` is asked only once a wide sender is found.
+///
+/// [`Document::validate`] and [`crate::Table::check_rule`] (a rule changed in place) both decide
+/// with this, over the document or over the table: the two cannot disagree. Returns the (sender,
+/// target) pair refused, each a tenant name or `None` for `*`.
+pub fn identity_width_conflict<'r>(
+    r: &'r Rule,
+    wide: &dyn Fn(Option<&str>) -> bool,
+    on_gbp: &dyn Fn(Option<&str>) -> bool,
+) -> Option<(Option<&'r str>, Option<&'r str>)> {
+    if r.action != Action::Allow {
+        return None;
+    }
+    let tenant = |t: &'r String| (t != ANY_TENANT).then_some(t.as_str());
+    [(&r.from, &r.to), (&r.to, &r.from)]
+        .into_iter()
+        .map(|(a, b)| (tenant(a), tenant(b)))
+        .find(|&(a, b)| wide(a) && on_gbp(b))
+}
+
+/// A party [`identity_width_conflict`] refused, as an issue names it: a tenant's name, with its id
+/// (the sender) or the VNI of the GBP segment its endpoints are on (the target).
+pub type WidthParty<'a> = (&'a str, u32);
+
+/// The issue of rule `i` refused by [`identity_width_conflict`]: `sender` could send to `target`'s
+/// endpoints.
+pub fn identity_width_issue(i: usize, sender: WidthParty<'_>, target: WidthParty<'_>) -> Issue {
+    Issue {
+        path: format!("rule[{i}]"),
+        line: None,
+        message: format!(
+            "tenant {:?} (id {}) could send to tenant {:?}'s endpoints on GBP segment {}, whose group id holds 16 bits",
+            sender.0, sender.1, target.0, target.1
+        ),
+    }
+}
+
+impl Document {
+    /// The parties [`identity_width_conflict`] refused, named as [`Document::validate`] names them:
+    /// the tenant `sender` (for `None`, the first tenant wider than 16 bits) with its id, and the
+    /// first endpoint of `target` (for `None`, of any tenant) on a segment `is_gbp` says is GBP,
+    /// with its VNI, in document order. One pass over the tenants and the endpoints: for the error
+    /// path of a rule checked in place.
+    pub fn identity_width_parties(
+        &self,
+        sender: Option<&str>,
+        target: Option<&str>,
+        is_gbp: &dyn Fn(u32) -> bool,
+    ) -> Option<(WidthParty<'_>, WidthParty<'_>)> {
+        let s = self
+            .tenants
+            .iter()
+            .find(|t| t.id > GBP_MAX_ID && sender.is_none_or(|n| t.name.as_str() == n))?;
+        let e = self
+            .endpoints
+            .iter()
+            .find(|e| target.is_none_or(|n| e.tenant.as_str() == n) && is_gbp(e.vni))?;
+        Some(((s.name.as_str(), s.id), (e.tenant.as_str(), e.vni)))
     }
 }
 

@@ -609,6 +609,10 @@ pub(crate) struct Eps {
     pub ep6: HashMap<(u32, u128), Ep>,
     /// Σ of the endpoints' hashes: their part of the digest.
     pub digest: u64,
+    /// The tenants with an endpoint on a GBP segment, made on the first in-place rule check that
+    /// needs them (an allow rule reaching from a tenant wider than 16 bits: the identity-width
+    /// rule) and shared by the versions that share these endpoints.
+    pub gbp_tenants: std::sync::OnceLock<Arc<hashbrown::HashSet<TenantIdx>>>,
 }
 
 /// Tenant entries by slot, as a [`NameIndex`] reads them (a `Vec` while compiling, a

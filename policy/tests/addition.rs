@@ -2,7 +2,8 @@
 //! updating and removing tenants and segments in place (`Table::with_tenant_edit`,
 //! `with_segment_edit`), interleaved with endpoint and rule changes in place, answers identity, anti-spoofing, endpoint
 //! and verdict queries as a whole compile of the same document does, with the same digest; an
-//! addition that would not validate it refuses.
+//! addition that would not validate it refuses, and a rule's in-place check (`Table::check_rule`)
+//! finds the issues the whole validation finds.
 
 use policy::{
     Action, Addition, Document, Endpoint, EndpointChange, FlowKey, IdentityMode, Rule, RuleChange,
@@ -260,8 +261,12 @@ proptest! {
                     table.with_segment_edit(version, SegmentEdit::Remove(old), doc.clone())
                 }
                 Op::Rule(..) => {
+                    // The table's document is valid: what the appended rule brings is all the
+                    // whole validation finds, and the in-place check finds the same.
                     let r = doc.rules.last().unwrap();
-                    if !table.check_rule(doc.rules.len() - 1, r).is_empty() || !valid {
+                    let issues = table.check_rule(doc.rules.len() - 1, r);
+                    prop_assert_eq!(&issues, &doc.validate(), "{:?}", r);
+                    if !issues.is_empty() {
                         None
                     } else {
                         Some(table.with_rule_change(version, RuleChange::Append(r), doc.clone()))
