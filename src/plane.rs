@@ -48,7 +48,8 @@ pub struct MgmtArgs {
     #[arg(long)]
     pub readonly_group: Option<String>,
     /// Tenant-scoped administration, GROUP=TENANT (repeat): members of the Unix group (name or
-    /// gid) may change only that tenant's endpoints and the rules from that tenant.
+    /// gid) may change only that tenant's endpoints and the rules from that tenant (allow rules
+    /// only into the tenants the group administers).
     #[arg(long, value_name = "GROUP=TENANT")]
     pub tenant_admin: Vec<String>,
     /// Share the policy with a fleet of gateways through etcd (client URLs, comma-separated). The

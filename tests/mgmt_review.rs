@@ -182,7 +182,13 @@ fn as_root(s: &Server, op: &str, args: Value) -> Response {
 
 /// As an administrator of tenant acme only.
 fn as_acme(s: &Server, op: &str, args: Value) -> Response {
-    s.handle_scoped(&line(op, args), 4242, Access::Tenant, &["acme".to_string()])
+    as_admin_of(s, &["acme"], op, args)
+}
+
+/// As an administrator of the tenants `scope`.
+fn as_admin_of(s: &Server, scope: &[&str], op: &str, args: Value) -> Response {
+    let scope: Vec<String> = scope.iter().map(|t| t.to_string()).collect();
+    s.handle_scoped(&line(op, args), 4242, Access::Tenant, &scope)
 }
 
 fn document(s: &Server) -> Value {
@@ -245,8 +251,8 @@ fn a_tenant_admin_cannot_remove_another_tenants_rule_named_beside_its_own_index(
     assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
 }
 
-/// The same hole through rule.update: the gateway-wide `*` deny is replaced by an acme allow that
-/// outranks it.
+/// The same hole through rule.update: the gateway-wide `*` deny is replaced by a rule of acme's
+/// (one acme's administrator may write: within acme), and globex loses its compliance block.
 #[test]
 fn a_tenant_admin_cannot_replace_another_rule_named_beside_its_own_index() {
     let d = tmp();
@@ -255,7 +261,7 @@ fn a_tenant_admin_cannot_replace_another_rule_named_beside_its_own_index() {
         &s,
         "rule.update",
         json!({"index": 0, "name": "compliance-block",
-               "rule": {"from": "acme", "to": "globex", "proto": "tcp", "ports": "22",
+               "rule": {"from": "acme", "to": "acme", "proto": "tcp", "ports": "22",
                         "action": "allow", "priority": 5000}}),
     );
     let doc = document(&s);
@@ -271,13 +277,15 @@ fn a_tenant_admin_cannot_replace_another_rule_named_beside_its_own_index() {
 
 /// Rules are addressed by name (docs/management.md), for a tenant administrator too: its
 /// rule.update and rule.remove once looked only at a numeric `index` (its own rule by name was "no
-/// rule 18446744073709551615").
+/// rule 18446744073709551615"). (`acme-web` is an allow into globex: rewriting it takes an
+/// administrator of both; removing it, acme's alone.)
 #[test]
 fn a_tenant_admin_addresses_its_own_rules_by_name() {
     let d = tmp();
     let s = server_in(d.path(), BASE);
-    let r = as_acme(
+    let r = as_admin_of(
         &s,
+        &["acme", "globex"],
         "rule.update",
         json!({"name": "acme-web", "rule": {"from": "acme", "to": "globex", "proto": "tcp",
                                              "ports": "8443", "action": "allow", "priority": 10}}),
@@ -343,6 +351,137 @@ fn a_tenant_admin_cannot_put_an_endpoint_on_another_tenants_segment() {
     assert_eq!(version(&s), v);
 }
 
+/// An allow rule decides who may reach its `to`: acme's administrator once added allows from acme
+/// to globex or to `*`, and with tracked replies acme could then open connections into globex
+/// without globex's consent. A tenant administrator now writes deny rules from its tenants to
+/// anything, but allow rules only into its tenants — on rule.add, on rule.update (the rule written
+/// and the rule replaced) and inside policy.edit; an administrator of both tenants, or the
+/// operator, may open one to the other.
+#[test]
+fn a_tenant_admin_cannot_open_another_tenant_to_its_own() {
+    let d = tmp();
+    let s = server_in(d.path(), BASE);
+    let v = version(&s);
+    let message = |r: &Response| {
+        r.error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default()
+    };
+    let refused = |what: &str, r: Response| {
+        assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{what}: {r:?}");
+        let m = message(&r);
+        assert!(
+            m.contains("needs that tenant's administrator or the operator"),
+            "{what}: {m}"
+        );
+        m
+    };
+    // rule.add: an allow into globex, or into every tenant.
+    let m = refused(
+        "allow to globex",
+        as_acme(
+            &s,
+            "rule.add",
+            json!({"rule": {"name": "acme-in", "from": "acme", "to": "globex", "proto": "tcp",
+                            "ports": "5432", "action": "allow", "priority": 50}}),
+        ),
+    );
+    assert!(m.contains("tenant \"globex\""), "{m}");
+    let m = refused(
+        "allow to *",
+        as_acme(
+            &s,
+            "rule.add",
+            json!({"rule": {"from": "acme", "to": "*", "action": "allow"}}),
+        ),
+    );
+    assert!(m.contains("\"*\""), "{m}");
+    // rule.update: acme's own allow into globex (written by the operator) cannot be rewritten by
+    // acme alone — not even into a deny (removing it is acme's to do, below).
+    refused(
+        "update of an allow into globex",
+        as_acme(
+            &s,
+            "rule.update",
+            json!({"name": "acme-web", "rule": {"from": "acme", "to": "globex", "proto": "tcp",
+                                                 "ports": "443", "action": "deny", "priority": 10}}),
+        ),
+    );
+    // policy.edit: every edit is held to it.
+    let r = as_acme(
+        &s,
+        "policy.edit",
+        json!({"edits": [{"op": "rule.add", "args": {"rule": {"from": "acme", "to": "globex",
+                                                              "action": "allow"}}}]}),
+    );
+    assert!(message(&r).starts_with("edits[0]"), "{r:?}");
+    refused("policy.edit rule.add", r);
+    assert_eq!(version(&s), v, "nothing was committed");
+
+    // What acme's administrator may do: deny rules from acme to anything, allows within acme.
+    for rule in [
+        json!({"name": "acme-no-db", "from": "acme", "to": "globex", "proto": "tcp",
+               "ports": "5432", "action": "deny", "priority": 50}),
+        json!({"from": "acme", "to": "*", "proto": "udp", "action": "deny", "priority": 50}),
+        json!({"name": "acme-inside", "from": "acme", "to": "acme", "action": "allow"}),
+    ] {
+        let r = as_acme(&s, "rule.add", json!({"rule": rule}));
+        assert!(r.ok, "{rule}: {r:?}");
+    }
+    // Its own deny cannot become an allow into globex, directly or within a policy.edit…
+    refused(
+        "deny rewritten as an allow to globex",
+        as_acme(
+            &s,
+            "rule.update",
+            json!({"name": "acme-no-db", "rule": {"from": "acme", "to": "globex", "proto": "tcp",
+                                                   "ports": "5432", "action": "allow", "priority": 50}}),
+        ),
+    );
+    let r = as_acme(
+        &s,
+        "policy.edit",
+        json!({"edits": [
+            {"op": "rule.add", "args": {"rule": {"name": "step", "from": "acme", "to": "globex", "action": "deny"}}},
+            {"op": "rule.update", "args": {"name": "step", "rule": {"from": "acme", "to": "globex", "action": "allow"}}},
+        ]}),
+    );
+    assert!(message(&r).starts_with("edits[1]"), "{r:?}");
+    refused("policy.edit deny then allow", r);
+    // …but may be rewritten within acme, and the allow into globex may be removed.
+    let r = as_acme(
+        &s,
+        "rule.update",
+        json!({"name": "acme-no-db", "rule": {"from": "acme", "to": "acme", "proto": "tcp",
+                                               "ports": "5432", "action": "allow", "priority": 50}}),
+    );
+    assert!(r.ok, "{r:?}");
+    let r = as_acme(&s, "rule.remove", json!({"name": "acme-web"}));
+    assert!(r.ok, "{r:?}");
+    assert_eq!(version(&s), v + 5);
+
+    // An administrator of both tenants, and the operator, may open globex to acme.
+    let r = as_admin_of(
+        &s,
+        &["acme", "globex"],
+        "rule.add",
+        json!({"rule": {"name": "acme-web", "from": "acme", "to": "globex", "proto": "tcp",
+                        "ports": "443", "action": "allow"}}),
+    );
+    assert!(r.ok, "{r:?}");
+    let r = as_root(
+        &s,
+        "rule.add",
+        json!({"rule": {"name": "acme-everywhere", "from": "acme", "to": "*", "action": "allow"}}),
+    );
+    assert!(r.ok, "{r:?}");
+    let doc = document(&s);
+    for name in ["acme-in", "step"] {
+        assert!(rule_named(&doc, name).is_none(), "{name} was added");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation on the incremental paths, and the store's promise.
 
@@ -376,9 +515,11 @@ fn a_rule_letting_a_wide_tenant_reach_a_gbp_endpoint_is_refused_on_every_path() 
         accepted.push(format!("owner rule.update: {r:?}"));
         assert!(as_root(&s, "rollback", json!({"version": v})).ok);
     }
-    // acme's administrator, rule.add from acme (replies would carry wide's id onto GBP).
-    let r = as_acme(
+    // An administrator of acme and wide, rule.add from acme (replies would carry wide's id onto
+    // GBP).
+    let r = as_admin_of(
         &s,
+        &["acme", "wide"],
         "rule.add",
         json!({"rule": {"name": "acme-to-wide", "from": "acme", "to": "wide", "action": "allow"}}),
     );
@@ -435,6 +576,7 @@ fn the_identity_width_refusal_is_worded_alike_on_every_path() {
     };
     for rule in [
         json!({"from": "wide", "to": "acme", "action": "allow"}),
+        json!({"from": "acme", "to": "wide", "action": "allow"}),
         json!({"from": "*", "to": "acme", "action": "allow"}),
         json!({"from": "wide", "to": "*", "action": "allow"}),
         json!({"from": "acme", "to": "*", "action": "allow"}),
@@ -459,9 +601,10 @@ fn the_identity_width_refusal_is_worded_alike_on_every_path() {
         let whole = as_root(&s, "policy.apply", json!({"document": doc}));
         assert_eq!(code(&whole), Some(ErrorCode::InvalidPolicy), "{rule}");
         assert_eq!(message(&whole), m, "{rule}");
-        // acme's administrator (the in-place path of a tenant's change), for its own rules.
-        if rule["from"] == "acme" {
-            let scoped = as_acme(&s, "rule.add", json!({"rule": rule}));
+        // An administrator of acme and wide (the in-place path of a tenant's change), for the
+        // rules from acme it may write (an allow to `*` it may not: no tenant administrator may).
+        if rule["from"] == "acme" && rule["to"] != "*" {
+            let scoped = as_admin_of(&s, &["acme", "wide"], "rule.add", json!({"rule": rule}));
             assert_eq!(code(&scoped), Some(ErrorCode::InvalidPolicy), "{rule}");
             assert_eq!(message(&scoped), m, "{rule}");
         }

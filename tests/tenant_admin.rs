@@ -1,6 +1,7 @@
 //! Tenant-scoped administration against a real `replay --serve` and real unprivileged users: a member
 //! of a group mapped to tenant acme (`--tenant-admin GROUP=acme`) changes acme's endpoints and the
-//! rules from acme, and nothing else; the history records who changed what.
+//! rules from acme (allow rules only within acme), and nothing else; the history records who
+//! changed what.
 
 use mgmt::Client;
 use serde_json::{json, Value};
@@ -168,19 +169,22 @@ fn a_tenant_administrator_changes_only_its_tenant() {
     // Allowed: acme's own endpoint and a rule from acme.
     let (code, out) = call_as(admin, &sock, "endpoint.add", &[ep("acme", "198.19.0.99")]);
     assert_eq!(code, 0, "{out}");
-    let rule_from = |from: &str| {
+    let rule = |from: &str, action: &str| {
         arg(
             "rule",
-            json!({"from": from, "to": "globex", "proto": "tcp", "ports": "8080", "action": "allow"}),
+            json!({"from": from, "to": "globex", "proto": "tcp", "ports": "8080", "action": action}),
         )
     };
-    let (code, out) = call_as(admin, &sock, "rule.add", &[rule_from("acme")]);
+    // (A deny rule from acme may be to anyone; an allow into globex is globex's to give.)
+    let (code, out) = call_as(admin, &sock, "rule.add", &[rule("acme", "deny")]);
     assert_eq!(code, 0, "{out}");
-    // Refused: another tenant's endpoint, a rule from another tenant, whole-policy and tenant ops.
+    // Refused: another tenant's endpoint, a rule from another tenant, an allow into another
+    // tenant, whole-policy and tenant ops.
     for (op, args) in [
         ("endpoint.add", vec![ep("globex", "198.19.0.98")]),
-        ("rule.add", vec![rule_from("globex")]),
-        ("rule.add", vec![rule_from("*")]),
+        ("rule.add", vec![rule("globex", "allow")]),
+        ("rule.add", vec![rule("*", "allow")]),
+        ("rule.add", vec![rule("acme", "allow")]),
         (
             "tenant.add",
             vec![arg("tenant", json!({"name": "evil", "id": 999}))],
@@ -188,7 +192,7 @@ fn a_tenant_administrator_changes_only_its_tenant() {
         ("rule.remove", vec![arg("index", json!(9))]),
         (
             "rule.update",
-            vec![arg("index", json!(8)), rule_from("acme")],
+            vec![arg("index", json!(8)), rule("acme", "deny")],
         ),
     ] {
         let (code, out) = call_as(admin, &sock, op, &args);

@@ -110,7 +110,7 @@ pub enum Access {
     ReadWrite,
     ReadOnly,
     /// A tenant's administrator (a member of a group mapped to tenants): reads, and changes only
-    /// those tenants' endpoints and the rules from those tenants.
+    /// those tenants' endpoints and the rules from those tenants (allow rules only to them).
     Tenant,
     None,
 }
@@ -249,7 +249,11 @@ const TENANT_OPS: &[&str] = &[
 ];
 
 /// Whether an administrator of `scope` may make the edit `op` with `args` to `doc`: only endpoints of
-/// its tenants, and only rules from its tenants (before and after the change). The rule an update
+/// its tenants, and only rules from its tenants (before and after the change). An allow rule also
+/// decides who may reach its `to`, which is that tenant's to give: an allow rule added, and the
+/// rule an update writes and the one it replaces, must be `to` a tenant of the scope (not `*`, not
+/// another tenant — that needs an administrator of that tenant too, or the operator); a deny rule
+/// only restricts the peer's own tenants, and may be to anything. The rule an update
 /// or a removal changes is found as the edit finds it ([`crate::rules::rule_index`]: by `name`, or
 /// `index` as a number or a name), so what is checked is what is changed. `table`: the running
 /// table, whose rule-name index serves the lookup when it was compiled from `doc`'s rules.
@@ -267,19 +271,35 @@ fn tenant_may(
             format!("{what}: this peer administers tenant(s) {scope:?} only"),
         ))
     };
-    // The rule the edit would change, and whether it is one of this peer's.
-    let own_rule = |args: &Value| -> Result<(), OpError> {
+    // An allow rule to `to` (anything but an explicit deny counts as one: a malformed action is
+    // refused here rather than let through to the edit).
+    let allow_into = |what: String, to: &str| {
+        if mine(to) {
+            return Ok(());
+        }
+        let target = if to == policy::document::ANY_TENANT {
+            "every tenant (\"*\")".to_string()
+        } else {
+            format!("tenant {to:?}")
+        };
+        deny(format!(
+            "{what} into {target}: an allow into a tenant outside this peer's scope \
+             needs that tenant's administrator or the operator"
+        ))
+    };
+    // The rule the edit would change, and whether it is one of this peer's: from its tenants, and
+    // for a replacement (`rewritten`), not an allow into another's (removing one only restricts).
+    let own_rule = |args: &Value, rewritten: bool| -> Result<(), OpError> {
         let i = crate::rules::rule_index(doc, table, args)?;
         let old = &doc.rules[i];
-        if mine(&old.from) {
-            Ok(())
-        } else {
-            deny(format!(
-                "rule {:?} (from {:?})",
-                policy::names::rule_name(doc, i),
-                old.from
-            ))
+        let name = || policy::names::rule_name(doc, i);
+        if !mine(&old.from) {
+            return deny(format!("rule {:?} (from {:?})", name(), old.from));
         }
+        if rewritten && old.action == policy::Action::Allow {
+            allow_into(format!("rule {:?}, an allow,", name()), &old.to)?;
+        }
+        Ok(())
     };
     match op {
         "endpoint.add" | "endpoint.update" => {
@@ -295,19 +315,24 @@ fn tenant_may(
             }
         }
         "rule.add" | "rule.update" => {
-            let from = args["rule"]["from"].as_str().unwrap_or_default();
+            let rule = &args["rule"];
+            let from = rule["from"].as_str().unwrap_or_default();
             if !mine(from) {
                 return deny(format!("a rule from {from:?}"));
             }
+            if rule["action"].as_str() != Some("deny") {
+                let to = rule["to"].as_str().unwrap_or_default();
+                allow_into(format!("an allow rule from {from:?}"), to)?;
+            }
             if op == "rule.update" {
-                own_rule(args)?;
+                own_rule(args, true)?;
             }
             // Inserting inside the list renumbers other tenants' rules: only appends.
             if op == "rule.add" && crate::rules::insert_index(args)?.is_some() {
                 return deny("inserting a rule before others".into());
             }
         }
-        "rule.remove" => own_rule(args)?,
+        "rule.remove" => own_rule(args, false)?,
         _ => return deny(format!("{op:?}")),
     }
     Ok(())
