@@ -482,6 +482,89 @@ fn a_tenant_admin_cannot_open_another_tenant_to_its_own() {
     }
 }
 
+/// A tenant's `vteps` list is the only set of VTEPs allowed to send for it; an endpoint behind
+/// another VTEP could never send, and frames to it would go to an underlay host the tenant was
+/// never given. acme's administrator once aimed acme's inbound traffic at any VTEP this way. Now
+/// such an endpoint is `invalid_policy` (naming it), added or moved, from the administrator or the
+/// operator; and a tenant.update that leaves an endpoint's VTEP out of the list is refused too.
+#[test]
+fn an_endpoint_must_sit_behind_one_of_its_tenants_vteps() {
+    let d = tmp();
+    let s = server_in(d.path(), BASE);
+    let v = version(&s);
+    let ep = |ip: &str, vtep: &str| {
+        json!({"endpoint": {"tenant": "acme", "ip": ip, "mac": "02:00:00:00:0a:60",
+                            "vtep": vtep, "vni": 100}})
+    };
+    for (who, r) in [
+        (
+            "acme endpoint.add at globex's VTEP",
+            as_acme(&s, "endpoint.add", ep("198.19.0.60", "198.18.0.2")),
+        ),
+        (
+            "acme endpoint.add at an unknown VTEP",
+            as_acme(&s, "endpoint.add", ep("198.19.0.60", "198.18.7.7")),
+        ),
+        (
+            "acme endpoint.update moving its endpoint",
+            as_acme(&s, "endpoint.update", ep("198.19.0.1", "198.18.7.7")),
+        ),
+        (
+            "owner endpoint.add",
+            as_root(&s, "endpoint.add", ep("198.19.0.60", "198.18.7.7")),
+        ),
+        (
+            "acme policy.edit",
+            as_acme(
+                &s,
+                "policy.edit",
+                json!({"edits": [{"op": "endpoint.add", "args": ep("198.19.0.60", "198.18.7.7")}]}),
+            ),
+        ),
+    ] {
+        assert_eq!(code(&r), Some(ErrorCode::InvalidPolicy), "{who}: {r:?}");
+        let m = r.error.map(|e| e.message).unwrap_or_default();
+        assert!(
+            m.contains("endpoint[") && m.contains("].vtep") && m.contains("of tenant \"acme\""),
+            "{who}: {m}"
+        );
+        assert!(
+            m.contains("not in the tenant's vteps [198.18.0.1]"),
+            "{who}: {m}"
+        );
+    }
+    // The tenant's list cannot be shrunk, or replaced, past an endpoint's VTEP…
+    for vteps in [json!(["198.18.0.9"]), json!([])] {
+        let r = as_root(
+            &s,
+            "tenant.update",
+            json!({"tenant": {"name": "acme", "id": 10, "vteps": vteps}}),
+        );
+        assert_eq!(code(&r), Some(ErrorCode::InvalidPolicy), "{vteps}: {r:?}");
+        let m = r.error.map(|e| e.message).unwrap_or_default();
+        assert!(m.contains("198.19.0.1") && m.contains("198.18.0.1"), "{m}");
+    }
+    assert_eq!(version(&s), v, "nothing was committed");
+    // …while one that keeps it is made, and then acme's endpoints may use the VTEP it adds.
+    let r = as_root(
+        &s,
+        "tenant.update",
+        json!({"tenant": {"name": "acme", "id": 10, "vteps": ["198.18.0.1", "198.18.7.7"]}}),
+    );
+    assert!(r.ok, "{r:?}");
+    let r = as_acme(&s, "endpoint.add", ep("198.19.0.60", "198.18.7.7"));
+    assert!(r.ok, "{r:?}");
+    // A tenant without a list may put its endpoints behind any VTEP.
+    let r = as_root(
+        &s,
+        "tenant.update",
+        json!({"tenant": {"name": "acme", "id": 10}}),
+    );
+    assert!(r.ok, "{r:?}");
+    let r = as_acme(&s, "endpoint.update", ep("198.19.0.1", "198.18.5.5"));
+    assert!(r.ok, "{r:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation on the incremental paths, and the store's promise.
 
