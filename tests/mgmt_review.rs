@@ -146,6 +146,11 @@ priority = 1
 
 /// A server over a fresh store seeded with `toml` (as `joypath` seeds it from --config).
 fn server_in(dir: &Path, toml: &str) -> Server {
+    server_with(dir, toml, ServerConfig::new(dir.join("s.sock")))
+}
+
+/// The same, with socket settings `cfg`.
+fn server_with(dir: &Path, toml: &str, cfg: ServerConfig) -> Server {
     let doc = Document::from_toml(toml, "review.toml").expect("fixture policy");
     let state = dir.join("state");
     let mut store = Store::open(&state, 64).unwrap();
@@ -156,12 +161,7 @@ fn server_in(dir: &Path, toml: &str) -> Server {
     let rec = store.current().unwrap().clone();
     let table = Table::compile(rec.document.clone(), 1, None).unwrap();
     store.settle_digest(table.digest());
-    Server::new(
-        ServerConfig::new(dir.join("s.sock")),
-        store,
-        Arc::new(table),
-        Arc::new(NullPlane),
-    )
+    Server::new(cfg, store, Arc::new(table), Arc::new(NullPlane))
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -796,6 +796,67 @@ fn rule_add_with_a_mistyped_index_is_an_error_not_an_append() {
             r.error
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The socket: how many connections it serves.
+
+/// Each connection holds a thread (and up to 64 MiB of request) for as long as its client keeps it
+/// open, and nothing bounded how many: any peer allowed on the socket could open connections until
+/// the process ran out of threads or memory. Past `max_connections`, a connection is answered with
+/// one `busy` line and closed; a connection that closes gives its slot back.
+#[test]
+fn connections_past_the_limit_are_refused_busy_and_a_closed_one_frees_its_slot() {
+    let d = tmp();
+    let mut cfg = ServerConfig::new(d.path().join("s.sock"));
+    cfg.max_connections = 3;
+    let s = server_with(d.path(), BASE, cfg);
+    let _h = s.spawn().unwrap();
+    let sock = d.path().join("s.sock");
+    let status = |c: &mut Client| c.call("status", json!({})).map(|r| r.ok);
+    // Three clients, each served (so each holds its slot).
+    let mut held: Vec<Client> = (0..3)
+        .map(|i| {
+            let mut c = Client::connect(&sock).unwrap();
+            assert_eq!(status(&mut c).ok(), Some(true), "client {i}");
+            c
+        })
+        .collect();
+    // A fourth: one error line, then the connection is closed.
+    let mut extra = Client::connect(&sock).unwrap();
+    let r = extra.call("status", json!({})).unwrap();
+    assert_eq!(code(&r), Some(ErrorCode::Busy), "{r:?}");
+    let m = r.error.map(|e| e.message).unwrap_or_default();
+    assert!(
+        m.contains("too many management connections (limit 3)"),
+        "{m}"
+    );
+    assert!(extra.read_response().is_err(), "the connection was closed");
+    // The held ones are still served.
+    for c in &mut held {
+        assert_eq!(status(c).ok(), Some(true));
+    }
+    // One closes: its slot is given back (as soon as its thread sees the end), and a new client
+    // is served; the limit still holds after that.
+    drop(held.remove(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut again = loop {
+        let mut c = Client::connect(&sock).unwrap();
+        match c.call("status", json!({})) {
+            Ok(r) if r.ok => break c,
+            Ok(r) => assert_eq!(code(&r), Some(ErrorCode::Busy), "{r:?}"),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's slot was not freed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status(&mut again).ok(), Some(true));
+    let mut over = Client::connect(&sock).unwrap();
+    let r = over.call("status", json!({})).unwrap();
+    assert_eq!(code(&r), Some(ErrorCode::Busy), "{r:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
