@@ -52,6 +52,9 @@ pub struct MgmtArgs {
     /// only into the tenants the group administers).
     #[arg(long, value_name = "GROUP=TENANT")]
     pub tenant_admin: Vec<String>,
+    /// Most management connections served at once; one more is answered `busy` and closed.
+    #[arg(long, value_name = "N", default_value_t = mgmt::ServerConfig::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Share the policy with a fleet of gateways through etcd (client URLs, comma-separated). The
     /// state directory then caches what etcd holds, and is what runs while etcd is down.
     #[arg(long, value_delimiter = ',')]
@@ -118,6 +121,10 @@ impl MgmtArgs {
             .as_deref()
             .map(resolve_group)
             .transpose()?;
+        if self.max_connections == 0 {
+            anyhow::bail!("--max-connections must be at least 1");
+        }
+        c.max_connections = self.max_connections;
         for m in &self.tenant_admin {
             let (g, t) = m
                 .split_once('=')

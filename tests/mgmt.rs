@@ -507,6 +507,66 @@ fn concurrent_clients_and_a_silent_one() {
     drop(silent);
 }
 
+/// `--max-connections N`: the gateway serves N connections at once (silent ones included); one more
+/// gets a `busy` line and is closed, and a client that leaves makes room. 0 is refused at start.
+#[test]
+fn max_connections_bounds_the_clients_served_at_once() {
+    let g = Gateway::start(&["--max-connections", "2"]);
+    // A client, once served (the connections that probed for the gateway coming up may hold
+    // their slots a moment longer).
+    let served = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut c = g.client();
+            let r = c.call("status", json!({})).unwrap();
+            if r.ok {
+                return c;
+            }
+            assert_eq!(err(r), ErrorCode::Busy);
+            assert!(Instant::now() < deadline, "no slot was given back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // One client that then sends half a line, one that is served: the socket is full.
+    let mut silent = served();
+    silent.send_raw(b"{\"id\":1,\"op\":\"sta").unwrap();
+    let mut c = served();
+    let mut third = g.client();
+    let r = third.call("status", json!({})).unwrap();
+    assert_eq!(err(r.clone()), ErrorCode::Busy, "{r:?}");
+    assert!(r
+        .error
+        .unwrap()
+        .message
+        .contains("too many management connections (limit 2)"));
+    // The silent one leaves: there is room again.
+    drop(silent);
+    let mut again = served();
+    assert!(again.call("status", json!({})).unwrap().ok);
+    assert!(c.call("status", json!({})).unwrap().ok);
+
+    let dir = tempfile::Builder::new()
+        .prefix("jp-mgmt")
+        .tempdir()
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["replay", "--serve", "--max-connections", "0", "--config"])
+        .arg(fixtures().join("fixtures.toml"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg(fixtures().join("verdicts.pcap"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--max-connections must be at least 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn ensure_user(name: &str, group: Option<&str>) -> (u32, u32) {
     if let Some(gr) = group {
         let _ = Command::new("groupadd").arg("-f").arg(gr).status();

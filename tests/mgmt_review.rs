@@ -146,6 +146,11 @@ priority = 1
 
 /// A server over a fresh store seeded with `toml` (as `joypath` seeds it from --config).
 fn server_in(dir: &Path, toml: &str) -> Server {
+    server_with(dir, toml, ServerConfig::new(dir.join("s.sock")))
+}
+
+/// The same, with socket settings `cfg`.
+fn server_with(dir: &Path, toml: &str, cfg: ServerConfig) -> Server {
     let doc = Document::from_toml(toml, "review.toml").expect("fixture policy");
     let state = dir.join("state");
     let mut store = Store::open(&state, 64).unwrap();
@@ -156,12 +161,7 @@ fn server_in(dir: &Path, toml: &str) -> Server {
     let rec = store.current().unwrap().clone();
     let table = Table::compile(rec.document.clone(), 1, None).unwrap();
     store.settle_digest(table.digest());
-    Server::new(
-        ServerConfig::new(dir.join("s.sock")),
-        store,
-        Arc::new(table),
-        Arc::new(NullPlane),
-    )
+    Server::new(cfg, store, Arc::new(table), Arc::new(NullPlane))
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -482,6 +482,89 @@ fn a_tenant_admin_cannot_open_another_tenant_to_its_own() {
     }
 }
 
+/// A tenant's `vteps` list is the only set of VTEPs allowed to send for it; an endpoint behind
+/// another VTEP could never send, and frames to it would go to an underlay host the tenant was
+/// never given. acme's administrator once aimed acme's inbound traffic at any VTEP this way. Now
+/// such an endpoint is `invalid_policy` (naming it), added or moved, from the administrator or the
+/// operator; and a tenant.update that leaves an endpoint's VTEP out of the list is refused too.
+#[test]
+fn an_endpoint_must_sit_behind_one_of_its_tenants_vteps() {
+    let d = tmp();
+    let s = server_in(d.path(), BASE);
+    let v = version(&s);
+    let ep = |ip: &str, vtep: &str| {
+        json!({"endpoint": {"tenant": "acme", "ip": ip, "mac": "02:00:00:00:0a:60",
+                            "vtep": vtep, "vni": 100}})
+    };
+    for (who, r) in [
+        (
+            "acme endpoint.add at globex's VTEP",
+            as_acme(&s, "endpoint.add", ep("198.19.0.60", "198.18.0.2")),
+        ),
+        (
+            "acme endpoint.add at an unknown VTEP",
+            as_acme(&s, "endpoint.add", ep("198.19.0.60", "198.18.7.7")),
+        ),
+        (
+            "acme endpoint.update moving its endpoint",
+            as_acme(&s, "endpoint.update", ep("198.19.0.1", "198.18.7.7")),
+        ),
+        (
+            "owner endpoint.add",
+            as_root(&s, "endpoint.add", ep("198.19.0.60", "198.18.7.7")),
+        ),
+        (
+            "acme policy.edit",
+            as_acme(
+                &s,
+                "policy.edit",
+                json!({"edits": [{"op": "endpoint.add", "args": ep("198.19.0.60", "198.18.7.7")}]}),
+            ),
+        ),
+    ] {
+        assert_eq!(code(&r), Some(ErrorCode::InvalidPolicy), "{who}: {r:?}");
+        let m = r.error.map(|e| e.message).unwrap_or_default();
+        assert!(
+            m.contains("endpoint[") && m.contains("].vtep") && m.contains("of tenant \"acme\""),
+            "{who}: {m}"
+        );
+        assert!(
+            m.contains("not in the tenant's vteps [198.18.0.1]"),
+            "{who}: {m}"
+        );
+    }
+    // The tenant's list cannot be shrunk, or replaced, past an endpoint's VTEP…
+    for vteps in [json!(["198.18.0.9"]), json!([])] {
+        let r = as_root(
+            &s,
+            "tenant.update",
+            json!({"tenant": {"name": "acme", "id": 10, "vteps": vteps}}),
+        );
+        assert_eq!(code(&r), Some(ErrorCode::InvalidPolicy), "{vteps}: {r:?}");
+        let m = r.error.map(|e| e.message).unwrap_or_default();
+        assert!(m.contains("198.19.0.1") && m.contains("198.18.0.1"), "{m}");
+    }
+    assert_eq!(version(&s), v, "nothing was committed");
+    // …while one that keeps it is made, and then acme's endpoints may use the VTEP it adds.
+    let r = as_root(
+        &s,
+        "tenant.update",
+        json!({"tenant": {"name": "acme", "id": 10, "vteps": ["198.18.0.1", "198.18.7.7"]}}),
+    );
+    assert!(r.ok, "{r:?}");
+    let r = as_acme(&s, "endpoint.add", ep("198.19.0.60", "198.18.7.7"));
+    assert!(r.ok, "{r:?}");
+    // A tenant without a list may put its endpoints behind any VTEP.
+    let r = as_root(
+        &s,
+        "tenant.update",
+        json!({"tenant": {"name": "acme", "id": 10}}),
+    );
+    assert!(r.ok, "{r:?}");
+    let r = as_acme(&s, "endpoint.update", ep("198.19.0.1", "198.18.5.5"));
+    assert!(r.ok, "{r:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation on the incremental paths, and the store's promise.
 
@@ -713,6 +796,67 @@ fn rule_add_with_a_mistyped_index_is_an_error_not_an_append() {
             r.error
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The socket: how many connections it serves.
+
+/// Each connection holds a thread (and up to 64 MiB of request) for as long as its client keeps it
+/// open, and nothing bounded how many: any peer allowed on the socket could open connections until
+/// the process ran out of threads or memory. Past `max_connections`, a connection is answered with
+/// one `busy` line and closed; a connection that closes gives its slot back.
+#[test]
+fn connections_past_the_limit_are_refused_busy_and_a_closed_one_frees_its_slot() {
+    let d = tmp();
+    let mut cfg = ServerConfig::new(d.path().join("s.sock"));
+    cfg.max_connections = 3;
+    let s = server_with(d.path(), BASE, cfg);
+    let _h = s.spawn().unwrap();
+    let sock = d.path().join("s.sock");
+    let status = |c: &mut Client| c.call("status", json!({})).map(|r| r.ok);
+    // Three clients, each served (so each holds its slot).
+    let mut held: Vec<Client> = (0..3)
+        .map(|i| {
+            let mut c = Client::connect(&sock).unwrap();
+            assert_eq!(status(&mut c).ok(), Some(true), "client {i}");
+            c
+        })
+        .collect();
+    // A fourth: one error line, then the connection is closed.
+    let mut extra = Client::connect(&sock).unwrap();
+    let r = extra.call("status", json!({})).unwrap();
+    assert_eq!(code(&r), Some(ErrorCode::Busy), "{r:?}");
+    let m = r.error.map(|e| e.message).unwrap_or_default();
+    assert!(
+        m.contains("too many management connections (limit 3)"),
+        "{m}"
+    );
+    assert!(extra.read_response().is_err(), "the connection was closed");
+    // The held ones are still served.
+    for c in &mut held {
+        assert_eq!(status(c).ok(), Some(true));
+    }
+    // One closes: its slot is given back (as soon as its thread sees the end), and a new client
+    // is served; the limit still holds after that.
+    drop(held.remove(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut again = loop {
+        let mut c = Client::connect(&sock).unwrap();
+        match c.call("status", json!({})) {
+            Ok(r) if r.ok => break c,
+            Ok(r) => assert_eq!(code(&r), Some(ErrorCode::Busy), "{r:?}"),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's slot was not freed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status(&mut again).ok(), Some(true));
+    let mut over = Client::connect(&sock).unwrap();
+    let r = over.call("status", json!({})).unwrap();
+    assert_eq!(code(&r), Some(ErrorCode::Busy), "{r:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

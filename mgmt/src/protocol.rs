@@ -43,6 +43,9 @@ pub enum ErrorCode {
     /// The shared policy source (etcd) cannot take changes now (no quorum, unreachable): the
     /// gateway keeps forwarding on its last version; retry later.
     Unavailable,
+    /// The socket serves as many connections as it may at once: this one is answered with this
+    /// error and closed; retry once another client has disconnected.
+    Busy,
     Internal,
 }
 

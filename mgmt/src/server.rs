@@ -1,5 +1,5 @@
 //! The management server: a Unix socket speaking JSON lines, one thread per client (never on a worker's
-//! core), peer credentials deciding access, every change validated, compiled off the hot path,
+//! core; at most `max_connections` at once, one more answered `busy`), peer credentials deciding access, every change validated, compiled off the hot path,
 //! persisted, then handed to the dataplane to publish with one `ArcSwap::store`.
 
 use crate::edit;
@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -128,11 +128,17 @@ pub struct ServerConfig {
     pub readonly_gid: Option<u32>,
     /// Largest request line accepted.
     pub max_request: usize,
+    /// Most connections served at once (each holds a thread and up to `max_request` bytes of
+    /// request); one more is answered `busy` and closed. At least 1.
+    pub max_connections: usize,
     /// Tenant-scoped administration: members of group `gid` administer `tenant`.
     pub tenant_admins: Vec<(u32, String)>,
 }
 
 impl ServerConfig {
+    /// How many connections the socket serves at once unless configured otherwise.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
     pub fn new(socket: PathBuf) -> Self {
         ServerConfig {
             socket,
@@ -141,9 +147,52 @@ impl ServerConfig {
             group: None,
             readonly_gid: None,
             max_request: 64 << 20,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             tenant_admins: Vec::new(),
         }
     }
+}
+
+/// A connection's place among the [`ServerConfig::max_connections`] served at once, held by its
+/// thread and given back when dropped — however the thread ends, a panic included, or when the
+/// thread could not be started.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    /// A slot, if fewer than `max` are taken.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<ConnectionSlot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(count.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Answers a connection over the limit with one `busy` line and closes it. A client that does not
+/// read cannot hold the accept thread: the line fits the socket's buffer, and the write gives up
+/// after a second.
+fn refuse_busy(stream: UnixStream, max: usize) {
+    tracing::warn!(
+        limit = max,
+        "management connection refused: too many connections"
+    );
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let r = Response::err(
+        Value::Null,
+        OpError::new(
+            ErrorCode::Busy,
+            format!("too many management connections (limit {max}); retry later"),
+        ),
+    );
+    let _ = write_response(&mut std::io::BufWriter::new(&stream), &r);
 }
 
 struct Inner {
@@ -721,6 +770,8 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let server = self.clone();
         let stop2 = stop.clone();
+        let max = self.inner.cfg.max_connections.max(1);
+        let open = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("mgmt".into())
             .spawn(move || {
@@ -730,10 +781,21 @@ impl Server {
                     }
                     match conn {
                         Ok(s) => {
+                            let Some(slot) = ConnectionSlot::take(&open, max) else {
+                                refuse_busy(s, max);
+                                continue;
+                            };
                             let server = server.clone();
-                            let _ = std::thread::Builder::new()
+                            let spawned = std::thread::Builder::new()
                                 .name("mgmt-conn".into())
-                                .spawn(move || server.serve_connection(s));
+                                .spawn(move || {
+                                    let _slot = slot;
+                                    server.serve_connection(s)
+                                });
+                            // Not started: the closure, its slot and the connection are dropped.
+                            if let Err(e) = spawned {
+                                tracing::warn!(error = %e, "no thread for a management connection");
+                            }
                         }
                         Err(e) => tracing::warn!(error = %e, "accept failed"),
                     }

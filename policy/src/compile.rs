@@ -874,7 +874,8 @@ impl Table {
     /// (a new VTEP is appended); tenants, segments and rules are shared with this table.
     ///
     /// `None` when the change is not one this path makes, and the document must be compiled whole:
-    /// the new endpoint would not pass validation (the full compile names the problem), or it sits
+    /// the new endpoint would not pass validation (the full compile names the problem) — among
+    /// others, it is behind a VTEP its tenant's `vteps` list does not hold — or it sits
     /// on a GBP segment while some tenant's id is wider than 16 bits (whether that tenant could
     /// reach it depends on every rule).
     pub fn with_endpoint_change(
@@ -961,8 +962,9 @@ impl Table {
     }
 
     /// Whether endpoint `e` of live tenant `t` passes what `Document::validate` asks of an endpoint
-    /// (but its address being free), and is not on a GBP segment while a tenant id is wider than 16
-    /// bits.
+    /// (but its address being free) — behind one of the tenant's VTEPs when it lists them
+    /// ([`crate::document::endpoint_vtep_refused`], asked of the anti-spoofing map) — and is not on
+    /// a GBP segment while a tenant id is wider than 16 bits.
     fn endpoint_fits(&self, e: &Endpoint, t: TenantIdx) -> bool {
         let c = &*self.core;
         let id = c.tenant_ids[t as usize];
@@ -977,7 +979,8 @@ impl Table {
             IpAddr::V6(_) if c.underlay_ip6.is_none() => false,
             ip => !(ip.is_unspecified() || ip.is_multicast()),
         };
-        segment_ok && vtep_ok && !e.mac.is_group()
+        let listed = !crate::document::endpoint_vtep_refused(e, &|ip| self.vtep_allowed(t, ip));
+        segment_ok && vtep_ok && listed && !e.mac.is_group()
     }
 }
 
@@ -1032,7 +1035,8 @@ impl Table {
     /// `None` when the edit is not one this path makes, and the document must be compiled whole
     /// (which also names whatever makes it invalid): an update that renames the tenant, moves it to
     /// another address space, gives it an id in use, 0, wider than 16 bits, or above 4094 while an
-    /// endpoint of it is on a VLAN segment, or lists a VTEP twice; a removal of a tenant that an
+    /// endpoint of it is on a VLAN segment, lists a VTEP twice, or lists VTEPs that leave out one of
+    /// its endpoints' ([`crate::document::endpoint_vtep_refused`]); a removal of a tenant that an
     /// endpoint, a segment or a rule still names.
     pub fn with_tenant_edit(
         &self,
@@ -1132,6 +1136,22 @@ impl Core {
         }
         if let Some(v) = &new.vteps {
             if (1..v.len()).any(|j| v[..j].contains(&v[j])) {
+                return None;
+            }
+        }
+        // A list that drops a VTEP (or a first list) must still hold each of its endpoints' VTEPs
+        // (`endpoint_vtep_refused`; the whole compile names the endpoint left out).
+        let narrowed = match (old.vteps.as_deref(), new.vteps.as_deref()) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(o), Some(n)) => o.iter().any(|ip| !n.contains(ip)),
+        };
+        if narrowed {
+            let listed = new.vteps.as_deref();
+            let may_send = |ip| crate::document::vtep_listed(listed, ip);
+            if doc.endpoints.iter().any(|e| {
+                *e.tenant == *new.name && crate::document::endpoint_vtep_refused(e, &may_send)
+            }) {
                 return None;
             }
         }

@@ -484,6 +484,8 @@ impl Document {
         // dense side table. At a million entries, every pointer followed is a cache miss.
         let mut tenants: HashMap<NameKey, u32> = HashMap::with_capacity(self.tenants.len());
         let mut tinfo: Vec<(u32, u32)> = Vec::with_capacity(self.tenants.len());
+        // Each tenant's `vteps` list (by index), which its endpoints must sit behind.
+        let mut tvteps: Vec<Option<&[IpAddr]>> = Vec::with_capacity(self.tenants.len());
         let mut spaces: HashMap<&str, u32> = HashMap::new();
         let mut ids: HashMap<u32, u32> = HashMap::with_capacity(self.tenants.len());
         for (i, t) in self.tenants.iter().enumerate() {
@@ -497,6 +499,7 @@ impl Document {
             let n = spaces.len() as u32;
             let space = *spaces.entry(t.space()).or_insert(n);
             tinfo.push((space, t.id));
+            tvteps.push(t.vteps.as_deref());
             if tenants.insert(NameKey::of(&t.name), i as u32).is_some() {
                 err(p("name"), format!("tenant {:?} is defined twice", t.name));
             }
@@ -649,6 +652,14 @@ impl Document {
                 }
                 _ => {}
             }
+            // Behind one of its tenant's VTEPs, when the tenant lists them.
+            if let Some(t) = tenant {
+                let listed = tvteps[t];
+                if endpoint_vtep_refused(e, &|ip| vtep_listed(listed, ip)) {
+                    let issue = endpoint_vtep_issue(i, e, listed.unwrap_or_default());
+                    err(issue.path, issue.message);
+                }
+            }
         }
 
         let mut names: HashSet<&str> = HashSet::new();
@@ -707,6 +718,49 @@ impl Document {
             }
         }
         out
+    }
+}
+
+/// Whether `vtep` is in a tenant's `vteps` list, or the tenant has none (any VTEP may send for it).
+pub fn vtep_listed(vteps: Option<&[IpAddr]>, vtep: IpAddr) -> bool {
+    vteps.is_none_or(|v| v.contains(&vtep))
+}
+
+/// The VTEP rule, for one endpoint: a tenant's `vteps` list names the only VTEPs allowed to send for
+/// it (anti-spoofing), so each of its endpoints must sit behind one of them. An endpoint behind
+/// another VTEP could never send (its frames are dropped as `spoofed_identity`), and frames to it
+/// would go to an underlay host the tenant was never given.
+///
+/// `may_send(vtep)`: whether `vtep` may send for the endpoint's tenant (it is in the tenant's list,
+/// or the tenant has none). [`Document::validate`] answers from the tenant's list
+/// ([`vtep_listed`]); an endpoint added or changed in place ([`crate::Table::with_endpoint_change`])
+/// from the table's anti-spoofing map, as the datapath asks it; a tenant whose list changes in place
+/// (`Table::with_tenant_edit`) from its new list, for each of its endpoints. The in-place paths
+/// decline what this refuses, and the whole compile then names it with [`endpoint_vtep_issue`]:
+/// every path refuses the same endpoints, with the same words.
+pub fn endpoint_vtep_refused(e: &Endpoint, may_send: &dyn Fn(IpAddr) -> bool) -> bool {
+    !may_send(e.vtep)
+}
+
+/// The issue of endpoint `i`, refused by [`endpoint_vtep_refused`]: its VTEP is not in `vteps`, its
+/// tenant's list.
+pub fn endpoint_vtep_issue(i: usize, e: &Endpoint, vteps: &[IpAddr]) -> Issue {
+    const SHOWN: usize = 8;
+    let mut list = (vteps.iter().take(SHOWN))
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if vteps.len() > SHOWN {
+        list.push_str(&format!(", … ({} in all)", vteps.len()));
+    }
+    Issue {
+        path: format!("endpoint[{i}].vtep"),
+        line: None,
+        message: format!(
+            "endpoint {} of tenant {:?} is behind VTEP {}, which is not in the tenant's vteps [{list}]: \
+             it could never send, and frames to it would go to a VTEP the tenant was not given",
+            e.ip, e.tenant, e.vtep
+        ),
     }
 }
 
