@@ -449,12 +449,23 @@ fn a_tenant_admin_cannot_open_another_tenant_to_its_own() {
     );
     assert!(message(&r).starts_with("edits[1]"), "{r:?}");
     refused("policy.edit deny then allow", r);
-    // …but may be rewritten within acme, and the allow into globex may be removed.
+    // …nor be rewritten at all (lifting a deny into globex is globex's to give, see
+    // `a_tenant_admin_cannot_lift_a_deny_into_another_tenant`); acme's allow within acme may be
+    // rewritten, and the allow into globex may be removed.
+    refused(
+        "deny into globex rewritten within acme",
+        as_acme(
+            &s,
+            "rule.update",
+            json!({"name": "acme-no-db", "rule": {"from": "acme", "to": "acme", "proto": "tcp",
+                                                   "ports": "5432", "action": "allow", "priority": 50}}),
+        ),
+    );
     let r = as_acme(
         &s,
         "rule.update",
-        json!({"name": "acme-no-db", "rule": {"from": "acme", "to": "acme", "proto": "tcp",
-                                               "ports": "5432", "action": "allow", "priority": 50}}),
+        json!({"name": "acme-inside", "rule": {"from": "acme", "to": "acme", "proto": "tcp",
+                                                "ports": "5432", "action": "allow", "priority": 50}}),
     );
     assert!(r.ok, "{r:?}");
     let r = as_acme(&s, "rule.remove", json!({"name": "acme-web"}));
@@ -480,6 +491,121 @@ fn a_tenant_admin_cannot_open_another_tenant_to_its_own() {
     for name in ["acme-in", "step"] {
         assert!(rule_named(&doc, name).is_none(), "{name} was added");
     }
+}
+
+/// A deny rule from a tenant into another is often not that tenant's: an operator's compliance
+/// block ("acme must not reach globex's database"). acme's administrator could once remove it, or
+/// rewrite it into something harmless, and so reach what the operator closed whenever an allow
+/// (the operator's `* → globex`, here) covers it. Lifting a deny opens what it closes, which is the
+/// `to` tenant's to give, like an allow into it: a deny into another tenant (or `*`) is now lifted
+/// only by an administrator of both tenants or the operator — by rule.remove, rule.update or inside
+/// policy.edit. A deny into the administrator's own tenant may still go (an allow within its scope
+/// could outrank it anyway), and deny rules into anything may still be added.
+#[test]
+fn a_tenant_admin_cannot_lift_a_deny_into_another_tenant() {
+    let d = tmp();
+    let toml = format!(
+        "{BASE}
+[[rule]]
+name = \"globex-open\"
+from = \"*\"
+to = \"globex\"
+action = \"allow\"
+priority = 5
+
+[[rule]]
+name = \"acme-no-globex-db\"
+from = \"acme\"
+to = \"globex\"
+proto = \"tcp\"
+ports = \"5432\"
+action = \"deny\"
+priority = 50
+
+[[rule]]
+name = \"acme-no-udp\"
+from = \"acme\"
+to = \"*\"
+proto = \"udp\"
+action = \"deny\"
+priority = 50
+
+[[rule]]
+name = \"acme-no-telnet\"
+from = \"acme\"
+to = \"acme\"
+proto = \"tcp\"
+ports = \"23\"
+action = \"deny\"
+priority = 50
+"
+    );
+    let s = server_in(d.path(), &toml);
+    let v = version(&s);
+    let refused = |what: &str, r: Response| {
+        assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{what}: {r:?}");
+        let m = r
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        assert!(m.contains("lifting it opens what it closes"), "{what}: {m}");
+        m
+    };
+    // The operator's deny into globex: not removed, not rewritten, not inside a policy.edit.
+    let m = refused(
+        "remove",
+        as_acme(&s, "rule.remove", json!({"name": "acme-no-globex-db"})),
+    );
+    assert!(m.contains("tenant \"globex\""), "{m}");
+    refused(
+        "update into a narrower deny elsewhere",
+        as_acme(
+            &s,
+            "rule.update",
+            json!({"name": "acme-no-globex-db", "rule": {"from": "acme", "to": "acme",
+                   "proto": "tcp", "ports": "5432", "action": "deny", "priority": 50}}),
+        ),
+    );
+    let r = as_acme(
+        &s,
+        "policy.edit",
+        json!({"edits": [{"op": "rule.remove", "args": {"name": "acme-no-globex-db"}}]}),
+    );
+    assert!(
+        r.error
+            .as_ref()
+            .is_some_and(|e| e.message.starts_with("edits[0]")),
+        "{r:?}"
+    );
+    refused("policy.edit", r);
+    // A deny into every tenant is no one tenant's to lift.
+    let m = refused(
+        "remove a deny into *",
+        as_acme(&s, "rule.remove", json!({"name": "acme-no-udp"})),
+    );
+    assert!(m.contains("every tenant"), "{m}");
+    assert_eq!(version(&s), v, "nothing was committed");
+
+    // A deny within acme is acme's: removed by acme's administrator.
+    let r = as_acme(&s, "rule.remove", json!({"name": "acme-no-telnet"}));
+    assert!(r.ok, "{r:?}");
+    // An administrator of acme and globex may lift the deny into globex; the operator the one into `*`.
+    let r = as_admin_of(
+        &s,
+        &["acme", "globex"],
+        "rule.remove",
+        json!({"name": "acme-no-globex-db"}),
+    );
+    assert!(r.ok, "{r:?}");
+    let r = as_root(&s, "rule.remove", json!({"name": "acme-no-udp"}));
+    assert!(r.ok, "{r:?}");
+    assert_eq!(version(&s), v + 3);
+    let doc = document(&s);
+    for name in ["acme-no-telnet", "acme-no-globex-db", "acme-no-udp"] {
+        assert!(rule_named(&doc, name).is_none(), "{name} is still there");
+    }
+    assert!(rule_named(&doc, "compliance-block").is_some());
 }
 
 /// A tenant's `vteps` list is the only set of VTEPs allowed to send for it; an endpoint behind

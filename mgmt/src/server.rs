@@ -302,7 +302,9 @@ const TENANT_OPS: &[&str] = &[
 /// decides who may reach its `to`, which is that tenant's to give: an allow rule added, and the
 /// rule an update writes and the one it replaces, must be `to` a tenant of the scope (not `*`, not
 /// another tenant — that needs an administrator of that tenant too, or the operator); a deny rule
-/// only restricts the peer's own tenants, and may be to anything. The rule an update
+/// only restricts the peer's own tenants, and may be to anything, but lifting one (removing or
+/// replacing it) opens what it closed, so a deny removed or replaced must be `to` a tenant of the
+/// scope too. The rule an update
 /// or a removal changes is found as the edit finds it ([`crate::rules::rule_index`]: by `name`, or
 /// `index` as a number or a name), so what is checked is what is changed. `table`: the running
 /// table, whose rule-name index serves the lookup when it was compiled from `doc`'s rules.
@@ -338,6 +340,10 @@ fn tenant_may(
     };
     // The rule the edit would change, and whether it is one of this peer's: from its tenants, and
     // for a replacement (`rewritten`), not an allow into another's (removing one only restricts).
+    // A deny is lifted by a removal or a replacement alike, which opens what it closed: that is
+    // the `to` tenant's to give, as an allow into it is — a deny into another tenant (or `*`), an
+    // operator's compliance block among them, stays until that tenant's administrator or the
+    // operator lifts it. (A deny into the peer's own tenant may go: an allow could outrank it.)
     let own_rule = |args: &Value, rewritten: bool| -> Result<(), OpError> {
         let i = crate::rules::rule_index(doc, table, args)?;
         let old = &doc.rules[i];
@@ -345,8 +351,23 @@ fn tenant_may(
         if !mine(&old.from) {
             return deny(format!("rule {:?} (from {:?})", name(), old.from));
         }
-        if rewritten && old.action == policy::Action::Allow {
-            allow_into(format!("rule {:?}, an allow,", name()), &old.to)?;
+        match old.action {
+            policy::Action::Allow if rewritten => {
+                allow_into(format!("rule {:?}, an allow,", name()), &old.to)?
+            }
+            policy::Action::Deny if !mine(&old.to) => {
+                let target = if old.to == policy::document::ANY_TENANT {
+                    "every tenant (\"*\")".to_string()
+                } else {
+                    format!("tenant {:?}", old.to)
+                };
+                return deny(format!(
+                    "rule {:?}, a deny into {target}: lifting it opens what it closes, which \
+                     needs that tenant's administrator or the operator",
+                    name()
+                ));
+            }
+            _ => {}
         }
         Ok(())
     };
