@@ -55,6 +55,10 @@ pub struct MgmtArgs {
     /// Most management connections served at once; one more is answered `busy` and closed.
     #[arg(long, value_name = "N", default_value_t = mgmt::ServerConfig::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Seconds a management connection may take to send its next request (whole) before it is
+    /// closed and its slot given back; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = mgmt::ServerConfig::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout: u64,
     /// Share the policy with a fleet of gateways through etcd (client URLs, comma-separated). The
     /// state directory then caches what etcd holds, and is what runs while etcd is down.
     #[arg(long, value_delimiter = ',')]
@@ -125,6 +129,7 @@ impl MgmtArgs {
             anyhow::bail!("--max-connections must be at least 1");
         }
         c.max_connections = self.max_connections;
+        c.idle_timeout = (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout));
         for m in &self.tenant_admin {
             let (g, t) = m
                 .split_once('=')

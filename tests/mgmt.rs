@@ -567,6 +567,69 @@ fn max_connections_bounds_the_clients_served_at_once() {
     );
 }
 
+/// `--idle-timeout SECS`: a connection that does not send its next request whole within the timeout
+/// — silent, or trickling a byte at a time — is closed and gives its slot back, so idle clients
+/// cannot keep others out; a client that keeps asking keeps its connection. 0 means never.
+#[test]
+fn idle_connections_are_closed_and_give_their_slot_back() {
+    let g = Gateway::start(&["--max-connections", "2", "--idle-timeout", "2"]);
+    let served = |within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut c = g.client();
+            let r = c.call("status", json!({})).unwrap();
+            if r.ok {
+                return c;
+            }
+            assert_eq!(err(r), ErrorCode::Busy);
+            assert!(Instant::now() < deadline, "no slot was given back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Two clients fill the socket: one silent after its first request, one trickling a request
+    // that never ends, a byte every 200 ms.
+    let mut silent = served(Duration::from_secs(10));
+    let mut trickler = served(Duration::from_secs(10));
+    let started = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        for b in b"{\"id\":1,\"op\":\"status\",\"args\":{}"
+            .iter()
+            .cycle()
+            .take(100)
+        {
+            if trickler.send_raw(&[*b]).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    });
+    let r = g.client().call("status", json!({})).unwrap();
+    assert_eq!(err(r), ErrorCode::Busy, "both slots are held");
+    // Within the timeout (and some slack for a busy machine) both are closed, and the socket
+    // serves again.
+    let mut c = served(Duration::from_secs(15));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        silent.read_response().is_err(),
+        "the silent client's connection was closed"
+    );
+    assert!(
+        trickle.join().unwrap(),
+        "the trickling client's connection was closed"
+    );
+    // A client that keeps asking, more often than the timeout, is served throughout.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert!(c.call("status", json!({})).unwrap().ok);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 fn ensure_user(name: &str, group: Option<&str>) -> (u32, u32) {
     if let Some(gr) = group {
         let _ = Command::new("groupadd").arg("-f").arg(gr).status();

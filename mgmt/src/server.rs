@@ -131,6 +131,10 @@ pub struct ServerConfig {
     /// Most connections served at once (each holds a thread and up to `max_request` bytes of
     /// request); one more is answered `busy` and closed. At least 1.
     pub max_connections: usize,
+    /// How long a connection may take to send its next request whole, from its opening or from the
+    /// last response written; past it the connection is closed and its slot given back, so idle or
+    /// trickling clients cannot keep others out. `None`: never.
+    pub idle_timeout: Option<Duration>,
     /// Tenant-scoped administration: members of group `gid` administer `tenant`.
     pub tenant_admins: Vec<(u32, String)>,
 }
@@ -138,6 +142,8 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// How many connections the socket serves at once unless configured otherwise.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+    /// How long a connection may wait before its next request unless configured otherwise.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
     pub fn new(socket: PathBuf) -> Self {
         ServerConfig {
@@ -148,6 +154,7 @@ impl ServerConfig {
             readonly_gid: None,
             max_request: 64 << 20,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
             tenant_admins: Vec::new(),
         }
     }
@@ -193,6 +200,27 @@ fn refuse_busy(stream: UnixStream, max: usize) {
         ),
     );
     let _ = write_response(&mut std::io::BufWriter::new(&stream), &r);
+}
+
+/// A connection's reading side under a deadline: every read waits at most until `deadline`, and
+/// one past it fails `TimedOut` — a request trickled a byte at a time is held to the deadline as a
+/// silent client is.
+struct Deadline {
+    stream: UnixStream,
+    deadline: Option<Instant>,
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        self.stream.read(buf)
+    }
 }
 
 struct Inner {
@@ -866,10 +894,16 @@ impl Server {
             Vec::new()
         };
         let max = self.inner.cfg.max_request;
-        let mut reader = BufReader::new(stream);
+        let idle = self.inner.cfg.idle_timeout;
+        let mut reader = BufReader::new(Deadline {
+            stream,
+            deadline: None,
+        });
         let mut line = Vec::new();
         loop {
             line.clear();
+            // The next request, whole, within the idle timeout of the last response.
+            reader.get_mut().deadline = idle.map(|d| Instant::now() + d);
             let n = match reader
                 .by_ref()
                 .take(max as u64 + 1)
@@ -877,7 +911,19 @@ impl Server {
             {
                 Ok(0) => return,
                 Ok(n) => n,
-                Err(_) => return,
+                Err(e) => {
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    ) {
+                        tracing::info!(
+                            uid = peer.uid,
+                            pid = peer.pid,
+                            "management connection closed: no request within the idle timeout"
+                        );
+                    }
+                    return;
+                }
             };
             let resp = if n > max && line.last() != Some(&b'\n') {
                 // Oversized: answer, then skip the rest of the line; the connection stays usable.
