@@ -990,6 +990,50 @@ fn connections_past_the_limit_are_refused_busy_and_a_closed_one_frees_its_slot()
 
 const BIN: &str = env!("CARGO_BIN_EXE_joypath");
 
+/// Each connection could hold a whole `max_request` line while it arrived, so `max_connections`
+/// clients sending large requests at once held 64 × 64 MiB. The bytes of request lines held at
+/// once are now bounded over every connection (`max_buffered`): a line that would pass it is
+/// answered `busy`, its rest read and dropped, and the connection stays usable; when the held
+/// line is answered, its bytes are given back.
+#[test]
+fn request_bytes_held_at_once_are_bounded_over_every_connection() {
+    let d = tmp();
+    let mut cfg = ServerConfig::new(d.path().join("s.sock"));
+    cfg.max_request = 1 << 20;
+    cfg.max_buffered = (1 << 20) + 1;
+    let s = server_with(d.path(), BASE, cfg);
+    let _h = s.spawn().unwrap();
+    let sock = d.path().join("s.sock");
+    let padded = |len: usize| {
+        let mut v = br#"{"id":7,"op":"status","args":{}}"#.to_vec();
+        v.resize(len, b' ');
+        v
+    };
+    // A sends most of a large request, and not its end: the server holds it.
+    let mut a = Client::connect(&sock).unwrap();
+    a.send_raw(&padded((1 << 20) - 100)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // B's request, small enough on its own, does not fit beside it.
+    let mut b = Client::connect(&sock).unwrap();
+    let mut req = padded(400 << 10);
+    req.push(b'\n');
+    b.send_raw(&req).unwrap();
+    let r = b.read_response().unwrap();
+    assert_eq!(code(&r), Some(ErrorCode::Busy), "{r:?}");
+    let m = r.error.map(|e| e.message).unwrap_or_default();
+    assert!(m.contains("buffer"), "{m}");
+    // B's connection is still usable for what fits.
+    assert!(b.call("status", json!({})).unwrap().ok);
+    // A's request ends and is answered; its bytes are given back, and B's large request fits.
+    a.send_raw(b"\n").unwrap();
+    let r = a.read_response().unwrap();
+    assert!(r.ok, "{r:?}");
+    b.send_raw(&req).unwrap();
+    let r = b.read_response().unwrap();
+    assert!(r.ok, "{r:?}");
+    assert!(a.call("status", json!({})).unwrap().ok);
+}
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
 }

@@ -135,6 +135,11 @@ pub struct ServerConfig {
     /// last response written; past it the connection is closed and its slot given back, so idle or
     /// trickling clients cannot keep others out. `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Most bytes of request lines held at once, over every connection (a line is held from its
+    /// first byte until its response is written). A line that would pass it is answered `busy`
+    /// (and the rest of it read and dropped), so many clients sending large requests at once
+    /// cannot hold `max_connections` × `max_request` bytes. At least `max_request`.
+    pub max_buffered: usize,
     /// Tenant-scoped administration: members of group `gid` administer `tenant`.
     pub tenant_admins: Vec<(u32, String)>,
 }
@@ -144,6 +149,9 @@ impl ServerConfig {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
     /// How long a connection may wait before its next request unless configured otherwise.
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// How many bytes of requests are held at once unless configured otherwise (four of the
+    /// largest requests).
+    pub const DEFAULT_MAX_BUFFERED: usize = 256 << 20;
 
     pub fn new(socket: PathBuf) -> Self {
         ServerConfig {
@@ -155,6 +163,7 @@ impl ServerConfig {
             max_request: 64 << 20,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
+            max_buffered: Self::DEFAULT_MAX_BUFFERED,
             tenant_admins: Vec::new(),
         }
     }
@@ -223,8 +232,43 @@ impl Read for Deadline {
     }
 }
 
+/// Bytes of request lines a connection holds, charged against the server's
+/// [`ServerConfig::max_buffered`] and given back when dropped (however the thread ends).
+struct Held<'a> {
+    total: &'a AtomicUsize,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Charges `n` more bytes, unless that would pass `max` over every connection.
+    fn charge(&mut self, n: usize, max: usize) -> bool {
+        let ok = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t + n <= max).then_some(t + n)
+            })
+            .is_ok();
+        if ok {
+            self.bytes += n;
+        }
+        ok
+    }
+    fn release(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 struct Inner {
     cfg: ServerConfig,
+    /// Bytes of request lines held now, over every connection.
+    buffered: AtomicUsize,
     store: Mutex<Store>,
     table: ArcSwap<Table>,
     dataplane: Arc<dyn Dataplane>,
@@ -524,6 +568,7 @@ impl Server {
         Server {
             inner: Arc::new(Inner {
                 cfg,
+                buffered: AtomicUsize::new(0),
                 store: Mutex::new(store),
                 table: ArcSwap::new(table),
                 dataplane,
@@ -895,6 +940,9 @@ impl Server {
         };
         let max = self.inner.cfg.max_request;
         let idle = self.inner.cfg.idle_timeout;
+        let budget = self.inner.cfg.max_buffered.max(max + 1);
+        // Request lines are read, and charged to `budget`, this much at a time.
+        const CHUNK: usize = 64 << 10;
         let mut reader = BufReader::new(Deadline {
             stream,
             deadline: None,
@@ -904,53 +952,90 @@ impl Server {
             line.clear();
             // The next request, whole, within the idle timeout of the last response.
             reader.get_mut().deadline = idle.map(|d| Instant::now() + d);
-            let n = match reader
-                .by_ref()
-                .take(max as u64 + 1)
-                .read_until(b'\n', &mut line)
-            {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(e) => {
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                    ) {
-                        tracing::info!(
-                            uid = peer.uid,
-                            pid = peer.pid,
-                            "management connection closed: no request within the idle timeout"
-                        );
-                    }
-                    return;
-                }
+            let mut held = Held {
+                total: &self.inner.buffered,
+                bytes: 0,
             };
-            let resp = if n > max && line.last() != Some(&b'\n') {
-                // Oversized: answer, then skip the rest of the line; the connection stays usable.
-                let mut sink = Vec::new();
-                loop {
-                    sink.clear();
-                    match reader.by_ref().take(1 << 20).read_until(b'\n', &mut sink) {
+            // Read the line a chunk at a time, each charged to the server's budget before the
+            // next is read: `None` while it fits, else why it is refused.
+            let mut refused = None;
+            loop {
+                let n = match reader
+                    .by_ref()
+                    .take(CHUNK as u64)
+                    .read_until(b'\n', &mut line)
+                {
+                    Ok(0) if line.is_empty() => return,
+                    // The peer closed within a line: what came is the request.
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                        ) {
+                            tracing::info!(
+                                uid = peer.uid,
+                                pid = peer.pid,
+                                "management connection closed: no whole request within the idle timeout"
+                            );
+                        }
+                        return;
+                    }
+                };
+                let ended = line.last() == Some(&b'\n');
+                if line.len() - usize::from(ended) > max {
+                    refused = Some(OpError::new(
+                        ErrorCode::TooLarge,
+                        format!("request longer than {max} bytes"),
+                    ));
+                } else if !held.charge(n, budget) {
+                    refused = Some(OpError::new(
+                        ErrorCode::Busy,
+                        format!(
+                            "requests being received hold the management socket's buffer \
+                             ({budget} bytes); retry later"
+                        ),
+                    ));
+                }
+                if refused.is_some() || ended {
+                    break;
+                }
+            }
+            let resp = if let Some(e) = refused {
+                // Answer, then read the rest of the line and drop it (a chunk at a time, never
+                // held); the connection stays usable.
+                let ended = line.last() == Some(&b'\n');
+                line.clear();
+                held.release();
+                while !ended {
+                    line.clear();
+                    match reader
+                        .by_ref()
+                        .take(CHUNK as u64)
+                        .read_until(b'\n', &mut line)
+                    {
                         Ok(0) => return,
-                        Ok(_) if sink.last() == Some(&b'\n') => break,
+                        Ok(_) if line.last() == Some(&b'\n') => break,
                         Ok(_) => continue,
                         Err(_) => return,
                     }
                 }
-                Response::err(
-                    Value::Null,
-                    OpError::new(
-                        ErrorCode::TooLarge,
-                        format!("request longer than {max} bytes"),
-                    ),
-                )
+                if e.code == ErrorCode::Busy {
+                    tracing::warn!(limit = budget, "management request refused: buffer full");
+                }
+                Response::err(Value::Null, e)
             } else {
                 let text = String::from_utf8_lossy(&line);
                 if text.trim().is_empty() {
+                    line.clear();
                     continue;
                 }
                 self.handle_scoped(&text, peer.uid, access, &scope)
             };
+            // A large request's buffer is not kept for the next one.
+            line.clear();
+            line.shrink_to(CHUNK);
             if write_response(&mut writer, &resp).is_err() {
                 return;
             }
