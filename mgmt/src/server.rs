@@ -1008,17 +1008,19 @@ impl Server {
                 let ended = line.last() == Some(&b'\n');
                 line.clear();
                 held.release();
-                while !ended {
-                    line.clear();
-                    match reader
-                        .by_ref()
-                        .take(CHUNK as u64)
-                        .read_until(b'\n', &mut line)
-                    {
-                        Ok(0) => return,
-                        Ok(_) if line.last() == Some(&b'\n') => break,
-                        Ok(_) => continue,
-                        Err(_) => return,
+                if !ended {
+                    loop {
+                        line.clear();
+                        match reader
+                            .by_ref()
+                            .take(CHUNK as u64)
+                            .read_until(b'\n', &mut line)
+                        {
+                            Ok(0) => return,
+                            Ok(_) if line.last() == Some(&b'\n') => break,
+                            Ok(_) => continue,
+                            Err(_) => return,
+                        }
                     }
                 }
                 if e.code == ErrorCode::Busy {
