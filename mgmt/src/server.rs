@@ -1035,9 +1035,11 @@ impl Server {
                 }
                 self.handle_scoped(&text, peer.uid, access, &scope)
             };
-            // A large request's buffer is not kept for the next one.
+            // A large request's buffer is not kept for the next one, and its bytes are given
+            // back before the answer is sent, so a client that has its answer finds them free.
             line.clear();
             line.shrink_to(CHUNK);
+            drop(held);
             if write_response(&mut writer, &resp).is_err() {
                 return;
             }
