@@ -2,16 +2,11 @@
 //! panic, exit 0), global flags anywhere, `ctl get > f; ctl apply f`, error codes and exit codes as
 //! documented, `check` with every problem in one pass, and logs without ANSI off a terminal.
 
+mod common;
+
+use common::{fixtures, wait_for_socket, Gateway, BIN};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_joypath");
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
-}
 
 fn cfg() -> String {
     fixtures().join("fixtures.toml").display().to_string()
@@ -21,54 +16,9 @@ fn cap(name: &str) -> String {
     fixtures().join(name).display().to_string()
 }
 
-/// A `replay --serve` gateway in a temporary directory, killed on drop.
-struct Gateway {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    fn start(extra: &[&str]) -> Gateway {
-        let dir = tempfile::Builder::new().prefix("jp-cli").tempdir().unwrap();
-        let child = Command::new(BIN)
-            .args(["replay", "--serve", "--pps", "20000", "--config", &cfg()])
-            .arg("--socket")
-            .arg(dir.path().join("s.sock"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(extra)
-            .arg(cap("verdicts.pcap"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start joypath");
-        let g = Gateway { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while mgmt::Client::connect(&g.socket()).is_err() {
-            assert!(Instant::now() < deadline, "gateway did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        g
-    }
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
-    }
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("ctl")
-            .args(args)
-            .arg("--socket")
-            .arg(self.socket())
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `replay --serve` gateway in a temporary directory, its stderr a pipe, killed on drop.
+fn start(extra: &[&str]) -> Gateway {
+    Gateway::in_temp("jp-cli").args(extra).pipe_stderr().start()
 }
 
 /// Runs joypath with stdout a pipe whose reading end is already closed.
@@ -140,9 +90,9 @@ fn offline_commands_into_a_closed_pipe() {
 
 #[test]
 fn ctl_commands_into_a_closed_pipe() {
-    let g = Gateway::start(&[]);
+    let g = start(&[]);
     let s = g.socket().display().to_string();
-    let file = g.dir.path().join("p.toml");
+    let file = g.dir().join("p.toml");
     std::fs::copy(cfg(), &file).unwrap();
     let f = file.display().to_string();
     for args in [
@@ -174,11 +124,11 @@ fn ctl_commands_into_a_closed_pipe() {
 
 #[test]
 fn get_then_apply_round_trips_and_errors_are_as_documented() {
-    let g = Gateway::start(&[]);
+    let g = start(&[]);
     // Human `get` is TOML that `apply` takes back; the same document makes no new version.
     let o = g.ctl(&["get"]);
     assert!(o.status.success());
-    let f = g.dir.path().join("got");
+    let f = g.dir().join("got");
     std::fs::write(&f, &o.stdout).unwrap();
     let o = g.ctl(&["apply", f.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -187,7 +137,7 @@ fn get_then_apply_round_trips_and_errors_are_as_documented() {
     assert_eq!(r["unchanged"], true, "{r}");
     // `get --json` output is accepted too (the document is taken out of it).
     let o = g.ctl(&["get", "--json"]);
-    let fj = g.dir.path().join("got.json");
+    let fj = g.dir().join("got.json");
     std::fs::write(&fj, &o.stdout).unwrap();
     let o = g.ctl(&["apply", fj.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -216,7 +166,7 @@ fn get_then_apply_round_trips_and_errors_are_as_documented() {
 
 #[test]
 fn tables_are_aligned() {
-    let g = Gateway::start(&["--workers", "2"]);
+    let g = start(&["--workers", "2"]);
     let o = g.ctl(&["status"]);
     let text = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = text.lines().skip(1).collect();
@@ -278,11 +228,7 @@ fn logs_have_no_ansi_off_a_terminal_and_json_on_request() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while mgmt::Client::connect(&state.join("s.sock")).is_err() {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_socket(&state.join("s.sock"));
         // SIGTERM: a clean stop, so stderr ends.
         terminate(&child);
         let out = child.wait_with_output().unwrap();
@@ -309,8 +255,8 @@ fn terminate(child: &Child) {
 
 #[test]
 fn trace_names_rules_and_egress_with_ns_timestamps_and_fails_when_empty() {
-    let g = Gateway::start(&[]);
-    let out = g.dir.path().join("t.pcapng");
+    let g = start(&[]);
+    let out = g.dir().join("t.pcapng");
     let o = g.ctl(&[
         "trace",
         "--count",
@@ -413,11 +359,7 @@ fn one_log_line_per_change() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while mgmt::Client::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_socket(&sock);
     let mut c = mgmt::Client::connect(&sock).unwrap();
     let r = c
         .call(

@@ -3,16 +3,14 @@
 //! the transmitted frames against checked-in goldens (`JOYPATH_BLESS=1` rewrites those two), and every
 //! transmitted frame checked for well-formed headers toward the right VTEP.
 
+mod common;
+
+use common::fixtures;
 use datapath::{Disposition, Outcome};
 use driver::replay::{self, Captured};
 use policy::{Document, Table};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
-}
 
 fn table(policy: &str) -> Table {
     let doc = Document::load(&fixtures().join(policy))

@@ -7,17 +7,14 @@
 //!
 //! Needs `etcd` (Debian's etcd-server; scripts/install-deps.sh installs it).
 
+mod common;
+
+use common::{fixtures, free_port, ok, BIN};
 use mgmt::{Client, ErrorCode, Response};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_joypath");
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
-}
 
 /// Three etcd members on 127.0.0.1, each in its own temporary data directory.
 struct Etcd {
@@ -25,15 +22,6 @@ struct Etcd {
     members: Vec<Option<Child>>,
     client_ports: Vec<u16>,
     peer_ports: Vec<u16>,
-}
-
-/// A free loopback TCP port (bound, then released for etcd to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Etcd {
@@ -47,8 +35,8 @@ impl Etcd {
             .prefix("jp-etcd")
             .tempdir()
             .unwrap();
-        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let client_ports: Vec<u16> = (0..3).map(|_| free_port().port()).collect();
+        let peer_ports: Vec<u16> = (0..3).map(|_| free_port().port()).collect();
         let mut e = Etcd {
             dir,
             members: vec![None, None, None],
@@ -274,11 +262,6 @@ impl Drop for Gateway {
             }
         }
     }
-}
-
-fn ok(r: Response) -> Value {
-    assert!(r.ok, "expected success, got {:?}", r.error);
-    r.result.unwrap()
 }
 
 fn rule(port: u16) -> Value {

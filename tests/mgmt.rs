@@ -2,114 +2,36 @@
 //! every operation, the error cases, peer-credential access with real unprivileged users, concurrent
 //! clients, rollback, and crash safety under SIGKILL during a stream of applies.
 
-use mgmt::{Client, ErrorCode, Response};
+mod common;
+
+use common::{ctl_as, ensure_user, err, euid, group_id, ok, open_to_others, wait_workers_on};
+use common::{fixtures, tmp, Gateway, BIN};
+use mgmt::{Client, ErrorCode};
 use serde_json::{json, Value};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_joypath");
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
+/// A `replay --serve` gateway in a temporary directory, its stdout a pipe, killed on drop.
+fn start(extra: &[&str]) -> Gateway {
+    Gateway::in_temp("jp-mgmt")
+        .args(extra)
+        .pipe_stdout()
+        .start()
 }
 
-/// A `replay --serve` gateway in a temporary directory, killed on drop.
-struct Gateway {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Gateway {
-        let child = Command::new(BIN)
-            .args(["replay", "--serve", "--pps", "20000", "--config"])
-            .arg(fixtures().join("fixtures.toml"))
-            .arg("--socket")
-            .arg(dir.path().join("s.sock"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(extra)
-            .arg(fixtures().join("verdicts.pcap"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start joypath");
-        let g = Gateway { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Client::connect(&g.socket()).is_err() {
-            assert!(Instant::now() < deadline, "gateway did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        g
-    }
-    fn start(extra: &[&str]) -> Gateway {
-        let dir = tempfile::Builder::new()
-            .prefix("jp-mgmt")
-            .tempdir()
-            .unwrap();
-        Self::start_in(dir, extra)
-    }
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
-    }
-    fn client(&self) -> Client {
-        Client::connect(&self.socket()).unwrap()
-    }
-    fn kill(mut self) -> tempfile::TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let dir = tempfile::Builder::new().tempdir().unwrap();
-        std::mem::replace(&mut self.dir, dir)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ok(r: Response) -> Value {
-    assert!(r.ok, "expected success, got {:?}", r.error);
-    r.result.unwrap()
-}
-
-fn err(r: Response) -> ErrorCode {
-    assert!(!r.ok, "expected an error, got {:?}", r.result);
-    r.error.unwrap().code
-}
-
-fn wait_for_version(c: &mut Client, v: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = ok(c.call("status", json!({})).unwrap());
-        if s["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|w| w["active_version"] == json!(v))
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workers never reached version {v}: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// The same in `dir` (as [`Gateway::kill`] left it).
+fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Gateway {
+    Gateway::in_dir(dir).args(extra).pipe_stdout().start()
 }
 
 #[test]
 fn every_operation_over_the_socket() {
-    let g = Gateway::start(&["--workers", "2"]);
+    let g = start(&["--workers", "2"]);
     let mut c = g.client();
     let s = ok(c.call("status", json!({})).unwrap());
     assert_eq!(s["version"], 1);
     assert_eq!(s["workers"].as_array().unwrap().len(), 2);
-    wait_for_version(&mut c, 1);
+    wait_workers_on(&mut c, 1);
 
     let got = ok(c.call("policy.get", json!({})).unwrap());
     assert_eq!(got["version"], 1);
@@ -144,7 +66,7 @@ fn every_operation_over_the_socket() {
         )
         .unwrap());
     assert_eq!(r["version"], 2);
-    wait_for_version(&mut c, 2);
+    wait_workers_on(&mut c, 2);
     let edits = [
         (
             "segment.add",
@@ -216,7 +138,7 @@ fn every_operation_over_the_socket() {
     assert!(dot["dot"].as_str().unwrap().starts_with("digraph"));
 
     // verify: every worker on the store's version and digest.
-    wait_for_version(&mut c, version);
+    wait_workers_on(&mut c, version);
     let v = ok(c.call("audit.verify", json!({})).unwrap());
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["expected"]["version"], version);
@@ -272,7 +194,7 @@ fn every_operation_over_the_socket() {
         let r = ok(c.call(op, args).unwrap());
         version += 1;
         assert_eq!(r["version"], version, "{op}");
-        wait_for_version(&mut c, version);
+        wait_workers_on(&mut c, version);
         let v = ok(c.call("audit.verify", json!({})).unwrap());
         assert_eq!(v["ok"], true, "{op}: {v}");
     }
@@ -303,7 +225,7 @@ fn every_operation_over_the_socket() {
             format!("{:016x}", policy::digest(&d)),
             "{op}: the in-place digest is the whole document's"
         );
-        wait_for_version(&mut c, version);
+        wait_workers_on(&mut c, version);
         let v = ok(c.call("audit.verify", json!({})).unwrap());
         assert_eq!(v["ok"], true, "{op}: {v}");
     }
@@ -375,7 +297,7 @@ fn every_operation_over_the_socket() {
     assert!(text.contains("joypath_tenant_denied_total{tenant=\"acme\"}"));
 
     // trace: 5 of acme's denied frames into a pcapng with comments
-    let path = g.dir.path().join("trace.pcapng");
+    let path = g.dir().join("trace.pcapng");
     let t = ok(c
         .call(
             "trace",
@@ -405,7 +327,7 @@ fn every_operation_over_the_socket() {
 
 #[test]
 fn errors_leave_the_connection_usable() {
-    let g = Gateway::start(&[]);
+    let g = start(&[]);
     let mut c = g.client();
     c.send_raw(b"this is not json\n").unwrap();
     assert_eq!(err(c.read_response().unwrap()), ErrorCode::BadRequest);
@@ -471,7 +393,7 @@ fn errors_leave_the_connection_usable() {
 
 #[test]
 fn concurrent_clients_and_a_silent_one() {
-    let g = Gateway::start(&[]);
+    let g = start(&[]);
     // A client that connects, sends half a line and never reads must not stall anyone.
     let mut silent = g.client();
     silent.send_raw(b"{\"id\":1,\"op\":\"sta").unwrap();
@@ -511,7 +433,7 @@ fn concurrent_clients_and_a_silent_one() {
 /// gets a `busy` line and is closed, and a client that leaves makes room. 0 is refused at start.
 #[test]
 fn max_connections_bounds_the_clients_served_at_once() {
-    let g = Gateway::start(&["--max-connections", "2"]);
+    let g = start(&["--max-connections", "2"]);
     // A client, once served (the connections that probed for the gateway coming up may hold
     // their slots a moment longer).
     let served = || {
@@ -545,10 +467,7 @@ fn max_connections_bounds_the_clients_served_at_once() {
     assert!(again.call("status", json!({})).unwrap().ok);
     assert!(c.call("status", json!({})).unwrap().ok);
 
-    let dir = tempfile::Builder::new()
-        .prefix("jp-mgmt")
-        .tempdir()
-        .unwrap();
+    let dir = tmp("jp-mgmt");
     let out = Command::new(BIN)
         .args(["replay", "--serve", "--max-connections", "0", "--config"])
         .arg(fixtures().join("fixtures.toml"))
@@ -572,7 +491,7 @@ fn max_connections_bounds_the_clients_served_at_once() {
 /// cannot keep others out; a client that keeps asking keeps its connection. 0 means never.
 #[test]
 fn idle_connections_are_closed_and_give_their_slot_back() {
-    let g = Gateway::start(&["--max-connections", "2", "--idle-timeout", "2"]);
+    let g = start(&["--max-connections", "2", "--idle-timeout", "2"]);
     let served = |within: Duration| {
         let deadline = Instant::now() + within;
         loop {
@@ -630,120 +549,31 @@ fn idle_connections_are_closed_and_give_their_slot_back() {
     }
 }
 
-fn ensure_user(name: &str, group: Option<&str>) -> (u32, u32) {
-    if let Some(gr) = group {
-        let _ = Command::new("groupadd").arg("-f").arg(gr).status();
-    }
-    if Command::new("id")
-        .arg("-u")
-        .arg(name)
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        let mut c = Command::new("useradd");
-        c.args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-        ]);
-        if let Some(gr) = group {
-            c.args(["-G", gr]);
-        }
-        assert!(c.arg(name).status().unwrap().success(), "useradd {name}");
-    }
-    let id = |flag: &str| -> u32 {
-        String::from_utf8(
-            Command::new("id")
-                .arg(flag)
-                .arg(name)
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-    };
-    (id("-u"), id("-g"))
-}
-
-/// Runs `joypath ctl --json` as another user; returns (exit code, stdout).
-fn ctl_as(uid: u32, gid: u32, groups: &[u32], sock: &Path, args: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("ctl")
-        .arg("--socket")
-        .arg(sock)
-        .arg("--json")
-        .args(args);
-    let groups = groups.to_vec();
-    // std's uid()/gid() would drop supplementary groups before our hook could set them, so the
-    // whole identity change happens here: groups, then gid, then uid.
-    // SAFETY: setgroups/setgid/setuid are async-signal-safe and touch no memory of the parent; they
-    // run in the forked child before exec, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn peer_credentials_decide_access() {
     assert_eq!(
-        unsafe_euid(),
+        euid(),
         0,
         "this test creates users: run the suite as root (CI does)"
     );
     let (nobody_uid, nobody_gid) = ensure_user("joypath-test-other", None);
     let (reader_uid, reader_gid) = ensure_user("joypath-test-reader", Some("joypath-test-ro"));
-    let ro_gid: u32 = String::from_utf8(
-        Command::new("getent")
-            .args(["group", "joypath-test-ro"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .split(':')
-    .nth(2)
-    .unwrap()
-    .parse()
-    .unwrap();
-    let g = Gateway::start(&[
+    let ro_gid = group_id("joypath-test-ro");
+    let g = start(&[
         "--readonly-group",
         "joypath-test-ro",
         "--socket-mode",
         "666",
     ]);
     // Let other users reach the socket file itself; the credentials check is what is tested.
-    let mut p = g.dir.path().to_path_buf();
-    loop {
-        let _ = Command::new("chmod").arg("o+x").arg(&p).status();
-        if !p.pop() || p.as_os_str().len() <= 1 {
-            break;
-        }
-    }
+    open_to_others(g.dir());
     let sock = g.socket();
-    let (code, out) = ctl_as(nobody_uid, nobody_gid, &[], &sock, &["status"]);
+    let (code, out, _) = ctl_as(nobody_uid, nobody_gid, &[], &sock, &["status"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("forbidden"), "{out}");
-    let (code, out) = ctl_as(reader_uid, reader_gid, &[ro_gid], &sock, &["status"]);
+    let (code, out, _) = ctl_as(reader_uid, reader_gid, &[ro_gid], &sock, &["status"]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = ctl_as(
+    let (code, out, _) = ctl_as(
         reader_uid,
         reader_gid,
         &[ro_gid],
@@ -765,14 +595,9 @@ fn peer_credentials_decide_access() {
     );
 }
 
-fn unsafe_euid() -> u32 {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
-}
-
 #[test]
 fn default_socket_mode_is_0660() {
-    let g = Gateway::start(&[]);
+    let g = start(&[]);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(g.socket()).unwrap().permissions().mode() & 0o777,
@@ -782,11 +607,8 @@ fn default_socket_mode_is_0660() {
 
 #[test]
 fn last_acknowledged_version_survives_sigkill() {
-    let dir = tempfile::Builder::new()
-        .prefix("jp-crash")
-        .tempdir()
-        .unwrap();
-    let mut g = Gateway::start_in(dir, &[]);
+    let dir = tmp("jp-crash");
+    let mut g = start_in(dir, &[]);
     let mut acked: Vec<(u64, String)> = Vec::new();
     for round in 0..3 {
         let sock = g.socket();
@@ -813,7 +635,7 @@ fn last_acknowledged_version_survives_sigkill() {
         killer.join().unwrap();
         let dir = g.kill();
         // Restart on the same state directory: the last acknowledged version must be there.
-        g = Gateway::start_in(dir, &[]);
+        g = start_in(dir, &[]);
         let mut c = g.client();
         let got = ok(c.call("policy.get", json!({})).unwrap());
         let v = got["version"].as_u64().unwrap();
@@ -851,7 +673,7 @@ fn last_acknowledged_version_survives_sigkill() {
 /// (8021336) recorded for `fixtures.toml`; 73cd899 recorded this build's digest without a format.
 #[test]
 fn a_store_written_by_an_earlier_build_verifies_after_the_upgrade() {
-    let g = Gateway::start(&[]);
+    let g = start(&[]);
     let now = ok(g.client().call("status", json!({})).unwrap())["digest"]
         .as_str()
         .unwrap()
@@ -867,9 +689,9 @@ fn a_store_written_by_an_earlier_build_verifies_after_the_upgrade() {
     for recorded in ["22039c51975b3d34", now.as_str()] {
         meta["digest"] = json!(recorded);
         std::fs::write(&file, format!("{meta}\n{rest}")).unwrap();
-        let g = Gateway::start_in(dir, &[]);
+        let g = start_in(dir, &[]);
         let mut c = g.client();
-        wait_for_version(&mut c, 1);
+        wait_workers_on(&mut c, 1);
         let v = ok(c.call("audit.verify", json!({})).unwrap());
         assert_eq!(v["ok"], true, "{recorded}: {v}");
         assert_eq!(v["expected"]["digest"], json!(now), "{recorded}: {v}");

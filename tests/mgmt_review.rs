@@ -4,14 +4,16 @@
 //! calls with the peer's access and tenant scope) over a stub dataplane; one drives a real
 //! `joypath replay --serve`.
 
+mod common;
+
+use common::Gateway;
 use mgmt::{
     Access, Client, Dataplane, ErrorCode, Response, Server, ServerConfig, Store, TraceRequest,
     WorkerStatus,
 };
 use policy::{Document, Table};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,10 +167,7 @@ fn server_with(dir: &Path, toml: &str, cfg: ServerConfig) -> Server {
 }
 
 fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("jp-review")
-        .tempdir()
-        .unwrap()
+    common::tmp("jp-review")
 }
 
 fn line(op: &str, args: Value) -> String {
@@ -988,8 +987,6 @@ fn connections_past_the_limit_are_refused_busy_and_a_closed_one_frees_its_slot()
 // ---------------------------------------------------------------------------------------------
 // A real gateway: oversized arguments must be errors, never the end of the process.
 
-const BIN: &str = env!("CARGO_BIN_EXE_joypath");
-
 /// Each connection could hold a whole `max_request` line while it arrived, so `max_connections`
 /// clients sending large requests at once held 64 × 64 MiB. The bytes of request lines held at
 /// once are now bounded over every connection (`max_buffered`): a line that would pass it is
@@ -1034,58 +1031,14 @@ fn request_bytes_held_at_once_are_bounded_over_every_connection() {
     assert!(a.call("status", json!({})).unwrap().ok);
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
-}
-
-struct Gateway {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    fn start() -> Gateway {
-        let dir = tmp();
-        let child = Command::new(BIN)
-            .args(["replay", "--serve", "--pps", "1000", "--config"])
-            .arg(fixtures().join("fixtures.toml"))
-            .arg("--socket")
-            .arg(dir.path().join("s.sock"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg(fixtures().join("verdicts.pcap"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start joypath");
-        let g = Gateway { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Client::connect(&g.socket()).is_err() {
-            assert!(Instant::now() < deadline, "gateway did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        g
-    }
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `trace {count}` sizes a bounded channel of `count` slots up front (`sync_channel(req.count)`):
 /// a huge count is an allocation that cannot succeed, which aborts the process (not a panic
 /// `catch_unwind` could turn into `internal`). It is a `bad_args` saying the limit, and the gateway
 /// goes on.
 #[test]
 fn a_huge_trace_count_is_an_error_and_the_gateway_survives() {
-    let mut g = Gateway::start();
-    let out = g.dir.path().join("t.pcapng");
+    let mut g = Gateway::in_dir(tmp()).pps(1000).start();
+    let out = g.dir().join("t.pcapng");
     let r = Client::connect(&g.socket()).and_then(|mut c| {
         c.call(
             "trace",

@@ -2,62 +2,22 @@
 //! every drop reason, the tenants, the rules by name and the policy version; readiness told to
 //! systemd (sd_notify READY=1); `ctl stats` with per-rule hits.
 
+mod common;
+
+use common::{free_port, Gateway, BIN};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_joypath");
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
-}
-
-struct Gateway {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn start(extra: &[&str], env: &[(&str, &Path)]) -> Gateway {
-    let dir = tempfile::Builder::new().prefix("jp-obs").tempdir().unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["replay", "--serve", "--pps", "20000", "--config"])
-        .arg(fixtures().join("fixtures.toml"))
-        .arg("--socket")
-        .arg(dir.path().join("s.sock"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(extra)
-        .arg(fixtures().join("verdicts.pcap"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut launch = Gateway::in_temp("jp-obs").args(extra);
     for (k, v) in env {
-        cmd.env(k, v);
+        launch = launch.env(k, v);
     }
-    let child = cmd.spawn().unwrap();
-    let g = Gateway { child, dir };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while mgmt::Client::connect(&g.dir.path().join("s.sock")).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    g
+    launch.start()
 }
 
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -85,7 +45,7 @@ fn metrics_over_http_parse_as_prometheus_text() {
         &["--metrics-listen", &addr.to_string(), "--workers", "2"],
         &[],
     );
-    let mut c = mgmt::Client::connect(&g.dir.path().join("s.sock")).unwrap();
+    let mut c = mgmt::Client::connect(&g.socket()).unwrap();
     // Wait until a whole pass over verdicts.pcap (56 frames) has been counted.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -150,7 +110,7 @@ fn metrics_over_http_parse_as_prometheus_text() {
     // ctl stats shows the rule hits.
     let o = Command::new(BIN)
         .args(["ctl", "stats", "--socket"])
-        .arg(g.dir.path().join("s.sock"))
+        .arg(g.socket())
         .output()
         .unwrap();
     let text = String::from_utf8(o.stdout).unwrap();

@@ -3,113 +3,27 @@
 //! its number reused, persist then publish, a socket path that is not a socket never deleted, SIGHUP
 //! never silently undoing socket changes, and one-rule changes written as small deltas.
 
-use mgmt::{Client, ErrorCode, Response};
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{err_message, fixtures, ok, serve_command, wait_workers_on, Gateway, BIN};
+use mgmt::{Client, ErrorCode};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_joypath");
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
-}
-
-fn command(dir: &Path, config: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(["replay", "--serve", "--pps", "20000", "--config"])
-        .arg(config)
-        .arg("--socket")
-        .arg(dir.join("s.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg(fixtures().join("verdicts.pcap"));
-    c
-}
-
-/// A `replay --serve` gateway on `dir`, killed on drop.
-struct Gateway {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Gateway {
-    fn start(dir: &Path, config: &Path) -> Gateway {
-        let child = command(dir, config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start joypath");
-        let g = Gateway {
-            child,
-            socket: dir.join("s.sock"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Client::connect(&g.socket).is_err() {
-            assert!(Instant::now() < deadline, "gateway did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        g
-    }
-    fn client(&self) -> Client {
-        Client::connect(&self.socket).unwrap()
-    }
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ok(r: Response) -> Value {
-    assert!(r.ok, "expected success, got {:?}", r.error);
-    r.result.unwrap()
-}
-
-fn err(r: Response) -> (ErrorCode, String) {
-    assert!(!r.ok, "expected an error, got {:?}", r.result);
-    let e = r.error.unwrap();
-    (e.code, e.message)
-}
-
 fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("jp-store")
-        .tempdir()
-        .unwrap()
+    common::tmp("jp-store")
 }
 
 fn config() -> PathBuf {
     fixtures().join("fixtures.toml")
 }
 
-fn wait_workers_on(c: &mut Client, v: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = ok(c.call("status", json!({})).unwrap());
-        if s["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|w| w["active_version"] == json!(v))
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "workers never reached {v}: {s}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn malformed_timestamps_are_errors_and_the_server_keeps_serving() {
     let dir = tmp();
-    let g = Gateway::start(dir.path(), &config());
+    let g = Gateway::at(dir.path()).start();
     let mut c = g.client();
     for bad in [
         "2026-01-01T00:00:00+€00",
@@ -117,13 +31,13 @@ fn malformed_timestamps_are_errors_and_the_server_keeps_serving() {
         "2026-01-01T00:00:00.€Z",
     ] {
         let rule = json!({"from": "acme", "to": "globex", "action": "allow", "not_before": bad});
-        let (code, msg) = err(c.call("rule.add", json!({"rule": rule})).unwrap());
+        let (code, msg) = err_message(c.call("rule.add", json!({"rule": rule})).unwrap());
         assert_eq!(code, ErrorCode::InvalidPolicy, "{msg}");
         assert!(msg.contains("RFC 3339"), "{msg}");
         // Through the whole-document path too.
         let mut doc = ok(c.call("policy.get", json!({})).unwrap())["document"].clone();
         doc["rule"][0]["not_after"] = json!(bad);
-        let (code, _) = err(c.call("policy.apply", json!({"document": doc})).unwrap());
+        let (code, _) = err_message(c.call("policy.apply", json!({"document": doc})).unwrap());
         assert_eq!(code, ErrorCode::InvalidPolicy);
         // Every later request is served, status included.
         assert_eq!(ok(c.call("status", json!({})).unwrap())["version"], 1);
@@ -152,7 +66,7 @@ fn malformed_timestamps_are_errors_and_the_server_keeps_serving() {
 #[test]
 fn a_second_process_on_the_state_directory_is_refused() {
     let dir = tmp();
-    let g = Gateway::start(dir.path(), &config());
+    let g = Gateway::at(dir.path()).start();
     let other = tmp();
     // Same state directory, another socket.
     let out = Command::new(BIN)
@@ -185,7 +99,7 @@ fn a_socket_path_that_is_not_a_socket_is_refused_and_kept() {
     let dir = tmp();
     let victim = dir.path().join("s.sock");
     std::fs::write(&victim, b"not a socket").unwrap();
-    let out = command(dir.path(), &config())
+    let out = serve_command(dir.path(), &config(), 20000, &[])
         .stdout(Stdio::null())
         .output()
         .unwrap();
@@ -196,7 +110,7 @@ fn a_socket_path_that_is_not_a_socket_is_refused_and_kept() {
     // A stale socket (no one serving it) is replaced.
     std::fs::remove_file(&victim).unwrap();
     drop(std::os::unix::net::UnixListener::bind(&victim).unwrap());
-    let g = Gateway::start(dir.path(), &config());
+    let g = Gateway::at(dir.path()).start();
     assert!(g.client().call("status", json!({})).unwrap().ok);
 }
 
@@ -205,7 +119,7 @@ fn a_truncated_newest_version_is_quarantined_never_reused() {
     let dir = tmp();
     let rule = json!({"from": "acme", "to": "globex", "proto": "tcp", "ports": "22", "action": "deny", "priority": 7});
     {
-        let g = Gateway::start(dir.path(), &config());
+        let g = Gateway::at(dir.path()).start();
         let mut c = g.client();
         assert_eq!(
             ok(c.call("rule.add", json!({"rule": rule})).unwrap())["version"],
@@ -226,7 +140,7 @@ fn a_truncated_newest_version_is_quarantined_never_reused() {
         .set_len(len - 5)
         .unwrap();
 
-    let g = Gateway::start(dir.path(), &config());
+    let g = Gateway::at(dir.path()).start();
     let mut c = g.client();
     let s = ok(c.call("status", json!({})).unwrap());
     assert_eq!(s["version"], 1);
@@ -239,14 +153,14 @@ fn a_truncated_newest_version_is_quarantined_never_reused() {
         ok(c.call("rule.add", json!({"rule": other})).unwrap())["version"],
         3
     );
-    let (code, _) = err(c.call("policy.get", json!({"version": 2})).unwrap());
+    let (code, _) = err_message(c.call("policy.get", json!({"version": 2})).unwrap());
     assert_eq!(code, ErrorCode::NotFound);
 }
 
 #[test]
 fn a_change_that_cannot_be_persisted_never_runs() {
     let dir = tmp();
-    let g = Gateway::start(dir.path(), &config());
+    let g = Gateway::at(dir.path()).start();
     let mut c = g.client();
     wait_workers_on(&mut c, 1);
     // Make persisting impossible (works as root too): the versions directory becomes a file.
@@ -255,11 +169,12 @@ fn a_change_that_cannot_be_persisted_never_runs() {
     std::fs::rename(&versions, &aside).unwrap();
     std::fs::write(&versions, b"").unwrap();
     let rule = json!({"from": "acme", "to": "globex", "action": "deny", "priority": 99});
-    let (code, _) = err(c.call("rule.add", json!({"rule": rule})).unwrap());
+    let (code, _) = err_message(c.call("rule.add", json!({"rule": rule})).unwrap());
     assert_eq!(code, ErrorCode::Storage);
-    let (code, _) = err(c
-        .call("tenant.add", json!({"tenant": {"name": "new", "id": 77}}))
-        .unwrap());
+    let (code, _) = err_message(
+        c.call("tenant.add", json!({"tenant": {"name": "new", "id": 77}}))
+            .unwrap(),
+    );
     assert_eq!(code, ErrorCode::Storage);
     // Give workers time to pick up anything wrongly published: they must stay on version 1.
     std::thread::sleep(Duration::from_millis(300));
@@ -280,7 +195,7 @@ fn a_change_that_cannot_be_persisted_never_runs() {
 #[test]
 fn one_rule_changes_are_written_as_small_deltas() {
     let dir = tmp();
-    let g = Gateway::start(dir.path(), &config());
+    let g = Gateway::at(dir.path()).start();
     let mut c = g.client();
     let rule =
         json!({"from": "acme", "to": "globex", "proto": "udp", "ports": "53", "action": "allow"});
@@ -299,7 +214,7 @@ fn one_rule_changes_are_written_as_small_deltas() {
     let before = ok(c.call("policy.get", json!({})).unwrap());
     drop(c);
     drop(g);
-    let g = Gateway::start(dir.path(), &config());
+    let g = Gateway::at(dir.path()).start();
     let after = ok(g.client().call("policy.get", json!({})).unwrap());
     assert_eq!(after["version"], 2);
     assert_eq!(after["document"], before["document"]);
@@ -313,7 +228,7 @@ fn sighup_applies_the_file_or_refuses_to_undo_socket_changes() {
     let cfg = dir.path().join("gw.toml");
     let original = std::fs::read_to_string(config()).unwrap();
     std::fs::write(&cfg, &original).unwrap();
-    let g = Gateway::start(dir.path(), &cfg);
+    let g = Gateway::at(dir.path()).config(&cfg).start();
     let mut c = g.client();
     let wait_version = |c: &mut Client, v: u64| {
         let deadline = Instant::now() + Duration::from_secs(10);

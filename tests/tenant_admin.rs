@@ -3,110 +3,20 @@
 //! rules from acme (allow rules only within acme), and nothing else; the history records who
 //! changed what.
 
+mod common;
+
+use common::{ctl_as, ensure_user, euid, group_id, open_to_others, Gateway};
 use mgmt::Client;
 use serde_json::{json, Value};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_joypath");
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ensure_user(name: &str, group: &str) -> (u32, u32, u32) {
-    let _ = Command::new("groupadd").arg("-f").arg(group).status();
-    if !Command::new("id")
-        .arg("-u")
-        .arg(name)
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        let ok = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "-G",
-            ])
-            .arg(group)
-            .arg(name)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "useradd {name}");
-    }
-    let id = |flag: &str| -> u32 {
-        String::from_utf8(
-            Command::new("id")
-                .arg(flag)
-                .arg(name)
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-    };
-    let gid: u32 = String::from_utf8(
-        Command::new("getent")
-            .args(["group", group])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .split(':')
-    .nth(2)
-    .unwrap()
-    .parse()
-    .unwrap();
-    (id("-u"), id("-g"), gid)
-}
+use std::path::Path;
 
 /// `joypath ctl --json call OP ARGS…` as another user; (exit code, stdout + stderr).
 fn call_as(ids: (u32, u32, u32), sock: &Path, op: &str, args: &[String]) -> (i32, String) {
     let (uid, gid, extra) = ids;
-    let mut cmd = Command::new(BIN);
-    cmd.arg("ctl")
-        .arg("--socket")
-        .arg(sock)
-        .arg("--json")
-        .arg("call")
-        .arg(op)
-        .args(args);
-    let groups = [extra];
-    // SAFETY: setgroups/setgid/setuid are async-signal-safe and touch no memory of the parent; they
-    // run in the forked child before exec, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let mut all = vec!["call", op];
+    all.extend(args.iter().map(String::as_str));
+    let (code, out, err) = ctl_as(uid, gid, &[extra], sock, &all);
+    (code, out + &err)
 }
 
 fn arg(k: &str, v: Value) -> String {
@@ -115,51 +25,23 @@ fn arg(k: &str, v: Value) -> String {
 
 #[test]
 fn a_tenant_administrator_changes_only_its_tenant() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test creates users: run as root (CI does)"
-    );
-    let admin = ensure_user("joypath-test-acme", "joypath-test-acme-admins");
-    let dir = tempfile::Builder::new()
-        .prefix("jp-tenant")
-        .tempdir()
-        .unwrap();
-    let sock = dir.path().join("s.sock");
-    let _g = Killed(
-        Command::new(BIN)
-            .args(["replay", "--serve", "--pps", "1000", "--config"])
-            .arg(fixtures().join("fixtures.toml"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args([
-                "--socket-mode",
-                "666",
-                "--tenant-admin",
-                "joypath-test-acme-admins=acme",
-            ])
-            .arg(fixtures().join("verdicts.pcap"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Client::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(euid(), 0, "this test creates users: run as root (CI does)");
+    let admin = {
+        let (uid, gid) = ensure_user("joypath-test-acme", Some("joypath-test-acme-admins"));
+        (uid, gid, group_id("joypath-test-acme-admins"))
+    };
+    let g = Gateway::in_temp("jp-tenant")
+        .pps(1000)
+        .args(&[
+            "--socket-mode",
+            "666",
+            "--tenant-admin",
+            "joypath-test-acme-admins=acme",
+        ])
+        .start();
+    let sock = g.socket();
     // Let the other user reach the socket file; the credentials check is what is tested.
-    let mut p = dir.path().to_path_buf();
-    loop {
-        let _ = Command::new("chmod").arg("o+x").arg(&p).status();
-        if !p.pop() || p.as_os_str().len() <= 1 {
-            break;
-        }
-    }
+    open_to_others(g.dir());
     let ep = |tenant: &str, ip: &str| {
         arg(
             "endpoint",

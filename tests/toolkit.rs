@@ -1,18 +1,12 @@
 //! The operator's toolkit against the fixtures: `explain` agrees with the fixtures' expectations
 //! (written from the contract) frame by frame, and rules are addressed by name through the socket.
 
-use mgmt::{Client, ErrorCode, Response};
+mod common;
+
+use common::{err, fixtures, ok, Gateway};
+use mgmt::{Client, ErrorCode};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_joypath");
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
-}
 
 /// For every IP frame of every fixture whose expected outcome is a verdict (forward, policy_denied or
 /// no_endpoint), `explain` with the frame's tenant, addresses, protocol and ports at the frame's time
@@ -102,59 +96,9 @@ fn explain_agrees_with_the_fixtures_expectations() {
     assert!(checked >= 40, "only {checked} frames checked");
 }
 
-struct Gateway {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    fn start() -> Gateway {
-        let dir = tempfile::Builder::new().prefix("jp-tk").tempdir().unwrap();
-        let child = Command::new(BIN)
-            .args(["replay", "--serve", "--pps", "20000", "--config"])
-            .arg(fixtures().join("fixtures.toml"))
-            .arg("--socket")
-            .arg(dir.path().join("s.sock"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg(fixtures().join("verdicts.pcap"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let g = Gateway { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Client::connect(&g.socket()).is_err() {
-            assert!(Instant::now() < deadline, "gateway did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        g
-    }
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("s.sock")
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ok(r: Response) -> Value {
-    assert!(r.ok, "expected success, got {:?}", r.error);
-    r.result.unwrap()
-}
-
-fn err(r: Response) -> ErrorCode {
-    assert!(!r.ok, "expected an error, got {:?}", r.result);
-    r.error.unwrap().code
-}
-
 #[test]
 fn rules_by_name_through_the_socket() {
-    let g = Gateway::start();
+    let g = Gateway::in_temp("jp-tk").start();
     let mut c = Client::connect(&g.socket()).unwrap();
     let doc = ok(c.call("policy.get", json!({})).unwrap())["document"].clone();
     let rules = doc["rule"].as_array().unwrap();

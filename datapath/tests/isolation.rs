@@ -294,18 +294,7 @@ fn the_responder_cannot_keep_a_reset_flow_alive() {
     for mut w in [Worker::new(), full_path_worker()] {
         let a = |f| tcp_frame(1, 100, A, G, 50000, 443, f);
         let g = |f| tcp_frame(2, 200, G, A, 443, 50000, f);
-        assert_eq!(
-            run(&mut w, &t, &a(SYN), NOW).disposition,
-            Disposition::Forward
-        );
-        assert_eq!(
-            run(&mut w, &t, &g(SYN | ACK), NOW).disposition,
-            Disposition::Forward
-        );
-        assert_eq!(
-            run(&mut w, &t, &a(ACK), NOW).disposition,
-            Disposition::Forward
-        );
+        tcp_handshake(&mut w, &t, a, g, NOW); // each step asserted forwarded
         assert_eq!(
             run(&mut w, &t, &a(RST | ACK), NOW).disposition,
             Disposition::Forward
@@ -504,13 +493,7 @@ fn a_new_connection_on_a_closed_flows_ports_is_tracked_afresh() {
     for mut w in [Worker::new(), full_path_worker()] {
         let a = |f| tcp_frame(1, 100, A, G, 50000, 443, f);
         let g = |f| tcp_frame(2, 200, G, A, 443, 50000, f);
-        for (f, who) in [(a(SYN), "acme"), (g(SYN | ACK), "globex"), (a(ACK), "acme")] {
-            assert_eq!(
-                run(&mut w, &t, &f, NOW).disposition,
-                Disposition::Forward,
-                "{who}"
-            );
-        }
+        tcp_handshake(&mut w, &t, a, g, NOW); // each step asserted forwarded
         assert_eq!(
             run(&mut w, &t, &a(RST | ACK), NOW).disposition,
             Disposition::Forward

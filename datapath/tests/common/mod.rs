@@ -164,6 +164,28 @@ pub fn run(w: &mut Worker, t: &Table, frame: &[u8], now: i64) -> Outcome {
     run_ns(w, t, frame, now * 1_000_000_000)
 }
 
+/// A TCP handshake through `w` at `now` (s): the SYN from `client`, the SYN-ACK from `server`, the
+/// ACK from `client` (each a frame with the flags given), each asserted forwarded.
+pub fn tcp_handshake(
+    w: &mut Worker,
+    t: &Table,
+    client: impl Fn(u8) -> Vec<u8>,
+    server: impl Fn(u8) -> Vec<u8>,
+    now: i64,
+) {
+    for (f, what) in [
+        (client(SYN), "the client's SYN"),
+        (server(SYN | ACK), "the server's SYN-ACK"),
+        (client(ACK), "the client's ACK"),
+    ] {
+        assert_eq!(
+            run(w, t, &f, now).disposition,
+            Disposition::Forward,
+            "{what}"
+        );
+    }
+}
+
 /// The `[gateway]` of the tests' policies, with `replies` ("tracked" or "stateless").
 pub fn gateway(replies: &str) -> String {
     format!(
