@@ -59,6 +59,14 @@ pub struct MgmtArgs {
     /// closed and its slot given back; 0: never.
     #[arg(long, value_name = "SECS", default_value_t = mgmt::ServerConfig::DEFAULT_IDLE_TIMEOUT.as_secs())]
     pub idle_timeout: u64,
+    /// Longest request line accepted (bytes, or with a unit: 512KiB, 64MiB, 1GiB; K, M and G are
+    /// the same binary units); a longer one is answered `too_large` and the connection stays usable.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub max_request: usize,
+    /// Most bytes of request lines held at once over every connection (a unit as for
+    /// --max-request; at least --max-request); a line that would pass it is answered `busy`.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_buffered: usize,
     /// Share the policy with a fleet of gateways through etcd (client URLs, comma-separated). The
     /// state directory then caches what etcd holds, and is what runs while etcd is down.
     #[arg(long, value_delimiter = ',')]
@@ -69,6 +77,33 @@ pub struct MgmtArgs {
     /// This gateway's name in the fleet (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
+}
+
+/// The smallest `--max-request`: room for any request but the policy documents a client sends.
+const MIN_MAX_REQUEST: usize = 1 << 10;
+
+/// A size in bytes: a whole number, optionally followed by a binary unit (`K`/`KiB`, `M`/`MiB`,
+/// `G`/`GiB`, any case; `B` for bytes).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!(
+            "{s:?} is not a size (a whole number of bytes, or e.g. 64MiB)"
+        ));
+    }
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        u => return Err(format!("unknown unit {u:?} in {s:?} (B, KiB, MiB or GiB)")),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1usize << shift))
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// The host name, from the kernel.
@@ -130,6 +165,21 @@ impl MgmtArgs {
         }
         c.max_connections = self.max_connections;
         c.idle_timeout = (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout));
+        if self.max_request < MIN_MAX_REQUEST {
+            anyhow::bail!(
+                "--max-request {} is too small: at least {MIN_MAX_REQUEST} bytes (1KiB)",
+                self.max_request
+            );
+        }
+        if self.max_buffered < self.max_request {
+            anyhow::bail!(
+                "--max-buffered ({} bytes) must be at least --max-request ({} bytes)",
+                self.max_buffered,
+                self.max_request
+            );
+        }
+        c.max_request = self.max_request;
+        c.max_buffered = self.max_buffered;
         for m in &self.tenant_admin {
             let (g, t) = m
                 .split_once('=')
@@ -493,6 +543,35 @@ impl driver::afxdp::Control for MgmtControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_binary_units_and_refuse_what_is_not_a_size() {
+        for (text, bytes) in [
+            ("1048576", 1 << 20),
+            ("0", 0),
+            ("512B", 512),
+            ("512KiB", 512 << 10),
+            ("2k", 2 << 10),
+            ("64MiB", 64 << 20),
+            ("64 mib", 64 << 20),
+            ("1G", 1 << 30),
+            (" 3GiB ", 3 << 30),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text:?}");
+        }
+        for (text, says) in [
+            ("", "not a size"),
+            ("MiB", "not a size"),
+            ("-1", "not a size"),
+            ("1.5MiB", "unknown unit \".5mib\""),
+            ("64MB", "unknown unit \"mb\""),
+            ("99999999999999999999", "too large"),
+            ("17179869184GiB", "too large"),
+        ] {
+            let e = parse_size(text).unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+    }
 
     #[test]
     fn settings_read_at_start_are_named_when_a_version_changes_them() {

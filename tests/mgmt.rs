@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{ctl_as, ensure_user, err, euid, group_id, ok, open_to_others, wait_workers_on};
+use common::{
+    ctl_as, ensure_user, err, err_message, euid, group_id, ok, open_to_others, wait_workers_on,
+};
 use common::{fixtures, tmp, Gateway, BIN};
 use mgmt::{Client, ErrorCode};
 use serde_json::{json, Value};
@@ -467,9 +469,17 @@ fn max_connections_bounds_the_clients_served_at_once() {
     assert!(again.call("status", json!({})).unwrap().ok);
     assert!(c.call("status", json!({})).unwrap().ok);
 
+    let e = start_refused(&["--max-connections", "0"]);
+    assert!(e.contains("--max-connections must be at least 1"), "{e}");
+}
+
+/// What `replay --serve` with `extra` says on stderr when it refuses to start (it must).
+fn start_refused(extra: &[&str]) -> String {
     let dir = tmp("jp-mgmt");
     let out = Command::new(BIN)
-        .args(["replay", "--serve", "--max-connections", "0", "--config"])
+        .args(["replay", "--serve"])
+        .args(extra)
+        .arg("--config")
         .arg(fixtures().join("fixtures.toml"))
         .arg("--socket")
         .arg(dir.path().join("s.sock"))
@@ -478,12 +488,61 @@ fn max_connections_bounds_the_clients_served_at_once() {
         .arg(fixtures().join("verdicts.pcap"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--max-connections must be at least 1"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(!out.status.success(), "started with {extra:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `--max-request SIZE` and `--max-buffered SIZE` set the request limits: a line over
+/// --max-request is answered `too_large` naming the limit and the connection stays usable; with
+/// --max-buffered at --max-request, a second client's line does not fit beside a first one's that
+/// is still arriving (`busy`). Sizes that make no sense are refused at start, saying why.
+#[test]
+fn request_limits_are_set_from_the_command_line() {
+    let g = start(&["--max-request", "256KiB", "--max-buffered", "256k"]);
+    let mut c = g.client();
+    let line = |len: usize| {
+        let mut v = br#"{"id":1,"op":"status","args":{}}"#.to_vec();
+        v.resize(len, b' ');
+        v.push(b'\n');
+        v
+    };
+    c.send_raw(&line(300 << 10)).unwrap();
+    let (code, m) = err_message(c.read_response().unwrap());
+    assert_eq!(code, ErrorCode::TooLarge);
+    assert!(m.contains("request longer than 262144 bytes"), "{m}");
+    assert!(c.call("status", json!({})).unwrap().ok, "still usable");
+    // A line of 200 KiB still arriving holds most of the buffer (the server charges it 64 KiB at
+    // a time as it reads): another of 100 KiB is busy.
+    let mut first = g.client();
+    let big = line(200 << 10);
+    first.send_raw(&big[..big.len() - 1]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = line(100 << 10);
+    c.send_raw(&second).unwrap();
+    let (code, m) = err_message(c.read_response().unwrap());
+    assert_eq!(code, ErrorCode::Busy);
+    assert!(m.contains("buffer"), "{m}");
+    // The first line ends and is answered: the room is back.
+    first.send_raw(b"\n").unwrap();
+    assert!(first.read_response().unwrap().ok);
+    c.send_raw(&second).unwrap();
+    assert!(c.read_response().unwrap().ok);
+
+    for (extra, says) in [
+        (
+            &["--max-request", "512"][..],
+            "--max-request 512 is too small",
+        ),
+        (
+            &["--max-request", "1MiB", "--max-buffered", "512KiB"][..],
+            "--max-buffered (524288 bytes) must be at least --max-request (1048576 bytes)",
+        ),
+        (&["--max-request", "64MB"][..], "unknown unit \"mb\""),
+        (&["--max-buffered", "lots"][..], "is not a size"),
+    ] {
+        let e = start_refused(extra);
+        assert!(e.contains(says), "{extra:?}: {e}");
+    }
 }
 
 /// `--idle-timeout SECS`: a connection that does not send its next request whole within the timeout
