@@ -448,18 +448,17 @@ fn a_tenant_admin_cannot_open_another_tenant_to_its_own() {
     );
     assert!(message(&r).starts_with("edits[1]"), "{r:?}");
     refused("policy.edit deny then allow", r);
-    // …nor be rewritten at all (lifting a deny into globex is globex's to give, see
-    // `a_tenant_admin_cannot_lift_a_deny_into_another_tenant`); acme's allow within acme may be
-    // rewritten, and the allow into globex may be removed.
-    refused(
-        "deny into globex rewritten within acme",
-        as_acme(
-            &s,
-            "rule.update",
-            json!({"name": "acme-no-db", "rule": {"from": "acme", "to": "acme", "proto": "tcp",
-                                                   "ports": "5432", "action": "allow", "priority": 50}}),
-        ),
+    // …but, being acme's own (its administrator wrote it: `owner`), it may be rewritten into an
+    // allow within acme (lifting a deny into globex that the operator wrote is not acme's to do,
+    // see `a_tenant_admin_cannot_lift_a_deny_into_another_tenant`); acme's allow within acme may
+    // be rewritten, and the allow into globex may be removed.
+    let r = as_acme(
+        &s,
+        "rule.update",
+        json!({"name": "acme-no-db", "rule": {"from": "acme", "to": "acme", "proto": "tcp",
+                                               "ports": "5432", "action": "allow", "priority": 50}}),
     );
+    assert!(r.ok, "{r:?}");
     let r = as_acme(
         &s,
         "rule.update",
@@ -469,7 +468,7 @@ fn a_tenant_admin_cannot_open_another_tenant_to_its_own() {
     assert!(r.ok, "{r:?}");
     let r = as_acme(&s, "rule.remove", json!({"name": "acme-web"}));
     assert!(r.ok, "{r:?}");
-    assert_eq!(version(&s), v + 5);
+    assert_eq!(version(&s), v + 6);
 
     // An administrator of both tenants, and the operator, may open globex to acme.
     let r = as_admin_of(
@@ -605,6 +604,70 @@ priority = 50
         assert!(rule_named(&doc, name).is_none(), "{name} is still there");
     }
     assert!(rule_named(&doc, "compliance-block").is_some());
+}
+
+/// The deny a tenant's administrator wrote itself (to keep its own tenant away from another) is
+/// its to lift again: the gateway marks every rule a tenant administrator writes with its `owner`
+/// (the rule's `from`, whatever the request said), and such a deny may be removed or replaced by
+/// that tenant's administrator whatever its `to`. The operator's denies stay out of reach, and a
+/// rule the operator rewrites becomes the operator's. An owner other than the rule's `from` is
+/// refused from anyone.
+#[test]
+fn a_tenant_admin_lifts_the_denies_it_wrote_and_only_those() {
+    let d = tmp();
+    let s = server_in(d.path(), BASE);
+    let v = version(&s);
+    let owner = |name: &str| rule_named(&document(&s), name).map(|r| r["owner"].clone());
+    // Written by acme's administrator (claiming globex's name for it, which is not its to give).
+    let deny = |name: &str, to: &str| {
+        json!({"rule": {"name": name, "from": "acme", "to": to, "proto": "tcp", "ports": "22",
+               "action": "deny", "priority": 60, "owner": "globex"}})
+    };
+    let r = as_acme(&s, "rule.add", deny("acme-no-globex-ssh", "globex"));
+    assert!(r.ok, "{r:?}");
+    assert_eq!(owner("acme-no-globex-ssh"), Some(json!("acme")));
+    let edit = json!({"edits": [{"op": "rule.add", "args": deny("acme-no-ssh", "*")}]});
+    let r = as_acme(&s, "policy.edit", edit);
+    assert!(r.ok, "{r:?}");
+    assert_eq!(owner("acme-no-ssh"), Some(json!("acme")));
+    // Its own denies, into globex and into every tenant: replaced, then removed.
+    let r = as_acme(&s, "rule.update", {
+        let mut a = deny("acme-no-globex-ssh", "globex");
+        a["name"] = json!("acme-no-globex-ssh");
+        a["rule"]["ports"] = json!("22-23");
+        a
+    });
+    assert!(r.ok, "{r:?}");
+    assert_eq!(owner("acme-no-globex-ssh"), Some(json!("acme")));
+    let r = as_acme(&s, "rule.remove", json!({"name": "acme-no-globex-ssh"}));
+    assert!(r.ok, "{r:?}");
+    // …but not rewritten into an allow into globex, which is still globex's to give.
+    let mut into_allow = deny("acme-no-ssh", "globex");
+    into_allow["name"] = json!("acme-no-ssh");
+    into_allow["rule"]["action"] = json!("allow");
+    let r = as_acme(&s, "rule.update", into_allow);
+    assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
+    assert_eq!(version(&s), v + 4);
+    // The operator rewrites acme's deny: it is the operator's now, and acme cannot lift it.
+    let mut rewritten = deny("acme-no-ssh", "*");
+    rewritten["name"] = json!("acme-no-ssh");
+    rewritten["rule"].as_object_mut().unwrap().remove("owner");
+    let r = as_root(&s, "rule.update", rewritten);
+    assert!(r.ok, "{r:?}");
+    assert_eq!(owner("acme-no-ssh"), Some(Value::Null));
+    let r = as_acme(&s, "rule.remove", json!({"name": "acme-no-ssh"}));
+    assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
+    let m = r.error.map(|e| e.message).unwrap_or_default();
+    assert!(
+        m.contains("not written by this tenant's administrator"),
+        "{m}"
+    );
+    // An owner that is not the rule's `from`: refused from the operator too, naming the field.
+    let r = as_root(&s, "rule.add", deny("claimed", "globex"));
+    assert_eq!(code(&r), Some(ErrorCode::InvalidPolicy), "{r:?}");
+    let m = r.error.map(|e| e.message).unwrap_or_default();
+    assert!(m.contains("owner") && m.contains("\"globex\""), "{m}");
+    assert_eq!(version(&s), v + 5);
 }
 
 /// A tenant's `vteps` list is the only set of VTEPs allowed to send for it; an endpoint behind

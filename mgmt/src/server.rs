@@ -369,6 +369,36 @@ const TENANT_OPS: &[&str] = &[
     "policy.edit",
 ];
 
+/// A tenant administrator's request `op` with every rule it writes marked as that tenant's:
+/// `owner` set to the rule's `from` (which [`tenant_may`] holds to the peer's scope), whatever the
+/// request said. `None`: the request writes no rule.
+fn stamp_owner(op: &str, args: &Value) -> Option<Value> {
+    fn stamp(args: &mut Value) {
+        if let Some(rule) = args.get_mut("rule").and_then(Value::as_object_mut) {
+            if let Some(from) = rule.get("from").cloned() {
+                rule.insert("owner".into(), from);
+            }
+        }
+    }
+    let writes_rule = |op: Option<&str>| matches!(op, Some("rule.add" | "rule.update"));
+    let mut args = args.clone();
+    match op {
+        _ if writes_rule(Some(op)) => stamp(&mut args),
+        "policy.edit" => {
+            let edits = args.get_mut("edits").and_then(Value::as_array_mut)?;
+            for e in edits.iter_mut() {
+                if writes_rule(e.get("op").and_then(Value::as_str)) {
+                    if let Some(a) = e.get_mut("args") {
+                        stamp(a);
+                    }
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(args)
+}
+
 /// Whether an administrator of `scope` may make the edit `op` with `args` to `doc`: only endpoints of
 /// its tenants, and only rules from its tenants (before and after the change). An allow rule also
 /// decides who may reach its `to`, which is that tenant's to give: an allow rule added, and the
@@ -376,8 +406,9 @@ const TENANT_OPS: &[&str] = &[
 /// another tenant — that needs an administrator of that tenant too, or the operator); a deny rule
 /// only restricts the peer's own tenants, and may be to anything, but lifting one (removing or
 /// replacing it) opens what it closed, so a deny removed or replaced must be `to` a tenant of the
-/// scope too. The rule an update
-/// or a removal changes is found as the edit finds it ([`crate::rules::rule_index`]: by `name`, or
+/// scope too, unless the scope's administrators wrote it (its `owner`, which [`stamp_owner`] sets
+/// on their rules: the operator's denies are not theirs to lift). The rule an update or a removal
+/// changes is found as the edit finds it ([`crate::rules::rule_index`]: by `name`, or
 /// `index` as a number or a name), so what is checked is what is changed. `table`: the running
 /// table, whose rule-name index serves the lookup when it was compiled from `doc`'s rules.
 fn tenant_may(
@@ -427,15 +458,17 @@ fn tenant_may(
             policy::Action::Allow if rewritten => {
                 allow_into(format!("rule {:?}, an allow,", name()), &old.to)?
             }
-            policy::Action::Deny if !mine(&old.to) => {
+            // Its own deny (`owner`: written by an administrator of its tenant) it may lift.
+            policy::Action::Deny if !mine(&old.to) && !old.owner.as_deref().is_some_and(mine) => {
                 let target = if old.to == policy::document::ANY_TENANT {
                     "every tenant (\"*\")".to_string()
                 } else {
                     format!("tenant {:?}", old.to)
                 };
                 return deny(format!(
-                    "rule {:?}, a deny into {target}: lifting it opens what it closes, which \
-                     needs that tenant's administrator or the operator",
+                    "rule {:?}, a deny into {target} not written by this tenant's administrator: \
+                     lifting it opens what it closes, which needs that tenant's administrator or \
+                     the operator",
                     name()
                 ));
             }
@@ -1134,6 +1167,10 @@ impl Server {
         }
         // What a tenant administrator's change touches (checked against the document it applies to).
         let tenants = scoped.then(|| scope.to_vec());
+        // The rules a tenant administrator writes are its tenant's (`owner`), in this gateway's
+        // document and in the delta the fleet replays alike.
+        let stamped = if scoped { stamp_owner(op, args) } else { None };
+        let args = stamped.as_ref().unwrap_or(args);
         let expected = opt_u64(args, "expected_version")?;
         let comment = args
             .get("comment")

@@ -248,6 +248,13 @@ pub struct Rule {
     pub not_before: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<String>,
+    /// The tenant whose administrator wrote the rule over the management socket (always its
+    /// `from`; the gateway sets it on such edits). Absent: the operator's rule. A tenant
+    /// administrator may lift (remove or replace) a deny it owns whatever its `to`; the operator's
+    /// denies into other tenants are not its to lift. Like `name`, it does not change what the rule
+    /// does, nor the policy's digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The wildcard tenant of rules.
@@ -875,6 +882,16 @@ pub fn validate_rule(i: usize, r: &Rule, tenant_exists: &dyn Fn(&str) -> bool) -
         if t != ANY_TENANT && !tenant_exists(t.as_str()) {
             err(p(f), format!("unknown tenant {t:?}"));
         }
+    }
+    if let Some(o) = r.owner.as_deref().filter(|&o| o != r.from) {
+        err(
+            p("owner"),
+            format!(
+                "owner {o:?} is not the rule's from tenant {:?} (a tenant administrator owns only \
+                 rules from its tenant)",
+                r.from
+            ),
+        );
     }
     if let Some(ports) = &r.ports {
         if let Err(e) = parse_ports(ports) {

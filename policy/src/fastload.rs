@@ -179,6 +179,7 @@ struct RuleP {
     not_before: Option<String>,
     not_after: Option<String>,
     name: Option<String>,
+    owner: Option<String>,
 }
 
 #[derive(Default)]
@@ -559,6 +560,7 @@ impl Parser {
                     "ports" => set(&mut r.ports, v.string()),
                     "from_cidr" => set(&mut r.from_cidr, v.string()),
                     "to_cidr" => set(&mut r.to_cidr, v.string()),
+                    "owner" => set(&mut r.owner, v.string()),
                     "action" => set(&mut r.action, action(&v)),
                     "priority" => set(&mut r.priority, v.int()),
                     "not_before" => set(&mut r.not_before, v.string()),
@@ -621,6 +623,7 @@ impl Parser {
                     ports: r.ports,
                     from_cidr: r.from_cidr,
                     to_cidr: r.to_cidr,
+                    owner: r.owner,
                     action: r.action?,
                     priority: r.priority.unwrap_or_default(),
                     not_before: r.not_before,

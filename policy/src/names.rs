@@ -153,6 +153,7 @@ mod tests {
             priority: 0,
             not_before: None,
             not_after: None,
+            owner: None,
         }
     }
 

@@ -203,6 +203,7 @@ proptest! {
                     priority: k as i32,
                     not_before: None,
                     not_after: None,
+                    owner: None,
                 }),
                 Op::TenantUpdate(n, i, v, other) => {
                     let Some(t) = doc.tenants.iter_mut().find(|t| *t.name == *NAMES[*n]) else { continue };

@@ -291,6 +291,7 @@ fn render(doc: &Document, seed: u64) -> String {
                         ("priority", prio),
                         ("not_before", s(&x.not_before)),
                         ("not_after", s(&x.not_after)),
+                        ("owner", s(&x.owner)),
                     ],
                     &mut r,
                     nl,
@@ -416,7 +417,12 @@ fn document() -> impl Strategy<Value = Document> {
         Just(Proto::Any)
     ];
     let rule = (
-        (text(), text(), proptest::option::of(proto)),
+        (
+            text(),
+            text(),
+            proptest::option::of(proto),
+            proptest::option::of(text()),
+        ),
         (
             proptest::option::of(text()),
             proptest::option::of(text()),
@@ -430,7 +436,11 @@ fn document() -> impl Strategy<Value = Document> {
         ),
     )
         .prop_map(
-            |((from, to, proto), (ports, from_cidr, to_cidr), (action, priority, nb, na))| Rule {
+            |(
+                (from, to, proto, owner),
+                (ports, from_cidr, to_cidr),
+                (action, priority, nb, na),
+            )| Rule {
                 from,
                 to,
                 proto,
@@ -442,6 +452,7 @@ fn document() -> impl Strategy<Value = Document> {
                 not_before: nb,
                 not_after: na,
                 name: None,
+                owner,
             },
         );
     (

@@ -84,6 +84,7 @@ fn rule(from: &str, to: &str, action: Action) -> Rule {
         priority: 1,
         not_before: None,
         not_after: None,
+        owner: None,
     }
 }
 

@@ -95,6 +95,7 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                     priority,
                     not_before: nb,
                     not_after: na,
+                    owner: None,
                 }
             },
         )
@@ -328,6 +329,7 @@ fn deny_wins_ties_and_priority_beats_it() {
             priority: 5,
             not_before: None,
             not_after: None,
+            owner: None,
         },
         Rule {
             name: None,
@@ -341,6 +343,7 @@ fn deny_wins_ties_and_priority_beats_it() {
             priority: 5,
             not_before: None,
             not_after: None,
+            owner: None,
         },
     ];
     let f = Flow {

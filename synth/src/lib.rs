@@ -414,6 +414,7 @@ fn rule(from: u32, to: u32, proto: Proto, ports: (u16, u16), action: Action, pri
         priority: prio,
         not_before: None,
         not_after: None,
+        owner: None,
     }
 }
 
