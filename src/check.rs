@@ -107,6 +107,7 @@ const RULE: &[Field] = &[
     ),
     f("not_before", Kind::Time, false),
     f("not_after", Kind::Time, false),
+    f("owner", Kind::Str, false),
 ];
 /// Top-level keys: `[gateway]` is a table, the others arrays of tables.
 const SECTIONS: &[(&str, &[Field], bool)] = &[

@@ -212,6 +212,40 @@ fn check_reports_every_problem_with_suggestions_as_json() {
     assert!(!h.contains("u16"), "{h}");
 }
 
+/// `[[rule]] owner` is a key `check` knows (a string); an owner that is not the rule's `from` is a
+/// problem on its line, saying both.
+#[test]
+fn check_knows_a_rules_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(cfg()).unwrap();
+    let with_owner = |owner: &str| {
+        let path = tmp.path().join("owner.toml");
+        let text = format!(
+            "{base}\n[[rule]]\nname = \"owned\"\nfrom = \"acme\"\nto = \"globex\"\naction = \"deny\"\nowner = {owner}\n"
+        );
+        std::fs::write(&path, &text).unwrap();
+        let line = text.lines().count();
+        let o = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8(o.stdout).unwrap(), line)
+    };
+    let (code, out, _) = with_owner("\"acme\"");
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out, line) = with_owner("\"globex\"");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(":{line}: rule["))
+            && out.contains(".owner: owner \"globex\" is not the rule's from tenant \"acme\""),
+        "{out}"
+    );
+    let (code, out, _) = with_owner("7");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("expected a string"), "{out}");
+}
+
 #[test]
 fn logs_have_no_ansi_off_a_terminal_and_json_on_request() {
     let tmp = tempfile::tempdir().unwrap();
