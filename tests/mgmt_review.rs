@@ -452,20 +452,15 @@ fn a_tenant_admin_cannot_open_another_tenant_to_its_own() {
     // allow within acme (lifting a deny into globex that the operator wrote is not acme's to do,
     // see `a_tenant_admin_cannot_lift_a_deny_into_another_tenant`); acme's allow within acme may
     // be rewritten, and the allow into globex may be removed.
-    let r = as_acme(
-        &s,
-        "rule.update",
-        json!({"name": "acme-no-db", "rule": {"from": "acme", "to": "acme", "proto": "tcp",
-                                               "ports": "5432", "action": "allow", "priority": 50}}),
-    );
-    assert!(r.ok, "{r:?}");
-    let r = as_acme(
-        &s,
-        "rule.update",
-        json!({"name": "acme-inside", "rule": {"from": "acme", "to": "acme", "proto": "tcp",
-                                                "ports": "5432", "action": "allow", "priority": 50}}),
-    );
-    assert!(r.ok, "{r:?}");
+    for name in ["acme-no-db", "acme-inside"] {
+        let r = as_acme(
+            &s,
+            "rule.update",
+            json!({"name": name, "rule": {"from": "acme", "to": "acme", "proto": "tcp",
+                                          "ports": "5432", "action": "allow", "priority": 50}}),
+        );
+        assert!(r.ok, "{name}: {r:?}");
+    }
     let r = as_acme(&s, "rule.remove", json!({"name": "acme-web"}));
     assert!(r.ok, "{r:?}");
     assert_eq!(version(&s), v + 6);
@@ -623,6 +618,12 @@ fn a_tenant_admin_lifts_the_denies_it_wrote_and_only_those() {
         json!({"rule": {"name": name, "from": "acme", "to": to, "proto": "tcp", "ports": "22",
                "action": "deny", "priority": 60, "owner": "globex"}})
     };
+    // The same, as a rule.update of the rule so named.
+    let replace = |name: &str, to: &str| {
+        let mut a = deny(name, to);
+        a["name"] = json!(name);
+        a
+    };
     let r = as_acme(&s, "rule.add", deny("acme-no-globex-ssh", "globex"));
     assert!(r.ok, "{r:?}");
     assert_eq!(owner("acme-no-globex-ssh"), Some(json!("acme")));
@@ -632,8 +633,7 @@ fn a_tenant_admin_lifts_the_denies_it_wrote_and_only_those() {
     assert_eq!(owner("acme-no-ssh"), Some(json!("acme")));
     // Its own denies, into globex and into every tenant: replaced, then removed.
     let r = as_acme(&s, "rule.update", {
-        let mut a = deny("acme-no-globex-ssh", "globex");
-        a["name"] = json!("acme-no-globex-ssh");
+        let mut a = replace("acme-no-globex-ssh", "globex");
         a["rule"]["ports"] = json!("22-23");
         a
     });
@@ -642,15 +642,13 @@ fn a_tenant_admin_lifts_the_denies_it_wrote_and_only_those() {
     let r = as_acme(&s, "rule.remove", json!({"name": "acme-no-globex-ssh"}));
     assert!(r.ok, "{r:?}");
     // …but not rewritten into an allow into globex, which is still globex's to give.
-    let mut into_allow = deny("acme-no-ssh", "globex");
-    into_allow["name"] = json!("acme-no-ssh");
+    let mut into_allow = replace("acme-no-ssh", "globex");
     into_allow["rule"]["action"] = json!("allow");
     let r = as_acme(&s, "rule.update", into_allow);
     assert_eq!(code(&r), Some(ErrorCode::Forbidden), "{r:?}");
     assert_eq!(version(&s), v + 4);
     // The operator rewrites acme's deny: it is the operator's now, and acme cannot lift it.
-    let mut rewritten = deny("acme-no-ssh", "*");
-    rewritten["name"] = json!("acme-no-ssh");
+    let mut rewritten = replace("acme-no-ssh", "*");
     rewritten["rule"].as_object_mut().unwrap().remove("owner");
     let r = as_root(&s, "rule.update", rewritten);
     assert!(r.ok, "{r:?}");

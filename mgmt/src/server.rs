@@ -380,17 +380,15 @@ fn stamp_owner(op: &str, args: &Value) -> Option<Value> {
             }
         }
     }
-    let writes_rule = |op: Option<&str>| matches!(op, Some("rule.add" | "rule.update"));
     let mut args = args.clone();
     match op {
-        _ if writes_rule(Some(op)) => stamp(&mut args),
+        "rule.add" | "rule.update" => stamp(&mut args),
         "policy.edit" => {
             let edits = args.get_mut("edits").and_then(Value::as_array_mut)?;
             for e in edits.iter_mut() {
-                if writes_rule(e.get("op").and_then(Value::as_str)) {
-                    if let Some(a) = e.get_mut("args") {
-                        stamp(a);
-                    }
+                let writes_rule = matches!(e["op"].as_str(), Some("rule.add" | "rule.update"));
+                if let (true, Some(a)) = (writes_rule, e.get_mut("args")) {
+                    stamp(a);
                 }
             }
         }
