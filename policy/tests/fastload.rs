@@ -291,7 +291,7 @@ fn render(doc: &Document, seed: u64) -> String {
                         ("priority", prio),
                         ("not_before", s(&x.not_before)),
                         ("not_after", s(&x.not_after)),
-                        ("owner", s(&x.owner)),
+                        ("owner", x.owner.as_deref().map(V::S)),
                     ],
                     &mut r,
                     nl,
@@ -441,8 +441,8 @@ fn document() -> impl Strategy<Value = Document> {
                 (ports, from_cidr, to_cidr),
                 (action, priority, nb, na),
             )| Rule {
-                from,
-                to,
+                from: from.into(),
+                to: to.into(),
                 proto,
                 ports,
                 from_cidr,
@@ -452,7 +452,7 @@ fn document() -> impl Strategy<Value = Document> {
                 not_before: nb,
                 not_after: na,
                 name: None,
-                owner,
+                owner: owner.map(Into::into),
             },
         );
     (

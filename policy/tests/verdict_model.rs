@@ -85,8 +85,8 @@ fn arb_rule() -> impl Strategy<Value = Rule> {
                 };
                 Rule {
                     name: None,
-                    from,
-                    to,
+                    from: from.into(),
+                    to: to.into(),
                     proto,
                     ports,
                     from_cidr,

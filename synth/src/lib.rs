@@ -404,8 +404,8 @@ fn rule(from: u32, to: u32, proto: Proto, ports: (u16, u16), action: Action, pri
     };
     Rule {
         name: None,
-        from: name(from),
-        to: name(to),
+        from: name(from).into(),
+        to: name(to).into(),
         proto: Some(proto),
         ports: Some(ports_str(ports)),
         from_cidr: None,
