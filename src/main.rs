@@ -316,12 +316,9 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
         )
         .with_context(|| format!("writing {}", path.display()))?;
     }
-    // The JSON report streams its tenants (see `ReplayReport`); the text report lists them.
-    let summary = if a.json {
-        out.worker.counters.totals()
-    } else {
-        out.worker.counters.summary(&table)
-    };
+    // Both reports stream their tenants (see `ReplayReport` and `write_report`): at a million
+    // tenants a map of them all would cost more memory than the compiled policy.
+    let summary = out.worker.counters.totals();
     let dropped: u64 = summary.dropped.values().sum();
     if summary.forwarded + summary.arp_replied + summary.nd_replied + dropped != summary.frames {
         bail!("internal error: outcomes do not add up to the frames replayed");
@@ -370,7 +367,9 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
             }
             writeln!(w)?;
         }
-        print_table(&mut w, &summary)?;
+        write_report(&mut w, &summary, || {
+            out.worker.counters.tenant_lines(&table)
+        })?;
         if let Some(r) = rate {
             writeln!(
                 w,
@@ -497,6 +496,21 @@ fn frame_list(table: &Table, outcomes: &[datapath::Outcome]) -> Vec<serde_json::
 }
 
 pub(crate) fn print_table(w: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    write_report(w, s, || {
+        s.tenants.iter().map(|(n, c)| (n.as_str(), c.clone()))
+    })
+}
+
+/// A run's report as tables: its totals (`s`, whose own `tenants` are not read) and each tenant's
+/// line from `tenants`, which is called twice and never held whole (see [`out::write_rows`]).
+fn write_report<'a, I>(
+    w: &mut impl Write,
+    s: &Summary,
+    tenants: impl Fn() -> I,
+) -> std::io::Result<()>
+where
+    I: Iterator<Item = (&'a str, datapath::counters::TenantSummary)>,
+{
     let dropped: u64 = s.dropped.values().sum();
     writeln!(
         w,
@@ -504,23 +518,10 @@ pub(crate) fn print_table(w: &mut impl Write, s: &Summary) -> std::io::Result<()
         s.frames, s.forwarded, s.arp_replied, dropped
     )?;
     writeln!(w)?;
-    let mut t = out::table(
-        &[
-            "tenant",
-            "frames",
-            "bytes",
-            "forwarded",
-            "bytes_out",
-            "arp",
-            "denied",
-            "drops",
-        ],
-        &[1, 2, 3, 4, 5, 6],
-    );
-    for (name, c) in &s.tenants {
+    let row = |(name, c): (&str, datapath::counters::TenantSummary)| {
         let drops: Vec<String> = c.dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();
-        t.add_row(vec![
-            name.clone(),
+        vec![
+            name.to_string(),
             c.frames_in.to_string(),
             c.bytes_in.to_string(),
             c.forwarded.to_string(),
@@ -532,9 +533,23 @@ pub(crate) fn print_table(w: &mut impl Write, s: &Summary) -> std::io::Result<()
             } else {
                 drops.join(" ")
             },
-        ]);
-    }
-    out::write_table(w, &t)?;
+        ]
+    };
+    out::write_rows(
+        w,
+        &[
+            "tenant",
+            "frames",
+            "bytes",
+            "forwarded",
+            "bytes_out",
+            "arp",
+            "denied",
+            "drops",
+        ],
+        &[1, 2, 3, 4, 5, 6],
+        || tenants().map(row),
+    )?;
     writeln!(w)?;
     let mut t = out::table(&["drop reason", "frames"], &[1]);
     for (r, n) in &s.dropped {
