@@ -49,7 +49,7 @@ impl Dataplane for Plane {
             })
             .collect()
     }
-    fn stats(&self) -> Value {
+    fn stats(&self, _: &mgmt::TenantFilter) -> Value {
         serde_json::to_value(
             collect_counters(&self.workers, Duration::from_secs(2)).summary(&self.policy.load()),
         )

@@ -77,6 +77,13 @@ pub enum CtlCmd {
         /// Prometheus text format.
         #[arg(long)]
         prometheus: bool,
+        /// Which tenants to list: all (live ones), active (a figure not zero) or none (at a million
+        /// tenants, all of them is a few hundred megabytes).
+        #[arg(long, value_parser = ["all", "active", "none"], conflicts_with = "tenant")]
+        tenants: Option<String>,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// What the running table would do with a packet, and by which rule.
     Explain {
@@ -228,10 +235,20 @@ pub fn run(a: CtlArgs) -> Result<i32> {
         }
         CtlCmd::Verify => ("audit.verify".into(), json!({})),
         CtlCmd::Fleet => ("fleet.status".into(), json!({})),
-        CtlCmd::Stats { prometheus } => (
-            "stats".into(),
-            json!({"format": if *prometheus { "prometheus" } else { "json" }}),
-        ),
+        CtlCmd::Stats {
+            prometheus,
+            tenants,
+            tenant,
+        } => {
+            let mut v = json!({"format": if *prometheus { "prometheus" } else { "json" }});
+            if let Some(w) = tenants {
+                v["tenants"] = json!(w);
+            }
+            if let Some(t) = tenant {
+                v["tenant"] = json!(t);
+            }
+            ("stats".into(), v)
+        }
         CtlCmd::Trace {
             count,
             tenant,
@@ -450,8 +467,12 @@ fn human(cmd: &CtlCmd, r: &Value) -> Result<()> {
             }
             out::print_table(&t)?;
         }
-        CtlCmd::Stats { prometheus: true } => out!("{}", r["text"].as_str().unwrap_or("")),
-        CtlCmd::Stats { prometheus: false } => {
+        CtlCmd::Stats {
+            prometheus: true, ..
+        } => out!("{}", r["text"].as_str().unwrap_or("")),
+        CtlCmd::Stats {
+            prometheus: false, ..
+        } => {
             let sum: datapath::counters::Summary = serde_json::from_value(r.clone())?;
             crate::print_table(&mut std::io::stdout().lock(), &sum)?;
             if let Some(rules) = r["rules"].as_object().filter(|m| !m.is_empty()) {

@@ -51,10 +51,23 @@ pub fn spawn(addr: SocketAddr, m: mgmt::Server) -> Result<MetricsHandle> {
         .name("metrics".into())
         .spawn(move || {
             for req in s.incoming_requests() {
-                let path = req.url().split('?').next().unwrap_or("").to_string();
+                let (path, query) = req.url().split_once('?').unwrap_or((req.url(), ""));
+                let (path, query) = (path.to_string(), query.to_string());
                 match (req.method(), path.as_str()) {
                     (tiny_http::Method::Get, "/metrics") => {
-                        match call(&m, "stats", serde_json::json!({"format": "prometheus"})) {
+                        // `?tenants=active` or `?tenants=none` (a scrape config's `params`): at a
+                        // million tenants every tenant's series is a few hundred megabytes a scrape.
+                        let mut args = serde_json::json!({"format": "prometheus"});
+                        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+                            if k == "tenants" {
+                                args["tenants"] = v.into();
+                            }
+                        }
+                        if let Err(e) = mgmt::TenantFilter::from_args(&args) {
+                            respond(req, 400, "text/plain", format!("/metrics: {e}\n"));
+                            continue;
+                        }
+                        match call(&m, "stats", args) {
                             Some(r) => respond(
                                 req,
                                 200,
@@ -121,7 +134,7 @@ mod tests {
                 pps: 0.0,
             }]
         }
-        fn stats(&self) -> Value {
+        fn stats(&self, _: &mgmt::TenantFilter) -> Value {
             serde_json::json!({"frames": 7, "forwarded": 7, "arp_replied": 0, "dropped": {}, "tenants": {}})
         }
         fn trace(&self, _r: &TraceRequest) -> Result<Value, String> {

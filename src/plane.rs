@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
+use datapath::counters::TenantSummary;
 use datapath::Disposition;
 use driver::live::{collect_counters, TraceTap, TracedFrame, WorkerShared};
 use mgmt::{Dataplane, Store, TraceRequest, WorkerStatus};
@@ -253,14 +254,16 @@ impl Plane {
         self
     }
 
-    /// The summed counters as the replay summary's JSON, each tenant's figures made straight into
-    /// it (at a million tenants a summary map and then its JSON would hold them twice).
-    pub fn summary(&self) -> Value {
+    /// The summed counters as the replay summary's JSON with the tenants `tenants` lists, each
+    /// tenant's figures made straight into it (at a million tenants a summary map and then its JSON
+    /// would hold them twice).
+    pub fn summary(&self, tenants: &mgmt::TenantFilter) -> Value {
         let c = collect_counters(&self.workers, Duration::from_secs(2));
         let table = self.policy.load();
         let mut v = serde_json::to_value(c.totals()).unwrap_or(Value::Null);
         v["tenants"] = Value::Object(
             c.tenant_lines(&table)
+                .filter(|(name, t)| tenants.lists(name, *t != TenantSummary::default()))
                 .map(|(name, t)| {
                     let t = serde_json::to_value(t).unwrap_or(Value::Null);
                     (name.to_string(), t)
@@ -368,8 +371,8 @@ impl Dataplane for Plane {
             .collect()
     }
 
-    fn stats(&self) -> Value {
-        let mut v = self.summary();
+    fn stats(&self, tenants: &mgmt::TenantFilter) -> Value {
+        let mut v = self.summary(tenants);
         v["rules"] = json!(driver::live::collect_rule_hits(&self.workers));
         if let Some(d) = &self.driver {
             v["driver"] = serde_json::to_value(d()).unwrap_or(Value::Null);

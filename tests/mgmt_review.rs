@@ -25,7 +25,7 @@ impl Dataplane for NullPlane {
     fn workers(&self) -> Vec<WorkerStatus> {
         Vec::new()
     }
-    fn stats(&self) -> Value {
+    fn stats(&self, _: &mgmt::TenantFilter) -> Value {
         json!({})
     }
     fn trace(&self, _req: &TraceRequest) -> Result<Value, String> {

@@ -117,6 +117,107 @@ fn metrics_over_http_parse_as_prometheus_text() {
     assert!(text.contains("acme-globex-tcp-443"), "{text}");
 }
 
+/// `stats` lists the tenants asked for (at a million tenants, all of them is a few hundred megabytes
+/// of answer): all, the active ones, none, or one; and `/metrics?tenants=…` the same.
+#[test]
+fn stats_lists_the_tenants_asked_for() {
+    let addr = free_port();
+    let g = start(&["--metrics-listen", &addr.to_string()], &[]);
+    let mut c = mgmt::Client::connect(&g.socket()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stats = |args: serde_json::Value| c.call("stats", args).unwrap();
+    while stats(json!({})).result.unwrap()["frames"]
+        .as_u64()
+        .unwrap_or(0)
+        < 56
+    {
+        assert!(Instant::now() < deadline, "no frames");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let names = |r: &mgmt::Response| -> Vec<String> {
+        let t = r.result.as_ref().unwrap()["tenants"].as_object().unwrap();
+        t.keys().cloned().collect()
+    };
+    let all = stats(json!({"tenants": "all"}));
+    let active = stats(json!({"tenants": "active"}));
+    let (all_names, active_names) = (names(&all), names(&active));
+    assert_eq!(names(&stats(json!({}))), all_names);
+    assert!(
+        active_names.contains(&"acme".to_string()),
+        "{active_names:?}"
+    );
+    assert!(active_names.len() < all_names.len(), "{all_names:?}");
+    let zero = |t: &serde_json::Value| {
+        [
+            "frames_in",
+            "bytes_in",
+            "forwarded",
+            "bytes_out",
+            "arp_replied",
+            "denied",
+        ]
+        .iter()
+        .all(|k| t[k].as_u64() == Some(0))
+            && t["dropped"].as_object().is_none_or(|d| d.is_empty())
+    };
+    for (name, t) in all.result.as_ref().unwrap()["tenants"].as_object().unwrap() {
+        assert_eq!(active_names.contains(name), !zero(t), "{name}: {t}");
+    }
+    let none = stats(json!({"tenants": "none"})).result.unwrap();
+    assert_eq!(none["tenants"], json!({}));
+    assert!(
+        none["frames"].as_u64().unwrap() >= 56 && none["rules"].is_object(),
+        "{none}"
+    );
+    assert_eq!(names(&stats(json!({"tenant": "acme"}))), ["acme"]);
+    let code = |r: mgmt::Response| r.error.map(|e| e.code);
+    assert_eq!(
+        code(stats(json!({"tenant": "nosuch"}))),
+        Some(mgmt::ErrorCode::NotFound)
+    );
+    for bad in [
+        json!({"tenants": "some"}),
+        json!({"tenants": 1}),
+        json!({"tenant": 7}),
+        json!({"tenants": "all", "tenant": "acme"}),
+    ] {
+        assert_eq!(
+            code(stats(bad.clone())),
+            Some(mgmt::ErrorCode::BadArgs),
+            "{bad}"
+        );
+    }
+    let tenant_series = |body: &str| {
+        body.lines()
+            .filter(|l| l.starts_with("joypath_tenant_"))
+            .count()
+    };
+    let (code_all, body_all) = http_get(addr, "/metrics");
+    let (code_none, body_none) = http_get(addr, "/metrics?tenants=none");
+    assert_eq!((code_all, code_none), (200, 200));
+    assert!(tenant_series(&body_all) > 0);
+    assert_eq!(tenant_series(&body_none), 0, "{body_none}");
+    assert!(body_none.contains("joypath_frames_total "), "{body_none}");
+    let (code, body) = http_get(addr, "/metrics?tenants=every");
+    assert_eq!(code, 400, "{body}");
+    // ctl: one tenant's line.
+    let o = Command::new(BIN)
+        .args(["ctl", "stats", "--tenant", "acme", "--socket"])
+        .arg(g.socket())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("acme ")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        !all_names
+            .iter()
+            .any(|n| n != "acme" && text.lines().any(|l| l.starts_with(&format!("{n} ")))),
+        "{text}"
+    );
+}
+
 #[test]
 fn tells_systemd_when_ready() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,5 +17,7 @@ pub mod store;
 pub use client::Client;
 pub use fleet::{Fleet, FleetConfig, FleetError};
 pub use protocol::{ErrorCode, Request, Response};
-pub use server::{Access, Dataplane, Server, ServerConfig, TraceRequest, WorkerStatus};
+pub use server::{
+    Access, Dataplane, Server, ServerConfig, TenantFilter, TraceRequest, WorkerStatus,
+};
 pub use store::{Change, Store, StoreError, VersionMeta, VersionRecord};

@@ -26,10 +26,59 @@ pub trait Dataplane: Send + Sync + 'static {
     /// Each worker's state.
     fn workers(&self) -> Vec<WorkerStatus>;
     /// Counters summed over workers: the JSON of the replay summary (`frames`, `forwarded`,
-    /// `arp_replied`, `dropped`, `tenants`).
-    fn stats(&self) -> Value;
+    /// `arp_replied`, `dropped`, `tenants` — those `tenants` lists).
+    fn stats(&self, tenants: &TenantFilter) -> Value;
     /// Captures the next frames matching the request into a pcapng file; returns what was written.
     fn trace(&self, req: &TraceRequest) -> Result<Value, String>;
+}
+
+/// Which tenants a `stats` answer lists, from its `tenants` (`all`, `active`, `none`) or `tenant`
+/// (a name) argument: at a million tenants, all of them is a few hundred megabytes of answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TenantFilter {
+    /// Every live tenant, and a removed one whose counters still count something (the default).
+    #[default]
+    All,
+    /// The tenants with a figure that is not zero.
+    Active,
+    /// None: the totals, the rules' and the driver's counters only.
+    None,
+    /// The tenant of this name.
+    One(String),
+}
+
+impl TenantFilter {
+    /// From a `stats` request's arguments; the error says what is wrong.
+    pub fn from_args(args: &Value) -> Result<Self, String> {
+        let one = match args.get("tenant") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(t.clone()),
+            Some(v) => return Err(format!("tenant: a tenant's name, not {v}")),
+        };
+        let which = match args.get("tenants") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(w)) => Some(w.as_str()),
+            Some(v) => return Err(format!("tenants: \"all\", \"active\" or \"none\", not {v}")),
+        };
+        match (which, one) {
+            (Some(_), Some(_)) => Err("tenants and tenant: one or the other".into()),
+            (None, Some(t)) => Ok(TenantFilter::One(t)),
+            (None | Some("all"), None) => Ok(TenantFilter::All),
+            (Some("active"), None) => Ok(TenantFilter::Active),
+            (Some("none"), None) => Ok(TenantFilter::None),
+            (Some(w), None) => Err(format!("tenants {w:?}: all, active or none")),
+        }
+    }
+
+    /// Whether the tenant named `name`, whose figures are `active` (not all zero), is listed.
+    pub fn lists(&self, name: &str, active: bool) -> bool {
+        match self {
+            TenantFilter::All => true,
+            TenantFilter::Active => active,
+            TenantFilter::None => false,
+            TenantFilter::One(n) => n == name,
+        }
+    }
 }
 
 /// A worker's state as the dataplane reports it.
@@ -1307,7 +1356,17 @@ impl Server {
                 crate::explain::explain(&self.table(), args, now)
             }
             "stats" => {
-                let stats = self.inner.dataplane.stats();
+                let tenants = TenantFilter::from_args(args)
+                    .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("stats: {e}")))?;
+                if let TenantFilter::One(t) = &tenants {
+                    if self.table().tenant_by_name(t).is_none() {
+                        return Err(OpError::new(
+                            ErrorCode::NotFound,
+                            format!("no tenant {t:?}"),
+                        ));
+                    }
+                }
+                let stats = self.inner.dataplane.stats(&tenants);
                 match args.get("format").and_then(Value::as_str).unwrap_or("json") {
                     "json" => Ok(stats),
                     "prometheus" => {
@@ -2103,7 +2162,7 @@ action = "deny"
         fn workers(&self) -> Vec<WorkerStatus> {
             Vec::new()
         }
-        fn stats(&self) -> Value {
+        fn stats(&self, _: &TenantFilter) -> Value {
             json!({})
         }
         fn trace(&self, _: &TraceRequest) -> Result<Value, String> {
