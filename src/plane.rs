@@ -257,7 +257,7 @@ impl Plane {
     /// The summed counters as the replay summary's JSON with the tenants `tenants` lists, each
     /// tenant's figures made straight into it (at a million tenants a summary map and then its JSON
     /// would hold them twice).
-    pub fn summary(&self, tenants: &mgmt::TenantFilter) -> Value {
+    fn summary(&self, tenants: &mgmt::TenantFilter) -> Value {
         let c = collect_counters(&self.workers, Duration::from_secs(2));
         let table = self.policy.load();
         let mut v = serde_json::to_value(c.totals()).unwrap_or(Value::Null);

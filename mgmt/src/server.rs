@@ -429,19 +429,21 @@ fn stamp_owner(op: &str, args: &Value) -> Option<Value> {
             }
         }
     }
-    let mut args = args.clone();
-    match op {
-        "rule.add" | "rule.update" => stamp(&mut args),
-        "policy.edit" => {
-            let edits = args.get_mut("edits").and_then(Value::as_array_mut)?;
-            for e in edits.iter_mut() {
-                let writes_rule = matches!(e["op"].as_str(), Some("rule.add" | "rule.update"));
-                if let (true, Some(a)) = (writes_rule, e.get_mut("args")) {
-                    stamp(a);
-                }
-            }
-        }
+    // Copied only for the requests that write rules.
+    let mut args = match op {
+        "rule.add" | "rule.update" | "policy.edit" => args.clone(),
         _ => return None,
+    };
+    if op != "policy.edit" {
+        stamp(&mut args);
+        return Some(args);
+    }
+    let edits = args.get_mut("edits").and_then(Value::as_array_mut)?;
+    for e in edits.iter_mut() {
+        let writes_rule = matches!(e["op"].as_str(), Some("rule.add" | "rule.update"));
+        if let (true, Some(a)) = (writes_rule, e.get_mut("args")) {
+            stamp(a);
+        }
     }
     Some(args)
 }
