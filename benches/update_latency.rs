@@ -49,11 +49,14 @@ impl Dataplane for Plane {
             })
             .collect()
     }
-    fn stats(&self, _: &mgmt::TenantFilter) -> Value {
-        serde_json::to_value(
-            collect_counters(&self.workers, Duration::from_secs(2)).summary(&self.policy.load()),
+    fn stats(&self, _: &mgmt::TenantFilter) -> mgmt::Stats {
+        mgmt::Stats::from_value(
+            serde_json::to_value(
+                collect_counters(&self.workers, Duration::from_secs(2))
+                    .summary(&self.policy.load()),
+            )
+            .unwrap(),
         )
-        .unwrap()
     }
     fn trace(&self, _: &TraceRequest) -> Result<Value, String> {
         Err("not in this bench".into())

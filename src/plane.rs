@@ -253,24 +253,24 @@ impl Plane {
         self.driver = d;
         self
     }
+}
 
-    /// The summed counters as the replay summary's JSON with the tenants `tenants` lists, each
-    /// tenant's figures made straight into it (at a million tenants a summary map and then its JSON
-    /// would hold them twice).
-    fn summary(&self, tenants: &mgmt::TenantFilter) -> Value {
-        let c = collect_counters(&self.workers, Duration::from_secs(2));
-        let table = self.policy.load();
-        let mut v = serde_json::to_value(c.totals()).unwrap_or(Value::Null);
-        v["tenants"] = Value::Object(
-            c.tenant_lines(&table)
-                .filter(|(name, t)| tenants.lists(name, *t != TenantSummary::default()))
-                .map(|(name, t)| {
-                    let t = serde_json::to_value(t).unwrap_or(Value::Null);
-                    (name.to_string(), t)
-                })
-                .collect(),
-        );
-        v
+/// The tenants' lines of a `stats`: the counters summed when it was asked and the table then running,
+/// each listed tenant's JSON made as it is read (at a million tenants a map of them all, and then its
+/// JSON, would be gigabytes).
+struct Lines {
+    counters: datapath::counters::Counters,
+    table: Arc<Table>,
+    tenants: mgmt::TenantFilter,
+}
+
+impl mgmt::TenantLines for Lines {
+    fn each(&self, f: &mut dyn FnMut(&str, &Value)) {
+        for (name, t) in self.counters.tenant_lines(&self.table) {
+            if self.tenants.lists(name, t != TenantSummary::default()) {
+                f(name, &serde_json::to_value(t).unwrap_or(Value::Null));
+            }
+        }
     }
 }
 
@@ -371,13 +371,30 @@ impl Dataplane for Plane {
             .collect()
     }
 
-    fn stats(&self, tenants: &mgmt::TenantFilter) -> Value {
-        let mut v = self.summary(tenants);
-        v["rules"] = json!(driver::live::collect_rule_hits(&self.workers));
+    fn stats(&self, tenants: &mgmt::TenantFilter) -> mgmt::Stats {
+        let counters = collect_counters(&self.workers, Duration::from_secs(2));
+        let mut head = match serde_json::to_value(counters.totals()) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        head.insert(
+            "rules".into(),
+            json!(driver::live::collect_rule_hits(&self.workers)),
+        );
         if let Some(d) = &self.driver {
-            v["driver"] = serde_json::to_value(d()).unwrap_or(Value::Null);
+            head.insert(
+                "driver".into(),
+                serde_json::to_value(d()).unwrap_or(Value::Null),
+            );
         }
-        v
+        mgmt::Stats {
+            head,
+            tenants: Box::new(Lines {
+                counters,
+                table: self.policy.load_full(),
+                tenants: tenants.clone(),
+            }),
+        }
     }
 
     fn trace(&self, req: &TraceRequest) -> Result<Value, String> {

@@ -25,8 +25,8 @@ impl Dataplane for NullPlane {
     fn workers(&self) -> Vec<WorkerStatus> {
         Vec::new()
     }
-    fn stats(&self, _: &mgmt::TenantFilter) -> Value {
-        json!({})
+    fn stats(&self, _: &mgmt::TenantFilter) -> mgmt::Stats {
+        mgmt::Stats::from_value(json!({}))
     }
     fn trace(&self, _req: &TraceRequest) -> Result<Value, String> {
         Err("no trace here".into())

@@ -18,6 +18,7 @@ pub use client::Client;
 pub use fleet::{Fleet, FleetConfig, FleetError};
 pub use protocol::{ErrorCode, Request, Response};
 pub use server::{
-    Access, Dataplane, Server, ServerConfig, TenantFilter, TraceRequest, WorkerStatus,
+    Access, Dataplane, Server, ServerConfig, Stats, TenantFilter, TenantLines, TraceRequest,
+    WorkerStatus,
 };
 pub use store::{Change, Store, StoreError, VersionMeta, VersionRecord};

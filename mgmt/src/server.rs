@@ -25,11 +25,66 @@ pub trait Dataplane: Send + Sync + 'static {
     fn publish(&self, table: Arc<Table>);
     /// Each worker's state.
     fn workers(&self) -> Vec<WorkerStatus>;
-    /// Counters summed over workers: the JSON of the replay summary (`frames`, `forwarded`,
-    /// `arp_replied`, `dropped`, `tenants` — those `tenants` lists).
-    fn stats(&self, tenants: &TenantFilter) -> Value;
+    /// Counters summed over workers: what the replay summary's JSON holds (`frames`, `forwarded`,
+    /// `arp_replied`, `dropped`, `tenants` — those `tenants` lists), the tenants read one at a time.
+    fn stats(&self, tenants: &TenantFilter) -> Stats;
     /// Captures the next frames matching the request into a pcapng file; returns what was written.
     fn trace(&self, req: &TraceRequest) -> Result<Value, String>;
+}
+
+/// A dataplane's counters summed over its workers, as `stats` and `/metrics` read them: the tenants
+/// apart, read one at a time, so that at a million tenants no answer holds a tree of all of them.
+pub struct Stats {
+    /// Every field of the `stats` answer but `tenants` (`frames`, `forwarded`, `dropped`, `rules`,
+    /// `driver`, …).
+    pub head: serde_json::Map<String, Value>,
+    /// The tenants listed, in name order.
+    pub tenants: Box<dyn TenantLines>,
+}
+
+/// The tenants' lines of a [`Stats`].
+pub trait TenantLines {
+    /// Calls `f` with each listed tenant's name and figures (its entry in the `stats` answer's
+    /// `tenants`), in name order, one tenant at a time.
+    fn each(&self, f: &mut dyn FnMut(&str, &Value));
+}
+
+/// Tenants' lines already made (a small dataplane's, or a test's).
+impl TenantLines for Vec<(String, Value)> {
+    fn each(&self, f: &mut dyn FnMut(&str, &Value)) {
+        for (name, v) in self {
+            f(name, v);
+        }
+    }
+}
+
+impl Stats {
+    /// From a whole `stats` answer (its `tenants` object, if any, read as the tenants' lines).
+    pub fn from_value(v: Value) -> Self {
+        let mut head = match v {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        let tenants: Vec<(String, Value)> = match head.remove("tenants") {
+            Some(Value::Object(t)) => t.into_iter().collect(),
+            _ => Vec::new(),
+        };
+        Stats {
+            head,
+            tenants: Box::new(tenants),
+        }
+    }
+
+    /// The `stats` answer: the head, and `tenants` by name.
+    pub fn to_value(&self) -> Value {
+        let mut tenants = serde_json::Map::new();
+        self.tenants.each(&mut |name, v| {
+            tenants.insert(name.to_string(), v.clone());
+        });
+        let mut v = self.head.clone();
+        v.insert("tenants".into(), Value::Object(tenants));
+        Value::Object(v)
+    }
 }
 
 /// Which tenants a `stats` answer lists, from its `tenants` (`all`, `active`, `none`) or `tenant`
@@ -1368,15 +1423,9 @@ impl Server {
                         ));
                     }
                 }
-                let stats = self.inner.dataplane.stats(&tenants);
                 match args.get("format").and_then(Value::as_str).unwrap_or("json") {
-                    "json" => Ok(stats),
-                    "prometheus" => {
-                        let workers = self.inner.dataplane.workers();
-                        let mut text = prometheus(&stats, &workers, self.table().version());
-                        text.push_str(&self.lag_metric(&workers));
-                        Ok(json!({ "text": text }))
-                    }
+                    "json" => Ok(self.inner.dataplane.stats(&tenants).to_value()),
+                    "prometheus" => Ok(json!({ "text": self.prometheus(&tenants).concat() })),
                     f => Err(OpError::new(
                         ErrorCode::BadArgs,
                         format!("format {f:?}: json or prometheus"),
@@ -1635,6 +1684,28 @@ impl Server {
 
     /// `joypath_policy_lag`: versions between the newest policy (the fleet's, or the store's) and
     /// the oldest one a worker of this gateway runs.
+    /// The counters in the Prometheus text format, in sections to be sent one after another (at a
+    /// million tenants a few hundred megabytes: not copied into one string to be sent).
+    fn prometheus(&self, tenants: &TenantFilter) -> Vec<String> {
+        let stats = self.inner.dataplane.stats(tenants);
+        let workers = self.inner.dataplane.workers();
+        let mut text =
+            crate::metrics::prometheus_sections(&stats, &workers, self.table().version());
+        text.push(self.lag_metric(&workers));
+        text
+    }
+
+    /// `GET /metrics`: what `stats {"format": "prometheus"}` answers, as the text's sections, for the
+    /// tenants `tenants` (the query's `tenants`: `all` when `None`) — a read-only request, logged
+    /// as the socket's are. An unknown `tenants` is `bad_args`.
+    pub fn metrics(&self, tenants: Option<&str>) -> Result<Vec<String>, OpError> {
+        let args = json!({ "tenants": tenants });
+        let tenants = TenantFilter::from_args(&args)
+            .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("stats: {e}")))?;
+        tracing::debug!(?tenants, "metrics requested");
+        Ok(self.prometheus(&tenants))
+    }
+
     fn lag_metric(&self, workers: &[WorkerStatus]) -> String {
         let store = self.store_version();
         let latest = self
@@ -2164,8 +2235,8 @@ action = "deny"
         fn workers(&self) -> Vec<WorkerStatus> {
             Vec::new()
         }
-        fn stats(&self, _: &TenantFilter) -> Value {
-            json!({})
+        fn stats(&self, _: &TenantFilter) -> Stats {
+            Stats::from_value(json!({}))
         }
         fn trace(&self, _: &TraceRequest) -> Result<Value, String> {
             Err("none".into())
