@@ -64,8 +64,26 @@ pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// A result made as JSON text (written as `result`; read back into `result`).
+    #[serde(
+        rename = "result",
+        skip_serializing_if = "Option::is_none",
+        skip_deserializing
+    )]
+    pub result_text: Option<JsonText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+}
+
+/// JSON text, made without a tree of it (written as it is).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct JsonText(pub Box<serde_json::value::RawValue>);
+
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 impl Response {
@@ -74,6 +92,17 @@ impl Response {
             id,
             ok: true,
             result: Some(result),
+            result_text: None,
+            error: None,
+        }
+    }
+    /// A success whose result is JSON text already made (a peer reads it as `result`).
+    pub fn ok_text(id: Value, result: Box<serde_json::value::RawValue>) -> Self {
+        Response {
+            id,
+            ok: true,
+            result: None,
+            result_text: Some(JsonText(result)),
             error: None,
         }
     }
@@ -82,6 +111,7 @@ impl Response {
             id,
             ok: false,
             result: None,
+            result_text: None,
             error: Some(ErrorBody {
                 code: e.code,
                 message: e.message,

@@ -58,7 +58,65 @@ impl TenantLines for Vec<(String, Value)> {
     }
 }
 
+/// What an operation answers: a JSON value, or JSON text made without a tree of it (`stats`).
+enum Answer {
+    Value(Value),
+    Text(Box<serde_json::value::RawValue>),
+}
+
 impl Stats {
+    /// The `stats` answer as JSON text, byte for byte what [`Stats::to_value`]'s serialization is
+    /// (keys in order), each tenant's line written as it is read.
+    pub fn to_json(&self) -> serde_json::Result<Box<serde_json::value::RawValue>> {
+        let mut out = Vec::new();
+        let mut first = true;
+        let mut sep = |out: &mut Vec<u8>| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+        };
+        out.push(b'{');
+        let mut tenants_written = false;
+        let tenants = |out: &mut Vec<u8>, sep: &mut dyn FnMut(&mut Vec<u8>)| {
+            sep(out);
+            out.extend_from_slice(br#""tenants":{"#);
+            let mut first = true;
+            let mut err = None;
+            self.tenants.each(&mut |name, v| {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                if let Err(e) = serde_json::to_writer(&mut *out, name).and_then(|()| {
+                    out.push(b':');
+                    serde_json::to_writer(&mut *out, v)
+                }) {
+                    err.get_or_insert(e);
+                }
+            });
+            out.push(b'}');
+            err.map_or(Ok(()), Err)
+        };
+        for (k, v) in &self.head {
+            if !tenants_written && k.as_str() > "tenants" {
+                tenants(&mut out, &mut sep)?;
+                tenants_written = true;
+            }
+            if k == "tenants" {
+                continue;
+            }
+            sep(&mut out);
+            serde_json::to_writer(&mut out, k)?;
+            out.push(b':');
+            serde_json::to_writer(&mut out, v)?;
+        }
+        if !tenants_written {
+            tenants(&mut out, &mut sep)?;
+        }
+        out.push(b'}');
+        let text = String::from_utf8(out).map_err(serde::ser::Error::custom)?;
+        serde_json::value::RawValue::from_string(text)
+    }
+
     /// From a whole `stats` answer (its `tenants` object, if any, read as the tenants' lines).
     pub fn from_value(v: Value) -> Self {
         let mut head = match v {
@@ -1216,7 +1274,8 @@ impl Server {
             self.dispatch(&req, uid, access, scope)
         }));
         match outcome {
-            Ok(Ok(v)) => Response::ok(id, v),
+            Ok(Ok(Answer::Value(v))) => Response::ok(id, v),
+            Ok(Ok(Answer::Text(t))) => Response::ok_text(id, t),
             Ok(Err(e)) => Response::err(id, e),
             Err(panic) => {
                 let what = panic
@@ -1242,7 +1301,7 @@ impl Server {
         uid: u32,
         access: Access,
         scope: &[String],
-    ) -> Result<Value, OpError> {
+    ) -> Result<Answer, OpError> {
         let op = req.op.as_str();
         let args = &req.args;
         let known = READ_OPS.contains(&op)
@@ -1280,6 +1339,9 @@ impl Server {
             .get("comment")
             .and_then(Value::as_str)
             .map(str::to_string);
+        if op == "stats" {
+            return self.stats(args);
+        }
         match op {
             "status" => Ok(self.status()),
             "fleet.status" => self.fleet_status(),
@@ -1301,7 +1363,7 @@ impl Server {
                 policy::names::name_rules(&mut doc);
                 let issues = doc.validate();
                 if !issues.is_empty() {
-                    return Ok(json!({"valid": false, "issues": issues}));
+                    return Ok(Answer::Value(json!({"valid": false, "issues": issues})));
                 }
                 let cur = self.current_document()?;
                 Ok(json!({"valid": true, "diff": edit::diff(&cur, &doc)}))
@@ -1412,26 +1474,6 @@ impl Server {
                 };
                 crate::explain::explain(&self.table(), args, now)
             }
-            "stats" => {
-                let tenants = TenantFilter::from_args(args)
-                    .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("stats: {e}")))?;
-                if let TenantFilter::One(t) = &tenants {
-                    if self.table().tenant_by_name(t).is_none() {
-                        return Err(OpError::new(
-                            ErrorCode::NotFound,
-                            format!("no tenant {t:?}"),
-                        ));
-                    }
-                }
-                match args.get("format").and_then(Value::as_str).unwrap_or("json") {
-                    "json" => Ok(self.inner.dataplane.stats(&tenants).to_value()),
-                    "prometheus" => Ok(json!({ "text": self.prometheus(&tenants).concat() })),
-                    f => Err(OpError::new(
-                        ErrorCode::BadArgs,
-                        format!("format {f:?}: json or prometheus"),
-                    )),
-                }
-            }
             "trace" => {
                 let req: TraceRequest = serde_json::from_value(args.clone())
                     .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("trace: {e}")))?;
@@ -1468,6 +1510,7 @@ impl Server {
                 )
             }
         }
+        .map(Answer::Value)
     }
 
     fn current_document(&self) -> Result<Arc<Document>, OpError> {
@@ -1684,6 +1727,37 @@ impl Server {
 
     /// `joypath_policy_lag`: versions between the newest policy (the fleet's, or the store's) and
     /// the oldest one a worker of this gateway runs.
+    /// `stats`: the counters as JSON — made as text, the tenants written one at a time (at a million
+    /// tenants a tree of them is gigabytes) — or in the Prometheus text format.
+    fn stats(&self, args: &Value) -> Result<Answer, OpError> {
+        let tenants = TenantFilter::from_args(args)
+            .map_err(|e| OpError::new(ErrorCode::BadArgs, format!("stats: {e}")))?;
+        if let TenantFilter::One(t) = &tenants {
+            if self.table().tenant_by_name(t).is_none() {
+                return Err(OpError::new(
+                    ErrorCode::NotFound,
+                    format!("no tenant {t:?}"),
+                ));
+            }
+        }
+        match args.get("format").and_then(Value::as_str).unwrap_or("json") {
+            "json" => self
+                .inner
+                .dataplane
+                .stats(&tenants)
+                .to_json()
+                .map(Answer::Text)
+                .map_err(|e| OpError::new(ErrorCode::Internal, format!("stats: {e}"))),
+            "prometheus" => Ok(Answer::Value(
+                json!({ "text": self.prometheus(&tenants).concat() }),
+            )),
+            f => Err(OpError::new(
+                ErrorCode::BadArgs,
+                format!("format {f:?}: json or prometheus"),
+            )),
+        }
+    }
+
     /// The counters in the Prometheus text format, in sections to be sent one after another (at a
     /// million tenants a few hundred megabytes: not copied into one string to be sent).
     fn prometheus(&self, tenants: &TenantFilter) -> Vec<String> {
@@ -2226,6 +2300,29 @@ action = "deny"
                 e.message.contains("\"b-in\" is taken"),
                 "{op} {args}: {e:?}"
             );
+        }
+    }
+
+    /// `stats` as text is byte for byte the JSON of the answer made whole, with the tenants in their
+    /// place among the keys (before and after others), names escaped; and a peer reads it back.
+    #[test]
+    fn stats_text_is_the_answer_json() {
+        for v in [
+            json!({"frames": 3, "dropped": {"malformed": 1}, "rules": {"r\"1": 2},
+                   "tenants": {"a\nb": {"frames_in": 1, "dropped": {}}, "z": {"denied": 2}},
+                   "zz": [1, 2], "driver": null}),
+            json!({"frames": 0, "tenants": {}}),
+            json!({}),
+        ] {
+            let stats = Stats::from_value(v.clone());
+            let text = stats.to_json().unwrap();
+            let mut whole = v.clone();
+            whole["tenants"] = stats.to_value()["tenants"].clone();
+            assert_eq!(text.get(), serde_json::to_string(&whole).unwrap());
+            let line = serde_json::to_string(&Response::ok_text(json!(7), text)).unwrap();
+            let back: Response = serde_json::from_str(&line).unwrap();
+            assert_eq!(back.result, Some(whole), "{line}");
+            assert_eq!(back.id, json!(7));
         }
     }
 
