@@ -65,56 +65,49 @@ enum Answer {
 }
 
 impl Stats {
-    /// The `stats` answer as JSON text, byte for byte what [`Stats::to_value`]'s serialization is
-    /// (keys in order), each tenant's line written as it is read.
+    /// The `stats` answer as JSON text, byte for byte what [`Stats::to_value`]'s serialization is,
+    /// each tenant's line written as it is read.
     pub fn to_json(&self) -> serde_json::Result<Box<serde_json::value::RawValue>> {
-        let mut out = Vec::new();
-        let mut first = true;
-        let mut sep = |out: &mut Vec<u8>| {
-            if !std::mem::take(&mut first) {
+        // The keys in the order `to_value`'s map has them, `tenants` where it inserts it.
+        let mut keys: serde_json::Map<String, Value> =
+            self.head.keys().map(|k| (k.clone(), Value::Null)).collect();
+        keys.insert("tenants".into(), Value::Null);
+        let mut out = vec![b'{'];
+        for (i, k) in keys.keys().enumerate() {
+            if i > 0 {
                 out.push(b',');
             }
-        };
-        out.push(b'{');
-        let mut tenants_written = false;
-        let tenants = |out: &mut Vec<u8>, sep: &mut dyn FnMut(&mut Vec<u8>)| {
-            sep(out);
-            out.extend_from_slice(br#""tenants":{"#);
-            let mut first = true;
-            let mut err = None;
-            self.tenants.each(&mut |name, v| {
-                if !std::mem::take(&mut first) {
-                    out.push(b',');
-                }
-                if let Err(e) = serde_json::to_writer(&mut *out, name).and_then(|()| {
-                    out.push(b':');
-                    serde_json::to_writer(&mut *out, v)
-                }) {
-                    err.get_or_insert(e);
-                }
-            });
-            out.push(b'}');
-            err.map_or(Ok(()), Err)
-        };
-        for (k, v) in &self.head {
-            if !tenants_written && k.as_str() > "tenants" {
-                tenants(&mut out, &mut sep)?;
-                tenants_written = true;
-            }
-            if k == "tenants" {
-                continue;
-            }
-            sep(&mut out);
             serde_json::to_writer(&mut out, k)?;
             out.push(b':');
-            serde_json::to_writer(&mut out, v)?;
-        }
-        if !tenants_written {
-            tenants(&mut out, &mut sep)?;
+            match self.head.get(k) {
+                Some(v) if k != "tenants" => serde_json::to_writer(&mut out, v)?,
+                _ => self.write_tenants(&mut out)?,
+            }
         }
         out.push(b'}');
         let text = String::from_utf8(out).map_err(serde::ser::Error::custom)?;
         serde_json::value::RawValue::from_string(text)
+    }
+
+    /// The `tenants` object, written one tenant at a time.
+    fn write_tenants(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.push(b'{');
+        let mut first = true;
+        let mut result = Ok(());
+        self.tenants.each(&mut |name, v| {
+            if result.is_err() {
+                return;
+            }
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            result = serde_json::to_writer(&mut *out, name).and_then(|()| {
+                out.push(b':');
+                serde_json::to_writer(&mut *out, v)
+            });
+        });
+        out.push(b'}');
+        result
     }
 
     /// From a whole `stats` answer (its `tenants` object, if any, read as the tenants' lines).
@@ -1725,8 +1718,6 @@ impl Server {
         )
     }
 
-    /// `joypath_policy_lag`: versions between the newest policy (the fleet's, or the store's) and
-    /// the oldest one a worker of this gateway runs.
     /// `stats`: the counters as JSON — made as text, the tenants written one at a time (at a million
     /// tenants a tree of them is gigabytes) — or in the Prometheus text format.
     fn stats(&self, args: &Value) -> Result<Answer, OpError> {
@@ -1770,8 +1761,8 @@ impl Server {
     }
 
     /// `GET /metrics`: what `stats {"format": "prometheus"}` answers, as the text's sections, for the
-    /// tenants `tenants` (the query's `tenants`: `all` when `None`) — a read-only request, logged
-    /// as the socket's are. An unknown `tenants` is `bad_args`.
+    /// tenants `tenants` (the query's `tenants`: `all` when `None`), checked as the socket's `stats`
+    /// checks it: an unknown one is `bad_args`.
     pub fn metrics(&self, tenants: Option<&str>) -> Result<Vec<String>, OpError> {
         let args = json!({ "tenants": tenants });
         let tenants = TenantFilter::from_args(&args)
@@ -1780,6 +1771,8 @@ impl Server {
         Ok(self.prometheus(&tenants))
     }
 
+    /// `joypath_policy_lag`: versions between the newest policy (the fleet's, or the store's) and
+    /// the oldest one a worker of this gateway runs.
     fn lag_metric(&self, workers: &[WorkerStatus]) -> String {
         let store = self.store_version();
         let latest = self
